@@ -1,0 +1,24 @@
+"""flowkit: normalizing flows for PyTorch.
+
+Invertible layers with exact log-determinants (:mod:`flowkit.layers`), composed with
+:class:`Sequential`, turned into density models with :class:`FlowModel`, and checked with
+:func:`flowkit.testing.check_flow`. The flagship model is :class:`flowkit.models.LLFlow`.
+"""
+
+from flowkit import distributions, layers, nn, testing
+from flowkit.core import Flow, Inverse, Sequential, WithCond
+from flowkit.flow_model import FlowModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Flow",
+    "FlowModel",
+    "Inverse",
+    "Sequential",
+    "WithCond",
+    "distributions",
+    "layers",
+    "nn",
+    "testing",
+]

@@ -1,0 +1,188 @@
+"""The layer contract: :class:`Flow`, and the ways to compose flows.
+
+Every invertible layer in flowkit (and every layer a user writes) is a :class:`Flow`.
+The contract is stated once, here, and checked for any layer by
+:func:`flowkit.testing.check_flow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Flow", "Inverse", "Sequential", "WithCond"]
+
+
+class Flow(nn.Module):
+    r"""Base class of every invertible layer.
+
+    Direction convention: :meth:`forward` maps **data to latent** (the direction in which a
+    density is evaluated, as in Glow, SRFlow, FrEIA and nflows); :meth:`inverse` maps latent to
+    data (sampling, enhancement).
+
+    Both directions return a pair ``(output, logdet)``:
+
+    * ``forward(x, cond=None) -> (y, logdet)`` with ``logdet = log|det dy/dx|`` per sample,
+    * ``inverse(y, cond=None) -> (x, logdet)`` with ``logdet = log|det dx/dy|``, which is the
+      negative of the forward log-determinant at the matching point.
+
+    ``logdet`` has shape ``(B,)`` (one value per sample) and is float32 or wider. A
+    volume-preserving layer still returns a logdet (zeros). ``cond`` is the conditioning tensor,
+    or ``None`` for an unconditional layer; a layer that needs it and does not get it, or gets a
+    tensor of the wrong shape, raises a :class:`ValueError` that says what it expected.
+
+    Subclasses implement :meth:`forward` and :meth:`inverse`. The log-density of data under a
+    flow with latent prior :math:`p_Z` is then
+
+    .. math:: \log p_X(x) = \log p_Z(f(x)) + \log \left| \det \frac{\partial f}{\partial x} \right|.
+
+    Example:
+        >>> import torch, flowkit
+        >>> flow = flowkit.layers.ActNorm(3)
+        >>> x = torch.randn(2, 3, 4, 4)
+        >>> y, logdet = flow(x)
+        >>> x_back, inv_logdet = flow.inverse(y)
+        >>> torch.allclose(x, x_back, atol=1e-6), logdet.shape
+        (True, torch.Size([2]))
+    """
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+def zero_logdet(x: Tensor) -> Tensor:
+    """A ``(B,)`` zero log-determinant matching ``x``'s batch, device and (at least float32) dtype."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x.new_zeros(x.shape[0], dtype=dtype)
+
+
+class Sequential(Flow):
+    """A chain of flows applied in order; the inverse runs them in reverse order.
+
+    Log-determinants add up. ``cond`` is handed unchanged to every member (wrap a member in
+    :class:`WithCond` to give it a transformed conditioning, e.g. at another resolution).
+    Indexing with a slice gives a sub-chain; ``len`` and iteration work as for
+    :class:`torch.nn.Sequential`; :attr:`inverse_flow` is the reversed chain as a flow.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from flowkit.layers import ActNorm, InvConv1x1
+        >>> flow = flowkit.Sequential(ActNorm(4), InvConv1x1(4))
+        >>> y, logdet = flow(torch.randn(2, 4, 3, 3))
+        >>> len(flow), type(flow[1:]).__name__
+        (2, 'Sequential')
+    """
+
+    def __init__(self, *flows: Flow) -> None:
+        super().__init__()
+        for index, flow in enumerate(flows):
+            if not isinstance(flow, Flow):
+                raise TypeError(
+                    f"Sequential expects flowkit.Flow members; member {index} is "
+                    f"{type(flow).__name__}"
+                )
+        self.flows = nn.ModuleList(flows)
+
+    def __len__(self) -> int:
+        return len(self.flows)
+
+    def __iter__(self) -> Iterator[Flow]:
+        return iter(self.flows)
+
+    def __getitem__(self, index: int | slice) -> Flow:
+        if isinstance(index, slice):
+            members = list(self.flows)[index]
+            if index.step is not None and index.step < 0:
+                # A reversed slice of a chain is the inverse of the sub-chain, as in FrEIA.
+                return Sequential(*(Inverse(flow) for flow in members))
+            return Sequential(*members)
+        return self.flows[index]
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = zero_logdet(x)
+        for flow in self.flows:
+            x, logdet = flow(x, cond)
+            total = total + logdet
+        return x, total
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        total = zero_logdet(y)
+        for flow in reversed(self.flows):
+            y, logdet = flow.inverse(y, cond)
+            total = total + logdet
+        return y, total
+
+    @property
+    def inverse_flow(self) -> Inverse:
+        """This chain with its directions swapped."""
+        return Inverse(self)
+
+
+class Inverse(Flow):
+    """The flow ``flow`` with its directions swapped.
+
+    Its forward is ``flow.inverse`` and its inverse is ``flow.forward``; parameters are shared.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from flowkit.layers import ActNorm
+        >>> norm = ActNorm(3)
+        >>> flipped = flowkit.Inverse(norm)
+        >>> x = torch.randn(1, 3, 2, 2)
+        >>> torch.equal(flipped(x)[0], norm.inverse(x)[0])
+        True
+    """
+
+    def __init__(self, flow: Flow) -> None:
+        super().__init__()
+        if not isinstance(flow, Flow):
+            raise TypeError(f"Inverse expects a flowkit.Flow, got {type(flow).__name__}")
+        self.flow = flow
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow.inverse(x, cond)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow(y, cond)
+
+
+class WithCond(Flow):
+    """Feeds ``cond_net(cond)`` instead of ``cond`` to ``flow``.
+
+    Use it to give a sub-flow a conditioning at its own resolution (the levels of a multi-scale
+    flow see the image at ``H/2``, ``H/4``, ...), or to share one conditioning encoder between
+    several layers. ``cond_net`` is any module (a pooling, a small CNN) and is trained with the flow.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from torch import nn
+        >>> from flowkit.layers import AffineInjector, Squeeze
+        >>> level = flowkit.Sequential(Squeeze(), AffineInjector(12, cond_channels=3))
+        >>> flow = flowkit.WithCond(level, nn.AvgPool2d(2))
+        >>> y, logdet = flow(torch.randn(2, 3, 8, 8), cond=torch.randn(2, 3, 8, 8))
+        >>> y.shape
+        torch.Size([2, 12, 4, 4])
+    """
+
+    def __init__(self, flow: Flow, cond_net: nn.Module) -> None:
+        super().__init__()
+        self.flow = flow
+        self.cond_net = cond_net
+
+    def _cond(self, cond: Tensor | None) -> Tensor:
+        if cond is None:
+            raise ValueError(
+                f"WithCond({type(self.cond_net).__name__}) expects a conditioning tensor, got None"
+            )
+        return self.cond_net(cond)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow(x, self._cond(cond))
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow.inverse(y, self._cond(cond))

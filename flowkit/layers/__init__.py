@@ -1,0 +1,20 @@
+"""Invertible layers, one family per module. Each is a :class:`flowkit.Flow`."""
+
+from flowkit.layers.actnorm import ActNorm
+from flowkit.layers.conv1x1 import InvConv1x1
+from flowkit.layers.coupling import AdditiveCoupling, AffineCoupling
+from flowkit.layers.injector import AffineInjector
+from flowkit.layers.permute import Permute
+from flowkit.layers.split import Split
+from flowkit.layers.squeeze import Squeeze
+
+__all__ = [
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "AffineInjector",
+    "InvConv1x1",
+    "Permute",
+    "Split",
+    "Squeeze",
+]

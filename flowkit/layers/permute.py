@@ -1,0 +1,61 @@
+"""Fixed channel permutations: reversal or a random shuffle."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from flowkit._validation import check_channels
+from flowkit.core import Flow, zero_logdet
+
+__all__ = ["Permute"]
+
+
+class Permute(Flow):
+    """Reorders channels by a fixed permutation (volume preserving, logdet 0).
+
+    ``mode="reverse"`` reverses the channel order (RealNVP/Glow's cheap mixing);
+    ``mode="shuffle"`` draws a random permutation from torch's RNG (or ``generator``) at
+    construction. The permutation is a buffer, so it is saved with the model.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.layers import Permute
+        >>> y, _ = Permute(3)(torch.tensor([[1., 2., 3.]]))
+        >>> y.tolist()
+        [[3.0, 2.0, 1.0]]
+    """
+
+    permutation: Tensor
+    inverse_permutation: Tensor
+
+    def __init__(
+        self,
+        channels: int,
+        mode: Literal["reverse", "shuffle"] = "reverse",
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if mode == "reverse":
+            perm = torch.arange(channels - 1, -1, -1)
+        elif mode == "shuffle":
+            perm = torch.randperm(channels, generator=generator)
+        else:
+            raise ValueError(f"Permute mode must be 'reverse' or 'shuffle', got {mode!r}")
+        self.channels = channels
+        self.mode = mode
+        self.register_buffer("permutation", perm)
+        self.register_buffer("inverse_permutation", torch.argsort(perm))
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, mode={self.mode!r}"
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels("Permute", x, self.channels)
+        return x[:, self.permutation], zero_logdet(x)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_channels("Permute", y, self.channels)
+        return y[:, self.inverse_permutation], zero_logdet(y)

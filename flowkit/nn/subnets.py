@@ -1,0 +1,127 @@
+"""Convolutional and dense sub-networks for coupling layers, Glow/SRFlow style.
+
+The last layer of each is zero-initialised, so a fresh coupling starts from a constant
+shift and scale instead of a random transformation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from flowkit.layers.actnorm import ActNorm
+
+__all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subnet"]
+
+
+class Conv2dActNorm(nn.Conv2d):
+    """A bias-free "same" convolution followed by an :class:`~flowkit.layers.ActNorm` (Glow's ``Conv2d``).
+
+    Weights start from N(0, 0.05^2). The ActNorm acts as a learned normalisation; its
+    log-determinant is irrelevant here (this is a sub-network, not a flow) and is dropped.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.nn import Conv2dActNorm
+        >>> Conv2dActNorm(3, 8, kernel_size=3)(torch.randn(2, 3, 5, 5)).shape
+        torch.Size([2, 8, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        nn.init.normal_(self.weight, 0.0, 0.05)
+        self.actnorm = ActNorm(out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.actnorm(super().forward(x))[0]
+
+
+class ZeroConv2d(nn.Conv2d):
+    """A zero-initialised "same" convolution whose output is scaled by ``exp(logscale_factor * logs)``.
+
+    Glow's ``Conv2dZeros``: weight, bias and the per-channel ``logs`` (shape ``(C_out, 1, 1)``)
+    all start at zero, so the sub-network it ends outputs zeros until trained.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.nn import ZeroConv2d
+        >>> ZeroConv2d(3, 4)(torch.randn(1, 3, 5, 5)).abs().max().item()
+        0.0
+    """
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, logscale_factor: float = 3.0
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
+        self.logscale_factor = logscale_factor
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x) * torch.exp(self.logs * self.logscale_factor)
+
+
+class ZeroLinear(nn.Linear):
+    """A zero-initialised linear layer: the dense counterpart of :class:`ZeroConv2d` (no ``logs``).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.nn import ZeroLinear
+        >>> ZeroLinear(3, 2)(torch.randn(4, 3)).abs().max().item()
+        0.0
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features)
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
+def conv_subnet(
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: int = 64,
+    *,
+    kernel_size: int = 3,
+    hidden_kernel_size: int = 1,
+    n_hidden_layers: int = 1,
+) -> nn.Sequential:
+    """Glow/SRFlow's coupling network: conv-ActNorm-ReLU, hidden conv-ActNorm-ReLU, zero conv.
+
+    With the defaults this is exactly the sub-network of SRFlow and LLFlow's couplings
+    (3x3, then ``n_hidden_layers`` 1x1 layers, then a zero-initialised 3x3), and its module
+    indices (``0``, ``2``, ``4``) match theirs.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.nn import conv_subnet
+        >>> net = conv_subnet(6, 12, hidden_channels=16)
+        >>> net(torch.randn(2, 6, 8, 8)).shape
+        torch.Size([2, 12, 8, 8])
+    """
+    layers: list[nn.Module] = [Conv2dActNorm(in_channels, hidden_channels, kernel_size), nn.ReLU()]
+    for _ in range(n_hidden_layers):
+        layers += [Conv2dActNorm(hidden_channels, hidden_channels, hidden_kernel_size), nn.ReLU()]
+    layers.append(ZeroConv2d(hidden_channels, out_channels, kernel_size))
+    return nn.Sequential(*layers)
+
+
+def mlp_subnet(
+    in_features: int, out_features: int, hidden_features: int = 64, *, n_hidden_layers: int = 1
+) -> nn.Sequential:
+    """A ReLU MLP ending in a :class:`ZeroLinear`, for flows on vectors.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.nn import mlp_subnet
+        >>> mlp_subnet(3, 4)(torch.randn(5, 3)).shape
+        torch.Size([5, 4])
+    """
+    layers: list[nn.Module] = [nn.Linear(in_features, hidden_features), nn.ReLU()]
+    for _ in range(n_hidden_layers):
+        layers += [nn.Linear(hidden_features, hidden_features), nn.ReLU()]
+    layers.append(ZeroLinear(hidden_features, out_features))
+    return nn.Sequential(*layers)
+
+
