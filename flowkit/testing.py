@@ -10,7 +10,7 @@ from torch import Tensor
 
 from flowkit.core import Flow
 
-__all__ = ["FlowCheckError", "FlowCheckReport", "check_flow"]
+__all__ = ["FlowCheckError", "FlowCheckReport", "check_flow", "perturb_parameters"]
 
 # Round-trip tolerance relative to the data's scale, per dtype: a few hundred ulps of depth.
 _ROUNDTRIP_RTOL = {
@@ -104,7 +104,9 @@ def check_flow(
         if not (torch.isfinite(y).all() and torch.isfinite(logdet).all()):
             _fail("finite", "forward produced NaN or inf")
         x_back, inv_logdet = model.inverse(y, cond)
-        z = y + 0.05 * y.std().clamp_min(1e-3) * torch.randn_like(y)
+        # A latent near forward(x) but not on it, drawn reproducibly, for the reverse round trip.
+        noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        z = y + 0.05 * y.std(correction=0).clamp_min(1e-3) * noise.to(y.device, y.dtype)
         x_probe, _ = model.inverse(z, cond)
         z_back, _ = model(x_probe, cond)
 
@@ -185,3 +187,29 @@ def _check_gradients(flow: Flow, x: Tensor, cond: Tensor | None) -> int:
             _fail("gradients", f"parameter {name!r} has a non-finite gradient")
         checked += 1
     return checked
+
+
+@torch.no_grad()
+def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, generator: torch.Generator | None = None) -> None:
+    """Add ``scale * N(0, 1)`` noise to every floating-point parameter of ``module``, in place.
+
+    Most layers start as (or close to) the identity, where a wrong log-determinant or inverse can
+    hide; property tests perturb parameters away from that initialisation first. ActNorm layers
+    are marked initialised, so the perturbation is not overwritten by data-dependent init.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.layers import AffineCoupling
+        >>> from flowkit.testing import perturb_parameters
+        >>> layer = AffineCoupling(4)
+        >>> perturb_parameters(layer, 0.1, torch.Generator().manual_seed(0))
+        >>> bool(layer.subnet[-1].weight.abs().sum() > 0)
+        True
+    """
+    for param in module.parameters():
+        if param.is_floating_point():
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.add_(scale * noise.to(param.device))
+    for buffer_name, buffer in module.named_buffers():
+        if buffer_name.endswith("initialized") and buffer.dtype == torch.bool:
+            buffer.fill_(True)

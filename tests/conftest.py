@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+# Test helper modules (e.g. flow_strategies.py) live beside this file; importlib mode needs the path.
+sys.path.insert(0, str(Path(__file__).parent))
+
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("FLOWKIT_HYPOTHESIS_EXAMPLES", "15")),
+    max_examples=int(os.environ.get("FLOWKIT_HYPOTHESIS_EXAMPLES", "30")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,

@@ -107,31 +107,35 @@ class InvConv1x1(Flow):
         return tuple((p._version, p.data_ptr()) for p in self.parameters())
 
     def inverse_matrix(self) -> Tensor:
-        """``W^{-1}`` computed in float64; cached in eval mode until a parameter changes."""
+        """``W^{-1}`` in float64. Cached in eval mode without autograd, until a parameter changes."""
+        cacheable = not self.training and not torch.is_grad_enabled()
         key = self._cache_key()
-        if not self.training and self._inverse_cache is not None and self._inverse_cache[0] == key:
+        if cacheable and self._inverse_cache is not None and self._inverse_cache[0] == key:
             return self._inverse_cache[1]
         w64 = self.matrix(torch.float64)
-        sign, logabs = torch.linalg.slogdet(w64.detach())
-        # A condition-number style test: |det| tiny relative to the scale of W means singular.
         if not torch.compiler.is_compiling():
-            scale = w64.detach().abs().max().clamp_min(1e-300)
-            if float(sign) == 0.0 or float(logabs - self.channels * torch.log(scale)) < -30 * 2.302585:
-                raise ValueError(
-                    f"InvConv1x1({self.channels}) cannot invert its weight: it is singular "
-                    f"(log|det W| = {float(logabs):.4g}); re-initialise or regularise the layer"
-                )
+            self._check_invertible(w64.detach())
         inv = torch.linalg.inv(w64)
-        if not self.training:
-            self._inverse_cache = (key, inv.detach())
+        if cacheable:
+            self._inverse_cache = (key, inv)
         return inv
+
+    def _check_invertible(self, w64: Tensor) -> None:
+        sign, logabs = torch.linalg.slogdet(w64)
+        # Singular in practice: |det W| is negligible next to the scale of W's entries.
+        scale = w64.abs().max().clamp_min(1e-300)
+        if float(sign) == 0.0 or float(logabs - self.channels * torch.log(scale)) < -30 * 2.302585:
+            raise ValueError(
+                f"InvConv1x1({self.channels}) cannot invert its weight: it is singular "
+                f"(log|det W| = {float(logabs):.4g}); re-initialise or regularise the layer"
+            )
 
     def train(self, mode: bool = True) -> InvConv1x1:
         self._inverse_cache = None
         return super().train(mode)
 
     @staticmethod
-    def _apply(x: Tensor, w: Tensor) -> Tensor:
+    def _mix(x: Tensor, w: Tensor) -> Tensor:
         w = w.to(x.dtype)
         if x.dim() == 2:
             return x @ w.T
@@ -144,11 +148,11 @@ class InvConv1x1(Flow):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_channels("InvConv1x1", x, self.channels)
-        return self._apply(x, self.matrix()), self._logdet(x)
+        return self._mix(x, self.matrix()), self._logdet(x)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_channels("InvConv1x1", y, self.channels)
         inv = self.inverse_matrix()
         # Cast through the parameter dtype first, as the reference does (inverse(W.double()).float()).
         inv = inv.to(self.log_s.dtype if self.lu else self.weight.dtype)
-        return self._apply(y, inv), -self._logdet(y)
+        return self._mix(y, inv), -self._logdet(y)

@@ -125,5 +125,4 @@ class _SplitBijection(Flow):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         keep = self.split.keep
-        x, logdet = self.split.merge(y[:, :keep], y[:, keep:], cond)
-        return x, -logdet
+        return self.split.merge(y[:, :keep], y[:, keep:], cond)

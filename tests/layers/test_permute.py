@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import torch
+from flow_strategies import image_shapes, randn
+from hypothesis import given
+from hypothesis import strategies as st
+
+from flowkit.layers import Permute
+from flowkit.testing import check_flow
+
+
+@given(shape=image_shapes(), mode=st.sampled_from(["reverse", "shuffle"]), seed=st.integers(0, 100))
+def test_permute_is_a_flow(shape, mode, seed):
+    layer = Permute(shape[1], mode, generator=torch.Generator().manual_seed(seed))
+    check_flow(layer, randn(shape, seed, torch.float64))
+
+
+def test_shuffle_is_a_saved_permutation():
+    layer = Permute(7, "shuffle", generator=torch.Generator().manual_seed(3))
+    assert sorted(layer.permutation.tolist()) == list(range(7))
+    other = Permute(7, "shuffle", generator=torch.Generator().manual_seed(4))
+    other.load_state_dict(layer.state_dict())
+    x = torch.randn(2, 7)
+    assert torch.equal(other(x)[0], layer(x)[0])
+    assert torch.equal(layer(x)[0], x[:, layer.permutation])
