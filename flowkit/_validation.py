@@ -37,7 +37,7 @@ def check_no_cond(layer: str, cond: Tensor | None) -> None:
     """Raise if an unconditional layer is handed a conditioning tensor (a likely wiring bug)."""
     if cond is not None:
         raise ValueError(
-            f"{layer} is unconditional (built with cond_channels=0) but was given a "
+            f"{layer} is unconditional but was given a "
             f"conditioning tensor of shape {tuple(cond.shape)}"
         )
 

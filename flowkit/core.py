@@ -33,6 +33,11 @@ class Flow(nn.Module):
     or ``None`` for an unconditional layer; a layer that needs it and does not get it, or gets a
     tensor of the wrong shape, raises a :class:`ValueError` that says what it expected.
 
+    :attr:`conditional` says whether a flow uses ``cond``. Composites (:class:`Sequential`) hand
+    ``cond`` only to members that use it, and flowkit's unconditional layers reject one, so a
+    conditioning tensor wired to the wrong place is an error rather than silently ignored. It is
+    ``True`` by default, so a user's layer always receives ``cond``.
+
     Subclasses implement :meth:`forward` and :meth:`inverse`. The log-density of data under a
     flow with latent prior :math:`p_Z` is then
 
@@ -47,6 +52,8 @@ class Flow(nn.Module):
         >>> torch.allclose(x, x_back, atol=1e-6), logdet.shape
         (True, torch.Size([2]))
     """
+
+    conditional: bool = True
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -64,8 +71,9 @@ def zero_logdet(x: Tensor) -> Tensor:
 class Sequential(Flow):
     """A chain of flows applied in order; the inverse runs them in reverse order.
 
-    Log-determinants add up. ``cond`` is handed unchanged to every member (wrap a member in
-    :class:`WithCond` to give it a transformed conditioning, e.g. at another resolution).
+    Log-determinants add up. ``cond`` is handed unchanged to every conditional member (wrap a
+    member in :class:`WithCond` to give it a transformed conditioning, e.g. at another
+    resolution); a chain without conditional members rejects a ``cond``.
     Indexing with a slice gives a sub-chain; ``len`` and iteration work as for
     :class:`torch.nn.Sequential`; :attr:`inverse_flow` is the reversed chain as a flow.
 
@@ -91,6 +99,10 @@ class Sequential(Flow):
     def __len__(self) -> int:
         return len(self.flows)
 
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return any(flow.conditional for flow in self.flows)
+
     def __iter__(self) -> Iterator[Flow]:
         return iter(self.flows)
 
@@ -103,17 +115,26 @@ class Sequential(Flow):
             return Sequential(*members)
         return self.flows[index]
 
+    def _reject_unused_cond(self, cond: Tensor | None) -> None:
+        if cond is not None and not self.conditional:
+            raise ValueError(
+                "Sequential has no conditional member but was given a conditioning tensor of "
+                f"shape {tuple(cond.shape)}"
+            )
+
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._reject_unused_cond(cond)
         total = zero_logdet(x)
         for flow in self.flows:
-            x, logdet = flow(x, cond)
+            x, logdet = flow(x, cond if flow.conditional else None)
             total = total + logdet
         return x, total
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        self._reject_unused_cond(cond)
         total = zero_logdet(y)
         for flow in reversed(self.flows):
-            y, logdet = flow.inverse(y, cond)
+            y, logdet = flow.inverse(y, cond if flow.conditional else None)
             total = total + logdet
         return y, total
 
@@ -143,6 +164,10 @@ class Inverse(Flow):
         if not isinstance(flow, Flow):
             raise TypeError(f"Inverse expects a flowkit.Flow, got {type(flow).__name__}")
         self.flow = flow
+
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return self.flow.conditional
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.flow.inverse(x, cond)

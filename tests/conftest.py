@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 settings.register_profile(
     "ci",
-    max_examples=int(os.environ.get("FLOWKIT_HYPOTHESIS_EXAMPLES", "30")),
+    max_examples=int(os.environ.get("FLOWKIT_HYPOTHESIS_EXAMPLES", "50")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from flowkit._validation import check_channels, check_finite
+from flowkit._validation import check_channels, check_finite, check_no_cond
 from flowkit.core import Flow
 
 __all__ = ["ActNorm"]
@@ -39,6 +39,8 @@ class ActNorm(Flow):
     """
 
     initialized: Tensor
+
+    conditional = False
 
     def __init__(self, channels: int, scale: float = 1.0) -> None:
         super().__init__()
@@ -100,6 +102,7 @@ class ActNorm(Flow):
         return value.to(dtype).expand(x.shape[0])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("ActNorm", cond)
         check_channels("ActNorm", x, self.channels)
         self._maybe_initialize(x)
         bias, logs = self._params_for(x)
@@ -107,6 +110,7 @@ class ActNorm(Flow):
         return y, self._logdet(x)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("ActNorm", cond)
         check_channels("ActNorm", y, self.channels)
         bias, logs = self._params_for(y)
         x = y * torch.exp(-logs) - bias

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit._validation import check_channels
+from flowkit._validation import check_channels, check_no_cond
 from flowkit.core import Flow
 
 __all__ = ["InvConv1x1"]
@@ -41,6 +41,8 @@ class InvConv1x1(Flow):
         >>> torch.allclose(mix.inverse(y)[0], x, atol=1e-5)
         True
     """
+
+    conditional = False
 
     def __init__(self, channels: int, lu: bool = False) -> None:
         super().__init__()
@@ -147,10 +149,12 @@ class InvConv1x1(Flow):
         return (self.log_abs_det() * positions).to(dtype).expand(x.shape[0])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("InvConv1x1", cond)
         check_channels("InvConv1x1", x, self.channels)
         return self._mix(x, self.matrix()), self._logdet(x)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("InvConv1x1", cond)
         check_channels("InvConv1x1", y, self.channels)
         inv = self.inverse_matrix()
         # Cast through the parameter dtype first, as the reference does (inverse(W.double()).float()).

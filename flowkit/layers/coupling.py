@@ -32,6 +32,7 @@ class _Coupling(Flow):
         if cond_channels < 0:
             raise ValueError(f"{name}: cond_channels must be >= 0, got {cond_channels}")
         self.name = name
+        self.conditional = cond_channels > 0
         self.channels = channels
         self.cond_channels = cond_channels
         self.split = split

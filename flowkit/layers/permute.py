@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowkit._validation import check_channels
+from flowkit._validation import check_channels, check_no_cond
 from flowkit.core import Flow, zero_logdet
 
 __all__ = ["Permute"]
@@ -31,6 +31,8 @@ class Permute(Flow):
     permutation: Tensor
     inverse_permutation: Tensor
 
+    conditional = False
+
     def __init__(
         self,
         channels: int,
@@ -53,9 +55,11 @@ class Permute(Flow):
         return f"{self.channels}, mode={self.mode!r}"
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("Permute", cond)
         check_channels("Permute", x, self.channels)
         return x[:, self.permutation], zero_logdet(x)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("Permute", cond)
         check_channels("Permute", y, self.channels)
         return y[:, self.inverse_permutation], zero_logdet(y)

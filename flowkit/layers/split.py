@@ -58,6 +58,7 @@ class Split(Flow):
         keep = channels // 2 if keep is None else keep
         if not 0 < keep < channels:
             raise ValueError(f"Split: keep must satisfy 0 < keep < {channels}, got {keep}")
+        self.conditional = cond_channels > 0
         self.channels = channels
         self.keep = keep
         self.cond_channels = cond_channels
@@ -118,6 +119,7 @@ class _SplitBijection(Flow):
     def __init__(self, split: Split) -> None:
         super().__init__()
         self.split = split
+        self.conditional = split.conditional
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         x1, eps, logdet = self.split.factor(x, cond)

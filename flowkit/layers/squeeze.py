@@ -7,6 +7,7 @@ from typing import Literal
 from einops import rearrange
 from torch import Tensor
 
+from flowkit._validation import check_no_cond
 from flowkit.core import Flow, zero_logdet
 
 __all__ = ["Squeeze"]
@@ -49,6 +50,8 @@ class Squeeze(Flow):
         [0.0, 1.0, 4.0, 5.0]
     """
 
+    conditional = False
+
     def __init__(
         self, factor: int = 2, order: Literal["channel_major", "spatial_major"] = "channel_major"
     ) -> None:
@@ -64,6 +67,7 @@ class Squeeze(Flow):
         return f"factor={self.factor}, order={self.order!r}"
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("Squeeze", cond)
         if x.dim() != 4:
             raise ValueError(f"Squeeze expects a (B, C, H, W) tensor, got shape {tuple(x.shape)}")
         f = self.factor
@@ -74,6 +78,7 @@ class Squeeze(Flow):
         return rearrange(x, _PATTERNS[self.order], i=f, j=f), zero_logdet(x)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_no_cond("Squeeze", cond)
         f = self.factor
         if y.dim() != 4 or y.shape[1] % (f * f):
             raise ValueError(
