@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from flow_strategies import perturbed
+
+import flowkit
+from flowkit.distributions import StandardNormal
+from flowkit.layers import ActNorm, AffineCoupling, InvConv1x1, Split, Squeeze
+
+
+def test_log_prob_of_an_actnorm_flow_is_the_implied_gaussian():
+    # z = (x + b) * exp(s) with z ~ N(0, 1) means x ~ N(-b, exp(-s)^2): an independent closed form.
+    norm = perturbed(ActNorm(3), seed=0, scale=0.5)
+    model = flowkit.FlowModel(norm, StandardNormal((3, 2, 2)))
+    x = torch.randn(4, 3, 2, 2)
+    mean, std = -norm.bias.detach(), torch.exp(-norm.logs.detach())
+    expected = torch.distributions.Normal(mean, std).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(model.log_prob(x), expected)
+
+
+def test_nll_units():
+    model = flowkit.FlowModel(perturbed(ActNorm(2), 1), StandardNormal((2, 3, 3)))
+    x = torch.randn(2, 2, 3, 3)
+    nats = model.nll(x, unit="nats")
+    torch.testing.assert_close(nats, -model.log_prob(x))
+    torch.testing.assert_close(model.nll(x), nats / (math.log(2) * 18))
+    with pytest.raises(ValueError, match="unit"):
+        model.nll(x, unit="bits")
+
+
+def test_dequantization_is_noise_in_training_and_a_fixed_correction_in_eval():
+    model = flowkit.FlowModel(perturbed(ActNorm(1), 2), StandardNormal((1, 2, 2)), dequantize=256)
+    x = torch.rand(2, 1, 2, 2)
+    model.eval()
+    plain = flowkit.FlowModel(model.flow, model.prior)
+    torch.testing.assert_close(model.log_prob(x), plain.log_prob(x) - 4 * math.log(256))
+    model.train()
+    assert not torch.equal(model.log_prob(x), model.log_prob(x))
+
+
+def test_non_finite_data_is_rejected():
+    model = flowkit.FlowModel(ActNorm(1), StandardNormal((1,)))
+    with pytest.raises(ValueError, match="non-finite"):
+        model.log_prob(torch.tensor([[float("nan")]]))
+
+
+def test_multiscale_sampling_uses_the_temperature_everywhere():
+    torch.manual_seed(0)
+    flow = flowkit.Sequential(Squeeze(), Split(4), ActNorm(2)).eval()
+    model = flowkit.FlowModel(flow, StandardNormal((2, 4, 4)))
+    cold = model.sample(256, temperature=0.0, generator=torch.Generator().manual_seed(0))
+    assert cold.abs().max() == 0  # zero-initialised split prior and zero prior temperature
+    warm = model.sample(256, temperature=0.5)
+    assert abs(float(warm.std()) - 0.5) < 0.02
+    assert all(m.temperature == 1.0 for m in flow.modules() if isinstance(m, Split))
+
+
+def test_conditional_model_samples_one_per_cond_row():
+    flow = flowkit.Sequential(ActNorm(2), InvConv1x1(2), AffineCoupling(2, cond_channels=1))
+    model = flowkit.FlowModel(flow, StandardNormal((2, 3, 3)))
+    cond = torch.randn(5, 1, 3, 3)
+    assert model.sample(cond=cond).shape == (5, 2, 3, 3)
+    with pytest.raises(ValueError, match="needs n"):
+        model.sample()
