@@ -2,8 +2,29 @@
 
 ``fused_affine`` is the one public primitive; the PyTorch reference in
 :mod:`flowkit.kernels.reference` is its specification.
+
+Choosing a backend
+------------------
+:func:`fused_affine` runs either the **PyTorch reference** (``"torch"``) or the **Triton kernels**
+(``"triton"``, one fused kernel forward, one backward, behind the opaque custom op
+``torch.ops.flowkit.fused_affine``). The default, ``"auto"``, picks Triton for CUDA tensors
+(float32/float16/bfloat16) when the ``triton`` package is installed, and the reference everywhere
+else: on CPU the default path is plain eager PyTorch, never slower than it, and ``torch.compile``
+fuses it with the surrounding ops. Force a backend per call (``backend="torch"``), for the whole
+process (:func:`set_backend`, or ``FLOWKIT_KERNEL_BACKEND=torch`` in the environment before
+``import flowkit``) or for a block (``with use_backend("triton"): ...``). The kernels run on CPU
+only under Triton's interpreter (``TRITON_INTERPRET=1`` set before :mod:`flowkit.kernels.triton_affine`
+is imported), which is for testing; elsewhere forcing ``"triton"`` on CPU tensors is an error.
 """
 
-from flowkit.kernels.affine import fused_affine
+from flowkit.kernels.affine import affine_backward_formula, fused_affine
+from flowkit.kernels.backend import get_backend, resolve_backend, set_backend, use_backend
 
-__all__ = ["fused_affine"]
+__all__ = [
+    "affine_backward_formula",
+    "fused_affine",
+    "get_backend",
+    "resolve_backend",
+    "set_backend",
+    "use_backend",
+]

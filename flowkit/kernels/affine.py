@@ -1,12 +1,47 @@
-"""``fused_affine``: the affine coupling math in one op (placeholder dispatch to the reference)."""
+"""``fused_affine``: the sigmoid-scaled affine map of the coupling layers as one fused op.
+
+The public function validates its arguments, picks a backend (see :mod:`flowkit.kernels.backend`)
+and then either runs the PyTorch reference, which autograd differentiates and ``torch.compile``
+sees through, or calls the opaque custom op ``torch.ops.flowkit.fused_affine``, whose forward and
+fused backward (``torch.ops.flowkit.fused_affine_backward``) are the Triton kernels.
+
+The custom op has a fake implementation (for ``torch.compile`` and meta tensors) and an autograd
+formula, so ``torch.compile(fullgraph=True)`` keeps it as one node in the forward and one in the
+backward graph. Its ``backend`` argument is ``"triton"`` or ``"torch"``; the ``"torch"``
+implementation computes the same op and the same fused backward formula in PyTorch, for any device
+and float64 (that is what ``gradcheck`` checks the formula with). Double backward through the op is
+not supported; the reference path supports it.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
-from flowkit.kernels.reference import affine_reference
+from flowkit.kernels.backend import resolve_backend
+from flowkit.kernels.reference import affine_reference, compute_dtype, split_shift_scale
 
-__all__ = ["fused_affine"]
+__all__ = ["affine_backward_formula", "fused_affine"]
+
+LAYOUTS = ("cross", "half")
+
+
+def _check_args(x: Tensor, h: Tensor, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"fused_affine: layout must be 'cross' or 'half', got {layout!r}")
+    if x.dim() < 2:
+        raise ValueError(f"fused_affine expects x of shape (B, C, ...), got shape {tuple(x.shape)}")
+    expected = (x.shape[0], 2 * x.shape[1], *x.shape[2:])
+    if tuple(h.shape) != expected:
+        raise ValueError(
+            f"fused_affine expects h of shape {expected} (shift and raw scale for each of x's "
+            f"{x.shape[1]} channels) for x of shape {tuple(x.shape)}, got {tuple(h.shape)}"
+        )
+    if x.device != h.device:
+        raise ValueError(f"fused_affine expects x and h on one device, got {x.device} and {h.device}")
+    for what, t in (("x", x), ("h", h)):
+        if not t.is_floating_point():
+            raise TypeError(f"fused_affine expects floating-point tensors, {what} is {t.dtype}")
 
 
 def fused_affine(
@@ -18,9 +53,34 @@ def fused_affine(
     inverse: bool = False,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor]:
-    """Apply the affine map encoded in ``h`` to ``x``; return ``(y, logdet)``.
+    r"""Apply the affine map encoded in ``h`` to ``x``; return ``(y, logdet)``.
 
-    See :func:`flowkit.kernels.reference.affine_reference` for the math.
+    With ``shift`` and ``raw`` the two halves of ``h`` (``layout="cross"``: shift at even channels,
+    raw scale at odd ones, as SRFlow/LLFlow lay them out; ``"half"``: shifts, then raw scales) and
+    :math:`s = \sigma(\text{raw} + 2) + \epsilon`:
+
+    * forward: ``y = (x + shift) * s`` and ``logdet = sum(log s)`` per sample,
+    * ``inverse=True``: ``y = x / s - shift`` and ``logdet = -sum(log s)``.
+
+    :func:`flowkit.kernels.reference.affine_reference` is the specification. Computed in float32
+    (float64 for float64 ``x``); ``y`` has ``x``'s dtype, ``logdet`` is float32 (float64) of shape
+    ``(B,)``. ``h`` is read through strides (no copies of its halves); ``x`` may be any view, e.g.
+    the channel slice ``x[:, split:]`` of a coupling layer.
+
+    Backends (see :mod:`flowkit.kernels.backend`): ``"auto"`` uses the process-wide default, which
+    by default picks the Triton kernels for CUDA tensors and the PyTorch reference elsewhere (on CPU
+    this *is* eager PyTorch); ``"triton"`` and ``"torch"`` force one.
+
+    Args:
+        x: ``(B, C, ...)`` input (images ``(B, C, H, W)`` or vectors ``(B, C)``).
+        h: ``(B, 2C, ...)`` shift and raw scale, same batch and spatial sizes as ``x``.
+        eps: lower bound added to the sigmoid scale.
+        layout: ``"cross"`` or ``"half"``.
+        inverse: apply the inverse map.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+
+    Returns:
+        ``(y, logdet)``.
 
     Example:
         >>> import torch
@@ -29,5 +89,137 @@ def fused_affine(
         >>> y, logdet = fused_affine(x, h)
         >>> y.shape, logdet.shape
         (torch.Size([2, 3, 4, 4]), torch.Size([2]))
+        >>> x_back, inverse_logdet = fused_affine(y, h, inverse=True)
+        >>> torch.allclose(x_back, x, atol=1e-5), torch.allclose(inverse_logdet, -logdet)
+        (True, True)
     """
-    return affine_reference(x, h, eps=eps, layout=layout, inverse=inverse)
+    _check_args(x, h, layout)
+    if resolve_backend(backend, x, h) == "torch":
+        return affine_reference(x, h, eps=eps, layout=layout, inverse=inverse)
+    return torch.ops.flowkit.fused_affine(x, h, eps, layout, inverse, "triton")
+
+
+def affine_backward_formula(
+    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
+    inverse: bool,
+) -> tuple[Tensor, Tensor]:
+    r"""The fused backward of :func:`fused_affine` in PyTorch: gradients ``(dx, dh)``.
+
+    ``x`` and ``h`` are the inputs of the differentiated call, ``grad_out`` and ``grad_logdet`` the
+    gradients of its two outputs. With :math:`\sigma = \sigma(\text{raw} + 2)`, :math:`s = \sigma
+    + \epsilon` and :math:`g_y, g_l` the output gradients:
+
+    * forward: ``dx = dshift = g_y s`` and ``ds = g_y (x + shift) + g_l / s``,
+    * inverse: ``dx = g_y / s``, ``dshift = -g_y`` and ``ds = -(g_y x / s + g_l) / s``,
+
+    and ``draw = ds * sigma * (1 - sigma)``. This is the formula the Triton backward kernel
+    implements; it is also the custom op's backward on the ``"torch"`` backend.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import affine_backward_formula
+        >>> from flowkit.kernels.reference import affine_reference
+        >>> x, h = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 6, 4, dtype=torch.float64)
+        >>> gy, gl = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+        >>> dx, dh = affine_backward_formula(x, h, gy, gl, eps=1e-4, layout="cross", inverse=True)
+        >>> xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
+        >>> out, logdet = affine_reference(xr, hr, inverse=True)
+        >>> ex, eh = torch.autograd.grad((out, logdet), (xr, hr), (gy, gl))
+        >>> torch.allclose(dx, ex), torch.allclose(dh, eh)
+        (True, True)
+    """
+    compute = compute_dtype(x)
+    shift, raw = split_shift_scale(h, layout)
+    sig = torch.sigmoid(raw.to(compute) + 2.0)
+    scale = sig + eps
+    gy = grad_out.to(compute)
+    gl = grad_logdet.to(compute).view(-1, *([1] * (x.dim() - 1)))
+    xc = x.to(compute)
+    if inverse:
+        dx = gy / scale
+        dshift = -gy
+        dscale = -(dx * xc + gl) / scale
+    else:
+        dx = gy * scale
+        dshift = dx
+        dscale = gy * (xc + shift.to(compute)) + gl / scale
+    draw = dscale * sig * (1.0 - sig)
+    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    dh_shift, dh_raw = split_shift_scale(dh, layout)
+    dh_shift.copy_(dshift)
+    dh_raw.copy_(draw)
+    return dx.to(x.dtype).contiguous(), dh
+
+
+# The custom ops. Their outputs are always contiguous, so the fake implementations can say so.
+
+
+@torch.library.custom_op("flowkit::fused_affine", mutates_args=())
+def _fused_affine_op(
+    x: Tensor, h: Tensor, eps: float, layout: str, inverse: bool, backend: str
+) -> tuple[Tensor, Tensor]:
+    if backend == "triton":
+        from flowkit.kernels import triton_affine
+
+        return triton_affine.affine_forward(x, h, eps=eps, layout=layout, inverse=inverse)
+    if backend != "torch":
+        raise ValueError(f"flowkit::fused_affine: backend must be 'triton' or 'torch', got {backend!r}")
+    y, logdet = affine_reference(x, h, eps=eps, layout=layout, inverse=inverse)
+    return y.contiguous(), logdet
+
+
+@_fused_affine_op.register_fake
+def _fused_affine_fake(
+    x: Tensor, h: Tensor, eps: float, layout: str, inverse: bool, backend: str
+) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape), x.new_empty(x.shape[0], dtype=compute_dtype(x))
+
+
+@torch.library.custom_op("flowkit::fused_affine_backward", mutates_args=())
+def _fused_affine_backward_op(
+    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, eps: float, layout: str,
+    inverse: bool, backend: str,
+) -> tuple[Tensor, Tensor]:
+    if backend == "triton":
+        from flowkit.kernels import triton_affine
+
+        return triton_affine.affine_backward(
+            x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse
+        )
+    if backend != "torch":
+        raise ValueError(
+            f"flowkit::fused_affine_backward: backend must be 'triton' or 'torch', got {backend!r}"
+        )
+    return affine_backward_formula(x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse)
+
+
+@_fused_affine_backward_op.register_fake
+def _fused_affine_backward_fake(
+    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, eps: float, layout: str,
+    inverse: bool, backend: str,
+) -> tuple[Tensor, Tensor]:
+    return x.new_empty(x.shape), h.new_empty(h.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, h, eps, layout, inverse, backend = inputs
+    # The inputs are all the backward needs: the scale is recomputed from h, which is cheaper than
+    # storing it.
+    ctx.save_for_backward(x, h)
+    ctx.options = (eps, layout, inverse, backend)
+
+
+def _backward(ctx, grad_out: Tensor | None, grad_logdet: Tensor | None):
+    x, h = ctx.saved_tensors
+    eps, layout, inverse, backend = ctx.options
+    if grad_out is None:
+        grad_out = torch.zeros_like(x)
+    if grad_logdet is None:
+        grad_logdet = x.new_zeros(x.shape[0], dtype=compute_dtype(x))
+    dx, dh = torch.ops.flowkit.fused_affine_backward(
+        x, h, grad_out, grad_logdet, eps, layout, inverse, backend
+    )
+    return dx, dh, None, None, None, None
+
+
+_fused_affine_op.register_autograd(_backward, setup_context=_setup_context)

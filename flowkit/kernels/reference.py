@@ -5,7 +5,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["affine_reference", "split_shift_scale"]
+__all__ = ["affine_reference", "compute_dtype", "split_shift_scale"]
+
+
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the op computes in for input ``x``: float64 for float64, float32 otherwise.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels.reference import compute_dtype
+        >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16)), compute_dtype(torch.zeros(1, dtype=torch.float64))
+        (torch.float32, torch.float64)
+    """
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
 def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
@@ -13,6 +25,13 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
 
     ``"cross"``: shift at even channels, raw scale at odd ones (SRFlow/LLFlow's ``split_feature``);
     ``"half"``: the first C channels are the shift, the last C the raw scale.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels.reference import split_shift_scale
+        >>> h = torch.arange(4.0).view(1, 4)
+        >>> split_shift_scale(h, "cross"), split_shift_scale(h, "half")
+        ((tensor([[0., 2.]]), tensor([[1., 3.]])), (tensor([[0., 1.]]), tensor([[2., 3.]])))
     """
     if layout == "cross":
         return h[:, 0::2], h[:, 1::2]
@@ -28,9 +47,20 @@ def affine_reference(
     """``scale = sigmoid(raw + 2) + eps``; forward ``y = (x + shift) * scale``, inverse ``x = y / scale - shift``.
 
     Computed in float32 (float64 for float64 inputs); ``y`` has ``x``'s dtype, and ``logdet``
-    (``+sum(log scale)`` forward, ``-sum`` inverse, per sample) is float32 or float64.
+    (``+sum(log scale)`` forward, ``-sum`` inverse, per sample) is float32 or float64. ``shift`` and
+    ``raw`` are the halves of ``h`` given by :func:`split_shift_scale`. Plain PyTorch ops, so
+    autograd (to any order) and ``torch.compile`` see through it.
+
+    Example:
+        >>> import math, torch
+        >>> from flowkit.kernels.reference import affine_reference
+        >>> x, h = torch.ones(1, 1, 2, 2), torch.zeros(1, 2, 2, 2)      # shift 0, raw scale 0
+        >>> y, logdet = affine_reference(x, h, eps=0.0)
+        >>> s = 1 / (1 + math.exp(-2))                                    # sigmoid(0 + 2)
+        >>> torch.allclose(y, torch.full_like(x, s)), math.isclose(logdet.item(), 4 * math.log(s), rel_tol=1e-6)
+        (True, True)
     """
-    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    compute = compute_dtype(x)
     shift, raw = split_shift_scale(h, layout)
     shift = shift.to(compute)
     scale = torch.sigmoid(raw.to(compute) + 2.0) + eps

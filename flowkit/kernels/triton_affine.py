@@ -1,0 +1,283 @@
+"""Triton kernels of the fused affine op: forward, inverse, and one fused backward for both.
+
+Each kernel makes one pass over the tensors: it reads ``x`` and the shift and raw-scale halves of
+``h`` through their strides (so a channel slice ``x[:, split:]`` or the interleaved ``"cross"``
+layout costs no copy), writes the output, and leaves one partial log-det sum per (sample, tile); a
+tiny ``sum`` over those partials gives the per-sample log-det deterministically (no atomics).
+
+The tensors are viewed as ``(B, C, N)`` with ``N`` the product of the spatial sizes (``N = 1`` for
+``(B, C)`` vectors) and cut into ``[BLOCK_B, BLOCK_C, BLOCK_N]`` tiles, so no per-element integer
+division is needed and images and vectors both fill a tile. Everything is computed in float32 with
+``tl.sigmoid``/``tl.log``, which Triton's interpreter also runs (libdevice functions do not).
+
+This module imports ``triton`` and decorates the kernels when it is imported, which is when Triton
+reads ``TRITON_INTERPRET``: with ``TRITON_INTERPRET=1`` set beforehand the kernels are executed by
+Triton's CPU interpreter and accept CPU tensors (slowly: a few milliseconds per tile); otherwise they
+need CUDA tensors. :mod:`flowkit.kernels.affine` imports it only when a Triton kernel is about to
+run, so ``import flowkit`` works without Triton or a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from flowkit.kernels.backend import TRITON_DTYPES
+from flowkit.kernels.reference import split_shift_scale
+
+__all__ = ["DEFAULT_BLOCK", "affine_backward", "affine_forward", "is_interpreted", "unsupported_reason"]
+
+DEFAULT_BLOCK = 2048
+"""Elements per tile: 8 per thread with 8 warps, enough loads in flight to stream at full bandwidth."""
+
+
+@triton.jit
+def _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
+    # The program id enumerates tiles with the spatial block fastest, so neighbouring programs
+    # stream neighbouring memory.
+    nb = pid % n_nb
+    cb = (pid // n_nb) % n_cb
+    bb = pid // (n_nb * n_cb)
+    b = (bb * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)[:, None, None]
+    c = (cb * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)[None, :, None]
+    n = (nb * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[None, None, :]
+    mask = (b < B) & (c < C) & (n < N)
+    return b, c, n, mask
+
+
+@triton.jit
+def _affine_forward_kernel(
+    x_ptr, shift_ptr, raw_ptr, y_ptr, partial_ptr,
+    B, C, N, n_cb, n_nb,
+    sxb, sxc, sxn, stb, stc, stn, srb, src, srn,
+    eps,
+    INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b, c, n, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = tl.load(x_ptr + b * sxb + c * sxc + n * sxn, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.load(shift_ptr + b * stb + c * stc + n * stn, mask=mask, other=0.0).to(tl.float32)
+    raw = tl.load(raw_ptr + b * srb + c * src + n * srn, mask=mask, other=0.0).to(tl.float32)
+    scale = tl.sigmoid(raw + 2.0) + eps
+    if INVERSE:
+        y = x / scale - shift
+    else:
+        y = (x + shift) * scale
+    tl.store(y_ptr + (b * C + c) * N + n, y.to(y_ptr.dtype.element_ty), mask=mask)
+    log_scale = tl.where(mask, tl.log(scale), 0.0)
+    partial = tl.sum(tl.sum(log_scale, axis=2), axis=1)
+    if INVERSE:
+        partial = -partial
+    # One column per (channel block, spatial block) tile; the tile's BLOCK_B samples are rows.
+    n_tiles = n_cb * n_nb
+    rows = (pid // n_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
+    tl.store(partial_ptr + rows.to(tl.int64) * n_tiles + pid % n_tiles, partial, mask=rows < B)
+
+
+@triton.jit
+def _affine_backward_kernel(
+    x_ptr, shift_ptr, raw_ptr, gy_ptr, gl_ptr, dx_ptr, dshift_ptr, draw_ptr,
+    B, C, N, n_cb, n_nb,
+    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn, dtb, dtc, dtn, drb, drc, drn,
+    eps,
+    INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    b, c, n, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = tl.load(x_ptr + b * sxb + c * sxc + n * sxn, mask=mask, other=0.0).to(tl.float32)
+    shift = tl.load(shift_ptr + b * stb + c * stc + n * stn, mask=mask, other=0.0).to(tl.float32)
+    raw = tl.load(raw_ptr + b * srb + c * src + n * srn, mask=mask, other=0.0).to(tl.float32)
+    gy = tl.load(gy_ptr + b * sgb + c * sgc + n * sgn, mask=mask, other=0.0).to(tl.float32)
+    gl = tl.load(gl_ptr + b, mask=b < B, other=0.0).to(tl.float32)
+    sig = tl.sigmoid(raw + 2.0)
+    scale = sig + eps
+    if INVERSE:
+        # out = x / s - t, logdet = -sum(log s)
+        dx = gy / scale
+        dshift = -gy
+        dscale = -(dx * x + gl) / scale
+    else:
+        # out = (x + t) * s, logdet = sum(log s)
+        dx = gy * scale
+        dshift = dx
+        dscale = gy * (x + shift) + gl / scale
+    draw = dscale * sig * (1.0 - sig)
+    tl.store(dx_ptr + (b * C + c) * N + n, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    tl.store(dshift_ptr + b * dtb + c * dtc + n * dtn, dshift.to(dshift_ptr.dtype.element_ty), mask=mask)
+    tl.store(draw_ptr + b * drb + c * drc + n * drn, draw.to(draw_ptr.dtype.element_ty), mask=mask)
+
+
+def is_interpreted() -> bool:
+    """Whether the kernels were decorated under ``TRITON_INTERPRET=1`` and so run on the CPU.
+
+    Example:
+        >>> from flowkit.kernels import triton_affine
+        >>> isinstance(triton_affine.is_interpreted(), bool)
+        True
+    """
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(_affine_forward_kernel, InterpretedFunction)
+
+
+def unsupported_reason(*tensors: Tensor) -> str | None:
+    """Why the kernels cannot run on these tensors, or ``None`` when they can.
+
+    They need CUDA tensors (or CPU tensors under the interpreter) of a dtype in
+    :data:`flowkit.kernels.backend.TRITON_DTYPES`, all on one device.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import triton_affine
+        >>> triton_affine.unsupported_reason(torch.zeros(2, 3, dtype=torch.float64))
+        "the Triton kernels support float32, float16 and bfloat16 tensors, got torch.float64 (use backend='torch')"
+    """
+    for t in tensors:
+        if t.dtype not in TRITON_DTYPES:
+            return (
+                f"the Triton kernels support float32, float16 and bfloat16 tensors, got {t.dtype} "
+                "(use backend='torch')"
+            )
+    devices = {t.device for t in tensors}
+    if len(devices) != 1:
+        return f"the Triton kernels need all tensors on one device, got {sorted(map(str, devices))}"
+    device = devices.pop()
+    if device.type == "cuda" or (device.type == "cpu" and is_interpreted()):
+        return None
+    return (
+        f"the Triton kernels run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1 was set "
+        f"before flowkit.kernels.triton_affine was imported; got {device.type} tensors "
+        "(use backend='torch' there)"
+    )
+
+
+def _bcn(t: Tensor, b: int, c: int, n: int) -> Tensor:
+    # A view whenever the spatial dimensions collapse into one stride (contiguous or channels-last
+    # layouts, channel slices); a copy only for exotic strides.
+    return t.reshape(b, c, n)
+
+
+def _blocks(b: int, c: int, n: int, block: int) -> tuple[int, int, int]:
+    if block < 1 or block & (block - 1):
+        raise ValueError(f"block must be a positive power of two, got {block}")
+    block_n = min(triton.next_power_of_2(n), block)
+    block_c = min(triton.next_power_of_2(c), block // block_n)
+    block_b = min(triton.next_power_of_2(b), block // (block_n * block_c))
+    return block_b, block_c, block_n
+
+
+def _launch_geometry(x: Tensor, block: int) -> tuple[int, int, int, tuple[int, int, int], int, int, int]:
+    b, c = x.shape[0], x.shape[1]
+    n = x[0, 0].numel()
+    blocks = _blocks(b, c, n, block)
+    n_bb, n_cb, n_nb = triton.cdiv(b, blocks[0]), triton.cdiv(c, blocks[1]), triton.cdiv(n, blocks[2])
+    return b, c, n, blocks, n_bb, n_cb, n_nb
+
+
+def _num_warps(blocks: tuple[int, int, int]) -> int:
+    return max(1, min(8, blocks[0] * blocks[1] * blocks[2] // 256))
+
+
+def _check(x: Tensor, h: Tensor, *more: Tensor) -> None:
+    reason = unsupported_reason(x, h, *more)
+    if reason is not None:
+        raise RuntimeError(reason)
+
+
+def affine_forward(
+    x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int = DEFAULT_BLOCK
+) -> tuple[Tensor, Tensor]:
+    """Run the forward (or, with ``inverse=True``, the inverse) kernel; return ``(out, logdet)``.
+
+    Same math and conventions as :func:`flowkit.kernels.reference.affine_reference`: ``out`` has
+    ``x``'s dtype and shape (contiguous), ``logdet`` is float32 of shape ``(B,)``.
+
+    Args:
+        x: ``(B, C, ...)`` tensor, any strides.
+        h: ``(B, 2C, ...)`` tensor holding shift and raw scale as ``layout`` says, any strides.
+        eps: added to the sigmoid scale.
+        layout: ``"cross"`` or ``"half"``.
+        inverse: compute ``x / scale - shift`` and ``-sum(log scale)`` instead.
+        block: elements per tile (a power of two); smaller tiles make more programs.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import triton_affine
+        >>> from flowkit.kernels.reference import affine_reference
+        >>> x, h = torch.randn(2, 3, 5, 5), torch.randn(2, 6, 5, 5)
+        >>> if triton_affine.unsupported_reason(x, h) is None:  # CUDA, or CPU under the interpreter
+        ...     y, logdet = triton_affine.affine_forward(x, h, eps=1e-4, layout="cross", inverse=False)
+        ... else:
+        ...     y, logdet = affine_reference(x, h)
+        >>> torch.allclose(y, affine_reference(x, h)[0], atol=1e-6)
+        True
+    """
+    _check(x, h)
+    b, c, n, blocks, n_bb, n_cb, n_nb = _launch_geometry(x, block)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    partials = torch.empty(b, n_cb * n_nb, dtype=torch.float32, device=x.device)
+    if y.numel() == 0:
+        return y, partials.new_zeros(b)
+    shift, raw = (_bcn(t, b, c, n) for t in split_shift_scale(h, layout))
+    xv = _bcn(x, b, c, n)
+    grid = (n_bb * n_cb * n_nb,)
+    _affine_forward_kernel[grid](
+        xv, shift, raw, y, partials,
+        b, c, n, n_cb, n_nb,
+        *xv.stride(), *shift.stride(), *raw.stride(),
+        eps,
+        INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+        num_warps=_num_warps(blocks),
+    )
+    return y, partials.sum(1)
+
+
+def affine_backward(
+    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
+    inverse: bool, block: int = DEFAULT_BLOCK,
+) -> tuple[Tensor, Tensor]:
+    """Gradients of the forward (or inverse) map for ``x`` and ``h`` in one pass: ``(dx, dh)``.
+
+    ``x`` and ``h`` are the inputs of the differentiated call, ``grad_out`` the gradient of its
+    output (``x``'s shape) and ``grad_logdet`` that of its log-det (``(B,)``). The log-det term
+    enters through the raw scale: ``d/draw sum(log s) = sigmoid'(raw + 2) / s``. ``dx`` has ``x``'s
+    dtype, ``dh`` ``h``'s; both are contiguous.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import triton_affine
+        >>> from flowkit.kernels.reference import affine_reference
+        >>> x, h = torch.randn(2, 3, 4), torch.randn(2, 6, 4)
+        >>> gy, gl = torch.randn(2, 3, 4), torch.randn(2)
+        >>> xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
+        >>> y, logdet = affine_reference(xr, hr, layout="half")
+        >>> expected = torch.autograd.grad((y, logdet), (xr, hr), (gy, gl))
+        >>> if triton_affine.unsupported_reason(x, h) is None:  # CUDA, or CPU under the interpreter
+        ...     dx, dh = triton_affine.affine_backward(x, h, gy, gl, eps=1e-4, layout="half", inverse=False)
+        ... else:
+        ...     dx, dh = expected
+        >>> torch.allclose(dx, expected[0], atol=1e-6), torch.allclose(dh, expected[1], atol=1e-6)
+        (True, True)
+    """
+    _check(x, h, grad_out)
+    b, c, n, blocks, n_bb, n_cb, n_nb = _launch_geometry(x, block)
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    if dx.numel() == 0:
+        return dx, dh
+    shift, raw = (_bcn(t, b, c, n) for t in split_shift_scale(h, layout))
+    # .view, not reshape: the kernel must write into dh itself, never into a copy of a half.
+    dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout))
+    xv, gy = _bcn(x, b, c, n), _bcn(grad_out, b, c, n)
+    grid = (n_bb * n_cb * n_nb,)
+    _affine_backward_kernel[grid](
+        xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dx, dshift, draw,
+        b, c, n, n_cb, n_nb,
+        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(), *dshift.stride(), *draw.stride(),
+        eps,
+        INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+        num_warps=_num_warps(blocks),
+    )
+    return dx, dh
