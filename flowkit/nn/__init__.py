@@ -1,5 +1,14 @@
 """Sub-networks used inside flow layers (they need not be invertible)."""
 
+from flowkit.nn.rrdb import RRDB, ResidualDenseBlock
 from flowkit.nn.subnets import Conv2dActNorm, ZeroConv2d, ZeroLinear, conv_subnet, mlp_subnet
 
-__all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subnet"]
+__all__ = [
+    "Conv2dActNorm",
+    "RRDB",
+    "ResidualDenseBlock",
+    "ZeroConv2d",
+    "ZeroLinear",
+    "conv_subnet",
+    "mlp_subnet",
+]
