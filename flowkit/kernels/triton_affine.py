@@ -162,9 +162,10 @@ def _bcn(t: Tensor, b: int, c: int, n: int) -> Tensor:
 def _blocks(b: int, c: int, n: int, block: int) -> tuple[int, int, int]:
     if block < 1 or block & (block - 1):
         raise ValueError(f"block must be a positive power of two, got {block}")
-    block_n = min(triton.next_power_of_2(n), block)
-    block_c = min(triton.next_power_of_2(c), block // block_n)
-    block_b = min(triton.next_power_of_2(b), block // (block_n * block_c))
+    # max(1, .): empty dimensions still need a valid (unused) tile shape.
+    block_n = min(triton.next_power_of_2(max(1, n)), block)
+    block_c = min(triton.next_power_of_2(max(1, c)), block // block_n)
+    block_b = min(triton.next_power_of_2(max(1, b)), block // (block_n * block_c))
     return block_b, block_c, block_n
 
 
