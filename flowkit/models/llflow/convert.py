@@ -220,7 +220,7 @@ def to_official(model: LLFlow) -> dict[str, Tensor]:
         >>> config = LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4,
         ...                       stack_blocks=(), steps_per_level=1, hidden_channels=4)
         >>> official = to_official(LLFlow(config))
-        >>> official["flowUpsamplerNet.layers.4.affine.fAffine.4.logs"].shape
+        >>> official["flowUpsamplerNet.layers.3.affine.fAffine.4.logs"].shape
         torch.Size([12, 1, 1])
     """
     per_level = _layers_per_level(model.config)

@@ -68,9 +68,10 @@ def histeq_image(low: Tensor) -> Tensor:
     Example:
         >>> import torch
         >>> from flowkit.models.llflow.histeq import histeq_image
-        >>> low = torch.tensor([[[[0.0, 0.1], [0.1, 0.2]]]])
-        >>> histeq_image(low)[0, 0].tolist()
-        [[0.0, 0.5019607543945312], [0.5019607543945312, 1.0]]
+        >>> low = torch.tensor([[[[0.0, 0.2], [0.2, 0.4]]]], dtype=torch.float64)
+        >>> histeq_image(low)[0, 0] * 255
+        tensor([[  0., 170.],
+                [170., 255.]], dtype=torch.float64)
     """
     quantized = torch.round(low * 255).clamp(0, 255).to(torch.uint8)
     return equalize_hist(quantized).to(low.dtype) / 255
