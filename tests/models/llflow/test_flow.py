@@ -1,0 +1,112 @@
+"""The conditional flow: contract checks (invertibility, exact log-determinants, gradients)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from flowkit.core import Flow
+from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1, Squeeze
+from flowkit.models import LLFlow
+from flowkit.models.llflow.flow import ConditionalFlow, FlowStep
+from flowkit.testing import check_flow
+
+from .conftest import perturbed, toy_config
+
+
+class PackedConditioning(Flow):
+    """A ConditionalFlow as a plain flowkit Flow whose ``cond`` packs the per-level features.
+
+    ``cond`` is ``(B, N)``, the flattened level features side by side, so that check_flow can
+    slice it per sample like any conditioning tensor.
+    """
+
+    def __init__(self, flow: ConditionalFlow, shapes: list[tuple[int, ...]]) -> None:
+        super().__init__()
+        self.flow = flow
+        self.shapes = shapes
+
+    @staticmethod
+    def pack(conditions: tuple[Tensor, ...]) -> Tensor:
+        return torch.cat([c.flatten(1) for c in conditions], dim=1)
+
+    def _unpack(self, cond: Tensor) -> list[Tensor]:
+        sizes = [int(torch.tensor(shape).prod()) for shape in self.shapes]
+        parts = torch.split(cond, sizes, dim=1)
+        return [part.reshape(cond.shape[0], *shape) for part, shape in zip(parts, self.shapes)]
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow(x, self._unpack(cond))
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self.flow.inverse(y, self._unpack(cond))
+
+
+def test_whole_toy_llflow_flow_passes_check_flow():
+    torch.manual_seed(0)
+    model = perturbed(LLFlow(toy_config())).to(torch.float64)
+    low = torch.rand(2, 3, 8, 16, dtype=torch.float64) * 0.3
+    high = torch.rand(2, 3, 8, 16, dtype=torch.float64)  # 384 elements per sample for the Jacobian
+    with torch.no_grad():
+        conditions = model.condition(low).conditions
+    adapter = PackedConditioning(model.flow, [tuple(c.shape[1:]) for c in conditions])
+    report = check_flow(adapter, high, PackedConditioning.pack(conditions))
+    assert report.logdet_error < 1e-8
+    assert report.roundtrip_error < 1e-10
+    assert report.parameters_checked == len(list(model.flow.parameters()))
+
+
+def test_whole_toy_llflow_flow_round_trips_in_float32():
+    torch.manual_seed(1)
+    model = perturbed(LLFlow(toy_config())).eval()
+    low, high = torch.rand(2, 3, 16, 24) * 0.3, torch.rand(2, 3, 16, 24)
+    z, logdet = model.encode(high, low)
+    x, inverse_logdet = model.decode(z, low)
+    assert (x - high).abs().max() < 1e-4
+    assert (logdet + inverse_logdet).abs().max() < 1e-3
+
+
+@pytest.mark.parametrize("cond_channels", [0, 5])
+def test_flow_step_passes_check_flow(cond_channels):
+    torch.manual_seed(2)
+    step = perturbed(FlowStep(6, cond_channels=cond_channels, hidden_channels=8), scale=0.1)
+    x = torch.randn(2, 6, 4, 4)
+    cond = torch.randn(2, cond_channels, 4, 4) if cond_channels else None
+    check_flow(step, x, cond)
+    assert step.conditional == bool(cond_channels)
+
+
+def test_level_structure_follows_the_reference():
+    flow = ConditionalFlow(cond_channels=7, steps_per_level=3, transition_steps=2, hidden_channels=8)
+    assert len(flow.levels) == 3
+    for level, channels in zip(flow.levels, (12, 48, 192)):
+        members = list(level)
+        assert isinstance(members[0], Squeeze) and members[0].factor == 2
+        assert len(members) == 1 + 2 + 3
+        for step in members[1:3]:
+            assert step.injector is None and step.coupling is None
+        for step in members[1:]:
+            assert isinstance(step.actnorm, ActNorm) and step.actnorm.channels == channels
+            assert isinstance(step.invconv, InvConv1x1) and not step.invconv.lu
+        for step in members[3:]:
+            assert isinstance(step.injector, AffineInjector) and step.injector.layout == "cross"
+            assert isinstance(step.coupling, AffineCoupling) and step.coupling.layout == "cross"
+            assert step.coupling.split == channels // 2 and step.coupling.cond_channels == 7
+            # SPEC: fFeatures = F(cond, 2C), fAffine = F(C//2 + cond, 2(C - C//2)), hidden 64 -> 8 here
+            assert step.injector.subnet[0].weight.shape == (8, 7, 3, 3)
+            assert step.injector.subnet[4].weight.shape == (2 * channels, 8, 3, 3)
+            assert step.coupling.subnet[0].weight.shape == (8, channels // 2 + 7, 3, 3)
+            assert step.coupling.subnet[2].weight.shape == (8, 8, 1, 1)
+            assert step.coupling.subnet[4].weight.shape == (2 * (channels - channels // 2), 8, 3, 3)
+
+
+def test_conditioning_must_be_one_tensor_per_level():
+    flow = ConditionalFlow(cond_channels=2, steps_per_level=1, hidden_channels=4)
+    x = torch.rand(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="sequence of 3 conditioning tensors"):
+        flow(x, torch.zeros(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="got 2 tensors"):
+        flow(x, [torch.zeros(1, 2, 4, 4)] * 2)
+    with pytest.raises(ValueError, match="transition step"):
+        FlowStep(4)(torch.zeros(1, 4, 2, 2), torch.zeros(1, 1, 2, 2))
