@@ -1,0 +1,192 @@
+"""LLFlow's public API: shapes, padding, temperatures, the loss's selector, histeq input, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flowkit.models import LLFlow
+from flowkit.models.llflow.encoder import color_map
+from flowkit.models.llflow.histeq import histeq_image
+
+from .conftest import perturbed, toy_config
+
+
+def images(b: int = 2, h: int = 16, w: int = 24, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    low = torch.rand(b, 3, h, w, generator=generator) * 0.25
+    high = torch.rand(b, 3, h, w, generator=generator)
+    return low, high
+
+
+def test_shapes(toy_model):
+    low, high = images()
+    z, logdet = toy_model.encode(high, low)
+    assert z.shape == (2, 192, 2, 3) and logdet.shape == (2,)
+    x, inverse_logdet = toy_model.decode(z, low)
+    assert x.shape == high.shape and inverse_logdet.shape == (2,)
+    assert toy_model.nll(low, high).shape == (2,)
+    assert toy_model.loss(low, high).shape == ()
+    assert toy_model.enhance(low).shape == low.shape
+
+
+def test_nll_is_bits_per_pixel_of_the_gaussian_around_the_color_map(toy_model):
+    low, high = images()
+    z, logdet = toy_model.encode(high, low)
+    for prior, colors in (("encoder", toy_model.condition(low).color_map), ("gt", color_map(high))):
+        mean = F.pixel_unshuffle(colors, 8)  # (B, 3*64, H/8, W/8); channel c*64 + i*8 + j
+        log_p = (-0.5 * ((z - mean) ** 2 + math.log(2 * math.pi))).sum((1, 2, 3))
+        expected = -(logdet + log_p) / (math.log(2) * 16 * 24)
+        assert torch.allclose(toy_model.nll(low, high, prior=prior), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(13, 10), (8, 17), (5, 3), (1, 1), (16, 24)])
+def test_enhance_pads_and_crops_any_size(toy_model, size):
+    low = torch.rand(1, 3, *size, generator=torch.Generator().manual_seed(3)) * 0.3
+    out = toy_model.enhance(low)
+    assert out.shape == low.shape and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_enhance_is_the_crop_of_the_reflect_padded_image(toy_model):
+    low = torch.rand(2, 3, 13, 10, generator=torch.Generator().manual_seed(4)) * 0.3
+    histeq = histeq_image(low)  # equalized before padding, over the real pixels only
+    padded = F.pad(low, (0, 6, 0, 3), mode="reflect")
+    padded_histeq = F.pad(histeq, (0, 6, 0, 3), mode="reflect")
+    expected = toy_model.enhance(padded, histeq=padded_histeq, clamp=False)[:, :, :13, :10]
+    assert torch.equal(toy_model.enhance(low, clamp=False), expected)
+
+
+def test_temperature_zero_decodes_the_prior_mean(toy_model):
+    low, _ = images()
+    mean = toy_model.prior_mean(toy_model.condition(low).color_map)
+    x, _ = toy_model.decode(mean, low)
+    assert torch.equal(toy_model.enhance(low, clamp=False), x)
+    assert torch.equal(toy_model.enhance(low), x.clamp(0, 1))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_enhance_is_finite_at_temperatures_0_to_1(toy_model, temperature):
+    low, _ = images()
+    out = toy_model.enhance(low, temperature=temperature, clamp=False, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all()
+
+
+def test_sampling_is_reproducible_and_centred_on_the_mean(toy_model):
+    low, _ = images()
+    first = toy_model.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
+    again = toy_model.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(5), clamp=False)
+    other = toy_model.enhance(low, temperature=0.8, generator=torch.Generator().manual_seed(6), clamp=False)
+    assert torch.equal(first, again) and not torch.equal(first, other)
+    eps = torch.randn(2, 192, 2, 3, generator=torch.Generator().manual_seed(5))
+    mean = toy_model.prior_mean(toy_model.condition(low).color_map)
+    assert torch.allclose(first, toy_model.decode(mean + 0.8 * eps, low)[0], atol=1e-6)
+
+
+def test_loss_selects_the_prior_once_per_batch_with_probability_train_gt_ratio():
+    torch.manual_seed(0)
+    low, high = images()
+    for ratio, prior in ((0.0, "encoder"), (1.0, "gt")):
+        model = perturbed(LLFlow(toy_config(train_gt_ratio=ratio))).eval()
+        assert torch.allclose(model.loss(low, high), model.nll(low, high, prior=prior).mean())
+    model = perturbed(LLFlow(toy_config(train_gt_ratio=0.3))).eval()
+    encoder, gt = model.nll(low, high).mean(), model.nll(low, high, prior="gt").mean()
+    assert not torch.allclose(encoder, gt)
+    generator, draws = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    picks = []
+    for _ in range(40):
+        loss = model.loss(low, high, generator)
+        use_gt = bool(torch.rand((), generator=draws) < 0.3)  # the same stream, drawn once per call
+        assert torch.allclose(loss, gt if use_gt else encoder)
+        picks.append(use_gt)
+    assert 0 < sum(picks) < 40
+
+
+def test_loss_trains_the_encoder_color_head_and_the_flow():
+    torch.manual_seed(0)
+    model = perturbed(LLFlow(toy_config(train_gt_ratio=0.0)))
+    low, high = images()
+    model.loss(low, high).backward()
+    assert model.encoder.color_head.weight.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in model.flow.parameters())
+
+
+def test_first_training_forward_initialises_actnorms_from_data():
+    torch.manual_seed(0)
+    model = LLFlow(toy_config())
+    low, high = images(b=4)
+    model.loss(low, high)
+    z, _ = model.encode(high, low)
+    assert all(bool(m.initialized) for m in model.modules() if hasattr(m, "initialized"))
+    # after initialisation the first ActNorm's output is standardised per channel
+    first = model.flow.levels[0][1].actnorm
+    squeezed = F.pixel_unshuffle(high, 2)
+    out = first(squeezed)[0]
+    assert out.mean((0, 2, 3)).abs().max() < 1e-5 and (out.std((0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
+
+
+def test_histeq_argument_is_used_and_defaults_to_the_equalized_low(toy_model):
+    low, high = images()
+    assert torch.equal(toy_model.nll(low, high), toy_model.nll(low, high, histeq=histeq_image(low)))
+    assert not torch.equal(toy_model.nll(low, high), toy_model.nll(low, high, histeq=torch.full_like(low, 0.5)))
+    z, _ = toy_model.encode(high, low, histeq=torch.full_like(low, 0.5))
+    assert torch.allclose(toy_model.decode(z, low, histeq=torch.full_like(low, 0.5))[0], high, atol=1e-4)
+    assert toy_model.preprocess(low, histeq=torch.full_like(low, 0.5))[:, 3:].eq(0.5).all()
+
+
+def test_state_dict_round_trips():
+    torch.manual_seed(0)
+    model = perturbed(LLFlow(toy_config())).eval()
+    torch.manual_seed(1)
+    copy = LLFlow(toy_config()).eval()
+    copy.load_state_dict(model.state_dict())
+    low, high = images()
+    assert torch.equal(copy.nll(low, high), model.nll(low, high))
+    assert torch.equal(copy.enhance(low), model.enhance(low))
+    assert all(bool(m.initialized) for m in copy.modules() if hasattr(m, "initialized"))
+
+
+def test_float64_model_accepts_float32_input(toy_model):
+    low, high = images()
+    model = toy_model.to(torch.float64)
+    assert model.nll(low, high).dtype == torch.float64
+    assert model.enhance(low).dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    ("method", "make", "error", "message"),
+    [
+        ("enhance", lambda low, high: (torch.rand(1, 4, 8, 8),), ValueError, r"\(B, 3, H, W\)"),
+        ("enhance", lambda low, high: (torch.rand(3, 8, 8),), ValueError, r"\(B, 3, H, W\)"),
+        ("enhance", lambda low, high: (low * 5,), ValueError, r"values in \[0, 1\]"),
+        ("enhance", lambda low, high: (low - 0.5,), ValueError, r"values in \[0, 1\]"),
+        ("enhance", lambda low, high: (low.masked_fill(low > 0.2, float("nan")),), ValueError, "NaN"),
+        ("enhance", lambda low, high: ((low * 255).to(torch.uint8),), TypeError, "uint8"),
+        ("enhance", lambda low, high: (low.numpy(),), TypeError, "torch.Tensor"),
+        ("nll", lambda low, high: (low, high[:, :, :8]), ValueError, "high must have the shape of low"),
+        ("nll", lambda low, high: (low, high.to(torch.int64)), TypeError, "floating-point"),
+        ("nll", lambda low, high: (low[:, :, :12], high[:, :, :12]), ValueError, "divisible by 8"),
+        ("encode", lambda low, high: (high, low[:1]), ValueError, "high must have the shape of low"),
+        ("loss", lambda low, high: (low, high * float("inf")), ValueError, "NaN or infinite"),
+        ("decode", lambda low, high: (torch.zeros(2, 192, 2, 2), low), ValueError, r"z must have shape \(2, 192, 2, 3\)"),
+    ],
+)
+def test_bad_input_is_a_clear_error(toy_model, method, make, error, message):
+    low, high = images()
+    with pytest.raises(error, match=message):
+        getattr(toy_model, method)(*make(low, high))
+
+
+def test_bad_options_are_clear_errors(toy_model):
+    low, high = images()
+    with pytest.raises(ValueError, match="prior must be 'encoder' or 'gt'"):
+        toy_model.nll(low, high, prior="mean")
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        toy_model.enhance(low, temperature=-0.1)
+    with pytest.raises(ValueError, match="histeq must have the shape of low"):
+        toy_model.enhance(low, histeq=low[:, :, :8])
+    with pytest.raises(ValueError, match=r"histeq must have values in \[0, 1\]"):
+        toy_model.nll(low, high, histeq=low + 2)
