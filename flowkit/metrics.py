@@ -58,7 +58,9 @@ LLFlow's ``test.py`` effectively uses when it applies OpenCV's ``COLOR_BGR2GRAY`
 (red and blue swapped)."""
 
 
-def _check_pair(name: str, pred: Tensor, target: Tensor, *, channels: int | None = 3, min_size: int = 1) -> None:
+def _check_pair(
+    name: str, pred: Tensor, target: Tensor, *, channels: int | None = 3, min_size: int = 1
+) -> None:
     if pred.shape != target.shape:
         raise ValueError(
             f"{name} expects two images of the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}"
@@ -264,7 +266,9 @@ def ssim_columns(
 def _gray_weights(weights: str | Sequence[float]) -> tuple[float, float, float]:
     if isinstance(weights, str):
         if weights not in GRAY_WEIGHTS:
-            raise ValueError(f"gray weights must be one of {sorted(GRAY_WEIGHTS)} or 3 numbers, got {weights!r}")
+            raise ValueError(
+                f"gray weights must be one of {sorted(GRAY_WEIGHTS)} or 3 numbers, got {weights!r}"
+            )
         return GRAY_WEIGHTS[weights]
     values = tuple(float(w) for w in weights)
     if len(values) != 3:
@@ -310,7 +314,9 @@ def rgb_to_gray_uint8(image: Tensor) -> Tensor:
         tensor([[151]], dtype=torch.uint8)
     """
     if image.dim() < 3 or image.shape[-3] != 3:
-        raise ValueError(f"rgb_to_gray_uint8 expects images of shape (..., 3, H, W), got {tuple(image.shape)}")
+        raise ValueError(
+            f"rgb_to_gray_uint8 expects images of shape (..., 3, H, W), got {tuple(image.shape)}"
+        )
     r, g, b = to_uint8(image).to(torch.int32).unbind(-3)
     return ((9798 * r + 19235 * g + 3735 * b + (1 << 14)) >> 15).to(torch.uint8)
 

@@ -66,7 +66,8 @@ def test_psnr_matches_skimage_in_float_and_uint8():
     for i in range(3):
         assert ours[i].item() == pytest.approx(sk_psnr(x[i].numpy(), y[i].numpy(), data_range=1), abs=TIGHT)
         xu, yu = to_hwc_uint8(x[i]), to_hwc_uint8(y[i])
-        ours_u8 = psnr(torch.from_numpy(yu).permute(2, 0, 1), torch.from_numpy(xu).permute(2, 0, 1), data_range=255)
+        chw_x, chw_y = torch.from_numpy(xu).permute(2, 0, 1), torch.from_numpy(yu).permute(2, 0, 1)
+        ours_u8 = psnr(chw_y, chw_x, data_range=255)
         assert ours_u8.item() == pytest.approx(sk_psnr(xu, yu), abs=TIGHT)
     assert torch.isinf(psnr(x, x)).all()
     assert psnr(x[0], y[0]).shape == ()  # unbatched
@@ -88,7 +89,8 @@ def test_standard_ssim_matches_skimage_gaussian(shape):
 
 def test_float32_inputs_give_the_same_ssim_as_float64():
     x, y = noisy_pair(2, (1, 3, 30, 30))
-    assert ssim(x.float(), y.float()).item() == pytest.approx(ssim(x.float().double(), y.float().double()).item(), abs=1e-12)
+    widened = ssim(x.float().double(), y.float().double())
+    assert ssim(x.float(), y.float()).item() == pytest.approx(widened.item(), abs=1e-12)
 
 
 def test_skimage_default_ssim_uniform7_sample_covariance_on_uint8():
@@ -107,7 +109,8 @@ def test_column_ssim_matches_skimage_one_dimensional_ssims():
     xu, yu = (np.round(v.numpy() * 255).astype(np.uint8) for v in (x, y))
     ours = ssim_columns(torch.from_numpy(xu), torch.from_numpy(yu))
     for i in range(2):
-        by_columns = np.mean([sk_ssim(xu[i][:, j], yu[i][:, j], win_size=7, data_range=255) for j in range(33)])
+        columns = [sk_ssim(xu[i][:, j], yu[i][:, j], win_size=7, data_range=255) for j in range(33)]
+        by_columns = np.mean(columns)
         assert ours[i].item() == pytest.approx(by_columns, abs=TIGHT)
         assert ours[i].item() == pytest.approx(sk_ssim(xu[i], yu[i], channel_axis=-1), abs=TIGHT)
     # It is a different number from the 2-D SSIM of the same images.
@@ -133,7 +136,8 @@ def test_shape_and_argument_errors_say_what_was_expected():
 
 
 def test_opencv_gray_conversion_worked_examples_and_closeness_to_bt601():
-    examples = torch.tensor([[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]], dtype=torch.uint8)
+    examples = [[255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255], [10, 20, 30]]
+    examples = torch.tensor(examples, dtype=torch.uint8)
     gray = rgb_to_gray_uint8(examples.T.reshape(3, 1, 5))[0].tolist()
     # (9798*255 + 2**14) >> 15 = 76; (19235*255 + 2**14) >> 15 = 150; (3735*255 + 2**14) >> 15 = 29;
     # (9798*10 + 19235*20 + 3735*30 + 2**14) >> 15 = 18
@@ -147,7 +151,8 @@ def test_gt_mean_alignment_matches_the_gray_mean_and_is_explicit():
     x, y = noisy_pair(5, (2, 3, 16, 16))
     pred = y * 0.3
     aligned = gt_mean_align(pred, x)
-    gray_mean = (x * torch.tensor(GRAY_WEIGHTS["bt601"], dtype=torch.float64).view(3, 1, 1)).sum(1).mean((1, 2))
+    weights = torch.tensor(GRAY_WEIGHTS["bt601"], dtype=torch.float64).view(3, 1, 1)
+    gray_mean = (x * weights).sum(1).mean((1, 2))
     assert torch.allclose(aligned.mean((1, 2, 3)), gray_mean, atol=1e-12)
     swapped = gt_mean_align(pred, x, weights="reference_swapped")
     assert not torch.allclose(swapped, aligned)

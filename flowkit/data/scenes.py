@@ -32,9 +32,8 @@ def _texture(generator: torch.Generator, yy: Tensor, xx: Tensor) -> Tensor:
         return 0.5 + 0.5 * torch.sin(phase)
     if kind == 1:
         cell = int(torch.randint(2, 12, (1,), generator=generator))
-        return ((torch.div(yy, cell, rounding_mode="floor") + torch.div(xx, cell, rounding_mode="floor")) % 2).to(
-            torch.float64
-        )
+        cells = torch.div(yy, cell, rounding_mode="floor") + torch.div(xx, cell, rounding_mode="floor")
+        return (cells % 2).to(torch.float64)
     height, width = yy.shape
     noise = torch.rand((1, 1, height, width), generator=generator, dtype=torch.float64)
     size = int(torch.randint(1, 4, (1,), generator=generator)) * 2 + 1
@@ -76,7 +75,8 @@ def make_scene(height: int, width: int, *, seed: int = 0, shapes: tuple[int, int
     start, end = _uniform(generator, 0.1, 0.9, (3, 1, 1)), _uniform(generator, 0.1, 0.9, (3, 1, 1))
     image = start + (end - start) * ramp
     waves = float(_uniform(generator, 0.5, 2.0))
-    image = image * (0.85 + 0.15 * torch.cos(waves * 2 * math.pi * yy / height) * torch.cos(xx / width * math.pi))
+    shading = torch.cos(waves * 2 * math.pi * yy / height) * torch.cos(xx / width * math.pi)
+    image = image * (0.85 + 0.15 * shading)
     count = int(torch.randint(shapes[0], shapes[1], (1,), generator=generator))
     for _ in range(count):
         cy, cx = float(_uniform(generator, 0, height)), float(_uniform(generator, 0, width))

@@ -146,7 +146,9 @@ class LowLightSynthesizer:
         for name in ("gamma", "scale", "shot_noise", "read_noise"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
-                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}")
+                raise ValueError(
+                    f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}"
+                )
         if self.scale[1] > 1:
             raise ValueError(f"scale must stay within (0, 1], got {self.scale}")
 
@@ -304,9 +306,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m flowkit.data.synthetic",
         description="Make synthetic low/normal-light training pairs (OUT/low, OUT/high, OUT/params.csv).",
     )
-    parser.add_argument("paths", nargs="+", metavar="[SRC] OUT", help="source folder (unless --scenes) and output")
+    parser.add_argument(
+        "paths", nargs="+", metavar="[SRC] OUT", help="source folder (unless --scenes) and output folder"
+    )
     parser.add_argument("--scenes", type=int, metavar="N", help="generate N scenes instead of reading SRC")
-    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="scene size")
+    parser.add_argument(
+        "--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="scene size"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recursive", action="store_true", help="include sub-folders of SRC")
     parser.add_argument("--multiple-of", type=int, default=1, help="centre-crop sizes to a multiple of this")

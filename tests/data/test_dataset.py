@@ -118,7 +118,9 @@ def test_flip_probability_is_one_half_and_crops_cover_the_image(tmp_path):
     ramp = np.tile(np.arange(16, dtype=np.uint8)[None, :, None] * 10, (4, 1, 3))
     save_rgb(tmp_path / "low" / "r.png", ramp)
     save_rgb(tmp_path / "high" / "r.png", ramp)
-    data = PairedImageDataset.from_root(tmp_path, patch_size=(4, 4), flip=True, seed=0, histeq=False, cache=True)
+    data = PairedImageDataset.from_root(
+        tmp_path, patch_size=(4, 4), flip=True, seed=0, histeq=False, cache=True
+    )
     flipped, lefts = 0, set()
     for epoch in range(400):
         data.set_epoch(epoch)

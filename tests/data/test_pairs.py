@@ -51,7 +51,8 @@ def test_lol_v2_real_names_pair_across_prefixes_and_case(tmp_path):
 
 
 def test_lol_v2_root_combines_subsets_with_prefixed_names(tmp_path):
-    make_pair_folder(tmp_path / "Real_captured" / "Train", ["low00001.png"], ["normal00001.png"], low="Low", high="Normal")
+    real = tmp_path / "Real_captured" / "Train"
+    make_pair_folder(real, ["low00001.png"], ["normal00001.png"], low="Low", high="Normal")
     make_pair_folder(tmp_path / "Synthetic" / "Train", ["r0001.png"], low="Low", high="Normal")
     assert [p.name for p in find_pairs(tmp_path)] == ["Real_captured/low00001", "Synthetic/r0001"]
 
