@@ -74,20 +74,30 @@ def _check_pair(
 
 
 def _as_float64(x: Tensor) -> Tensor:
-    # uint8 stays on its 0..255 scale: the caller picks the matching data_range.
+    # uint8 stays on its 0..255 scale, matching the data range inferred for it.
     return x.to(torch.float64)
 
 
-def psnr(pred: Tensor, target: Tensor, *, data_range: float = 1.0) -> Tensor:
+def _data_range(data_range: float | None, x: Tensor) -> float:
+    # Like scikit-image: uint8 images span 0..255 unless told otherwise, float images 0..1.
+    if data_range is not None:
+        return float(data_range)
+    return 255.0 if x.dtype == torch.uint8 else 1.0
+
+
+def psnr(pred: Tensor, target: Tensor, *, data_range: float | None = None) -> Tensor:
     r"""Peak signal-to-noise ratio per image, :math:`10 \log_{10}(R^2 / \mathrm{MSE})` in dB.
 
     The mean squared error is taken over channels and pixels of each image (like
-    ``skimage.metrics.peak_signal_noise_ratio``). Identical images give ``inf``.
+    ``skimage.metrics.peak_signal_noise_ratio``). Identical images give ``inf``. Values are
+    used as given: clamp a model's raw output to [0, 1] first if it should be scored as an
+    image (the reference protocol, :func:`reference_metrics`, does).
 
     Args:
         pred: images, shape ``(..., C, H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: ``R``, the value range of the images (1 for [0, 1], 255 for uint8).
+        data_range: ``R``, the value range of the images; default 255 for uint8 inputs and 1
+            otherwise.
 
     Returns:
         float64 tensor of shape ``(...)``.
@@ -103,7 +113,7 @@ def psnr(pred: Tensor, target: Tensor, *, data_range: float = 1.0) -> Tensor:
     if pred.dim() < 3:
         raise ValueError(f"psnr expects images of shape (..., C, H, W), got {tuple(pred.shape)}")
     mse = (_as_float64(pred) - _as_float64(target)).square().flatten(-3).mean(-1)
-    return 10 * torch.log10(data_range**2 / mse)
+    return 10 * torch.log10(_data_range(data_range, pred) ** 2 / mse)
 
 
 def _window_1d(window: str, size: int, sigma: float, device: torch.device) -> Tensor:
@@ -149,7 +159,7 @@ def ssim(
     pred: Tensor,
     target: Tensor,
     *,
-    data_range: float = 1.0,
+    data_range: float | None = None,
     window: str = "gaussian",
     win_size: int = 11,
     sigma: float = 1.5,
@@ -164,12 +174,13 @@ def ssim(
     region), and its mean is taken; the channel means are averaged. The defaults are the
     standard form (Gaussian window 11, sigma 1.5, population covariance), equal to
     scikit-image's ``gaussian_weights=True, use_sample_covariance=False``. ``window="uniform"``
-    with ``win_size=7`` and ``sample_covariance=True`` is scikit-image's default.
+    with ``win_size=7`` and ``sample_covariance=True`` is scikit-image's default. Values are
+    used as given (no clamping).
 
     Args:
-        pred: images, shape ``(..., C, H, W)``, float or uint8 (pass ``data_range=255``).
+        pred: images, shape ``(..., C, H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: the value range (1 for [0, 1], 255 for uint8).
+        data_range: the value range; default 255 for uint8 inputs and 1 otherwise.
         window: ``"gaussian"`` or ``"uniform"``.
         win_size: window width and height (odd). The Gaussian is sampled at offsets
             ``-(win_size-1)/2 .. (win_size-1)/2`` and normalised.
@@ -205,7 +216,9 @@ def ssim(
     taps = _window_1d(window, win_size, sigma, x.device)
     count = win_size**2
     cov_norm = count / (count - 1) if sample_covariance else 1.0
-    per_channel = _ssim_valid_mean(x, y, taps, taps, data_range=data_range, cov_norm=cov_norm, k1=k1, k2=k2)
+    per_channel = _ssim_valid_mean(
+        x, y, taps, taps, data_range=_data_range(data_range, pred), cov_norm=cov_norm, k1=k1, k2=k2
+    )
     return per_channel.reshape(lead).mean(-1)
 
 
@@ -213,7 +226,7 @@ def ssim_columns(
     pred: Tensor,
     target: Tensor,
     *,
-    data_range: float = 255.0,
+    data_range: float | None = None,
     win_size: int = 7,
     sample_covariance: bool = True,
     k1: float = 0.01,
@@ -230,7 +243,8 @@ def ssim_columns(
     Args:
         pred: single-channel images, shape ``(..., H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: the value range (the reference passes uint8: 255).
+        data_range: the value range; default 255 for uint8 inputs (what the reference passes)
+            and 1 otherwise.
         win_size: window length down each column (odd).
         sample_covariance: scale variances by ``N / (N - 1)``, ``N = win_size``.
         k1: stabiliser of the luminance term.
@@ -259,7 +273,9 @@ def ssim_columns(
     taps = _window_1d("uniform", win_size, 0.0, x.device)
     cov_norm = win_size / (win_size - 1) if sample_covariance else 1.0
     # All columns have the same length, so the mean of per-column means is the mean of the map.
-    result = _ssim_valid_mean(x, y, taps, None, data_range=data_range, cov_norm=cov_norm, k1=k1, k2=k2)
+    result = _ssim_valid_mean(
+        x, y, taps, None, data_range=_data_range(data_range, pred), cov_norm=cov_norm, k1=k1, k2=k2
+    )
     return result.reshape(lead)
 
 
@@ -326,7 +342,7 @@ def gt_mean_align(pred: Tensor, target: Tensor, *, weights: str | Sequence[float
 
     ``pred * mean(rgb_to_gray(target)) / mean(pred)``, per image, where ``mean(pred)`` is over all
     channels and pixels of the unclamped prediction, as in LLFlow's ``test.py`` (which follows
-    KinD). The result is not clamped. The reference computes the GT's gray mean with OpenCV's
+    KinD). The result is not clamped; a prediction with mean 0 gives non-finite values. The reference computes the GT's gray mean with OpenCV's
     ``COLOR_BGR2GRAY`` on an RGB array, i.e. with red and blue weights swapped; pass
     ``weights="reference_swapped"`` to reproduce its numbers exactly. This is an oracle
     correction: report numbers with it only alongside numbers without it.

@@ -67,8 +67,9 @@ def test_psnr_matches_skimage_in_float_and_uint8():
         assert ours[i].item() == pytest.approx(sk_psnr(x[i].numpy(), y[i].numpy(), data_range=1), abs=TIGHT)
         xu, yu = to_hwc_uint8(x[i]), to_hwc_uint8(y[i])
         chw_x, chw_y = torch.from_numpy(xu).permute(2, 0, 1), torch.from_numpy(yu).permute(2, 0, 1)
-        ours_u8 = psnr(chw_y, chw_x, data_range=255)
+        ours_u8 = psnr(chw_y, chw_x)  # uint8: data range 255, as scikit-image infers
         assert ours_u8.item() == pytest.approx(sk_psnr(xu, yu), abs=TIGHT)
+        assert psnr(chw_y, chw_x, data_range=255).item() == ours_u8.item()
     assert torch.isinf(psnr(x, x)).all()
     assert psnr(x[0], y[0]).shape == ()  # unbatched
 
@@ -99,7 +100,7 @@ def test_skimage_default_ssim_uniform7_sample_covariance_on_uint8():
         xu, yu = to_hwc_uint8(x[i]), to_hwc_uint8(y[i])
         ours = ssim(
             torch.from_numpy(xu).permute(2, 0, 1), torch.from_numpy(yu).permute(2, 0, 1),
-            data_range=255, window="uniform", win_size=7, sample_covariance=True,
+            window="uniform", win_size=7, sample_covariance=True,
         )
         assert ours.item() == pytest.approx(sk_ssim(xu, yu, channel_axis=-1), abs=TIGHT)
 

@@ -89,8 +89,10 @@ def _decode(path: str | Path) -> tuple[np.ndarray, float]:
             if mode in _GRAY_16BIT or mode == "I":
                 warnings.warn(f"{path}: grayscale image (mode {mode}) converted to RGB", stacklevel=3)
                 gray = np.asarray(im).astype(np.int64)
-                # Mode "I" is what Pillow gives for some 16-bit grayscale PNGs; its values still
-                # come from a 16-bit sample.
+                # Older Pillow versions give mode "I" for 16-bit grayscale PNGs; a 32-bit image
+                # (values beyond 16 bit) has no defined white level.
+                if gray.size and (gray.min() < 0 or gray.max() > 65535):
+                    raise ValueError(f"mode {mode} values outside 0..65535 (not a 16-bit image)")
                 return np.repeat(gray[:, :, None], 3, axis=2), 65535.0
             if isinstance(raw, str) and raw.endswith(";16B") and mode in ("RGB", "RGBA"):
                 # Pillow has no 16-bit colour mode: it keeps only the high byte of each sample.

@@ -62,6 +62,12 @@ def test_16bit_colour_png_warns_and_stays_within_one_8bit_level(tmp_path):
     assert (image - truth).abs().max() <= 1 / 255
 
 
+def test_32bit_integer_images_are_refused_by_name(tmp_path):
+    Image.fromarray(np.full((4, 4), 100_000, dtype=np.int32), mode="I").save(tmp_path / "deep.tif")
+    with pytest.raises(ImageReadError, match=r"deep\.tif.*0\.\.65535"), pytest.warns(UserWarning):
+        read_image(tmp_path / "deep.tif")
+
+
 @pytest.mark.parametrize("mode", ["L", "LA"])
 def test_grayscale_is_converted_to_rgb_with_a_warning(tmp_path, mode):
     gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
