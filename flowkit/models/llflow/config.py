@@ -40,10 +40,10 @@ class LLFlowConfig:
         >>> config = LLFlowConfig.lol_small()
         >>> config.cond_channels, config.steps_per_level
         (64, 4)
-        >>> LLFlowConfig(stack_blocks=(30,))
+        >>> LLFlowConfig(stack_blocks=(30,))  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: LLFlowConfig.stack_blocks must be sorted, distinct indices in [0, 24) (encoder_blocks=24), got (30,)
+        ValueError: LLFlowConfig.stack_blocks must be sorted, distinct indices in [0, 24) ..., got (30,)
     """
 
     encoder_channels: int = 64

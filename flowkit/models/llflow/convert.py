@@ -85,6 +85,11 @@ def _shape(state: Mapping[str, Tensor], key: str) -> torch.Size:
     return state[key].shape
 
 
+def _layer_indices(state: Mapping[str, Tensor], suffix: str) -> list[int]:
+    pattern = re.compile(r"flowUpsamplerNet\.layers\.(\d+)\." + re.escape(suffix))
+    return sorted(int(m[1]) for key in state if (m := pattern.fullmatch(key)))
+
+
 def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
     """The :class:`LLFlowConfig` of a reference state dict, from its tensor shapes.
 
@@ -104,10 +109,8 @@ def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
     channels = _shape(state, "RRDB.conv_first.weight")[0]
     growth = _shape(state, "RRDB.RRDB_trunk.0.RDB1.conv1.weight")[0]
     trunk = {int(m[1]) for k in state if (m := re.match(r"RRDB\.RRDB_trunk\.(\d+)\.", k))}
-    steps = sorted(int(m[1]) for k in state if (m := re.fullmatch(r"flowUpsamplerNet\.layers\.(\d+)\.actnorm\.bias", k)))
-    couplings = sorted(
-        int(m[1]) for k in state if (m := re.fullmatch(r"flowUpsamplerNet\.layers\.(\d+)\.affine\.fFeatures\.0\.weight", k))
-    )
+    steps = _layer_indices(state, "actnorm.bias")
+    couplings = _layer_indices(state, "affine.fFeatures.0.weight")
     if not couplings or len(steps) % _LEVELS or len(couplings) % _LEVELS:
         raise ValueError(
             f"cannot infer the LLFlow config: expected {_LEVELS} levels of flow steps, found "
@@ -143,7 +146,9 @@ def _load(checkpoint: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
     state = {}
     for key, value in checkpoint.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise TypeError(f"from_official: entry {key!r} is not a (str, Tensor) pair ({type(value).__name__})")
+            raise TypeError(
+                f"from_official: entry {key!r} is not a (str, Tensor) pair ({type(value).__name__})"
+            )
         state[key.removeprefix("module.")] = value
     return state
 
@@ -152,7 +157,9 @@ def _layers_per_level(config: LLFlowConfig) -> int:
     return 1 + config.transition_steps + config.steps_per_level
 
 
-def from_official(checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowConfig | None = None) -> LLFlow:
+def from_official(
+    checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowConfig | None = None
+) -> LLFlow:
     """Build an :class:`~flowkit.models.LLFlow` holding the weights of a reference checkpoint.
 
     Args:
@@ -174,10 +181,10 @@ def from_official(checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowC
         >>> official["RRDB.HRconv.weight"] = official["RRDB.trunk_conv.weight"]   # dead: ignored
         >>> model = from_official({"module." + k: v for k, v in official.items()})
         >>> del official["RRDB.conv_first.bias"]
-        >>> from_official(official, config)
+        >>> from_official(official, config)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: from_official: the checkpoint does not match LLFlow(LLFlowConfig(encoder_channels=4, encoder_blocks=2, growth_channels=4, stack_blocks=(1,), steps_per_level=1, transition_steps=2, hidden_channels=4, affine_eps=0.0001, train_gt_ratio=0.2)): missing keys: ['RRDB.conv_first.bias']
+        ValueError: from_official: the checkpoint does not match ...: missing keys: ['RRDB.conv_first.bias']
     """
     state = _load(checkpoint)
     config = infer_config(state) if config is None else config
@@ -201,7 +208,9 @@ def from_official(checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowC
                             ("mis-shaped keys", mismatched)) if items
     ]
     if problems:
-        raise ValueError(f"from_official: the checkpoint does not match LLFlow({config}): " + "; ".join(problems))
+        raise ValueError(
+            f"from_official: the checkpoint does not match LLFlow({config}): " + "; ".join(problems)
+        )
     for name, key in expected.items():
         target[key] = state[name].to(target[key].dtype)
     model.load_state_dict(target, strict=True)

@@ -126,12 +126,17 @@ class ConditionEncoder(nn.Module):
     """
 
     def __init__(
-        self, channels: int = 64, blocks: int = 24, growth: int = 32, stack_blocks: tuple[int, ...] = (1, 3, 5, 7)
+        self,
+        channels: int = 64,
+        blocks: int = 24,
+        growth: int = 32,
+        stack_blocks: tuple[int, ...] = (1, 3, 5, 7),
     ) -> None:
         super().__init__()
         if any(not 0 <= b < blocks for b in stack_blocks):
             raise ValueError(
-                f"ConditionEncoder: stack_blocks must index the {blocks} trunk blocks, got {tuple(stack_blocks)}"
+                f"ConditionEncoder: stack_blocks must index the {blocks} trunk blocks, "
+                f"got {tuple(stack_blocks)}"
             )
         self.channels = channels
         self.stack_blocks = tuple(stack_blocks)
@@ -168,10 +173,12 @@ class ConditionEncoder(nn.Module):
         down4 = self.lrelu(self.down_conv1(_half(down2)))
         down8 = self.down_conv2(_half(down4))
         predicted = torch.sigmoid(self.color_head(F.interpolate(down2, scale_factor=2, mode="nearest")))
-        conditions = []
-        for feature in (down2, down4, down8):
-            if stacked:
-                stack = torch.cat(stacked, dim=1)
-                feature = torch.cat([feature, F.interpolate(stack, size=feature.shape[2:], mode="nearest")], 1)
-            conditions.append(feature)
+        conditions = [down2, down4, down8]
+        if stacked:
+            stack = torch.cat(stacked, dim=1)
+            # nearest resize: at H/4 this keeps every other pixel, at H/8 every fourth
+            conditions = [
+                torch.cat([f, F.interpolate(stack, size=f.shape[2:], mode="nearest")], dim=1)
+                for f in conditions
+            ]
         return EncoderOutput(tuple(conditions), predicted, head, down2, down4, down8, tuple(stacked))

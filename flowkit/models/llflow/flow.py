@@ -41,7 +41,9 @@ class FlowStep(Flow):
         True
     """
 
-    def __init__(self, channels: int, cond_channels: int = 0, hidden_channels: int = 64, eps: float = 1e-4) -> None:
+    def __init__(
+        self, channels: int, cond_channels: int = 0, hidden_channels: int = 64, eps: float = 1e-4
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.cond_channels = cond_channels
@@ -169,7 +171,9 @@ class ConditionalFlow(Flow):
             )
         return cond
 
-    def forward(self, x: Tensor, cond: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, x: Tensor, cond: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         cond = self._check_cond(cond)
         total = zero_logdet(x)
         for level, c in zip(self.levels, cond):
@@ -177,7 +181,9 @@ class ConditionalFlow(Flow):
             total = total + logdet
         return x, total
 
-    def inverse(self, y: Tensor, cond: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    def inverse(  # type: ignore[override]
+        self, y: Tensor, cond: Sequence[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
         cond = self._check_cond(cond)
         total = zero_logdet(y)
         for level, c in zip(reversed(self.levels), reversed(list(cond))):

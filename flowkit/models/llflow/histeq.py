@@ -36,7 +36,9 @@ def equalize_hist(image: Tensor) -> Tensor:
     if image.dtype != torch.uint8:
         raise TypeError(f"equalize_hist expects a uint8 tensor, got {image.dtype}")
     if image.dim() < 2 or image.shape[-1] == 0 or image.shape[-2] == 0:
-        raise ValueError(f"equalize_hist expects a non-empty (..., H, W) tensor, got shape {tuple(image.shape)}")
+        raise ValueError(
+            f"equalize_hist expects a non-empty (..., H, W) tensor, got shape {tuple(image.shape)}"
+        )
     planes = image.reshape(-1, image.shape[-2] * image.shape[-1]).long()
     total = planes.shape[1]
     hist = torch.zeros(planes.shape[0], 256, dtype=torch.int64, device=image.device)

@@ -28,7 +28,8 @@ def _check_image(method: str, name: str, image: object) -> Tensor:
         raise TypeError(f"LLFlow.{method}: {name} must be a torch.Tensor, got {type(image).__name__}")
     if not image.is_floating_point():
         raise TypeError(
-            f"LLFlow.{method}: {name} must be a floating-point tensor with values in [0, 1], got {image.dtype}"
+            f"LLFlow.{method}: {name} must be a floating-point tensor with values in [0, 1], "
+            f"got {image.dtype}"
             + (" (convert uint8 images with image.float() / 255)" if image.dtype == torch.uint8 else "")
         )
     if image.dim() != 4 or image.shape[1] != 3:
@@ -43,7 +44,9 @@ def _check_image(method: str, name: str, image: object) -> Tensor:
         raise ValueError(f"LLFlow.{method}: {name} contains NaN or infinite values")
     low, high = float(image.min()), float(image.max())
     if low < 0.0 or high > 1.0:
-        raise ValueError(f"LLFlow.{method}: {name} must have values in [0, 1], got values in [{low:.4g}, {high:.4g}]")
+        raise ValueError(
+            f"LLFlow.{method}: {name} must have values in [0, 1], got values in [{low:.4g}, {high:.4g}]"
+        )
     return image
 
 
@@ -304,7 +307,8 @@ class LLFlow(nn.Module):
             >>> from flowkit.models import LLFlow, LLFlowConfig
             >>> model = LLFlow(LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4,
             ...                             stack_blocks=(), steps_per_level=1, hidden_channels=4))
-            >>> loss = model.loss(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8), torch.Generator().manual_seed(0))
+            >>> low, high = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+            >>> loss = model.loss(low, high, torch.Generator().manual_seed(0))
             >>> loss.backward(); loss.shape
             torch.Size([])
         """
