@@ -73,7 +73,16 @@ def _half(x: Tensor) -> Tensor:
 
 
 class EncoderOutput(NamedTuple):
-    """What :class:`ConditionEncoder` computes (names of the reference in brackets)."""
+    """What :class:`ConditionEncoder` computes (the reference's names in brackets).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.models.llflow.encoder import ConditionEncoder, encoder_input
+        >>> out = ConditionEncoder(channels=4, blocks=1, growth=2, stack_blocks=())(
+        ...     encoder_input(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)))
+        >>> out.down2.shape, out.down4.shape, out.down8.shape, len(out.conditions)
+        (torch.Size([1, 4, 4, 4]), torch.Size([1, 4, 2, 2]), torch.Size([1, 4, 1, 1]), 3)
+    """
 
     conditions: tuple[Tensor, ...]
     """Per flow level (``H/2``, ``H/4``, ``H/8``): the level feature with the stacked block outputs."""
