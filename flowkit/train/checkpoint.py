@@ -1,0 +1,120 @@
+"""Atomic, code-free training checkpoints that restore every random state.
+
+A checkpoint is written to a temporary file in the target directory, flushed to disk and then
+renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a process killed
+mid-write leaves the previous checkpoint intact. Everything in it is a tensor, a number, a string
+or a container of those, so it loads with ``torch.load(..., weights_only=True)``: opening a
+checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); return the path.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from flowkit.train.checkpoint import load_checkpoint, save_checkpoint
+        >>> folder = tempfile.mkdtemp()
+        >>> path = save_checkpoint({"step": 3, "w": torch.ones(2)}, f"{folder}/last.pt")
+        >>> load_checkpoint(path)["step"]
+        3
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
+
+    Raises:
+        FileNotFoundError: naming the path, if there is no such file.
+        ValueError: naming the path, if the file is not a readable checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(f"{path} is not a readable flowkit checkpoint: {error}") from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
+    return state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every global RNG a training run draws from: Python, NumPy, torch CPU and CUDA.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.train.checkpoint import capture_rng_state, restore_rng_state
+        >>> state = capture_rng_state()
+        >>> a = torch.rand(2)
+        >>> restore_rng_state(state)
+        >>> torch.equal(a, torch.rand(2))
+        True
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": _to_lists(random.getstate()),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(value: Any) -> Any:
+    # weights_only loading accepts lists, not arbitrary tuples-of-tuples from random.getstate().
+    if isinstance(value, tuple):
+        return [_to_lists(v) for v in value]
+    return value

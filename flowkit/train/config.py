@@ -1,0 +1,189 @@
+"""Training configuration: a TOML file read into typed, validated sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["DataSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataSection:
+    """Where the training pairs come from and how they are batched.
+
+    ``root`` is a LOL / LOL-v2 / pair-folder root (its train split trains, its test split
+    validates); or ``train_low``/``train_high`` (and ``val_low``/``val_high``) name folders
+    directly. With ``synthetic_source`` set, low-light pairs are first synthesised from the
+    normal-light images in that folder (or from generated scenes when it is ``"scenes"``) into
+    the run's output folder, and ``root`` is ignored. Relative paths are taken from the current
+    directory.
+    """
+
+    root: str | None = None
+    train_low: str | None = None
+    train_high: str | None = None
+    val_low: str | None = None
+    val_high: str | None = None
+    synthetic_source: str | None = None
+    synthetic_count: int = 64
+    synthetic_size: int = 96
+    synthetic_val_count: int = 8
+    patch_size: int = 160
+    batch_size: int = 16
+    flip: bool = True
+    num_workers: int = 0
+    cache: bool = False
+    val_limit: int = 0
+    """Validate on at most this many pairs (0: all)."""
+
+
+@dataclass
+class OptimSection:
+    """Adam with linear warm-up and step halving (the reference's effective settings)."""
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value (0: off)."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights (0: off), e.g. 0.999."""
+
+
+@dataclass
+class RunSection:
+    """Length, precision, seeds and how often to validate, log and checkpoint."""
+
+    iterations: int = 1000
+    amp: str = "none"
+    """``"none"``, ``"bf16"`` or ``"fp16"`` (fp16 uses a gradient scaler)."""
+    seed: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    output: str = "runs/llflow"
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run: the model preset and overrides, data, optimiser and run sections.
+
+    Example:
+        >>> from flowkit.train import load_config
+        >>> config = load_config("tiny")
+        >>> config.model["preset"], config.run.iterations > 0
+        ('tiny', True)
+    """
+
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "lol_small"})
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        if self.run.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"[run] amp must be 'none', 'bf16' or 'fp16', got {self.run.amp!r}")
+        for name in ("iterations", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self.run, name) < 1:
+                raise ValueError(f"[run] {name} must be >= 1, got {getattr(self.run, name)}")
+        if self.data.batch_size < 1 or self.data.patch_size < 8 or self.data.patch_size % 8:
+            raise ValueError(
+                "[data] needs batch_size >= 1 and a patch_size that is a positive multiple of 8, got "
+                f"batch_size={self.data.batch_size}, patch_size={self.data.patch_size}"
+            )
+        has_folders = self.data.train_low is not None and self.data.train_high is not None
+        if not (self.data.root or has_folders or self.data.synthetic_source):
+            raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")
+
+    def llflow_config(self):
+        """The :class:`~flowkit.models.LLFlowConfig` this run trains."""
+        from flowkit.models.llflow.config import LLFlowConfig
+
+        overrides = dict(self.model)
+        preset = overrides.pop("preset", "lol_small")
+        presets = {"lol": LLFlowConfig.lol, "lol_small": LLFlowConfig.lol_small,
+                   "lol_v2": LLFlowConfig.lol_v2, "tiny": _tiny_llflow}
+        if preset not in presets:
+            raise ValueError(f"[model] preset must be one of {sorted(presets)}, got {preset!r}")
+        if "stack_blocks" in overrides:
+            overrides["stack_blocks"] = tuple(overrides["stack_blocks"])
+        try:
+            return dataclasses.replace(presets[preset](), **overrides)
+        except TypeError as error:
+            raise ValueError(f"[model] has an unknown key: {error}") from error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _tiny_llflow():
+    from flowkit.models.llflow.config import LLFlowConfig
+
+    return dataclasses.replace(
+        LLFlowConfig.lol_small(), encoder_channels=16, encoder_blocks=2, growth_channels=8,
+        stack_blocks=(1,), steps_per_level=2, hidden_channels=16,
+    )
+
+
+def _section(cls, table: dict[str, Any], name: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"[{name}] has unknown keys {unknown}; known keys: {sorted(known)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    return cls(**values)
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with flowkit (``lol``, ``lol_small``, ``lol_v2``, ``tiny``).
+
+    Example:
+        >>> from flowkit.train import shipped_configs
+        >>> shipped_configs()
+        ['lol', 'lol_small', 'lol_v2', 'tiny']
+    """
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def load_config(source: str | Path) -> TrainConfig:
+    """Read a training config from a TOML file, or a shipped config by name (see :func:`shipped_configs`).
+
+    Unknown sections or keys are errors that name them.
+    """
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{source}.toml"
+        if not path.exists():
+            raise FileNotFoundError(f"no config file {source!r} and no shipped config of that name "
+                                    f"(shipped: {shipped_configs()})")
+    with open(path, "rb") as handle:
+        try:
+            table = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from error
+    unknown = sorted(set(table) - {"model", "data", "optim", "run"})
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; expected [model], [data], [optim], [run]")
+    try:
+        return TrainConfig(
+            model=dict(table.get("model", {"preset": "lol_small"})),
+            data=_section(DataSection, table.get("data", {}), "data"),
+            optim=_section(OptimSection, table.get("optim", {}), "optim"),
+            run=_section(RunSection, table.get("run", {}), "run"),
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error

@@ -1,0 +1,45 @@
+"""Exponential moving average of a model's weights."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["ExponentialMovingAverage"]
+
+
+class ExponentialMovingAverage(nn.Module):
+    """A shadow copy of ``model`` whose floating-point parameters track
+    ``shadow = decay * shadow + (1 - decay) * param`` after every :meth:`update`; buffers are copied.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.train.ema import ExponentialMovingAverage
+        >>> model = torch.nn.Linear(1, 1, bias=False)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.fill_(0.0)
+        >>> ema = ExponentialMovingAverage(model, decay=0.75)
+        >>> with torch.no_grad():
+        ...     _ = model.weight.fill_(1.0)
+        >>> ema.update(model)
+        >>> ema.shadow.weight.item()   # 0.75 * 0.0 + 0.25 * 1.0
+        0.25
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = copy.deepcopy(model).eval()
+        self.shadow.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for shadow, param in zip(self.shadow.parameters(), model.parameters()):
+            if shadow.is_floating_point():
+                shadow.lerp_(param.detach(), 1.0 - self.decay)
+        for shadow, buffer in zip(self.shadow.buffers(), model.buffers()):
+            shadow.copy_(buffer)

@@ -1,0 +1,433 @@
+"""The LLFlow training loop: one process or many (``torchrun`` + DDP), resumable bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from flowkit.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from flowkit.train.config import TrainConfig
+from flowkit.train.distributed import DistributedContext, init_distributed
+from flowkit.train.ema import ExponentialMovingAverage
+from flowkit.train.schedule import warmup_multistep
+
+__all__ = ["TrainResult", "build_datasets", "epoch_batches", "train", "validate"]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: its last step, logged losses, validations and last checkpoint."""
+
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    """``(step, loss)`` at every logged step (rank 0)."""
+    validations: list[dict[str, float]] = field(default_factory=list)
+    """Per validation: ``step``, ``psnr``, ``ssim``, ``input_psnr``, ``nll``."""
+    skipped_steps: list[int] = field(default_factory=list)
+    """Steps whose loss or gradients were not finite (the optimiser step was skipped)."""
+    checkpoint: Path | None = None
+
+
+def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's batches of dataset indices for ``epoch``: a seeded shuffle, split across ranks.
+
+    Each epoch is a permutation drawn from ``(seed, epoch)`` only, cut into ``world * batch_size``
+    chunks (the remainder is dropped, so every rank does the same number of steps); rank ``r``
+    takes every ``world``-th index of each chunk. A resumed run recomputes the same batches.
+
+    Example:
+        >>> from flowkit.train.trainer import epoch_batches
+        >>> a = epoch_batches(10, 2, seed=0, epoch=0, rank=0, world=2)
+        >>> b = epoch_batches(10, 2, seed=0, epoch=0, rank=1, world=2)
+        >>> len(a), sorted(sum(a, []) + sum(b, [])) == sorted(set(sum(a, []) + sum(b, [])))
+        (2, True)
+    """
+    per_step = batch_size * world
+    if size < per_step:
+        raise ValueError(
+            f"the training set has {size} pairs, fewer than one step needs "
+            f"(batch_size {batch_size} x {world} processes)"
+        )
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    steps = size // per_step
+    return [order[s * per_step : (s + 1) * per_step][rank::world] for s in range(steps)]
+
+
+def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
+    from flowkit.data import PairedImageDataset, write_scenes, write_synthetic_pairs
+
+    data = config.data
+    root = output / "synthetic"
+    train_dir, val_dir = root / "train", root / "val"
+    if ctx.is_main and not (root / "done").exists():
+        seed = config.run.seed
+        if data.synthetic_source == "scenes":
+            size = data.synthetic_size
+            write_scenes(root / "scenes_train", data.synthetic_count, size, size, seed=seed)
+            write_scenes(root / "scenes_val", data.synthetic_val_count, size, size, seed=seed + 1)
+            write_synthetic_pairs(root / "scenes_train", train_dir, seed=seed, multiple_of=8, overwrite=True)
+            write_synthetic_pairs(root / "scenes_val", val_dir, seed=seed + 1, multiple_of=8, overwrite=True)
+        else:
+            limit = data.synthetic_count + data.synthetic_val_count
+            pairs = write_synthetic_pairs(
+                data.synthetic_source, root / "all", seed=seed, multiple_of=8, limit=limit,
+                recursive=True, overwrite=True,
+            )
+            _move_pairs(pairs[: data.synthetic_val_count], val_dir)
+            _move_pairs(pairs[data.synthetic_val_count :], train_dir)
+        (root / "done").write_text("synthetic pairs complete\n")
+    if ctx.enabled:
+        dist.barrier()
+    return (
+        PairedImageDataset.from_root(train_dir, **_train_kwargs(config)),
+        PairedImageDataset.from_root(val_dir, cache=data.cache),
+    )
+
+
+def _move_pairs(pairs: list, folder: Path) -> None:
+    for pair in pairs:
+        for side, path in (("low", pair.low), ("high", pair.high)):
+            (folder / side).mkdir(parents=True, exist_ok=True)
+            path.replace(folder / side / path.name)
+
+
+def _train_kwargs(config: TrainConfig) -> dict[str, Any]:
+    data = config.data
+    return {"patch_size": data.patch_size, "flip": data.flip, "seed": config.run.seed, "cache": data.cache}
+
+
+def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | None = None) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets that ``config``'s ``[data]`` section describes.
+
+    Every pair is checked up front (missing partners, unreadable files and size mismatches are
+    errors that name the files) before any training starts.
+    """
+    from flowkit.data import PairedImageDataset
+
+    ctx = ctx or DistributedContext()
+    data = config.data
+    if data.synthetic_source:
+        train_set, val_set = _synthesise(config, output, ctx)
+    elif data.train_low and data.train_high:
+        train_set = PairedImageDataset.from_folders(data.train_low, data.train_high, **_train_kwargs(config))
+        if data.val_low and data.val_high:
+            val_set = PairedImageDataset.from_folders(data.val_low, data.val_high, cache=data.cache)
+        else:
+            val_set = PairedImageDataset.from_folders(data.train_low, data.train_high, cache=data.cache)
+    else:
+        train_set = PairedImageDataset.from_root(data.root, "train", **_train_kwargs(config))
+        val_set = PairedImageDataset.from_root(data.root, "test", cache=data.cache)
+    if data.val_limit:
+        val_set = Subset(val_set, range(min(data.val_limit, len(val_set))))
+    return train_set, val_set
+
+
+class _Objective(nn.Module):
+    """Routes a batch through ``LLFlow.loss`` inside ``forward``, so that DDP sees the call."""
+
+    def __init__(self, model: nn.Module, selector: torch.Generator) -> None:
+        super().__init__()
+        self.model = model
+        self.selector = selector
+
+    def forward(self, low: Tensor, high: Tensor, histeq: Tensor) -> Tensor:
+        return self.model.loss(low, high, histeq=histeq, generator=self.selector)
+
+
+def _batches(dataset, config: TrainConfig, ctx: DistributedContext, start_step: int) -> Iterator[dict[str, Any]]:
+    data, step = config.data, start_step
+    per_epoch = len(epoch_batches(len(dataset), data.batch_size, config.run.seed, 0, ctx.rank, ctx.world_size))
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        batches = epoch_batches(len(dataset), data.batch_size, config.run.seed, epoch, ctx.rank, ctx.world_size)
+        # The loader's own generator keeps it from drawing on the global RNG (worker seeds).
+        loader = DataLoader(dataset, batch_sampler=batches[offset:], num_workers=data.num_workers,
+                            generator=torch.Generator().manual_seed(config.run.seed + epoch))
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if config.run.amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if config.run.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _all_finite(value: Tensor, ctx: DistributedContext) -> bool:
+    # Every rank must take the same decision, or the next collective would hang.
+    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
+    if ctx.enabled:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+class _Logger:
+    """Rank 0's CSV log, progress bar and (when installed) TensorBoard events."""
+
+    def __init__(self, output: Path, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.board = None
+        if not enabled:
+            return
+        output.mkdir(parents=True, exist_ok=True)
+        new = not (output / "log.csv").exists() or start == 0
+        self.csv = open(output / "log.csv", "w" if new else "a", newline="")
+        self.writer = csv.writer(self.csv)
+        if new:
+            self.writer.writerow(["step", "loss", "lr", "it_per_s", "kind"])
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
+        except ImportError:  # tqdm is optional; the CSV log is always written
+            pass
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(output / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def step(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.3f}", "train"])
+        if self.board is not None:
+            self.board.add_scalar("train/loss", loss, step)
+            self.board.add_scalar("train/lr", lr, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+
+    def advance(self) -> None:
+        if self.enabled and self.bar is not None:
+            self.bar.update(1)
+
+    def note(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self.writer.writerow([step, f"{value:.6f}", "", "", f"{kind}/{name}"])
+            if self.board is not None:
+                self.board.add_scalar(f"{kind}/{name}", value, step)
+        self.csv.flush()
+        message = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+        (self.bar.write if self.bar is not None else print)(f"step {step} {kind}: {message}")
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.csv.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.board is not None:
+            self.board.close()
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None) -> dict[str, float]:
+    """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
+
+    With ``image_path``, the first pair is saved as a grid: low | enhanced | reference.
+    """
+    from flowkit.metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "nll": []}
+    for index in range(len(dataset)):
+        item = dataset[index]
+        low, high = item["low"][None].to(device), item["high"][None].to(device)
+        histeq = item["histeq"][None].to(device) if "histeq" in item else None
+        enhanced = model.enhance(low, histeq=histeq)
+        scores["psnr"].append(float(psnr(enhanced, high)[0]))
+        scores["ssim"].append(float(ssim(enhanced, high)[0]))
+        scores["input_psnr"].append(float(psnr(low, high)[0]))
+        scores["nll"].append(float(model.nll(low, high, histeq=histeq)[0]))
+        if index == 0 and image_path is not None:
+            from flowkit.data import write_image
+
+            write_image(image_path, torch.cat([low[0], enhanced[0], high[0]], dim=2).cpu())
+    model.train(was_training)
+    return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train LLFlow as ``config`` says; under ``torchrun``, with DDP across the processes.
+
+    Args:
+        config: the run (see :class:`~flowkit.train.TrainConfig`).
+        resume: a checkpoint to continue from (``OUTPUT/last.pt`` of an earlier run): model,
+            optimiser, scheduler, gradient scaler, EMA, step and every random state are restored, so
+            the continued run matches an uninterrupted one bit for bit on the same machine.
+        device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
+        stop_after: stop (with a checkpoint) after this step, as if the run were interrupted.
+        progress: show a progress bar.
+    """
+    from flowkit.models.llflow import LLFlow
+
+    ctx = init_distributed(device)
+    output = Path(config.run.output)
+    run = config.run
+    torch.manual_seed(run.seed)  # identical initial weights on every rank
+    model = LLFlow(config.llflow_config()).to(ctx.device)
+    train_set, val_set = build_datasets(config, output, ctx)
+
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
+    )
+    scheduler = warmup_multistep(optimizer, warmup=config.optim.warmup, milestones=config.optim.milestones,
+                                 gamma=config.optim.gamma)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=run.amp == "fp16")
+    # The same seed on every rank: all ranks pick the same prior for a step, one draw per global batch.
+    selector = torch.Generator().manual_seed(run.seed)
+    ema = ExponentialMovingAverage(model, config.optim.ema) if config.optim.ema else None
+
+    step = 0
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=ctx.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and "ema" in state:
+            ema.shadow.load_state_dict(state["ema"])
+        step = int(state["step"])
+        selector.set_state(state["selector"][ctx.rank] if ctx.rank < len(state["selector"]) else state["selector"][0])
+        restore_rng_state(state["rng"])
+
+    batches = _batches(train_set, config, ctx, step)
+    objective: nn.Module = _Objective(model, selector)
+    if step == 0:
+        # ActNorm's data-dependent initialisation, from the first batch, before DDP takes over;
+        # under torch.distributed the statistics are averaged over every rank's batch.
+        first = next(_batches(train_set, config, ctx, 0))
+        with torch.no_grad():
+            model.loss(first["low"].to(ctx.device), first["high"].to(ctx.device),
+                       histeq=first["histeq"].to(ctx.device), generator=torch.Generator().manual_seed(0))
+    if ctx.enabled:
+        # The colour-map head is unused in steps that take the ground truth's prior.
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+
+    result = TrainResult(step=step)
+    logger = _Logger(output, run.iterations, step, enabled=ctx.is_main and progress)
+    last_time, last_step = time.perf_counter(), step
+    model.train()
+    try:
+        while step < run.iterations:
+            batch = next(batches)
+            low, high, histeq = (batch[k].to(ctx.device) for k in ("low", "high", "histeq"))
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(config, ctx.device):
+                loss = objective(low, high, histeq)
+            step += 1
+            if _all_finite(loss.detach(), ctx):
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                if config.optim.grad_clip > 0:
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                else:
+                    norm = torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]).norm()
+                if run.amp == "fp16" or _all_finite(norm, ctx):
+                    scaler.step(optimizer)  # with fp16 the scaler itself skips non-finite steps
+                    scaler.update()
+                    if ema is not None:
+                        ema.update(model)
+                else:
+                    result.skipped_steps.append(step)
+            else:
+                result.skipped_steps.append(step)
+                if ctx.is_main:
+                    logger.note(step, "skipped", {"loss": float(loss.detach())})
+            scheduler.step()
+            logger.advance()
+
+            if step % run.log_every == 0 or step == run.iterations:
+                now = time.perf_counter()
+                rate = (step - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                value = float(loss.detach())
+                result.losses.append((step, value))
+                logger.step(step, value, optimizer.param_groups[0]["lr"], rate)
+            if step % run.val_every == 0 or step == run.iterations:
+                if ctx.is_main:
+                    evaluated = ema.shadow if ema is not None else model
+                    scores = validate(evaluated, val_set, ctx.device, output / "images" / f"step_{step:06d}.png")
+                    result.validations.append({"step": float(step), **scores})
+                    logger.note(step, "val", scores)
+                if ctx.enabled:
+                    dist.barrier()
+            stopping = stop_after is not None and step >= stop_after
+            if step % run.checkpoint_every == 0 or step == run.iterations or stopping:
+                result.checkpoint = _checkpoint(output, step, model, optimizer, scheduler, scaler, ema,
+                                                selector, config, ctx)
+            if stopping:
+                break
+    finally:
+        logger.close()
+    result.step = step
+    return result
+
+
+def _checkpoint(output, step, model, optimizer, scheduler, scaler, ema, selector, config, ctx) -> Path:
+    selectors = [selector.get_state()]
+    if ctx.enabled:
+        gathered: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(gathered, selector.get_state())
+        selectors = gathered
+    path = output / "last.pt"
+    if ctx.is_main:
+        state = {
+            "format": "flowkit.train/1",
+            "step": step,
+            "model": model.state_dict(),
+            "llflow_config": _plain(config.llflow_config()),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "selector": selectors,
+            "rng": capture_rng_state(),
+            "config": _plain(config.to_dict()),
+        }
+        if ema is not None:
+            state["ema"] = ema.shadow.state_dict()
+        save_checkpoint(state, path)
+    if ctx.enabled:
+        dist.barrier()
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and tuples as dicts and lists, so the checkpoint loads with ``weights_only``."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
