@@ -342,10 +342,11 @@ def gt_mean_align(pred: Tensor, target: Tensor, *, weights: str | Sequence[float
 
     ``pred * mean(rgb_to_gray(target)) / mean(pred)``, per image, where ``mean(pred)`` is over all
     channels and pixels of the unclamped prediction, as in LLFlow's ``test.py`` (which follows
-    KinD). The result is not clamped; a prediction with mean 0 gives non-finite values. The reference computes the GT's gray mean with OpenCV's
-    ``COLOR_BGR2GRAY`` on an RGB array, i.e. with red and blue weights swapped; pass
-    ``weights="reference_swapped"`` to reproduce its numbers exactly. This is an oracle
-    correction: report numbers with it only alongside numbers without it.
+    KinD). The result is not clamped; a prediction with mean 0 gives non-finite values. The
+    reference computes the GT's gray mean with OpenCV's ``COLOR_BGR2GRAY`` on an RGB array, i.e.
+    with red and blue weights swapped; pass ``weights="reference_swapped"`` to reproduce its
+    numbers exactly. This is an oracle correction: report numbers with it only alongside numbers
+    without it.
 
     Args:
         pred: predictions, ``(..., 3, H, W)`` float.

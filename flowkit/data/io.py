@@ -9,11 +9,14 @@ it and carry on.
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from flowkit.data._png16 import read_png16_rgb
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "image_size", "read_image", "to_uint8", "write_image"]
 
@@ -94,20 +97,26 @@ def _decode(path: str | Path) -> tuple[np.ndarray, float]:
                 if gray.size and (gray.min() < 0 or gray.max() > 65535):
                     raise ValueError(f"mode {mode} values outside 0..65535 (not a 16-bit image)")
                 return np.repeat(gray[:, :, None], 3, axis=2), 65535.0
+            deep = None
             if isinstance(raw, str) and raw.endswith(";16B") and mode in ("RGB", "RGBA"):
-                # Pillow has no 16-bit colour mode: it keeps only the high byte of each sample.
-                warnings.warn(
-                    f"{path}: 16-bit colour image decoded at 8-bit precision (Pillow keeps the high byte)",
-                    stacklevel=3,
-                )
+                # Pillow has no 16-bit colour mode and keeps only the high byte of each sample.
+                deep = read_png16_rgb(path) if im.format == "PNG" else None
+                if deep is None:
+                    warnings.warn(
+                        f"{path}: 16-bit colour image decoded at 8-bit precision (interlaced or not "
+                        "a PNG: Pillow keeps the high byte)",
+                        stacklevel=3,
+                    )
             if mode in ("L", "1", "LA"):
                 warnings.warn(f"{path}: grayscale image (mode {mode}) converted to RGB", stacklevel=3)
             elif mode in ("RGBA", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):
                 warnings.warn(f"{path}: alpha channel (mode {mode}) dropped, converted to RGB", stacklevel=3)
             elif mode not in _LOSSLESS_TO_RGB:
                 warnings.warn(f"{path}: mode {mode} converted to RGB", stacklevel=3)
+            if deep is not None:
+                return deep, 65535.0
             rgb = np.asarray(im if mode == "RGB" else im.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError) as exc:
         raise ImageReadError(path, str(exc) or type(exc).__name__) from exc
     return rgb, 255.0
 
@@ -115,11 +124,12 @@ def _decode(path: str | Path) -> tuple[np.ndarray, float]:
 def read_image(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """Read an image file as an RGB tensor of shape (3, H, W).
 
-    8-bit images are divided by 255 and 16-bit grayscale PNGs by 65535, so a float result is in
-    [0, 1]. With ``dtype=torch.uint8`` the 8-bit values are returned unchanged (16-bit ones are
-    rounded to 8 bit). Grayscale, alpha and other non-RGB modes are converted to RGB with a
-    :class:`UserWarning` that names the file; so are 16-bit colour PNGs, which Pillow can only
-    decode at 8-bit precision.
+    8-bit images are divided by 255 and 16-bit PNGs by 65535, so a float result is in [0, 1].
+    With ``dtype=torch.uint8`` the 8-bit values are returned unchanged (16-bit ones are rounded
+    to 8 bit). Grayscale, alpha and other non-RGB modes are converted to RGB with a
+    :class:`UserWarning` that names the file. Pillow decodes 16-bit colour PNGs at 8-bit
+    precision, so flowkit reads their samples itself; only interlaced ones (rare) keep Pillow's
+    8-bit result, with a warning.
 
     Args:
         path: the image file.

@@ -52,14 +52,22 @@ def test_16bit_grayscale_png_is_scaled_by_65535_and_warns(tmp_path):
     assert torch.equal(as_uint8[0], torch.from_numpy(np.round(values / 65535 * 255).astype(np.uint8)))
 
 
-def test_16bit_colour_png_warns_and_stays_within_one_8bit_level(tmp_path):
-    values = np.random.default_rng(1).integers(0, 65536, (6, 5, 3)).astype(np.uint16)
-    path = save_png_rgb16(tmp_path / "rgb16.png", values)
-    with pytest.warns(UserWarning, match=r"rgb16\.png.*16-bit"):
-        image = read_image(path, dtype=torch.float64)
-    truth = torch.from_numpy(values.astype(np.float64) / 65535).permute(2, 0, 1)
-    assert image.min() >= 0 and image.max() <= 1
-    assert (image - truth).abs().max() <= 1 / 255
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16bit_colour_png_keeps_all_16_bits_through_every_row_filter(tmp_path, recwarn, channels):
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 65536, (10, 9, channels)).astype(np.uint16)
+    values[:, :4] = values[:, :1]  # flat runs, where filters predict well
+    filters = np.arange(10) % 5  # rows with each filter type: none, sub, up, average, paeth
+    path = save_png_rgb16(tmp_path / "rgb16.png", values, filters)
+    image = read_image(path, dtype=torch.float64)
+    assert torch.equal(image, torch.from_numpy(values[..., :3].astype(np.float64) / 65535).permute(2, 0, 1))
+    # Pillow's own decoder undoes the filters too, keeping the high byte of each sample.
+    with Image.open(path) as pillow:
+        high_bytes = np.asarray(pillow.convert("RGB"))
+    assert np.array_equal(high_bytes, (values[..., :3] >> 8).astype(np.uint8))
+    messages = [str(w.message) for w in recwarn if issubclass(w.category, UserWarning)]
+    expected = [] if channels == 3 else [f"{path}: alpha channel (mode RGBA) dropped, converted to RGB"]
+    assert messages == expected
 
 
 def test_32bit_integer_images_are_refused_by_name(tmp_path):
