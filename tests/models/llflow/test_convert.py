@@ -121,6 +121,15 @@ def small_state() -> dict[str, torch.Tensor]:
     return random_state(official_layout("lol_small"), seed=2)
 
 
+def test_export_returns_the_loaded_tensors(small_state):
+    from flowkit.models.llflow.convert import to_official
+
+    exported = to_official(LLFlow.from_official(small_state))
+    used = {k: v for k, v in small_state.items() if not k.startswith(DEAD)}
+    assert exported.keys() == used.keys()
+    assert all(torch.equal(exported[k], used[k]) for k in used)
+
+
 def test_module_prefix_dead_keys_and_files(small_state, tmp_path):
     prefixed = {f"module.{k}": v for k, v in small_state.items() if not k.startswith(DEAD)}
     path = tmp_path / "llflow_small.pth"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from flowkit.models.llflow.histeq import equalize_hist, histeq_image
 
@@ -61,6 +63,19 @@ def _edge_cases() -> list[np.ndarray]:
 def test_matches_a_direct_port_of_opencv(plane):
     expected = opencv_equalize_hist(plane)
     assert equalize_hist(torch.from_numpy(plane)).numpy().tolist() == expected.tolist()
+
+
+@given(
+    height=st.integers(1, 12),
+    width=st.integers(1, 12),
+    low=st.integers(0, 255),
+    span=st.integers(0, 255),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_matches_the_port_on_drawn_images(height, width, low, span, seed):
+    high = min(255, low + span)
+    plane = np.random.default_rng(seed).integers(low, high + 1, size=(height, width), dtype=np.uint8)
+    assert equalize_hist(torch.from_numpy(plane)).numpy().tolist() == opencv_equalize_hist(plane).tolist()
 
 
 def test_planes_are_independent_and_batched():
