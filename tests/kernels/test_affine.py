@@ -1,0 +1,165 @@
+"""``fused_affine`` and its custom op: validation, dispatch, opcheck, gradcheck, layers, torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_checks import KERNEL_DEVICE, assert_close
+
+import flowkit
+from flowkit.kernels import affine_backward_formula, fused_affine, use_backend
+from flowkit.kernels.reference import affine_reference
+from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1
+from flowkit.nn import conv_subnet
+from flowkit.testing import perturb_parameters
+
+OP = torch.ops.flowkit.fused_affine
+
+
+def randn(*shape, seed=0, dtype=torch.float32, device="cpu"):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def test_validates_shapes_layout_and_backend():
+    x = torch.randn(2, 3, 4, 4)
+    with pytest.raises(ValueError, match=r"h of shape \(2, 6, 4, 4\).*got \(2, 3, 4, 4\)"):
+        fused_affine(x, torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"h of shape \(2, 6, 4, 4\).*got \(2, 6, 1, 1\)"):
+        fused_affine(x, torch.randn(2, 6, 1, 1))  # would broadcast, and give a wrong log-det
+    with pytest.raises(ValueError, match="layout must be 'cross' or 'half', got 'interleaved'"):
+        fused_affine(x, torch.randn(2, 6, 4, 4), layout="interleaved")
+    with pytest.raises(ValueError, match="backend must be one of 'auto', 'triton', 'torch'; got 'cuda'"):
+        fused_affine(x, torch.randn(2, 6, 4, 4), backend="cuda")
+    with pytest.raises(ValueError, match=r"shape \(B, C, ...\), got shape \(5,\)"):
+        fused_affine(torch.randn(5), torch.randn(10))
+    with pytest.raises(TypeError, match="'triton' backend supports float32, float16 and bfloat16.*float64"):
+        fused_affine(x.double(), torch.randn(2, 6, 4, 4).double(), backend="triton")
+
+
+@pytest.mark.parametrize("layout", ["cross", "half"])
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_triton_backend_through_autograd_matches_reference(kernels, layout, inverse):
+    # The whole public path: dispatch, custom op, registered autograd, fused backward kernel.
+    x = randn(3, 7, 4, 5, seed=1, device=KERNEL_DEVICE)[:, 2:]   # non-contiguous, like a coupling
+    h = 2 * randn(3, 10, 4, 5, seed=2, device=KERNEL_DEVICE)
+    results = {}
+    for backend in ("triton", "torch"):
+        xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
+        y, logdet = fused_affine(xr, hr, layout=layout, inverse=inverse, backend=backend)
+        (y.square().sum() + logdet.sum()).backward()
+        results[backend] = (y, logdet, xr.grad, hr.grad)
+    for got, expected, what in zip(results["triton"], results["torch"], ["y", "logdet", "dx", "dh"]):
+        assert_close(got, expected, what=what)
+
+
+@pytest.mark.parametrize("layout", ["cross", "half"])
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_gradcheck_of_the_op_in_float64(layout, inverse):
+    # The custom op with its hand-written backward formula (torch backend), against finite differences.
+    x = randn(2, 3, 2, 3, seed=3, dtype=torch.float64).requires_grad_()
+    h = randn(2, 6, 2, 3, seed=4, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, h: OP(x, h, 1e-4, layout, inverse, "torch"), (x, h))
+
+
+def test_backward_formula_matches_autograd_of_the_reference():
+    x, h = randn(3, 4, 5, seed=5, dtype=torch.float64), randn(3, 8, 5, seed=6, dtype=torch.float64)
+    gy, gl = randn(3, 4, 5, seed=7, dtype=torch.float64), randn(3, seed=8, dtype=torch.float64)
+    for inverse in (False, True):
+        xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
+        expected = torch.autograd.grad(affine_reference(xr, hr, layout="half", inverse=inverse), (xr, hr), (gy, gl))
+        got = affine_backward_formula(x, h, gy, gl, eps=1e-4, layout="half", inverse=inverse)
+        torch.testing.assert_close(got, expected)
+
+
+def opcheck_cases(device):
+    x = randn(2, 5, 3, 3, seed=9, device=device)
+    h = randn(2, 6, 3, 3, seed=10, device=device)
+    return [
+        (x[:, 2:], h, 1e-4, "cross", False),                       # non-contiguous slice
+        (x[:, :3].contiguous(), h, 1e-3, "half", True),
+        (x[:, :3].to(torch.bfloat16), h.to(torch.bfloat16), 1e-4, "cross", False),
+        (randn(4, 3, seed=11, device=device), randn(4, 6, seed=12, device=device), 1e-4, "half", False),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_opcheck(kernels, backend):
+    device = KERNEL_DEVICE if backend == "triton" else "cpu"
+    for args in opcheck_cases(device):
+        args = tuple(a.requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
+        torch.library.opcheck(OP, (*args, backend))
+
+
+def small_flow(channels=4):
+    # Perturbed away from the identity initialisation, so that every term of the gradient matters.
+    flow = flowkit.Sequential(
+        ActNorm(channels),
+        InvConv1x1(channels),
+        AffineCoupling(channels, lambda i, o: conv_subnet(i, o, hidden_channels=8), layout="cross"),
+        AffineInjector(channels, cond_channels=channels, layout="half"),
+    )
+    perturb_parameters(flow, 0.3, torch.Generator().manual_seed(13))
+    return flow
+
+
+class Conditioned(torch.nn.Module):
+    """The flow with its input as conditioning, so the injector has a cond to work with."""
+
+    def __init__(self, flow):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, x):
+        return self.flow(x, x.detach())
+
+
+def assert_grads_close(got, expected):
+    # Parameter gradients sum many float32 terms that cancel; compare each with its own magnitude.
+    for index, (g, e) in enumerate(zip(got, expected)):
+        error = (g - e).norm() / e.norm().clamp_min(1e-12)
+        assert error < 1e-5, f"gradient of parameter {index}: relative error {error.item():.2e}"
+
+
+def test_layers_give_the_same_results_on_both_backends(kernels):
+    model = Conditioned(small_flow()).to(KERNEL_DEVICE)
+    x = randn(2, 4, 6, 6, seed=14, device=KERNEL_DEVICE)
+    model(x)  # ActNorm reads its initialised flag once
+    results = {}
+    for backend in ("triton", "torch"):
+        model.zero_grad()
+        with use_backend(backend):
+            y, logdet = model(x)
+            (y.square().sum() - logdet.sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        results[backend] = (y.detach(), logdet.detach(), grads)
+    torch.testing.assert_close(results["triton"][:2], results["torch"][:2], rtol=1e-5, atol=1e-5)
+    assert_grads_close(results["triton"][2], results["torch"][2])
+
+
+@pytest.mark.parametrize("backend", ["triton", "torch"])
+def test_compile_fullgraph_of_a_small_flow(kernels, backend, monkeypatch):
+    # "triton": the custom op must stay one opaque node, forward and backward, with no graph break;
+    # "torch": the reference is traced and fused by Inductor. Both must reproduce eager results.
+    torch._dynamo.reset()
+    model = Conditioned(small_flow()).to(KERNEL_DEVICE)
+    x = randn(2, 4, 4, 4, seed=15, device=KERNEL_DEVICE)
+    model(x)  # ActNorm checks its initialised flag once, eagerly: a data-dependent branch
+    compiled = torch.compile(model, fullgraph=True)
+    calls = []
+    for name in ("affine_forward", "affine_backward"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    with use_backend(backend):
+        outputs = {}
+        for name, fn in (("eager", model), ("compiled", compiled)):
+            model.zero_grad()
+            y, logdet = fn(x)
+            (y.square().sum() - logdet.sum()).backward()
+            outputs[name] = (y.detach(), logdet.detach(), [p.grad.clone() for p in model.parameters()])
+            # Coupling and injector each run one kernel forward and one backward, or none on "torch".
+            expected = ["affine_forward"] * 2 + ["affine_backward"] * 2 if backend == "triton" else []
+            assert sorted(calls) == sorted(expected), f"{name}: kernel calls {calls}"
+            calls.clear()
+    torch.testing.assert_close(outputs["compiled"][:2], outputs["eager"][:2], rtol=1e-5, atol=1e-5)
+    assert_grads_close(outputs["compiled"][2], outputs["eager"][2])

@@ -1,0 +1,105 @@
+"""Backend selection: the "auto" rule, the process-wide default, and the environment variable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from flowkit.kernels import get_backend, resolve_backend, set_backend, use_backend
+
+
+def test_auto_is_the_reference_on_cpu():
+    x, h = torch.randn(2, 3, 4, 4), torch.randn(2, 6, 4, 4)
+    assert resolve_backend("auto", x, h) == "torch"
+    assert resolve_backend("triton", x, h) == "triton"  # forcing is allowed; the launch checks the device
+
+
+def test_auto_sends_float64_to_the_reference():
+    x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
+    assert resolve_backend("auto", x, h) == "torch"
+
+
+def test_use_backend_restores_the_default_even_after_an_error():
+    before = get_backend()
+    with pytest.raises(KeyError):
+        with use_backend("triton"):
+            assert get_backend() == "triton"
+            assert resolve_backend("auto", torch.randn(1, 1), torch.randn(1, 2)) == "triton"
+            raise KeyError("boom")
+    assert get_backend() == before
+
+
+def test_set_backend_rejects_unknown_names():
+    with pytest.raises(ValueError, match="must be one of 'auto', 'triton', 'torch'; got 'gpu'"):
+        set_backend("gpu")
+
+
+def test_explicit_argument_beats_the_default():
+    x, h = torch.randn(2, 3), torch.randn(2, 6)
+    with use_backend("triton"):
+        assert resolve_backend("torch", x, h) == "torch"
+
+
+def run_fresh(code: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FLOWKIT_KERNEL_BACKEND")}
+    environment.update(env)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_environment_variable_and_compiled_kernels_on_cpu():
+    # A fresh interpreter: the variable is read at import, and without TRITON_INTERPRET the kernels
+    # are compiled ones, which must refuse CPU tensors with an error that says what to do.
+    done = run_fresh(
+        """
+        import torch
+        from flowkit.kernels import fused_affine, get_backend
+        print(get_backend())
+        x, h = torch.randn(2, 3, 4, 4), torch.randn(2, 6, 4, 4)
+        try:
+            fused_affine(x, h)
+        except RuntimeError as error:
+            print(error)
+        """,
+        FLOWKIT_KERNEL_BACKEND="triton",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "triton"
+    assert "run on CUDA tensors, or on CPU tensors when TRITON_INTERPRET=1" in lines[1]
+    assert "use backend='torch'" in lines[1]
+
+    bad = run_fresh("import flowkit", FLOWKIT_KERNEL_BACKEND="cuda")
+    assert bad.returncode != 0
+    assert "FLOWKIT_KERNEL_BACKEND must be one of 'auto', 'triton', 'torch'; got 'cuda'" in bad.stderr
+
+
+def test_flowkit_imports_without_triton():
+    # Hiding the package: flowkit still imports, "auto" picks the reference, "triton" says what is missing.
+    done = run_fresh(
+        """
+        import sys
+        sys.modules["triton"] = None
+        import importlib.util
+        _find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "triton" else _find(name, *a)
+        import torch
+        from flowkit.kernels import fused_affine
+        from flowkit.layers import AffineCoupling
+        x = torch.randn(2, 4, 3, 3)
+        print(AffineCoupling(4)(x)[0].shape)
+        try:
+            fused_affine(x[:, :2], torch.randn(2, 4, 3, 3), backend="triton")
+        except RuntimeError as error:
+            print(error)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "torch.Size([2, 4, 3, 3])"
+    assert "needs the triton package, which is not installed" in lines[1]
