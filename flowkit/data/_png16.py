@@ -88,7 +88,10 @@ def read_png16_rgb(path: str | Path) -> np.ndarray | None:
         return None
     channels = _CHANNELS[colour]
     stride = 1 + width * channels * 2
-    raw = np.frombuffer(zlib.decompress(b"".join(compressed)), dtype=np.uint8)
+    # Inflate no more than the header's size promises: Pillow checked that size against its
+    # decompression-bomb limit, but a crafted stream could hold far more data after it.
+    inflated = zlib.decompressobj().decompress(b"".join(compressed), height * stride)
+    raw = np.frombuffer(inflated, dtype=np.uint8)
     if raw.size < height * stride:
         raise ValueError(f"PNG image data ends early: {raw.size} of {height * stride} bytes")
     rows = raw[: height * stride].reshape(height, stride)
