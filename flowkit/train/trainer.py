@@ -176,7 +176,7 @@ def _all_finite(value: Tensor, ctx: DistributedContext) -> bool:
 class _Logger:
     """Rank 0's CSV log, progress bar and (when installed) TensorBoard events."""
 
-    def __init__(self, output: Path, total: int, start: int, enabled: bool) -> None:
+    def __init__(self, output: Path, total: int, start: int, enabled: bool, progress: bool) -> None:
         self.enabled = enabled
         self.bar = None
         self.board = None
@@ -188,12 +188,13 @@ class _Logger:
         self.writer = csv.writer(self.csv)
         if new:
             self.writer.writerow(["step", "loss", "lr", "it_per_s", "kind"])
-        try:
-            from tqdm import tqdm
+        if progress:
+            try:
+                from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
-        except ImportError:  # tqdm is optional; the CSV log is always written
-            pass
+                self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
+            except ImportError:  # tqdm is optional; the CSV log is always written
+                pass
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -223,8 +224,9 @@ class _Logger:
             if self.board is not None:
                 self.board.add_scalar(f"{kind}/{name}", value, step)
         self.csv.flush()
-        message = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
-        (self.bar.write if self.bar is not None else print)(f"step {step} {kind}: {message}")
+        if self.bar is not None:
+            message = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+            self.bar.write(f"step {step} {kind}: {message}")
 
     def close(self) -> None:
         if not self.enabled:
@@ -332,7 +334,7 @@ def train(
         )
 
     result = TrainResult(step=step)
-    logger = _Logger(output, run.iterations, step, enabled=ctx.is_main and progress)
+    logger = _Logger(output, run.iterations, step, enabled=ctx.is_main, progress=progress)
     last_time, last_step = time.perf_counter(), step
     model.train()
     try:

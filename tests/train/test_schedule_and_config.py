@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flowkit.models import LLFlowConfig
+from flowkit.train import load_config, shipped_configs, warmup_multistep
+
+
+def _rates(warmup, milestones, steps):
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=5e-4)
+    sched = warmup_multistep(opt, warmup=warmup, milestones=milestones)
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return rates
+
+
+def test_warm_up_is_linear_then_halves_at_each_milestone():
+    rates = _rates(4, [6, 8], 10)
+    expected = [0.0, 1.25e-4, 2.5e-4, 3.75e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4, 1.25e-4, 1.25e-4]
+    assert rates == pytest.approx(expected)
+
+
+def test_shipped_configs_follow_the_reference_training_table():
+    # SPEC section 6: niter, milestones, warm-up, batch, patch, optimiser per config.
+    assert shipped_configs() == ["lol", "lol_small", "lol_v2", "tiny"]
+    lol, small, v2 = load_config("lol"), load_config("lol_small"), load_config("lol_v2")
+    assert (lol.run.iterations, lol.optim.milestones, lol.optim.warmup) == (40000, (20000, 30000, 36000, 38000), 3000)
+    assert (small.run.iterations, small.optim.milestones, small.optim.warmup) == (
+        45000, (22500, 33750, 40500, 42750), 0)
+    assert (v2.run.iterations, v2.optim.milestones, v2.optim.warmup) == (40000, (20000, 30000, 36000, 38000), 200)
+    for config in (lol, small, v2):
+        assert (config.data.batch_size, config.data.patch_size) == (16, 160)
+        assert (config.optim.lr, config.optim.betas, config.optim.weight_decay) == (5e-4, (0.9, 0.999), 0.0)
+        assert config.run.amp == "fp16" and config.optim.grad_clip == 0.0
+    assert lol.llflow_config() == LLFlowConfig.lol()
+    assert small.llflow_config() == LLFlowConfig.lol_small()
+    assert v2.llflow_config().train_gt_ratio == 0.5
+
+
+def test_unknown_keys_and_sections_are_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\niterations = 10\nitterations = 3\n[data]\nroot = 'x'\n")
+    with pytest.raises(ValueError, match="itterations"):
+        load_config(bad)
+    bad.write_text("[trian]\n")
+    with pytest.raises(ValueError, match="trian"):
+        load_config(bad)
+    bad.write_text("[model]\npreset = 'tiny'\nencoder_chanels = 3\n[data]\nroot = 'x'\n")
+    with pytest.raises(ValueError, match="encoder_chanels"):
+        load_config(bad).llflow_config()
+
+
+def test_missing_config_lists_the_shipped_ones():
+    with pytest.raises(FileNotFoundError, match="lol_small"):
+        load_config("nonexistent")
