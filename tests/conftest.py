@@ -33,3 +33,47 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"the shared research data is not at {SHARED} (set FLOWKIT_SHARED)")
     return SHARED
+
+
+MICRO = """
+[model]
+preset = "tiny"
+encoder_channels = 8
+growth_channels = 4
+hidden_channels = 8
+steps_per_level = 1
+
+[data]
+synthetic_source = "scenes"
+synthetic_count = 8
+synthetic_size = 32
+synthetic_val_count = 2
+patch_size = 16
+batch_size = 4
+cache = true
+
+[optim]
+lr = 1e-3
+warmup = 2
+milestones = [6]
+
+[run]
+iterations = {iterations}
+seed = 3
+val_every = 1000
+checkpoint_every = 1000
+log_every = 1
+output = "{output}"
+"""
+
+
+@pytest.fixture
+def micro_config(tmp_path: Path):
+    """Writes a micro training config (tiny LLFlow, 16-pixel patches, generated scenes) for CI."""
+    def make(iterations: int = 8, output: Path | None = None) -> Path:
+        path = tmp_path / f"micro_{iterations}.toml"
+        out = output or (tmp_path / "run")
+        path.write_text(MICRO.format(iterations=iterations, output=out.as_posix()))
+        return path
+
+    return make

@@ -4,7 +4,13 @@
 train ...`` runs it on N processes with DistributedDataParallel.
 """
 
-from flowkit.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from flowkit.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    save_model,
+)
 from flowkit.train.config import DataSection, OptimSection, RunSection, TrainConfig, load_config, shipped_configs
 from flowkit.train.ema import ExponentialMovingAverage
 from flowkit.train.schedule import warmup_multistep
@@ -24,6 +30,7 @@ __all__ = [
     "load_config",
     "restore_rng_state",
     "save_checkpoint",
+    "save_model",
     "shipped_configs",
     "train",
     "validate",

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint"]
+__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint", "save_model"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -46,6 +46,26 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             os.unlink(tmp_name)
         raise
     return path
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Save an LLFlow's weights and config (atomically) in the form ``flowkit enhance`` / ``evaluate`` load.
+
+    Example:
+        >>> import tempfile
+        >>> from flowkit.models import LLFlow, LLFlowConfig
+        >>> from flowkit.cli import load_model
+        >>> config = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4,
+        ...                       stack_blocks=(1,), steps_per_level=1, hidden_channels=8)
+        >>> path = save_model(LLFlow(config), tempfile.mkdtemp() + "/model.pt")
+        >>> load_model(path).config == config
+        True
+    """
+    import dataclasses
+
+    config = dataclasses.asdict(model.config)
+    config["stack_blocks"] = list(config["stack_blocks"])
+    return save_checkpoint({"format": "flowkit.model/1", "model": model.state_dict(), "llflow_config": config}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowkit.cli import enhance_tiled, load_model, main
+from flowkit.data import read_image, write_image
+from flowkit.models import LLFlow, LLFlowConfig
+from flowkit.models.llflow.histeq import equalize_hist
+from flowkit.testing import perturb_parameters
+from flowkit.train import save_model
+
+TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
+                   steps_per_level=1, hidden_channels=8)
+
+
+@pytest.fixture
+def checkpoint(tmp_path) -> Path:
+    torch.manual_seed(0)
+    model = LLFlow(TOY)
+    perturb_parameters(model, 0.02, torch.Generator().manual_seed(1))
+    return save_model(model, tmp_path / "model.pt")
+
+
+def _images(folder: Path, count: int, height: int = 20, width: int = 28) -> list[Path]:
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"img{i}.png")
+        write_image(paths[-1], torch.rand(3, height, width, generator=torch.Generator().manual_seed(i)) * 0.3)
+    return paths
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["enhance"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: flowkit" in capsys.readouterr().out
+
+
+def test_python_dash_m_flowkit_runs():
+    done = subprocess.run([sys.executable, "-m", "flowkit", "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "enhance" in done.stdout
+
+
+def test_enhance_writes_pngs_and_names_a_corrupt_file(tmp_path, checkpoint, capsys):
+    inputs = tmp_path / "in"
+    _images(inputs, 2)
+    (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    status = main(["enhance", str(inputs), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint)])
+    assert status == 1
+    assert "broken.png" in capsys.readouterr().err
+    for name in ("img0.png", "img1.png"):
+        out = read_image(tmp_path / "out" / name)
+        assert out.shape == (3, 20, 28)
+
+
+def test_enhance_never_overwrites_an_input(tmp_path, checkpoint, capsys):
+    [source] = _images(tmp_path, 1)
+    before = source.read_bytes()
+    status = main(["enhance", str(source), "-o", str(tmp_path), "--checkpoint", str(checkpoint)])
+    assert status == 1 and "overwrite" in capsys.readouterr().err
+    assert source.read_bytes() == before
+
+
+def test_enhance_samples_at_a_temperature(tmp_path, checkpoint):
+    [source] = _images(tmp_path / "in", 1)
+    argv = ["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+            "--temperature", "0.8", "--samples", "2"]
+    assert main(argv) == 0
+    first, second = read_image(tmp_path / "out" / "img0_0.png"), read_image(tmp_path / "out" / "img0_1.png")
+    assert not torch.equal(first, second)
+
+
+def test_tiles_cover_the_image_and_a_single_tile_equals_the_whole(checkpoint):
+    model = load_model(checkpoint)
+    low = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 0.3
+    histeq = equalize_hist((low[0] * 255).round().to(torch.uint8)).float().div(255)[None]
+    tiled = enhance_tiled(model, low, histeq, tile=24, overlap=8)
+    assert tiled.shape == low.shape and torch.isfinite(tiled).all()
+    whole = model.enhance(low, histeq=histeq)
+    assert torch.allclose(enhance_tiled(model, low, histeq, tile=64, overlap=8), whole)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        enhance_tiled(model, low, histeq, tile=20, overlap=4)
+
+
+def test_evaluate_writes_a_table(tmp_path, checkpoint):
+    for side, scale in (("low", 0.2), ("high", 1.0)):
+        for i in range(2):
+            write_image(tmp_path / "data" / side / f"p{i}.png",
+                        torch.rand(3, 16, 24, generator=torch.Generator().manual_seed(i)) * scale)
+    argv = ["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", str(checkpoint),
+            "--output", str(tmp_path / "eval")]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [row["name"] for row in report["images"]] == ["p0", "p1"]
+    assert 0 < report["mean"]["psnr"] < 60 and -1 <= report["mean"]["gtmean_ssim_gray"] <= 1
+    assert "| **mean** |" in (tmp_path / "eval" / "metrics.md").read_text()
+
+
+def test_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
+    [source] = _images(tmp_path, 1)
+    assert main(["enhance", str(source), "-o", str(tmp_path / "o"), "--checkpoint", "nope.pt"]) == 2
+    assert "no checkpoint at nope.pt" in capsys.readouterr().err
+
+
+def test_train_then_enhance_from_the_command_line(micro_config, tmp_path):
+    config = micro_config(2, tmp_path / "run")
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    [source] = _images(tmp_path / "in", 1)
+    assert main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint",
+                 str(tmp_path / "run" / "last.pt")]) == 0
+    assert (tmp_path / "out" / "img0.png").exists()
+
+
+def test_enhance_and_evaluate_on_the_real_lol_pair(shared_dir, tmp_path, checkpoint):
+    lol = shared_dir / "data" / "LOL"
+    assert main(["enhance", str(lol / "eval15" / "low" / "778.png"), "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(checkpoint)]) == 0
+    assert read_image(tmp_path / "out" / "778.png").shape == (3, 400, 600)
+    assert main(["evaluate", "--data", str(lol), "--checkpoint", str(checkpoint),
+                 "--output", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert [row["name"] for row in report["images"]] == ["778"]
