@@ -113,3 +113,28 @@ def test_tiny_config_learns_on_synthetic_pairs(tmp_path):
     assert late < early - 1.0
     assert final["psnr"] > final["input_psnr"] + 3.0
     assert (tmp_path / "tiny" / "log.csv").exists() and (tmp_path / "tiny" / "images").is_dir()
+
+
+def test_bf16_autocast_ema_and_gradient_clipping_run(micro_config, tmp_path):
+    config = load_config(micro_config(3, tmp_path / "mixed"))
+    config.run.amp, config.optim.ema, config.optim.grad_clip = "bf16", 0.9, 1.0
+    result = train(config, device="cpu", progress=False)
+    assert result.step == 3 and not result.skipped_steps
+    state = _final_state(tmp_path / "mixed")
+    assert set(state["ema"]) == set(state["model"])
+    # The average lags the weights it tracks.
+    assert any(not torch.equal(state["ema"][n], t) for n, t in state["model"].items() if t.is_floating_point())
+
+
+def test_torchrun_launches_ddp_training_from_the_command_line(micro_config, tmp_path):
+    import subprocess
+    import sys
+
+    config = micro_config(2, tmp_path / "torchrun")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+         str(_free_port()), "-m", "flowkit", "train", "--config", str(config), "--device", "cpu", "--no-progress"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _final_state(tmp_path / "torchrun")["step"] == 2
