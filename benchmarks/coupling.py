@@ -1,0 +1,232 @@
+"""Benchmark the fused affine op of the coupling and injector layers.
+
+Side by side, interleaved in one process: eager PyTorch (the reference, ~7 kernels each way),
+``torch.compile`` of the same reference (Inductor fuses it), and flowkit's Triton kernels (on CUDA),
+forward and forward+backward, at the shapes LLFlow runs:
+
+* training, batch 16 of 160x160 patches: the three levels (/2, /4, /8 after squeezes, 12, 48 and 192
+  channels); the coupling acts on half the channels, the injector on all of them;
+* inference (the inverse direction, no gradient): LOL 1x3x400x600, 1080p and 4K, each at the three
+  levels.
+
+For each it reports the median time and interquartile range, images/s, the effective bandwidth
+(the bytes a perfectly fused op must move, divided by the time) and that bandwidth as a fraction of
+a device-to-device copy measured in the same run. On the CPU only ratios mean anything, and the
+flowkit default (``backend="auto"``, the reference on CPU) is shown to cost the same as eager.
+
+Usage::
+
+    python benchmarks/coupling.py            # the full set (meant for a GPU)
+    python benchmarks/coupling.py --quick    # a few small shapes; under 2 minutes on a CPU
+
+Results go to ``benchmarks/results/coupling_<device>[_quick].json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from _timing import copy_bandwidth, device_tag, environment, interleaved, markdown_table, write_results
+
+from flowkit.kernels import fused_affine
+from flowkit.kernels.reference import affine_reference
+
+# LLFlow: three levels, each a squeeze (x2 down, x4 channels) of the 3-channel image.
+LEVELS = ((2, 12), (4, 48), (8, 192))
+
+
+@dataclass(frozen=True)
+class Case:
+    """One timed configuration."""
+
+    group: str            # "train", "LOL", "1080p", "4K"
+    level: int            # downsampling factor of the level
+    layer: str            # "coupling" (half the channels) or "injector" (all of them)
+    batch: int
+    channels: int         # channels of x (h has twice as many)
+    height: int
+    width: int
+    backward: bool        # time forward+backward (training) or the inverse alone (inference)
+
+    @property
+    def mode(self) -> str:
+        return "fwd+bwd" if self.backward else ("fwd" if self.group == "train" else "inverse")
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (self.batch, self.channels, self.height, self.width)
+
+
+def level_cases(group: str, batch: int, height: int, width: int, modes: tuple[bool, ...]) -> list[Case]:
+    cases = []
+    for factor, channels in LEVELS:
+        for layer, c in (("coupling", channels // 2), ("injector", channels)):
+            for backward in modes:
+                cases.append(Case(group, factor, layer, batch, c, height // factor, width // factor, backward))
+    return cases
+
+
+def full_cases() -> list[Case]:
+    return (
+        level_cases("train", 16, 160, 160, (False, True))
+        + level_cases("LOL", 1, 400, 600, (False,))
+        + level_cases("1080p", 1, 1080, 1920, (False,))
+        + level_cases("4K", 1, 2160, 3840, (False,))
+    )
+
+
+def quick_cases() -> list[Case]:
+    # Smallest level of training (batch cut to 4) and of LOL inference: enough for CPU ratios.
+    return [
+        Case("train", 8, "coupling", 4, 96, 20, 20, False),
+        Case("train", 8, "coupling", 4, 96, 20, 20, True),
+        Case("train", 8, "injector", 4, 192, 20, 20, True),
+        Case("LOL", 8, "coupling", 1, 96, 50, 75, False),
+    ]
+
+
+def bytes_moved(case: Case, dtype: torch.dtype) -> int:
+    """The traffic of a perfectly fused op: read x and h, write y (plus, backward, read x, h and dy,
+    write dx and dh)."""
+    elements = case.batch * case.channels * case.height * case.width
+    size = torch.finfo(dtype).bits // 8
+    forward = elements * size * 4          # x, y, and h's 2C channels
+    backward = elements * size * 7         # x, dy, dx, and h, dh at 2C channels each
+    return forward + (backward if case.backward else 0)
+
+
+def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    b, c, hh, ww = case.shape
+    x = torch.randn(b, c, hh, ww, generator=gen).to(device, dtype)
+    h = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)
+    inverse = not case.backward and case.group != "train"
+    impls: dict[str, Callable] = {
+        "eager": functools.partial(affine_reference, layout="cross", inverse=inverse),
+        "compile": torch.compile(
+            functools.partial(affine_reference, layout="cross", inverse=inverse), fullgraph=True, dynamic=False
+        ),
+    }
+    if device.type == "cuda":
+        impls["triton"] = functools.partial(fused_affine, layout="cross", inverse=inverse, backend="triton")
+    else:
+        # What the layers call by default: on the CPU it must cost what eager does.
+        impls["flowkit default"] = functools.partial(fused_affine, layout="cross", inverse=inverse)
+
+    if not case.backward:
+        def forward_only(fn):
+            def run():
+                with torch.no_grad():
+                    return fn(x, h)
+            return run
+        return {name: forward_only(fn) for name, fn in impls.items()}
+
+    xg, hg = x.clone().requires_grad_(), h.clone().requires_grad_()
+    gy = torch.randn(x.shape, generator=gen).to(device, dtype)
+    gl = torch.randn(b, generator=gen).to(device)
+
+    def with_backward(fn):
+        def run():
+            y, logdet = fn(xg, hg)
+            return torch.autograd.grad((y, logdet), (xg, hg), (gy, gl))
+        return run
+    return {name: with_backward(fn) for name, fn in impls.items()}
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    cases = quick_cases() if args.quick else full_cases()
+    copy_bytes = (64 << 20) if device.type == "cpu" else (1 << 30)
+    copy_before = copy_bandwidth(device, copy_bytes)
+    rows = []
+    for case in cases:
+        torch._dynamo.reset()  # each case compiles afresh instead of piling up recompilations
+        variants = make_variants(case, device, dtype)
+        stats = interleaved(variants, device, rounds=args.rounds, min_sample_s=args.min_sample_ms / 1e3)
+        eager = stats["eager"]
+        for name, s in stats.items():
+            gbps = bytes_moved(case, dtype) / s.median / 1e9
+            rows.append({
+                "group": case.group, "level": f"/{case.level}", "layer": case.layer, "mode": case.mode,
+                "shape": "x".join(map(str, case.shape)), "variant": name,
+                "median_ms": s.median * 1e3, "iqr_ms": s.iqr * 1e3, "best_ms": min(s.values) * 1e3,
+                "samples": s.samples,
+                "speedup_vs_eager": s.speedup_over(eager), "images_per_s": case.batch / s.median,
+                "gb_per_s": gbps,
+            })
+        print(f"  {case.group} /{case.level} {case.layer} {case.mode}: "
+              + ", ".join(f"{n} {s.speedup_over(eager):.2f}x" for n, s in stats.items()), file=sys.stderr)
+    copy_after = copy_bandwidth(device, copy_bytes)
+    copy_gbps = (copy_before + copy_after) / 2 / 1e9
+    for row in rows:
+        row["copy_fraction"] = row["gb_per_s"] / copy_gbps
+    return {
+        "benchmark": "coupling",
+        "environment": environment(device),
+        "settings": {"quick": args.quick, "dtype": args.dtype, "rounds": args.rounds,
+                     "min_sample_ms": args.min_sample_ms, "layout": "cross"},
+        "copy_gb_per_s": {"before": copy_before / 1e9, "after": copy_after / 1e9},
+        "rows": rows,
+    }
+
+
+COLUMNS = [
+    ("group", "case", ""), ("level", "level", ""), ("layer", "layer", ""), ("mode", "mode", ""),
+    ("shape", "x shape", ""), ("variant", "variant", ""), ("median_ms", "median ms", ".3f"),
+    ("iqr_ms", "IQR ms", ".3f"), ("best_ms", "best ms", ".3f"), ("speedup_vs_eager", "vs eager", ".2f"),
+    ("images_per_s", "images/s", ".1f"), ("gb_per_s", "GB/s", ".1f"), ("copy_fraction", "of copy BW", ".0%"),
+]
+
+
+def report(result: dict[str, object]) -> str:
+    env, settings, copy = result["environment"], result["settings"], result["copy_gb_per_s"]
+    header = [
+        f"# fused affine (coupling/injector) benchmark on {env['device']}",
+        "",
+        f"torch {env['torch']}, triton {env['triton']}, CUDA {env['cuda']}, {env['threads']} threads, "
+        f"{env['date_utc']} UTC, commit {env['commit']}; {settings['dtype']}, layout {settings['layout']}, "
+        f"{result['rows'][0]['samples']} interleaved samples per variant"
+        + (" (--quick: a small subset of shapes)" if settings["quick"] else "") + ". "
+        "'vs eager' is the median over rounds of the eager/variant time ratio within a round.",
+        f"Device-to-device copy: {copy['before']:.1f} GB/s before, {copy['after']:.1f} GB/s after the cases "
+        "(read + write bytes).",
+        "",
+    ]
+    if env["device_type"] == "cpu":
+        header += [
+            "CPU run: absolute times depend on a shared, noisy machine; read the ratios only. 'eager' and "
+            "'flowkit default' run the same code on the CPU, so their ratio shows this run's noise floor.",
+            "",
+        ]
+    return "\n".join(header) + markdown_table(result["rows"], COLUMNS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a few small shapes (CPU-friendly, < 2 minutes)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--rounds", type=int, default=None, help="samples per variant (default 30, quick 41)")
+    parser.add_argument("--min-sample-ms", type=float, default=None,
+                        help="shortest sample, back-to-back calls (default 20 ms, quick 15 ms)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or (41 if args.quick else 30)
+    args.min_sample_ms = args.min_sample_ms or (15.0 if args.quick else 20.0)
+    torch.set_num_threads(args.threads)
+    result = run(args)
+    markdown = report(result)
+    stem = f"coupling_{device_tag(torch.device(args.device))}" + ("_quick" if args.quick else "")
+    paths = write_results(stem, result, markdown)
+    print(markdown)
+    print("\nwrote " + ", ".join(str(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
