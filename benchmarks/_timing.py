@@ -235,7 +235,9 @@ def markdown_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[st
     return "\n".join(lines)
 
 
-def write_results(stem: str, payload: dict[str, object], markdown: str, directory: Path = RESULTS) -> list[Path]:
+def write_results(
+    stem: str, payload: dict[str, object], markdown: str, directory: Path = RESULTS
+) -> list[Path]:
     """Write ``<stem>.json`` and ``<stem>.md`` under ``directory``; return their paths."""
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"

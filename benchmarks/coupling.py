@@ -67,7 +67,8 @@ def level_cases(group: str, batch: int, height: int, width: int, modes: tuple[bo
     for factor, channels in LEVELS:
         for layer, c in (("coupling", channels // 2), ("injector", channels)):
             for backward in modes:
-                cases.append(Case(group, factor, layer, batch, c, height // factor, width // factor, backward))
+                size = (height // factor, width // factor)
+                cases.append(Case(group, factor, layer, batch, c, *size, backward))
     return cases
 
 
@@ -106,11 +107,10 @@ def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[
     x = torch.randn(b, c, hh, ww, generator=gen).to(device, dtype)
     h = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)
     inverse = not case.backward and case.group != "train"
+    reference = functools.partial(affine_reference, layout="cross", inverse=inverse)
     impls: dict[str, Callable] = {
-        "eager": functools.partial(affine_reference, layout="cross", inverse=inverse),
-        "compile": torch.compile(
-            functools.partial(affine_reference, layout="cross", inverse=inverse), fullgraph=True, dynamic=False
-        ),
+        "eager": reference,
+        "compile": torch.compile(reference, fullgraph=True, dynamic=False),
     }
     if device.type == "cuda":
         impls["triton"] = functools.partial(fused_affine, layout="cross", inverse=inverse, backend="triton")
@@ -180,7 +180,8 @@ COLUMNS = [
     ("group", "case", ""), ("level", "level", ""), ("layer", "layer", ""), ("mode", "mode", ""),
     ("shape", "x shape", ""), ("variant", "variant", ""), ("median_ms", "median ms", ".3f"),
     ("iqr_ms", "IQR ms", ".3f"), ("best_ms", "best ms", ".3f"), ("speedup_vs_eager", "vs eager", ".2f"),
-    ("images_per_s", "images/s", ".1f"), ("gb_per_s", "GB/s", ".1f"), ("copy_fraction", "of copy BW", ".0%"),
+    ("images_per_s", "images/s", ".1f"), ("gb_per_s", "GB/s", ".1f"),
+    ("copy_fraction", "of copy BW", ".0%"),
 ]
 
 

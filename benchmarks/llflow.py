@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "benchmark": "llflow",
         "environment": environment(device),
-        "settings": {"quick": args.quick, "config": repr(QUICK_CONFIG) if args.quick else "LLFlowConfig.lol_small()",
+        "settings": {"quick": args.quick,
+                     "config": repr(QUICK_CONFIG) if args.quick else "LLFlowConfig.lol_small()",
                      "rounds": args.rounds,
                      "min_sample_ms": args.min_sample_ms, "compile": args.compile},
         "rows": rows,

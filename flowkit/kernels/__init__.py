@@ -3,8 +3,8 @@
 ``fused_affine`` is the one public primitive; the PyTorch reference in
 :mod:`flowkit.kernels.reference` is its specification.
 
-**Choosing a backend.** :func:`fused_affine` runs either the **PyTorch reference** (``"torch"``) or the **Triton kernels**
-(``"triton"``, one fused kernel forward, one backward, behind the opaque custom op
+**Choosing a backend.** :func:`fused_affine` runs either the **PyTorch reference** (``"torch"``) or
+the **Triton kernels** (``"triton"``, one fused kernel forward, one backward, behind the opaque custom op
 ``torch.ops.flowkit.fused_affine``). The default, ``"auto"``, picks Triton for CUDA tensors
 (float32/float16/bfloat16) when the ``triton`` package is installed, and the reference everywhere
 else: on CPU the default path is plain eager PyTorch, never slower than it, and ``torch.compile``

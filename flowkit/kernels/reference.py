@@ -14,8 +14,10 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     Example:
         >>> import torch
         >>> from flowkit.kernels.reference import compute_dtype
-        >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16)), compute_dtype(torch.zeros(1, dtype=torch.float64))
-        (torch.float32, torch.float64)
+        >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16))
+        torch.float32
+        >>> compute_dtype(torch.zeros(1, dtype=torch.float64))
+        torch.float64
     """
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -44,7 +46,7 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
 def affine_reference(
     x: Tensor, h: Tensor, eps: float = 1e-4, layout: str = "cross", inverse: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """``scale = sigmoid(raw + 2) + eps``; forward ``y = (x + shift) * scale``, inverse ``x = y / scale - shift``.
+    """``scale = sigmoid(raw + 2) + eps``; forward ``y = (x + shift) * scale``, inverse ``y / scale - shift``.
 
     Computed in float32 (float64 for float64 inputs); ``y`` has ``x``'s dtype, and ``logdet``
     (``+sum(log scale)`` forward, ``-sum`` inverse, per sample) is float32 or float64. ``shift`` and
@@ -57,8 +59,10 @@ def affine_reference(
         >>> x, h = torch.ones(1, 1, 2, 2), torch.zeros(1, 2, 2, 2)      # shift 0, raw scale 0
         >>> y, logdet = affine_reference(x, h, eps=0.0)
         >>> s = 1 / (1 + math.exp(-2))                                    # sigmoid(0 + 2)
-        >>> torch.allclose(y, torch.full_like(x, s)), math.isclose(logdet.item(), 4 * math.log(s), rel_tol=1e-6)
-        (True, True)
+        >>> torch.allclose(y, torch.full_like(x, s))
+        True
+        >>> math.isclose(logdet.item(), 4 * math.log(s), rel_tol=1e-6)
+        True
     """
     compute = compute_dtype(x)
     shift, raw = split_shift_scale(h, layout)

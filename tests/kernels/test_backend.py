@@ -46,7 +46,8 @@ def test_explicit_argument_beats_the_default():
 
 
 def run_fresh(code: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "FLOWKIT_KERNEL_BACKEND")}
+    hidden = ("TRITON_INTERPRET", "FLOWKIT_KERNEL_BACKEND")
+    environment = {k: v for k, v in os.environ.items() if k not in hidden}
     environment.update(env)
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=environment,
                           capture_output=True, text=True, timeout=120)
