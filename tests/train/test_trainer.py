@@ -6,6 +6,7 @@ import socket
 import pytest
 import torch
 import torch.multiprocessing as mp
+import ddp_worker
 
 from flowkit.train import load_config, train
 from flowkit.train.trainer import _Objective, epoch_batches
@@ -68,30 +69,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, config_path: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    from flowkit.train import load_config as load
-    from flowkit.train import trainer
-
-    config = load(config_path)
-    captured = {}
-    real_checkpoint = trainer._checkpoint
-
-    def keep_model(output, step, model, *args):
-        captured["model"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return real_checkpoint(output, step, model, *args)
-
-    trainer._checkpoint = keep_model
-    trainer.train(config, device="cpu", progress=False)
-    torch.save(captured["model"], os.path.join(out, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
-
-
 def test_two_process_gloo_ddp_ends_with_identical_parameters(micro_config, tmp_path):
     config_path = micro_config(4, tmp_path / "ddp")
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(config_path), str(tmp_path)), nprocs=2, join=True)
+    # The worker lives in a plain module on sys.path: spawned children must be able to import it.
+    mp.spawn(ddp_worker.run, args=(2, _free_port(), str(config_path), str(tmp_path)), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for name, tensor in rank0.items():
