@@ -19,6 +19,8 @@ run, so ``import flowkit`` works without Triton or a GPU.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import triton
 import triton.language as tl
@@ -42,61 +44,79 @@ DEFAULT_BLOCK = 2048
 @triton.jit
 def _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     # The program id enumerates tiles with the spatial block fastest, so neighbouring programs
-    # stream neighbouring memory.
+    # stream neighbouring memory. The tile's corner is int64 (tensors may exceed 2**31 elements);
+    # offsets inside a tile stay int32, which keeps the per-element address arithmetic cheap.
     nb = pid % n_nb
     cb = (pid // n_nb) % n_cb
     bb = pid // (n_nb * n_cb)
-    b = (bb * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)[:, None, None]
-    c = (cb * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)[None, :, None]
-    n = (nb * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)[None, None, :]
-    mask = (b < B) & (c < C) & (n < N)
-    return b, c, n, mask
+    bl = tl.arange(0, BLOCK_B)[:, None, None]
+    cl = tl.arange(0, BLOCK_C)[None, :, None]
+    nl = tl.arange(0, BLOCK_N)[None, None, :]
+    mask = (bl < B - bb * BLOCK_B) & (cl < C - cb * BLOCK_C) & (nl < N - nb * BLOCK_N)
+    b0, c0, n0 = bb.to(tl.int64) * BLOCK_B, cb.to(tl.int64) * BLOCK_C, nb.to(tl.int64) * BLOCK_N
+    return b0, c0, n0, bl, cl, nl, mask
+
+
+@triton.jit
+def _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn):
+    return ptr + (b0 * sb + c0 * sc + n0 * sn) + (bl * sb + cl * sc + nl * sn)
+
+
+@triton.jit
+def _load(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask):
+    return tl.load(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn), mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(ptr, value, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask):
+    tl.store(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn), value.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _affine_forward_kernel(
     x_ptr, shift_ptr, raw_ptr, y_ptr, partial_ptr,
     B, C, N, n_cb, n_nb,
-    sxb, sxc, sxn, stb, stc, stn, srb, src, srn,
+    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, syb, syc, syn,
     eps,
     INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b, c, n, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = tl.load(x_ptr + b * sxb + c * sxc + n * sxn, mask=mask, other=0.0).to(tl.float32)
-    shift = tl.load(shift_ptr + b * stb + c * stc + n * stn, mask=mask, other=0.0).to(tl.float32)
-    raw = tl.load(raw_ptr + b * srb + c * src + n * srn, mask=mask, other=0.0).to(tl.float32)
+    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask)
+    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask)
+    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask)
     scale = tl.sigmoid(raw + 2.0) + eps
     if INVERSE:
         y = x / scale - shift
     else:
         y = (x + shift) * scale
-    tl.store(y_ptr + (b * C + c) * N + n, y.to(y_ptr.dtype.element_ty), mask=mask)
+    _store(y_ptr, y, b0, c0, n0, bl, cl, nl, syb, syc, syn, mask)
     log_scale = tl.where(mask, tl.log(scale), 0.0)
     partial = tl.sum(tl.sum(log_scale, axis=2), axis=1)
     if INVERSE:
         partial = -partial
     # One column per (channel block, spatial block) tile; the tile's BLOCK_B samples are rows.
     n_tiles = n_cb * n_nb
-    rows = (pid // n_tiles) * BLOCK_B + tl.arange(0, BLOCK_B)
-    tl.store(partial_ptr + rows.to(tl.int64) * n_tiles + pid % n_tiles, partial, mask=rows < B)
+    rows = tl.arange(0, BLOCK_B)
+    tl.store(partial_ptr + (b0 + rows) * n_tiles + pid % n_tiles, partial, mask=rows < B - b0)
 
 
 @triton.jit
 def _affine_backward_kernel(
     x_ptr, shift_ptr, raw_ptr, gy_ptr, gl_ptr, dx_ptr, dshift_ptr, draw_ptr,
     B, C, N, n_cb, n_nb,
-    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn, dtb, dtc, dtn, drb, drc, drn,
+    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn,
+    sdb, sdc, sdn, dtb, dtc, dtn, drb, drc, drn,
     eps,
     INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b, c, n, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = tl.load(x_ptr + b * sxb + c * sxc + n * sxn, mask=mask, other=0.0).to(tl.float32)
-    shift = tl.load(shift_ptr + b * stb + c * stc + n * stn, mask=mask, other=0.0).to(tl.float32)
-    raw = tl.load(raw_ptr + b * srb + c * src + n * srn, mask=mask, other=0.0).to(tl.float32)
-    gy = tl.load(gy_ptr + b * sgb + c * sgc + n * sgn, mask=mask, other=0.0).to(tl.float32)
-    gl = tl.load(gl_ptr + b, mask=b < B, other=0.0).to(tl.float32)
+    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask)
+    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask)
+    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask)
+    gy = _load(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, mask)
+    gl = tl.load(gl_ptr + b0 + bl, mask=bl < B - b0, other=0.0).to(tl.float32)
     sig = tl.sigmoid(raw + 2.0)
     scale = sig + eps
     if INVERSE:
@@ -110,9 +130,9 @@ def _affine_backward_kernel(
         dshift = dx
         dscale = gy * (x + shift) + gl / scale
     draw = dscale * sig * (1.0 - sig)
-    tl.store(dx_ptr + (b * C + c) * N + n, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-    tl.store(dshift_ptr + b * dtb + c * dtc + n * dtn, dshift.to(dshift_ptr.dtype.element_ty), mask=mask)
-    tl.store(draw_ptr + b * drb + c * drc + n * drn, draw.to(draw_ptr.dtype.element_ty), mask=mask)
+    _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask)
+    _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask)
+    _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask)
 
 
 def is_interpreted() -> bool:
@@ -160,10 +180,17 @@ def unsupported_reason(*tensors: Tensor) -> str | None:
     )
 
 
-def _bcn(t: Tensor, b: int, c: int, n: int) -> Tensor:
+_INT32_MAX = 2**31 - 1
+
+
+def _bcn(t: Tensor, b: int, c: int, n: int, blocks: tuple[int, int, int]) -> Tensor:
     # A view whenever the spatial dimensions collapse into one stride (contiguous or channels-last
-    # layouts, channel slices); a copy only for exotic strides.
-    return t.reshape(b, c, n)
+    # layouts, channel slices); a copy only for exotic strides, or for strides so large that an
+    # offset inside one tile would overflow the kernels' int32 tile arithmetic.
+    view = t.reshape(b, c, n)
+    if sum((blk - 1) * abs(stride) for blk, stride in zip(blocks, view.stride())) > _INT32_MAX:
+        view = view.contiguous()
+    return view
 
 
 def _blocks(b: int, c: int, n: int, block: int) -> tuple[int, int, int]:
@@ -176,12 +203,28 @@ def _blocks(b: int, c: int, n: int, block: int) -> tuple[int, int, int]:
     return block_b, block_c, block_n
 
 
-def _launch_geometry(x: Tensor, block: int) -> tuple[int, int, int, tuple[int, int, int], int, int, int]:
+def _grid_size(b: int, c: int, n: int, blocks: tuple[int, int, int]) -> tuple[int, int, int]:
+    return triton.cdiv(b, blocks[0]), triton.cdiv(c, blocks[1]), triton.cdiv(n, blocks[2])
+
+
+def _auto_block(x: Tensor, b: int, c: int, n: int) -> int:
+    """DEFAULT_BLOCK, halved (down to 256) while a GPU would get fewer than 4 tiles per SM."""
+    if x.device.type != "cuda":
+        return DEFAULT_BLOCK  # the interpreter pays per tile: the fewer the better
+    wanted = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count
+    block = DEFAULT_BLOCK
+    while block > 256 and math.prod(_grid_size(b, c, n, _blocks(b, c, n, block))) < wanted:
+        block //= 2
+    return block
+
+
+def _launch_geometry(
+    x: Tensor, block: int | None
+) -> tuple[int, int, int, tuple[int, int, int], tuple[int, int, int]]:
     b, c = x.shape[0], x.shape[1]
     n = x[0, 0].numel()
-    blocks = _blocks(b, c, n, block)
-    n_bb, n_cb, n_nb = triton.cdiv(b, blocks[0]), triton.cdiv(c, blocks[1]), triton.cdiv(n, blocks[2])
-    return b, c, n, blocks, n_bb, n_cb, n_nb
+    blocks = _blocks(b, c, n, _auto_block(x, b, c, n) if block is None else block)
+    return b, c, n, blocks, _grid_size(b, c, n, blocks)
 
 
 def _num_warps(blocks: tuple[int, int, int]) -> int:
@@ -195,7 +238,7 @@ def _check(x: Tensor, h: Tensor, *more: Tensor) -> None:
 
 
 def affine_forward(
-    x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int = DEFAULT_BLOCK
+    x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Run the forward (or, with ``inverse=True``, the inverse) kernel; return ``(out, logdet)``.
 
@@ -208,7 +251,8 @@ def affine_forward(
         eps: added to the sigmoid scale.
         layout: ``"cross"`` or ``"half"``.
         inverse: compute ``x / scale - shift`` and ``-sum(log scale)`` instead.
-        block: elements per tile (a power of two); smaller tiles make more programs.
+        block: elements per tile (a power of two); smaller tiles make more programs. ``None``:
+            :data:`DEFAULT_BLOCK`, halved on a GPU while the grid would not fill it.
 
     Example:
         >>> import torch
@@ -223,18 +267,18 @@ def affine_forward(
         True
     """
     _check(x, h)
-    b, c, n, blocks, n_bb, n_cb, n_nb = _launch_geometry(x, block)
+    b, c, n, blocks, grid_size = _launch_geometry(x, block)
+    n_tiles = grid_size[1] * grid_size[2]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    partials = torch.empty(b, n_cb * n_nb, dtype=torch.float32, device=x.device)
+    partials = torch.empty(b, n_tiles, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
         return y, partials.new_zeros(b)
-    shift, raw = (_bcn(t, b, c, n) for t in split_shift_scale(h, layout))
-    xv = _bcn(x, b, c, n)
-    grid = (n_bb * n_cb * n_nb,)
-    _affine_forward_kernel[grid](
-        xv, shift, raw, y, partials,
-        b, c, n, n_cb, n_nb,
-        *xv.stride(), *shift.stride(), *raw.stride(),
+    shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
+    xv, yv = _bcn(x, b, c, n, blocks), y.view(b, c, n)
+    _affine_forward_kernel[(math.prod(grid_size),)](
+        xv, shift, raw, yv, partials,
+        b, c, n, grid_size[1], grid_size[2],
+        *xv.stride(), *shift.stride(), *raw.stride(), *yv.stride(),
         eps,
         INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
         num_warps=_num_warps(blocks),
@@ -244,7 +288,7 @@ def affine_forward(
 
 def affine_backward(
     x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
-    inverse: bool, block: int = DEFAULT_BLOCK,
+    inverse: bool, block: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Gradients of the forward (or inverse) map for ``x`` and ``h`` in one pass: ``(dx, dh)``.
 
@@ -270,20 +314,21 @@ def affine_backward(
         (True, True)
     """
     _check(x, h, grad_out)
-    b, c, n, blocks, n_bb, n_cb, n_nb = _launch_geometry(x, block)
+    b, c, n, blocks, grid_size = _launch_geometry(x, block)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
     if dx.numel() == 0:
         return dx, dh
-    shift, raw = (_bcn(t, b, c, n) for t in split_shift_scale(h, layout))
-    # .view, not reshape: the kernel must write into dh itself, never into a copy of a half.
+    shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
+    # .view, not reshape: the kernel must write into dx and dh themselves, never into copies.
+    dxv = dx.view(b, c, n)
     dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout))
-    xv, gy = _bcn(x, b, c, n), _bcn(grad_out, b, c, n)
-    grid = (n_bb * n_cb * n_nb,)
-    _affine_backward_kernel[grid](
-        xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dx, dshift, draw,
-        b, c, n, n_cb, n_nb,
-        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(), *dshift.stride(), *draw.stride(),
+    xv, gy = _bcn(x, b, c, n, blocks), _bcn(grad_out, b, c, n, blocks)
+    _affine_backward_kernel[(math.prod(grid_size),)](
+        xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dshift, draw,
+        b, c, n, grid_size[1], grid_size[2],
+        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(),
+        *dxv.stride(), *dshift.stride(), *draw.stride(),
         eps,
         INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
         num_warps=_num_warps(blocks),

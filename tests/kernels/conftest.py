@@ -1,14 +1,16 @@
 """Run the Triton kernels where this machine can: on CUDA if it has a GPU, else in Triton's interpreter.
 
-``triton.jit`` decides whether a kernel is interpreted when it decorates it, i.e. when
-:mod:`flowkit.kernels.triton_affine` is imported. So ``TRITON_INTERPRET=1`` is set here, before any
-test of this directory imports it, and if something imported the module earlier (a doctest collected
-first, say) it is reloaded so that its kernels are re-decorated as interpreted ones.
+Triton decides whether a ``@triton.jit`` function is interpreted when it decorates it: for its own
+``triton.language`` helpers (``tl.sigmoid``, ``tl.sum``) that is when ``triton`` is first imported,
+for flowkit's kernels when :mod:`flowkit.kernels.triton_affine` is imported. So
+``TRITON_INTERPRET=1`` is set here, when pytest collects this directory, before any of it imports
+Triton. If something imported Triton earlier in the session (e.g. by creating a ``torch.compile``
+function at import time) that cannot be undone, and the kernel tests fail with instructions instead
+of with an obscure interpreter error.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -21,11 +23,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from kernel_checks import KERNEL_DEVICE  # noqa: E402
 
+_TRITON_IMPORTED_TOO_EARLY = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+
 if KERNEL_DEVICE == "cpu":
     os.environ["TRITON_INTERPRET"] = "1"
-    _loaded = sys.modules.get("flowkit.kernels.triton_affine")
-    if _loaded is not None and not _loaded.is_interpreted():
-        importlib.reload(_loaded)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,11 @@ def device() -> str:
 @pytest.fixture(scope="session")
 def kernels() -> ModuleType:
     """:mod:`flowkit.kernels.triton_affine`, checked to really be interpreted when running on the CPU."""
+    if KERNEL_DEVICE == "cpu" and _TRITON_IMPORTED_TOO_EARLY:
+        pytest.fail(
+            "triton was imported before tests/kernels/conftest.py could set TRITON_INTERPRET=1, so its "
+            "kernels are compiled for a GPU; run the tests with TRITON_INTERPRET=1 in the environment"
+        )
     from flowkit.kernels import triton_affine
 
     if KERNEL_DEVICE == "cpu":

@@ -115,11 +115,11 @@ class Conditioned(torch.nn.Module):
         return self.flow(x, x.detach())
 
 
-def assert_grads_close(got, expected):
+def assert_grads_close(got, expected, tolerance=1e-5):
     # Parameter gradients sum many float32 terms that cancel; compare each with its own magnitude.
     for index, (g, e) in enumerate(zip(got, expected)):
         error = (g - e).norm() / e.norm().clamp_min(1e-12)
-        assert error < 1e-5, f"gradient of parameter {index}: relative error {error.item():.2e}"
+        assert error < tolerance, f"gradient of parameter {index}: relative error {error.item():.2e}"
 
 
 def test_layers_give_the_same_results_on_both_backends(kernels):
@@ -163,8 +163,10 @@ def test_compile_fullgraph_of_a_small_flow(kernels, backend, monkeypatch):
             expected = ["affine_forward"] * 2 + ["affine_backward"] * 2 if backend == "triton" else []
             assert sorted(calls) == sorted(expected), f"{name}: kernel calls {calls}"
             calls.clear()
-    torch.testing.assert_close(outputs["compiled"][:2], outputs["eager"][:2], rtol=1e-5, atol=1e-5)
-    assert_grads_close(outputs["compiled"][2], outputs["eager"][2])
+    # Inductor reorders float32 arithmetic (and a cold compile may pick other conv/matmul kernels
+    # than a cached one: up to ~1e-4 relative observed), so they agree closely, not bit for bit.
+    torch.testing.assert_close(outputs["compiled"][:2], outputs["eager"][:2], rtol=1e-4, atol=1e-4)
+    assert_grads_close(outputs["compiled"][2], outputs["eager"][2], tolerance=1e-4)
 
 
 def test_llflow_runs_the_kernels_and_matches_the_reference(kernels, monkeypatch):
