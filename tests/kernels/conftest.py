@@ -38,6 +38,7 @@ def device() -> str:
 @pytest.fixture(scope="session")
 def kernels() -> ModuleType:
     """:mod:`flowkit.kernels.triton_affine`, checked to really be interpreted when running on the CPU."""
+    pytest.importorskip("triton", reason="Triton is not installed (it is a Linux-only dependency)")
     if KERNEL_DEVICE == "cpu" and _TRITON_IMPORTED_TOO_EARLY:
         pytest.fail(
             "triton was imported before tests/kernels/conftest.py could set TRITON_INTERPRET=1, so its "
