@@ -23,11 +23,11 @@ from flowkit.kernels.reference import affine_reference, compute_dtype, split_shi
 
 __all__ = ["affine_backward_formula", "fused_affine"]
 
-LAYOUTS = ("cross", "half")
+_LAYOUTS = ("cross", "half")
 
 
 def _check_args(x: Tensor, h: Tensor, layout: str) -> None:
-    if layout not in LAYOUTS:
+    if layout not in _LAYOUTS:
         raise ValueError(f"fused_affine: layout must be 'cross' or 'half', got {layout!r}")
     if x.dim() < 2:
         raise ValueError(f"fused_affine expects x of shape (B, C, ...), got shape {tuple(x.shape)}")
@@ -114,6 +114,18 @@ def affine_backward_formula(
 
     and ``draw = ds * sigma * (1 - sigma)``. This is the formula the Triton backward kernel
     implements; it is also the custom op's backward on the ``"torch"`` backend.
+
+    Args:
+        x: the ``(B, C, ...)`` input of the differentiated call.
+        h: its ``(B, 2C, ...)`` shift and raw scale.
+        grad_out: gradient of the call's output, ``x``'s shape.
+        grad_logdet: gradient of the call's log-det, ``(B,)``.
+        eps: the call's ``eps``.
+        layout: the call's ``layout``.
+        inverse: whether the call was the inverse map.
+
+    Returns:
+        ``(dx, dh)`` in the dtypes and shapes of ``x`` and ``h`` (both contiguous).
 
     Example:
         >>> import torch

@@ -96,6 +96,9 @@ def set_backend(name: str) -> None:
 def use_backend(name: str) -> Iterator[None]:
     """Use ``name`` as the process-wide default backend inside a ``with`` block, then restore it.
 
+    Args:
+        name: ``"auto"``, ``"triton"`` or ``"torch"``.
+
     Example:
         >>> import torch
         >>> from flowkit.kernels import fused_affine, use_backend
@@ -121,6 +124,14 @@ def resolve_backend(backend: str, x: Tensor, h: Tensor) -> str:
     Forcing ``"triton"`` for a dtype it does not support, or without Triton installed, raises. (Whether
     a CPU tensor may run the kernels, i.e. whether the interpreter is on, is checked where the kernel
     is launched.)
+
+    Args:
+        backend: the ``backend`` argument of the call.
+        x: the call's input.
+        h: the call's shift and raw scale.
+
+    Returns:
+        ``"triton"`` or ``"torch"``.
 
     Example:
         >>> import torch
