@@ -19,7 +19,8 @@ Usage::
     python benchmarks/coupling.py            # the full set (meant for a GPU)
     python benchmarks/coupling.py --quick    # a few small shapes; under 2 minutes on a CPU
 
-Results go to ``benchmarks/results/coupling_<device>[_quick].json`` and ``.md``.
+Results go to ``benchmarks/results/coupling_<device>[_<dtype>][_quick].json`` and ``.md`` (the dtype
+only when it is not float32).
 """
 
 from __future__ import annotations
@@ -223,7 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     result = run(args)
     markdown = report(result)
-    stem = f"coupling_{device_tag(torch.device(args.device))}" + ("_quick" if args.quick else "")
+    stem = (f"coupling_{device_tag(torch.device(args.device))}"
+            + (f"_{args.dtype}" if args.dtype != "float32" else "") + ("_quick" if args.quick else ""))
     paths = write_results(stem, result, markdown)
     print(markdown)
     print("\nwrote " + ", ".join(str(p) for p in paths))
