@@ -1,7 +1,7 @@
 """Timing helpers shared by the benchmark scripts.
 
 The machines these run on are shared and noisy, so variants are never timed one after the other:
-:func:`interleaved` runs them round-robin (rotating the order each round), takes many samples, and
+:func:`interleaved` runs them round by round (in a new random order each round), takes many samples, and
 reports medians with the interquartile range. :func:`copy_bandwidth` measures what a plain
 device-to-device copy reaches in the same process, the yardstick for a memory-bound kernel.
 Timing never goes into a test assertion; absolute times are quoted only from a GPU.
@@ -14,6 +14,7 @@ import gc
 import json
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -115,12 +116,13 @@ def interleaved(
     min_sample_s: float,
     warmup: int = 2,
 ) -> dict[str, Stats]:
-    """Time every variant ``rounds`` times, round-robin, and summarise each.
+    """Time every variant ``rounds`` times, interleaved round by round, and summarise each.
 
     Each variant is first warmed up (compilation, autotuning, caches) and calibrated: one sample
     is as many back-to-back calls as it takes to last ``min_sample_s``, so that launch overhead and
-    timer resolution do not dominate short kernels. The order of the variants rotates each round so
-    that none always runs right after the same neighbour.
+    timer resolution do not dominate short kernels. The variants run in a new random order each
+    round (seeded, so runs are repeatable), and each sample starts after one untimed call of its
+    variant.
     """
     calls = {}
     for name, fn in variants.items():
@@ -131,11 +133,19 @@ def interleaved(
         calls[name] = max(1, min(1000, int(min_sample_s / max(single, 1e-9)) + 1))
     samples: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
+    shuffle = random.Random(0)
     gc.collect()
     gc.disable()  # a collection in the middle of a sample is noise, not the op's cost
     try:
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[: r % len(names)]:
+        for _ in range(rounds):
+            # A fresh random order each round: a rotation would keep every variant behind the same
+            # neighbour, whose memory footprint then biases it by several percent on a CPU.
+            order = names[:]
+            shuffle.shuffle(order)
+            for name in order:
+                # One untimed call first: otherwise a variant's first call pays for refilling the
+                # caches (and allocator) the previous variant used, a bias of several percent on CPU.
+                variants[name]()
                 samples[name].append(_time_calls(variants[name], calls[name], device))
     finally:
         gc.enable()
