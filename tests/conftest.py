@@ -10,6 +10,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+# Triton decides at import time whether its kernels run in its interpreter. Importing torch does
+# not import triton, so on a machine without a GPU the switch is set here, before any test module
+# can (tests/kernels/conftest.py explains the rest).
+if not torch.cuda.is_available():
+    assert "triton" not in sys.modules, "triton was imported before TRITON_INTERPRET could be set"
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Test helper modules (e.g. flow_strategies.py) live beside this file; importlib mode needs the path.
 sys.path.insert(0, str(Path(__file__).parent))
 

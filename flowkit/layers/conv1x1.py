@@ -110,6 +110,9 @@ class InvConv1x1(Flow):
 
     def inverse_matrix(self) -> Tensor:
         """``W^{-1}`` in float64. Cached in eval mode without autograd, until a parameter changes."""
+        if torch.compiler.is_compiling():
+            # The cache key reads data pointers, which compiled graphs cannot; recompute instead.
+            return torch.linalg.inv(self.matrix(torch.float64))
         cacheable = not self.training and not torch.is_grad_enabled()
         key = self._cache_key()
         if cacheable and self._inverse_cache is not None and self._inverse_cache[0] == key:

@@ -84,3 +84,11 @@ def test_singular_weight_is_an_error_on_inverse():
 def test_set_matrix_rejects_the_wrong_shape():
     with pytest.raises(ValueError, match=r"\(3, 3\) matrix, got \(4, 4\)"):
         InvConv1x1(3, lu=True).set_matrix(torch.eye(4))
+
+
+def test_inverse_compiles_without_graph_breaks():
+    layer = InvConv1x1(4).eval()
+    inverse = torch.compile(lambda y: layer.inverse(y)[0], fullgraph=True)
+    y = torch.randn(1, 4, 3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(inverse(y), layer.inverse(y)[0], atol=1e-6, rtol=1e-6)
