@@ -127,3 +127,23 @@ def test_enhance_and_evaluate_on_the_real_lol_pair(shared_dir, tmp_path, checkpo
                  "--output", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["name"] for row in report["images"]] == ["778"]
+
+
+def test_evaluate_and_enhance_accept_a_reference_checkpoint(tmp_path):
+    from flowkit.models.llflow.convert import to_official
+
+    torch.manual_seed(0)
+    model = LLFlow(TOY)
+    perturb_parameters(model, 0.02, torch.Generator().manual_seed(2))
+    official = tmp_path / "official.pth"
+    torch.save({f"module.{k}": v for k, v in to_official(model).items()}, official)
+    for i in range(2):
+        write_image(tmp_path / "data" / "low" / f"q{i}.png", torch.rand(3, 16, 16) * 0.2)
+        write_image(tmp_path / "data" / "high" / f"q{i}.png", torch.rand(3, 16, 16))
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--checkpoint", str(official), "--official",
+                 "--output", str(tmp_path / "eval")]) == 0
+    assert main(["enhance", str(tmp_path / "data" / "low"), "-o", str(tmp_path / "out"),
+                 "--checkpoint", str(official)]) == 0  # recognised as a reference checkpoint by its keys
+    low = read_image(tmp_path / "data" / "low" / "q0.png")[None]
+    expected = model.eval().enhance(low)[0]
+    torch.testing.assert_close(read_image(tmp_path / "out" / "q0.png"), expected, atol=1 / 255 + 1e-6, rtol=0)
