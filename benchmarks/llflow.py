@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import sys
 from collections.abc import Callable
 
@@ -41,7 +42,6 @@ from _timing import device_tag, environment, interleaved, markdown_table, write_
 from flowkit.kernels import use_backend
 from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow.histeq import histeq_image
-
 
 # --quick: a model small enough that Inductor compiles it on a CPU in seconds, not minutes.
 QUICK_CONFIG = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=8, stack_blocks=(1,),
@@ -79,7 +79,7 @@ def enhance_variants(model: LLFlow, names: list[str], images, device: torch.devi
     variants = {}
     for name in names:
         net = copy.deepcopy(model).eval()
-        fn = (lambda net: lambda: net.enhance(low, histeq=histeq))(net)
+        fn = functools.partial(net.enhance, low, histeq=histeq)
         if name == "compile":
             fn = torch.compile(fn)
 
@@ -96,7 +96,7 @@ def train_variants(model: LLFlow, names: list[str], images, device: torch.device
     for name in names:
         net = copy.deepcopy(model).train()
         optimizer = torch.optim.AdamW(net.parameters(), lr=1e-5)
-        loss_fn = (lambda net: lambda: net.loss(low, high, histeq=histeq))(net)
+        loss_fn = functools.partial(net.loss, low, high, histeq=histeq)
         if name == "compile":
             loss_fn = torch.compile(loss_fn)
 

@@ -105,7 +105,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     report = {"checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
               "images": rows, "mean": mean}
     (output / "metrics.json").write_text(json.dumps(report, indent=2))
-    table = _markdown(rows + [{"name": "**mean**", **mean}], columns)
+    table = _markdown([*rows, {"name": "**mean**", **mean}], columns)
     (output / "metrics.md").write_text(
         "Columns: `psnr`/`ssim` standard (float images, Gaussian SSIM on RGB); `ref_*` the reference "
         "protocol (uint8 truncation, 7x7 uniform SSIM); `gtmean_*` the same after GT-mean brightness "

@@ -148,7 +148,7 @@ def _check_jacobian(model: Flow, x: Tensor, cond: Tensor | None, samples: int) -
         xb = x64[b : b + 1]
         cb = None if cond64 is None else cond64[b : b + 1]
 
-        def single(inp: Tensor, cb: Tensor | None = cb) -> Tensor:
+        def single(inp: Tensor, xb: Tensor = xb, cb: Tensor | None = cb) -> Tensor:
             return model64(inp.view_as(xb), cb)[0].flatten()
 
         with torch.no_grad():

@@ -44,7 +44,7 @@ KINDS = ["actnorm", "conv", "conv_lu", "affine", "affine_cross", "additive", "in
 
 
 @given(
-    kinds=st.lists(st.sampled_from(KINDS + ["squeeze"]), min_size=1, max_size=5),
+    kinds=st.lists(st.sampled_from([*KINDS, "squeeze"]), min_size=1, max_size=5),
     batch=st.integers(1, 3),
     dtype=st.sampled_from([torch.float32, torch.float64]),
     seed=st.integers(0, 2**16),
@@ -101,7 +101,7 @@ def test_inverse_swaps_directions_and_shares_parameters():
     x = torch.randn(1, 2, 2, 2)
     assert torch.equal(flipped(x)[0], norm.inverse(x)[0])
     assert torch.equal(flipped.inverse(x)[0], norm(x)[0])
-    assert list(flipped.parameters())[0] is norm.bias
+    assert next(iter(flipped.parameters())) is norm.bias
     check_flow(flipped, x)
 
 

@@ -18,8 +18,8 @@ from flowkit.data.scenes import make_scene, write_scenes
 from flowkit.data.synthetic import LowLightParams, LowLightSynthesizer, darken, write_synthetic_pairs
 
 __all__ = [
-    "DatasetError",
     "IMAGE_SUFFIXES",
+    "DatasetError",
     "ImagePair",
     "ImageReadError",
     "LowLightParams",

@@ -4,8 +4,8 @@ from flowkit.nn.rrdb import RRDB, ResidualDenseBlock
 from flowkit.nn.subnets import Conv2dActNorm, ZeroConv2d, ZeroLinear, conv_subnet, mlp_subnet
 
 __all__ = [
-    "Conv2dActNorm",
     "RRDB",
+    "Conv2dActNorm",
     "ResidualDenseBlock",
     "ZeroConv2d",
     "ZeroLinear",

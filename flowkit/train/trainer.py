@@ -184,7 +184,8 @@ class _Logger:
             return
         output.mkdir(parents=True, exist_ok=True)
         new = not (output / "log.csv").exists() or start == 0
-        self.csv = open(output / "log.csv", "w" if new else "a", newline="")
+        # Open for the whole run and closed in close(): a context manager cannot span the loop.
+        self.csv = open(output / "log.csv", "w" if new else "a", newline="")  # noqa: SIM115
         self.writer = csv.writer(self.csv)
         if new:
             self.writer.writerow(["step", "loss", "lr", "it_per_s", "kind"])

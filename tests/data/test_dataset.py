@@ -49,7 +49,7 @@ def test_full_items_match_the_files(pair_root):
     assert set(item) == {"low", "high", "histeq", "name"} and item["name"] == "2"
     for key in ("low", "high", "histeq"):
         assert item[key].dtype == torch.float32 and item[key].shape == (3, HEIGHT, WIDTH)
-        assert 0 <= item[key].min() and item[key].max() <= 1
+        assert item[key].min() >= 0 and item[key].max() <= 1
     assert torch.equal(item["low"], read_image(pair_root / "low" / "2.png"))
     assert torch.equal(item["high"], read_image(pair_root / "high" / "2.png"))
     low_u8 = read_image(pair_root / "low" / "2.png", dtype=torch.uint8)

@@ -26,11 +26,10 @@ def test_auto_sends_float64_to_the_reference():
 
 def test_use_backend_restores_the_default_even_after_an_error():
     before = get_backend()
-    with pytest.raises(KeyError):
-        with use_backend("triton"):
-            assert get_backend() == "triton"
-            assert resolve_backend("auto", torch.randn(1, 1), torch.randn(1, 2)) == "triton"
-            raise KeyError("boom")
+    with pytest.raises(KeyError), use_backend("triton"):
+        assert get_backend() == "triton"
+        assert resolve_backend("auto", torch.randn(1, 1), torch.randn(1, 2)) == "triton"
+        raise KeyError("boom")
     assert get_backend() == before
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import os
 import socket
 
+import ddp_worker
 import pytest
 import torch
 import torch.multiprocessing as mp
-import ddp_worker
 
 from flowkit.train import load_config, train
 from flowkit.train.trainer import _Objective, epoch_batches
