@@ -187,8 +187,8 @@ def _ramp(size: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tenso
 
 
 def _enhance(args: argparse.Namespace) -> int:
-    from flowkit.data import read_image, to_uint8, write_image
-    from flowkit.models.llflow.histeq import equalize_hist
+    from flowkit.data import read_image, write_image
+    from flowkit.models.llflow.histeq import histeq_image
 
     device = _device(args.device)
     model = load_model(args.checkpoint, official=True if args.official else None, device=device)
@@ -204,7 +204,7 @@ def _enhance(args: argparse.Namespace) -> int:
     for path in _progress(inputs, "enhance"):
         try:
             low = read_image(path)[None].to(device)
-            histeq = equalize_hist(to_uint8(low[0])).float().div(255)[None]
+            histeq = histeq_image(low)  # on the whole image, before any tiling
             for sample in range(args.samples):
                 kwargs = {"temperature": args.temperature, "generator": generator}
                 with torch.no_grad():

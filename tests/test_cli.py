@@ -11,7 +11,7 @@ import torch
 from flowkit.cli import enhance_tiled, load_model, main
 from flowkit.data import read_image, write_image
 from flowkit.models import LLFlow, LLFlowConfig
-from flowkit.models.llflow.histeq import equalize_hist
+from flowkit.models.llflow.histeq import histeq_image
 from flowkit.testing import perturb_parameters
 from flowkit.train import save_model
 
@@ -80,7 +80,7 @@ def test_enhance_samples_at_a_temperature(tmp_path, checkpoint):
 def test_tiles_cover_the_image_and_a_single_tile_equals_the_whole(checkpoint):
     model = load_model(checkpoint)
     low = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 0.3
-    histeq = equalize_hist((low[0] * 255).round().to(torch.uint8)).float().div(255)[None]
+    histeq = histeq_image(low)
     tiled = enhance_tiled(model, low, histeq, tile=24, overlap=8)
     assert tiled.shape == low.shape and torch.isfinite(tiled).all()
     whole = model.enhance(low, histeq=histeq)

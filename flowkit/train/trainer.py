@@ -145,7 +145,9 @@ class _Objective(nn.Module):
 
 def _batches(dataset, config: TrainConfig, ctx: DistributedContext, start_step: int) -> Iterator[dict[str, Any]]:
     data, step = config.data, start_step
-    per_epoch = len(epoch_batches(len(dataset), data.batch_size, config.run.seed, 0, ctx.rank, ctx.world_size))
+    per_epoch = len(dataset) // (data.batch_size * ctx.world_size)  # as epoch_batches cuts an epoch
+    if per_epoch == 0:
+        epoch_batches(len(dataset), data.batch_size, config.run.seed, 0, ctx.rank, ctx.world_size)  # raises, naming sizes
     while True:
         epoch, offset = divmod(step, per_epoch)
         dataset.set_epoch(epoch)
@@ -349,10 +351,8 @@ def train(
             if _all_finite(loss.detach(), ctx):
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
-                if config.optim.grad_clip > 0:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
-                else:
-                    norm = torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]).norm()
+                # The total norm serves the guard; an infinite bound clips nothing.
+                norm = nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or float("inf"))
                 if run.amp == "fp16" or _all_finite(norm, ctx):
                     scaler.step(optimizer)  # with fp16 the scaler itself skips non-finite steps
                     scaler.update()
