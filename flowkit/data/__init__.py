@@ -3,7 +3,10 @@
 - :mod:`flowkit.data.io`: :func:`read_image`, :func:`write_image`, :func:`to_uint8`.
 - :mod:`flowkit.data.pairs`: :func:`find_pairs` (LOL, LOL-v2, any two folders), :func:`check_pairs`.
 - :mod:`flowkit.data.dataset`: :class:`PairedImageDataset`, the training/evaluation items.
+- :mod:`flowkit.data.dataset`: also :class:`SyntheticPairDataset` (photos darkened on the fly)
+  and :class:`CombinedDataset`.
 - :mod:`flowkit.data.synthetic`: :class:`LowLightSynthesizer` and :func:`write_synthetic_pairs`.
+- :mod:`flowkit.data.calibration`: fitting the synthesizer to real low/normal-light pairs.
 - :mod:`flowkit.data.scenes`: :func:`make_scene`, procedural images for when no photos exist.
 
 Images are read with Pillow (the ``images`` extra).
@@ -11,7 +14,7 @@ Images are read with Pillow (the ``images`` extra).
 
 from __future__ import annotations
 
-from flowkit.data.dataset import PairedImageDataset, item_generator
+from flowkit.data.dataset import CombinedDataset, PairedImageDataset, SyntheticPairDataset, item_generator
 from flowkit.data.io import IMAGE_SUFFIXES, ImageReadError, image_size, read_image, to_uint8, write_image
 from flowkit.data.pairs import DatasetError, ImagePair, check_pairs, find_pairs, pair_folders
 from flowkit.data.scenes import make_scene, write_scenes
@@ -19,12 +22,14 @@ from flowkit.data.synthetic import LowLightParams, LowLightSynthesizer, darken, 
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "CombinedDataset",
     "DatasetError",
     "ImagePair",
     "ImageReadError",
     "LowLightParams",
     "LowLightSynthesizer",
     "PairedImageDataset",
+    "SyntheticPairDataset",
     "check_pairs",
     "darken",
     "find_pairs",

@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from flowkit.data.io import read_image, to_uint8
-from flowkit.data.pairs import ImagePair, check_pairs, find_pairs, pair_folders
+from flowkit.data.io import IMAGE_SUFFIXES, read_image, to_uint8
+from flowkit.data.pairs import DatasetError, ImagePair, check_pairs, find_pairs, pair_folders
 
-__all__ = ["PairedImageDataset", "item_generator"]
+__all__ = ["CombinedDataset", "PairedImageDataset", "SyntheticPairDataset", "item_generator"]
 
 Equalizer = Callable[[Tensor], Tensor]
 
@@ -121,27 +121,16 @@ class PairedImageDataset(Dataset):
         check: str = "decode",
         cache: bool = False,
     ) -> None:
-        if isinstance(patch_size, int):
-            patch_size = (patch_size, patch_size)
-        if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
-            raise ValueError(f"patch_size must be a positive int or (height, width), got {patch_size}")
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
         if check not in ("decode", "header"):
             raise ValueError(f"check must be 'decode' or 'header', got {check!r}")
         self.pairs = list(pairs)
-        self.patch_size: tuple[int, int] | None = tuple(patch_size) if patch_size is not None else None
+        self.patch_size = _patch_option(patch_size)
         self.flip = flip
         self.seed = seed
         self.epoch = 0
-        if histeq is True:
-            self.equalizer: Equalizer | None = _reference_equalizer()
-        elif histeq is False:
-            self.equalizer = None
-        elif callable(histeq):
-            self.equalizer = histeq
-        else:
-            raise TypeError(f"histeq must be True, False or a function, got {type(histeq).__name__}")
+        self.equalizer = _equalizer_option(histeq)
         self.sizes = check_pairs(self.pairs, decode=check == "decode", min_size=self.patch_size)
         self.cache = cache
         self._cache: dict[int, tuple[Tensor, Tensor, Tensor | None]] = {}
@@ -212,36 +201,234 @@ class PairedImageDataset(Dataset):
         histeq = None
         if self.equalizer is not None:
             # Equalised on the full image, before the crop (a crop has a different histogram).
-            low_u8 = to_uint8(low)
-            equalized = self.equalizer(low_u8)
-            if equalized.shape != low_u8.shape or equalized.dtype != torch.uint8:
-                raise ValueError(
-                    f"the histeq function must return a uint8 tensor of shape {tuple(low_u8.shape)}, "
-                    f"got {equalized.dtype} {tuple(equalized.shape)}"
-                )
-            histeq = equalized.float() / 255
+            histeq = _equalize(self.equalizer, to_uint8(low))
         loaded = (low, high, histeq)
         if self.cache:
             self._cache[index] = loaded
         return loaded
 
     def __getitem__(self, index: int) -> dict[str, Tensor | str]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for a dataset of {len(self)} pairs")
-        index %= len(self)
+        index = _check_index(index, len(self))
         low, high, histeq = self._load(index)
-        images = [low, high] + ([histeq] if histeq is not None else [])
-        if self.patch_size is not None or self.flip:
-            generator = item_generator(self.seed, self.epoch, index)
-            if self.patch_size is not None:
-                (height, width), (ph, pw) = low.shape[1:], self.patch_size
-                top = int(torch.randint(0, height - ph + 1, (1,), generator=generator))
-                left = int(torch.randint(0, width - pw + 1, (1,), generator=generator))
-                images = [im[:, top : top + ph, left : left + pw] for im in images]
-            if self.flip and bool(torch.rand((), generator=generator) < 0.5):
-                images = [im.flip(-1) for im in images]
-        item: dict[str, Tensor | str] = {"low": images[0], "high": images[1]}
-        if histeq is not None:
-            item["histeq"] = images[2]
-        item["name"] = self.pairs[index].name
-        return item
+        generator = item_generator(self.seed, self.epoch, index) if self.patch_size or self.flip else None
+        return _item(low, high, histeq, self.pairs[index].name, self.patch_size, self.flip, generator)
+
+
+def _check_index(index: int, size: int) -> int:
+    if not -size <= index < size:
+        raise IndexError(f"index {index} is out of range for a dataset of {size} pairs")
+    return index % size
+
+
+def _item(
+    low: Tensor, high: Tensor, histeq: Tensor | None, name: str, patch_size: tuple[int, int] | None, flip: bool,
+    generator: torch.Generator | None,
+) -> dict[str, Tensor | str]:
+    """Crop (top, then left) and flip the images with draws from ``generator``, in that order."""
+    images = [low, high] + ([histeq] if histeq is not None else [])
+    if generator is not None:
+        if patch_size is not None:
+            (height, width), (ph, pw) = low.shape[1:], patch_size
+            top = int(torch.randint(0, height - ph + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - pw + 1, (1,), generator=generator))
+            images = [im[:, top : top + ph, left : left + pw] for im in images]
+        if flip and bool(torch.rand((), generator=generator) < 0.5):
+            images = [im.flip(-1) for im in images]
+    item: dict[str, Tensor | str] = {"low": images[0], "high": images[1]}
+    if histeq is not None:
+        item["histeq"] = images[2]
+    item["name"] = name
+    return item
+
+
+def _equalize(equalizer: Equalizer, low_u8: Tensor) -> Tensor:
+    equalized = equalizer(low_u8)
+    if equalized.shape != low_u8.shape or equalized.dtype != torch.uint8:
+        raise ValueError(
+            f"the histeq function must return a uint8 tensor of shape {tuple(low_u8.shape)}, "
+            f"got {equalized.dtype} {tuple(equalized.shape)}"
+        )
+    return equalized.float() / 255
+
+
+def _equalizer_option(histeq: bool | Equalizer) -> Equalizer | None:
+    if histeq is True:
+        return _reference_equalizer()
+    if histeq is False:
+        return None
+    if callable(histeq):
+        return histeq
+    raise TypeError(f"histeq must be True, False or a function, got {type(histeq).__name__}")
+
+
+def _patch_option(patch_size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if isinstance(patch_size, int):
+        patch_size = (patch_size, patch_size)
+    if patch_size is not None and (len(patch_size) != 2 or min(patch_size) < 1):
+        raise ValueError(f"patch_size must be a positive int or (height, width), got {patch_size}")
+    return tuple(patch_size) if patch_size is not None else None  # type: ignore[return-value]
+
+
+class SyntheticPairDataset(Dataset):
+    r"""Normal-light photographs darkened on the fly: a fresh degradation for every item and epoch.
+
+    Item ``i`` of epoch ``e`` darkens image ``i`` with ``synthesizer`` using the generator
+    :func:`item_generator` ``(seed, e, i)`` (degradation parameters and noise first, then the crop
+    and flip, as :class:`PairedImageDataset` draws them), computes the histogram equalization of
+    the whole low image, and crops. So every epoch shows the network new noise and new exposures
+    of the same scenes, and an item is reproducible whatever the DataLoader's workers do. Items
+    are dicts like :class:`PairedImageDataset`'s (``"low"``, ``"high"``, ``"histeq"``, ``"name"``).
+
+    Each photograph is centre-cropped to a multiple of ``multiple_of`` once, when first read, and
+    kept in memory as uint8 (``cache``).
+
+    Args:
+        images: the normal-light image files.
+        synthesizer: the degradation (e.g. :meth:`~flowkit.data.LowLightSynthesizer.lol`).
+        patch_size, flip, seed, histeq: as for :class:`PairedImageDataset`.
+        multiple_of: centre-crop sizes to a multiple of this (8 for LLFlow).
+        cache: keep the decoded photographs in memory.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from flowkit.data import LowLightSynthesizer, SyntheticPairDataset, write_scenes
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = write_scenes(folder, 2, 20, 20)
+        >>> data = SyntheticPairDataset.from_folder(folder, LowLightSynthesizer.lol(), patch_size=8, seed=1)
+        >>> first = data[0]["low"]
+        >>> data.set_epoch(1)
+        >>> len(data), first.shape, bool((data[0]["low"] != first).any())
+        (2, torch.Size([3, 8, 8]), True)
+    """
+
+    def __init__(
+        self,
+        images: Sequence[str | Path],
+        synthesizer,
+        *,
+        patch_size: int | tuple[int, int] | None = None,
+        flip: bool = False,
+        seed: int = 0,
+        histeq: bool | Equalizer = True,
+        multiple_of: int = 8,
+        cache: bool = True,
+    ) -> None:
+        if seed < 0:
+            raise ValueError(f"seed must be non-negative, got {seed}")
+        if multiple_of < 1:
+            raise ValueError(f"multiple_of must be a positive int, got {multiple_of}")
+        if not callable(synthesizer):
+            raise TypeError(f"synthesizer must be a LowLightSynthesizer (callable), got {type(synthesizer).__name__}")
+        self.images = [Path(p) for p in images]
+        if not self.images:
+            raise DatasetError("SyntheticPairDataset needs at least one normal-light image")
+        self.synthesizer = synthesizer
+        self.patch_size = _patch_option(patch_size)
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+        self.multiple_of = multiple_of
+        self.equalizer = _equalizer_option(histeq)
+        self.cache = cache
+        self._cache: dict[int, Tensor] = {}
+        from flowkit.data.io import image_size
+
+        minimum = self.patch_size or (multiple_of, multiple_of)
+        problems = []
+        for path in self.images:
+            height, width = image_size(path)  # raises ImageReadError naming the file
+            if height - height % multiple_of < minimum[0] or width - width % multiple_of < minimum[1]:
+                problems.append(f"{path} ({height}x{width}) is smaller than {minimum[0]}x{minimum[1]}")
+        if problems:
+            raise DatasetError(f"{len(problems)} images are too small", problems)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, synthesizer, *, recursive: bool = True, **kwargs) -> SyntheticPairDataset:
+        """All images in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
+
+        Example:
+            >>> import tempfile
+            >>> from pathlib import Path
+            >>> from flowkit.data import LowLightSynthesizer, SyntheticPairDataset
+            >>> SyntheticPairDataset.from_folder(Path(tempfile.mkdtemp()), LowLightSynthesizer())
+            Traceback (most recent call last):
+            ...
+            flowkit.data.pairs.DatasetError: expected image files in ..., found none
+        """
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetError(f"expected a folder of normal-light images at {folder}, found none")
+        found = folder.rglob("*") if recursive else folder.iterdir()
+        images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise DatasetError(f"expected image files in {folder}, found none")
+        return cls(images, synthesizer, **kwargs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose degradations, crops and flips the next items use."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be non-negative, got {epoch}")
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _high(self, index: int) -> Tensor:
+        if index in self._cache:
+            return self._cache[index]
+        high = read_image(self.images[index], dtype=torch.uint8)
+        height, width = high.shape[1:]
+        crop_h, crop_w = height - height % self.multiple_of, width - width % self.multiple_of
+        top, left = (height - crop_h) // 2, (width - crop_w) // 2
+        high = high[:, top : top + crop_h, left : left + crop_w].contiguous()
+        if self.cache:
+            self._cache[index] = high
+        return high
+
+    def __getitem__(self, index: int) -> dict[str, Tensor | str]:
+        index = _check_index(index, len(self))
+        high_u8 = self._high(index)
+        generator = item_generator(self.seed, self.epoch, index)
+        low_u8, _ = self.synthesizer(high_u8, generator=generator)
+        histeq = _equalize(self.equalizer, low_u8) if self.equalizer is not None else None
+        name = self.images[index].stem
+        return _item(low_u8.float() / 255, high_u8.float() / 255, histeq, name, self.patch_size, self.flip, generator)
+
+
+class CombinedDataset(Dataset):
+    """Several datasets one after another, each repeated a number of times, with ``set_epoch``.
+
+    Used to mix a few real pairs into a large synthetic set (e.g. each real pair 10 times per
+    epoch). ``set_epoch`` is passed on to every part that has it.
+
+    Example:
+        >>> from flowkit.data import CombinedDataset
+        >>> data = CombinedDataset([(["a", "b"], 1), (["c"], 3)])
+        >>> len(data), [data[i] for i in range(len(data))]
+        (5, ['a', 'b', 'c', 'c', 'c'])
+    """
+
+    def __init__(self, parts: Sequence[tuple[Sequence, int]]) -> None:
+        if not parts:
+            raise ValueError("CombinedDataset needs at least one (dataset, repeats) part")
+        for _, repeats in parts:
+            if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+                raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+        self.parts = list(parts)
+        self._index: list[tuple[int, int]] = [
+            (part, item) for part, (data, repeats) in enumerate(self.parts) for _ in range(repeats)
+            for item in range(len(data))
+        ]
+
+    def set_epoch(self, epoch: int) -> None:
+        for data, _ in self.parts:
+            if hasattr(data, "set_epoch"):
+                data.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int):
+        part, item = self._index[_check_index(index, len(self))]
+        return self.parts[part][0][item]

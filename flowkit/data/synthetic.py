@@ -1,21 +1,29 @@
 r"""Synthetic low-light images from normal-light ones: gamma and scale darkening plus sensor noise.
 
-For a normal-light image :math:`x \in [0, 1]`, :func:`darken` computes
+For a normal-light image :math:`x \in [0, 1]` with colour channels :math:`c`, :func:`darken`
+computes
 
 .. math::
 
-    d = s \cdot x^{\gamma}, \qquad
-    y = a \cdot \mathrm{Poisson}(d / a) + \sigma \cdot \mathcal{N}(0, 1), \qquad
-    \text{low} = \mathrm{round}(255 \cdot \mathrm{clamp}(y, 0, 1)) / 255.
+    d_c = \min(1, s \, g_c \, x_c^{\gamma}), \qquad
+    y_c = a \cdot \mathrm{Poisson}(d_c / a) + \sigma \rho_c \cdot \mathcal{N}(0, 1), \qquad
+    \text{low}_c = \mathrm{round}(255 \cdot \mathrm{clamp}(y_c, 0, 1)) / 255.
 
+(Poisson counts with a mean above 64 are drawn from their normal approximation, for speed.)
 The gamma curve darkens shadows more than highlights and the scale lowers the exposure, the two
-operations LOL-v2's synthetic subset and most synthetic low-light sets combine. The noise is the
-Poisson-Gaussian model of a sensor (Foi et al., 2008): shot noise of variance :math:`a \cdot d`,
-which grows with the signal, plus signal-independent read noise of standard deviation
-:math:`\sigma`. Each image draws its own parameters from :class:`LowLightSynthesizer`'s ranges:
-:math:`\gamma` and :math:`s` uniformly, :math:`a` and :math:`\sigma` log-uniformly. The default
-ranges turned 30 BSDS500 photographs (means around 0.4) into images with means from 0.019 to
-0.19, median 0.047, around LOL's low-light images (the eval15 image 778 has mean 0.029).
+operations LOL-v2's synthetic subset and most synthetic low-light sets combine. The channel gains
+:math:`g = (g_R, 1, g_B)` give the colour cast of a white balance set for another light. The noise
+is the Poisson-Gaussian model of a sensor (Foi et al., 2008): shot noise of variance
+:math:`a \cdot d`, which grows with the signal, plus signal-independent read noise of standard
+deviation :math:`\sigma \rho_c`, where :math:`\rho = (\rho_R, 1, \rho_B)` says how much noisier
+red and blue are than green (a camera's white-balance gains amplify their noise). The rounding to
+8 bits is the quantisation of the stored image. Each image draws its own parameters from
+:class:`LowLightSynthesizer`'s ranges: :math:`\gamma` and :math:`s` uniformly, the others
+log-uniformly.
+
+:class:`LowLightSynthesizer` ``()`` has generic ranges, gains and noise ratios of one;
+:meth:`LowLightSynthesizer.lol` has ranges fitted to real LOL pairs by
+:mod:`flowkit.data.calibration`, which also measures how well synthetic images match real ones.
 
 References:
     Foi, Trimeche, Katkovnik, Egiazarian. "Practical Poissonian-Gaussian noise modeling and
@@ -54,24 +62,34 @@ class LowLightParams:
         gamma: exponent of the gamma curve (> 0; > 1 darkens).
         scale: exposure factor after the gamma curve, in (0, 1].
         shot_noise: ``a``, the shot-noise variance per unit of signal (0 for none).
-        read_noise: ``sigma``, the standard deviation of the read noise (0 for none).
+        read_noise: ``sigma``, the standard deviation of the green channel's read noise (0 for none).
+        gains: per-channel gains ``(g_R, g_G, g_B)`` after the exposure (the colour cast), > 0.
+        noise_ratios: per-channel multipliers ``(rho_R, rho_G, rho_B)`` of the read noise, >= 0.
 
     Example:
-        >>> LowLightParams(gamma=2.0, scale=0.5, shot_noise=0.0, read_noise=0.0).gamma
-        2.0
+        >>> LowLightParams(gamma=2.0, scale=0.5, shot_noise=0.0, read_noise=0.0).gains
+        (1.0, 1.0, 1.0)
     """
 
     gamma: float
     scale: float
     shot_noise: float
     read_noise: float
+    gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    noise_ratios: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    @property
+    def per_channel(self) -> bool:
+        """Whether the gains or noise ratios differ between channels (the image needs 3 channels)."""
+        return any(g != 1.0 for g in self.gains) or any(r != 1.0 for r in self.noise_ratios)
 
 
 def darken(image: Tensor, params: LowLightParams, *, generator: torch.Generator | None = None) -> Tensor:
-    """Apply gamma and scale darkening and Poisson-Gaussian noise, quantised to 8 bit.
+    """Apply gamma, exposure and colour-cast darkening and Poisson-Gaussian noise, quantised to 8 bit.
 
     Args:
-        image: normal-light image(s), float in [0, 1] or uint8, shape (..., H, W).
+        image: normal-light image(s), float in [0, 1] or uint8, shape (..., H, W); shape
+            (..., 3, H, W) when the gains or noise ratios differ between channels.
         params: the parameters (see the module notes for the formula).
         generator: source of the noise; ``None`` uses torch's global generator.
 
@@ -84,9 +102,19 @@ def darken(image: Tensor, params: LowLightParams, *, generator: torch.Generator 
         >>> x = torch.full((3, 2, 2), 0.5)
         >>> darken(x, LowLightParams(gamma=2.0, scale=0.4, shot_noise=0.0, read_noise=0.0))[0, 0, 0]
         tensor(26, dtype=torch.uint8)
+        >>> cast = LowLightParams(gamma=2.0, scale=0.4, shot_noise=0.0, read_noise=0.0, gains=(0.5, 1.0, 1.0))
+        >>> darken(x, cast)[:, 0, 0].tolist()
+        [13, 26, 26]
     """
     if params.gamma <= 0 or not 0 < params.scale <= 1 or params.shot_noise < 0 or params.read_noise < 0:
         raise ValueError(f"expected gamma > 0, 0 < scale <= 1 and non-negative noise levels, got {params}")
+    if len(params.gains) != 3 or len(params.noise_ratios) != 3 or min(params.gains) <= 0 \
+            or min(params.noise_ratios) < 0:
+        raise ValueError(f"expected 3 positive gains and 3 non-negative noise ratios, got {params}")
+    if params.per_channel and (image.dim() < 3 or image.shape[-3] != 3):
+        raise ValueError(
+            f"per-channel gains or noise ratios need RGB images of shape (..., 3, H, W), got {tuple(image.shape)}"
+        )
     if image.dtype == torch.uint8:
         x = image.to(torch.float64) / 255
     elif image.dtype.is_floating_point:
@@ -94,12 +122,43 @@ def darken(image: Tensor, params: LowLightParams, *, generator: torch.Generator 
     else:
         raise ValueError(f"darken expects a float image in [0, 1] or uint8, got dtype {image.dtype}")
     dark = params.scale * x**params.gamma
-    if params.shot_noise > 0:
-        dark = params.shot_noise * torch.poisson(dark / params.shot_noise, generator=generator)
-    if params.read_noise > 0:
-        noise = torch.randn(dark.shape, generator=generator, dtype=torch.float64)
-        dark = dark + params.read_noise * noise
+    if params.per_channel:
+        gains = torch.tensor(params.gains, dtype=torch.float64).view(3, 1, 1)
+        dark = (dark * gains).clamp(max=1.0)
+    read_std: Tensor | float = params.read_noise
+    if params.per_channel:
+        read_std = params.read_noise * torch.tensor(params.noise_ratios, dtype=torch.float64).view(3, 1, 1)
+    if params.shot_noise > 0 or params.read_noise > 0:
+        dark = _add_noise(dark, params.shot_noise, read_std, generator)
     return torch.round(dark.clamp(0, 1) * 255).to(torch.uint8)
+
+
+# Above this many expected photons a Poisson count is drawn from its normal approximation
+# N(lam, lam): the two distributions then differ by under 2% in total variation (falling as
+# 1/sqrt(lam)) while torch.poisson's exact sampler costs ~30 ms per 0.5-megapixel image.
+_NORMAL_APPROXIMATION_FROM = 64.0
+
+
+def _add_noise(dark: Tensor, shot: float, read_std: Tensor | float, generator: torch.Generator | None) -> Tensor:
+    """``shot * Poisson(dark / shot) + read_std * N(0, 1)``, with one normal draw per pixel.
+
+    Where the photon count is large, the Poisson term is replaced by its normal approximation and
+    merged with the read noise into a single normal of variance ``shot * dark + read_std**2``.
+    """
+    # Drawn in float32 (five times faster than float64 on CPU), used in float64.
+    noise = torch.randn(dark.shape, generator=generator, dtype=torch.float32).to(dark.dtype)
+    if shot == 0:
+        return dark + read_std * noise
+    expected = dark / shot
+    exact = expected < _NORMAL_APPROXIMATION_FROM
+    read_var = torch.as_tensor(read_std, dtype=dark.dtype) ** 2
+    approximate_std = (shot * dark + read_var).sqrt()
+    result = dark + approximate_std * noise
+    if bool(exact.any()):
+        read = torch.as_tensor(read_std, dtype=dark.dtype).expand_as(dark)[exact]
+        counts = torch.poisson(expected[exact], generator=generator)
+        result[exact] = shot * counts + read * noise[exact]
+    return result
 
 
 def _log_uniform(generator: torch.Generator, bounds: tuple[float, float]) -> float:
@@ -123,9 +182,14 @@ class LowLightSynthesizer:
         gamma: range of the gamma exponent, drawn uniformly.
         scale: range of the exposure scale, drawn uniformly.
         shot_noise: range of ``a`` (shot-noise variance per unit signal), drawn log-uniformly.
-        read_noise: range of the read-noise standard deviation, drawn log-uniformly.
+        read_noise: range of the green channel's read-noise standard deviation, drawn log-uniformly.
+        red_gain, blue_gain: ranges of the red and blue gains relative to green (the colour
+            cast), drawn log-uniformly.
+        red_noise, blue_noise: ranges of the red and blue read-noise multipliers relative to
+            green, drawn log-uniformly.
 
-    Calling it with a ``seed`` gives the same low image and parameters every time.
+    Calling it with a ``seed`` gives the same low image and parameters every time. The default
+    ranges are generic; :meth:`lol` gives ranges fitted to real LOL pairs.
 
     Example:
         >>> import torch
@@ -141,19 +205,40 @@ class LowLightSynthesizer:
     scale: tuple[float, float] = (0.15, 0.5)
     shot_noise: tuple[float, float] = (2e-4, 4e-3)
     read_noise: tuple[float, float] = (1e-3, 8e-3)
+    red_gain: tuple[float, float] = (1.0, 1.0)
+    blue_gain: tuple[float, float] = (1.0, 1.0)
+    red_noise: tuple[float, float] = (1.0, 1.0)
+    blue_noise: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
-        for name in ("gamma", "scale", "shot_noise", "read_noise"):
-            low, high = getattr(self, name)
-            if not 0 < low <= high:
+        for name in ("gamma", "scale", "shot_noise", "read_noise", "red_gain", "blue_gain", "red_noise",
+                     "blue_noise"):
+            value = getattr(self, name)
+            if not isinstance(value, (tuple, list)) or len(value) != 2 or not 0 < value[0] <= value[1]:
                 raise ValueError(
-                    f"{name} must be a range (low, high) with 0 < low <= high, got {(low, high)}"
+                    f"{name} must be a range (low, high) with 0 < low <= high, got {value!r}"
                 )
+            object.__setattr__(self, name, (float(value[0]), float(value[1])))
         if self.scale[1] > 1:
             raise ValueError(f"scale must stay within (0, 1], got {self.scale}")
 
+    @classmethod
+    def lol(cls) -> LowLightSynthesizer:
+        """Ranges fitted to the real LOL pairs (eval15 #778 and our485 #697, #717, #776).
+
+        Each range spans the four pairs' fitted values (see :func:`flowkit.data.calibration.calibrate`
+        and ``docs/figures/calibration.py``, which draws real against synthetic statistics),
+        widened by about 15% on each side so that nearby cameras and exposures are covered.
+
+        Example:
+            >>> from flowkit.data import LowLightSynthesizer
+            >>> LowLightSynthesizer.lol().red_noise[0] > 1.0  # red is noisier than green in LOL
+            True
+        """
+        return cls(**LOL_FIT)
+
     def sample_params(self, generator: torch.Generator) -> LowLightParams:
-        """Draw one image's parameters (gamma, scale, shot noise, read noise, in that order).
+        """Draw one image's parameters (gamma, scale, shot noise, read noise, gains, noise ratios).
 
         Example:
             >>> import torch
@@ -161,11 +246,16 @@ class LowLightSynthesizer:
             >>> 1.8 <= p.gamma <= 3.0 and 0.15 <= p.scale <= 0.5
             True
         """
+        gamma = _uniform(generator, self.gamma)
+        scale = _uniform(generator, self.scale)
+        shot_noise = _log_uniform(generator, self.shot_noise)
+        read_noise = _log_uniform(generator, self.read_noise)
+        # Drawn after the four above, so that seeds keep their meaning for the original ranges.
+        red_gain, blue_gain = _log_uniform(generator, self.red_gain), _log_uniform(generator, self.blue_gain)
+        red_noise, blue_noise = _log_uniform(generator, self.red_noise), _log_uniform(generator, self.blue_noise)
         return LowLightParams(
-            gamma=_uniform(generator, self.gamma),
-            scale=_uniform(generator, self.scale),
-            shot_noise=_log_uniform(generator, self.shot_noise),
-            read_noise=_log_uniform(generator, self.read_noise),
+            gamma=gamma, scale=scale, shot_noise=shot_noise, read_noise=read_noise,
+            gains=(red_gain, 1.0, blue_gain), noise_ratios=(red_noise, 1.0, blue_noise),
         )
 
     def __call__(
@@ -174,7 +264,8 @@ class LowLightSynthesizer:
         """Darken ``image`` with freshly drawn parameters; return the uint8 result and them.
 
         Args:
-            image: float in [0, 1] or uint8, shape (..., H, W).
+            image: float in [0, 1] or uint8, shape (..., H, W) (or (..., 3, H, W) when the
+                gains or noise ratios vary).
             seed: seeds a new generator (exclusive with ``generator``).
             generator: the generator to draw from; ``None`` with no seed uses a random seed.
         """
@@ -188,6 +279,20 @@ class LowLightSynthesizer:
                 generator.seed()
         params = self.sample_params(generator)
         return darken(image, params, generator=generator), params
+
+
+# Fitted by flowkit.data.calibration.calibrate on the four real LOL pairs in ../shared/data/LOL
+# (docs/figures/calibration.py prints the per-pair fits); each range is the fits' span, widened.
+LOL_FIT: dict[str, tuple[float, float]] = {
+    "gamma": (1.64, 2.89),
+    "scale": (0.153, 0.424),
+    "shot_noise": (8.7e-6, 1.15e-4),
+    "read_noise": (3.14e-3, 4.87e-3),
+    "red_gain": (0.475, 1.13),
+    "blue_gain": (0.623, 1.09),
+    "red_noise": (1.94, 2.56),
+    "blue_noise": (1.20, 1.86),
+}
 
 
 def _name_seed(seed: int, name: str) -> int:

@@ -16,6 +16,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["DataSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+SYNTHESIZERS = ("default", "lol")
 
 
 @dataclass
@@ -24,10 +25,17 @@ class DataSection:
 
     ``root`` is a LOL / LOL-v2 / pair-folder root (its train split trains, its test split
     validates); or ``train_low``/``train_high`` (and ``val_low``/``val_high``) name folders
-    directly. With ``synthetic_source`` set, low-light pairs are first synthesised from the
-    normal-light images in that folder (or from generated scenes when it is ``"scenes"``) into
-    the run's output folder, and ``root`` is ignored. Relative paths are taken from the current
-    directory.
+    directly. With ``synthetic_source`` set, low-light pairs are synthesised from the
+    normal-light images in that folder (or from generated scenes when it is ``"scenes"``) and
+    ``root`` is ignored: written once into the run's output folder, or, with
+    ``synthetic_online``, darkened afresh for every item and epoch
+    (:class:`~flowkit.data.SyntheticPairDataset`). ``synthesizer`` picks the degradation's
+    ranges: ``"default"`` or ``"lol"`` (fitted to real LOL pairs). Validation pairs are
+    synthesised from ``synthetic_val_source`` when given, otherwise from the first
+    ``synthetic_val_count`` images of ``synthetic_source``. ``real_train`` adds a folder of real
+    pairs (``low/``, ``high/``) to the training set, each pair ``real_train_repeat`` times per
+    epoch. Relative paths are taken from ``base`` when it is set (itself relative to the current
+    directory), otherwise from the current directory.
     """
 
     root: str | None = None
@@ -46,6 +54,18 @@ class DataSection:
     cache: bool = False
     val_limit: int = 0
     """Validate on at most this many pairs (0: all)."""
+    synthesizer: str = "default"
+    synthetic_online: bool = False
+    synthetic_val_source: str | None = None
+    real_train: str | None = None
+    real_train_repeat: int = 1
+    base: str | None = None
+
+    def path(self, value: str | None) -> str | None:
+        """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is)."""
+        if value is None or value == "scenes" or self.base is None or Path(value).is_absolute():
+            return value
+        return str(Path(self.base) / value)
 
 
 @dataclass
@@ -105,6 +125,13 @@ class TrainConfig:
                 "[data] needs batch_size >= 1 and a patch_size that is a positive multiple of 8, got "
                 f"batch_size={self.data.batch_size}, patch_size={self.data.patch_size}"
             )
+        if self.data.synthesizer not in SYNTHESIZERS:
+            raise ValueError(f"[data] synthesizer must be one of {sorted(SYNTHESIZERS)}, got {self.data.synthesizer!r}")
+        if isinstance(self.data.real_train_repeat, bool) or not isinstance(self.data.real_train_repeat, int) \
+                or self.data.real_train_repeat < 1:
+            raise ValueError(f"[data] real_train_repeat must be a positive int, got {self.data.real_train_repeat!r}")
+        if self.data.synthetic_online and (not self.data.synthetic_source or self.data.synthetic_source == "scenes"):
+            raise ValueError("[data] synthetic_online needs synthetic_source to be a folder of photographs")
         has_folders = self.data.train_low is not None and self.data.train_high is not None
         if not (self.data.root or has_folders or self.data.synthetic_source):
             raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")
@@ -149,12 +176,16 @@ def _section(cls, table: dict[str, Any], name: str):
 
 
 def shipped_configs() -> list[str]:
-    """Names of the configs shipped with flowkit (``lol``, ``lol_small``, ``lol_v2``, ``tiny``).
+    """Names of the configs shipped with flowkit.
+
+    ``lol``, ``lol_small`` and ``lol_v2`` are the reference's recipes; ``default`` trains the model
+    shipped with flowkit (:meth:`~flowkit.models.LLFlow.from_pretrained`); ``tiny`` trains in
+    minutes on CPU.
 
     Example:
         >>> from flowkit.train import shipped_configs
         >>> shipped_configs()
-        ['lol', 'lol_small', 'lol_v2', 'tiny']
+        ['default', 'lol', 'lol_small', 'lol_v2', 'tiny']
     """
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 

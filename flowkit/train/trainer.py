@@ -62,35 +62,53 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
     return [order[s * per_step : (s + 1) * per_step][rank::world] for s in range(steps)]
 
 
+def _synthesizer(config: TrainConfig):
+    from flowkit.data import LowLightSynthesizer
+
+    return LowLightSynthesizer.lol() if config.data.synthesizer == "lol" else LowLightSynthesizer()
+
+
 def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
-    from flowkit.data import PairedImageDataset, write_scenes, write_synthetic_pairs
+    from flowkit.data import PairedImageDataset, SyntheticPairDataset, write_scenes, write_synthetic_pairs
 
     data = config.data
+    source, val_source = data.path(data.synthetic_source), data.path(data.synthetic_val_source)
+    synthesizer = _synthesizer(config)
     root = output / "synthetic"
     train_dir, val_dir = root / "train", root / "val"
     if ctx.is_main and not (root / "done").exists():
         seed = config.run.seed
-        if data.synthetic_source == "scenes":
+        if source == "scenes":
             size = data.synthetic_size
             write_scenes(root / "scenes_train", data.synthetic_count, size, size, seed=seed)
             write_scenes(root / "scenes_val", data.synthetic_val_count, size, size, seed=seed + 1)
-            write_synthetic_pairs(root / "scenes_train", train_dir, seed=seed, multiple_of=8, overwrite=True)
-            write_synthetic_pairs(root / "scenes_val", val_dir, seed=seed + 1, multiple_of=8, overwrite=True)
+            write_synthetic_pairs(root / "scenes_train", train_dir, seed=seed, multiple_of=8, overwrite=True,
+                                  synthesizer=synthesizer)
+            write_synthetic_pairs(root / "scenes_val", val_dir, seed=seed + 1, multiple_of=8, overwrite=True,
+                                  synthesizer=synthesizer)
+        elif val_source is not None:
+            # Validation pairs from their own photographs, degraded once with a seed of their own.
+            write_synthetic_pairs(val_source, val_dir, seed=seed + 1, multiple_of=8, recursive=True,
+                                  overwrite=True, limit=data.synthetic_val_count or None, synthesizer=synthesizer)
+            if not data.synthetic_online:
+                write_synthetic_pairs(source, train_dir, seed=seed, multiple_of=8, recursive=True, overwrite=True,
+                                      limit=data.synthetic_count, synthesizer=synthesizer)
         else:
             limit = data.synthetic_count + data.synthetic_val_count
             pairs = write_synthetic_pairs(
-                data.synthetic_source, root / "all", seed=seed, multiple_of=8, limit=limit,
-                recursive=True, overwrite=True,
+                source, root / "all", seed=seed, multiple_of=8, limit=limit,
+                recursive=True, overwrite=True, synthesizer=synthesizer,
             )
             _move_pairs(pairs[: data.synthetic_val_count], val_dir)
             _move_pairs(pairs[data.synthetic_val_count :], train_dir)
         (root / "done").write_text("synthetic pairs complete\n")
     if ctx.enabled:
         dist.barrier()
-    return (
-        PairedImageDataset.from_root(train_dir, **_train_kwargs(config)),
-        PairedImageDataset.from_root(val_dir, cache=data.cache),
-    )
+    if data.synthetic_online:
+        train_set = SyntheticPairDataset.from_folder(source, synthesizer, **_train_kwargs(config))
+    else:
+        train_set = PairedImageDataset.from_root(train_dir, **_train_kwargs(config))
+    return train_set, PairedImageDataset.from_root(val_dir, cache=data.cache)
 
 
 def _move_pairs(pairs: list, folder: Path) -> None:
@@ -111,21 +129,27 @@ def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | 
     Every pair is checked up front (missing partners, unreadable files and size mismatches are
     errors that name the files) before any training starts.
     """
-    from flowkit.data import PairedImageDataset
+    from flowkit.data import CombinedDataset, PairedImageDataset
 
     ctx = ctx or DistributedContext()
     data = config.data
     if data.synthetic_source:
         train_set, val_set = _synthesise(config, output, ctx)
     elif data.train_low and data.train_high:
-        train_set = PairedImageDataset.from_folders(data.train_low, data.train_high, **_train_kwargs(config))
+        train_low, train_high = data.path(data.train_low), data.path(data.train_high)
+        train_set = PairedImageDataset.from_folders(train_low, train_high, **_train_kwargs(config))
         if data.val_low and data.val_high:
-            val_set = PairedImageDataset.from_folders(data.val_low, data.val_high, cache=data.cache)
+            val_set = PairedImageDataset.from_folders(data.path(data.val_low), data.path(data.val_high),
+                                                      cache=data.cache)
         else:
-            val_set = PairedImageDataset.from_folders(data.train_low, data.train_high, cache=data.cache)
+            val_set = PairedImageDataset.from_folders(train_low, train_high, cache=data.cache)
     else:
-        train_set = PairedImageDataset.from_root(data.root, "train", **_train_kwargs(config))
-        val_set = PairedImageDataset.from_root(data.root, "test", cache=data.cache)
+        root = data.path(data.root)
+        train_set = PairedImageDataset.from_root(root, "train", **_train_kwargs(config))
+        val_set = PairedImageDataset.from_root(root, "test", cache=data.cache)
+    if data.real_train:
+        real = PairedImageDataset.from_root(data.path(data.real_train), **_train_kwargs(config))
+        train_set = CombinedDataset([(train_set, 1), (real, data.real_train_repeat)])
     if data.val_limit:
         val_set = Subset(val_set, range(min(data.val_limit, len(val_set))))
     return train_set, val_set
@@ -209,6 +233,7 @@ class _Logger:
         if not self.enabled:
             return
         self.writer.writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.3f}", "train"])
+        self.csv.flush()  # a killed run loses at most the row being written
         if self.board is not None:
             self.board.add_scalar("train/loss", loss, step)
             self.board.add_scalar("train/lr", lr, step)
@@ -329,6 +354,9 @@ def train(
         with torch.no_grad():
             model.loss(first["low"].to(ctx.device), first["high"].to(ctx.device),
                        histeq=first["histeq"].to(ctx.device), generator=torch.Generator().manual_seed(0))
+        if ema is not None:
+            # The average starts from the initialised model, not from ActNorm's placeholders.
+            ema.shadow.load_state_dict(model.state_dict())
     if ctx.enabled:
         # The colour-map head is unused in steps that take the ground truth's prior.
         objective = nn.parallel.DistributedDataParallel(

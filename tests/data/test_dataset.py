@@ -178,3 +178,56 @@ def test_real_lol_pair_items(shared_dir):
     assert abs(full["low"].mean().item() * 255 - 7.3) < 0.05
     assert abs(full["high"].mean().item() * 255 - 87.2) < 0.05
     assert full["histeq"].mean() > 0.4
+
+
+def test_synthetic_items_are_reproducible_and_fresh_each_epoch(tmp_path):
+    from flowkit.data import LowLightSynthesizer, SyntheticPairDataset, write_scenes
+    from flowkit.models.llflow.histeq import equalize_hist
+
+    write_scenes(tmp_path / "photos", 3, 44, 52, seed=1)
+    make = lambda: SyntheticPairDataset.from_folder(  # noqa: E731
+        tmp_path / "photos", LowLightSynthesizer.lol(), patch_size=16, flip=True, seed=4)
+    a, b = make(), make()
+    first = a[1]
+    assert torch.equal(first["low"], b[1]["low"]) and torch.equal(first["histeq"], b[1]["histeq"])
+    a.set_epoch(1)
+    assert not torch.equal(a[1]["low"], first["low"])
+    assert first["low"].shape == first["high"].shape == first["histeq"].shape == (3, 16, 16)
+    assert first["low"].mean() < 0.5 * first["high"].mean()
+    # The equalization is of the whole low image (centre-cropped to 40x48), then cropped.
+    whole = SyntheticPairDataset.from_folder(tmp_path / "photos", LowLightSynthesizer.lol(), seed=4,
+                                             histeq=False)
+    generator = item_generator(4, 0, 1)
+    low_u8, _ = LowLightSynthesizer.lol()(whole._high(1), generator=generator)
+    top = int(torch.randint(0, 40 - 16 + 1, (1,), generator=generator))
+    left = int(torch.randint(0, 48 - 16 + 1, (1,), generator=generator))
+    flipped = bool(torch.rand((), generator=generator) < 0.5)
+    expected = (equalize_hist(low_u8).float() / 255)[:, top : top + 16, left : left + 16]
+    assert torch.equal(first["histeq"], expected.flip(-1) if flipped else expected)
+
+
+def test_synthetic_dataset_rejects_small_or_missing_images(tmp_path):
+    from flowkit.data import DatasetError, LowLightSynthesizer, SyntheticPairDataset, write_scenes
+
+    write_scenes(tmp_path / "photos", 1, 12, 12)
+    with pytest.raises(DatasetError, match="smaller than 16x16"):
+        SyntheticPairDataset.from_folder(tmp_path / "photos", LowLightSynthesizer(), patch_size=16)
+    with pytest.raises(DatasetError, match="found none"):
+        SyntheticPairDataset.from_folder(tmp_path / "absent", LowLightSynthesizer())
+    with pytest.raises(TypeError, match="synthesizer"):
+        SyntheticPairDataset.from_folder(tmp_path / "photos", "lol")
+
+
+def test_combined_dataset_repeats_parts_and_forwards_the_epoch(tmp_path):
+    from flowkit.data import CombinedDataset, LowLightSynthesizer, SyntheticPairDataset, write_scenes
+
+    write_scenes(tmp_path / "photos", 2, 16, 16)
+    synthetic = SyntheticPairDataset.from_folder(tmp_path / "photos", LowLightSynthesizer(), seed=1)
+    combined = CombinedDataset([(synthetic, 1), (["real"], 3)])
+    assert len(combined) == 5 and combined[-1] == "real" and combined[0]["name"] == "scene_0000"
+    combined.set_epoch(2)
+    assert synthetic.epoch == 2
+    with pytest.raises(ValueError, match="positive int"):
+        CombinedDataset([(synthetic, 0)])
+    with pytest.raises(IndexError):
+        combined[5]

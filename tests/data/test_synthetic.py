@@ -178,3 +178,52 @@ def test_scenes_are_deterministic_and_varied(tmp_path):
     assert torch.equal(read_image(paths[1], dtype=torch.uint8), make_scene(10, 12, seed=4 * 1_000_003 + 1))
     with pytest.raises(ValueError, match="positive size"):
         make_scene(0, 4)
+
+
+def test_channel_gains_cast_colour_and_noise_ratios_scale_each_channel():
+    flat = torch.full((3, 192, 192), 0.6, dtype=torch.float64)
+    params = LowLightParams(gamma=2.0, scale=0.3, shot_noise=0.0, read_noise=0.004,
+                            gains=(0.5, 1.0, 1.5), noise_ratios=(2.0, 1.0, 0.5))
+    low = darken(flat, params, generator=torch.Generator().manual_seed(0)).double() / 255
+    means, stds = low.mean((1, 2)), low.std((1, 2))
+    clean = 0.3 * 0.6**2
+    assert means.tolist() == pytest.approx([0.5 * clean, clean, 1.5 * clean], abs=1.5e-3)
+    quantisation = 1 / (12 * 255**2)
+    expected = [math.sqrt((0.004 * r) ** 2 + quantisation) for r in (2.0, 1.0, 0.5)]
+    assert stds.tolist() == pytest.approx(expected, rel=0.05)
+
+
+def test_gains_saturate_at_full_scale_before_the_noise():
+    params = LowLightParams(gamma=1.0, scale=1.0, shot_noise=0.0, read_noise=0.0, gains=(3.0, 1.0, 1.0))
+    assert darken(torch.full((3, 2, 2), 0.9), params)[0].max().item() == 255
+
+
+def test_large_photon_counts_use_the_normal_approximation_with_the_poisson_variance():
+    # a = 1e-5 at d = 0.2 is 20000 expected photons (normal branch); at d = 1e-4, 10 (exact branch).
+    from flowkit.data.synthetic import _add_noise
+
+    generator = torch.Generator().manual_seed(5)
+    for level, expected_var in ((0.2, 1e-5 * 0.2), (1e-4, 1e-5 * 1e-4)):
+        x = torch.full((3, 256, 256), level, dtype=torch.float64)
+        # Measured before the 8-bit rounding, which would hide variances this small.
+        noisy = _add_noise(x, 1e-5, 0.0, generator)
+        assert noisy.mean().item() == pytest.approx(level, rel=0.01)
+        assert noisy.var().item() == pytest.approx(expected_var, rel=0.05)
+    with pytest.raises(ValueError, match="RGB images"):
+        darken(torch.rand(2, 8, 8), LowLightParams(2.0, 0.3, 0.0, 0.0, gains=(0.5, 1.0, 1.0)))
+    with pytest.raises(ValueError, match="3 positive gains"):
+        darken(torch.rand(3, 8, 8), LowLightParams(2.0, 0.3, 0.0, 0.0, gains=(0.0, 1.0, 1.0)))
+
+
+def test_lol_preset_draws_casts_and_noise_ratios_within_its_ranges():
+    synth = LowLightSynthesizer.lol()
+    generator = torch.Generator().manual_seed(0)
+    draws = [synth.sample_params(generator) for _ in range(200)]
+    assert all(synth.red_gain[0] <= p.gains[0] <= synth.red_gain[1] and p.gains[1] == 1.0 for p in draws)
+    assert all(synth.blue_noise[0] <= p.noise_ratios[2] <= synth.blue_noise[1] for p in draws)
+    # The first four draws keep their meaning: the default synthesizer draws the same gamma.
+    first = LowLightSynthesizer().sample_params(torch.Generator().manual_seed(1))
+    wider = LowLightSynthesizer(red_gain=(0.5, 1.0)).sample_params(torch.Generator().manual_seed(1))
+    assert (first.gamma, first.scale, first.read_noise) == (wider.gamma, wider.scale, wider.read_noise)
+    with pytest.raises(ValueError, match="red_gain"):
+        LowLightSynthesizer(red_gain=(1.2, 1.0))

@@ -26,7 +26,7 @@ def test_warm_up_is_linear_then_halves_at_each_milestone():
 
 def test_shipped_configs_follow_the_reference_training_table():
     # SPEC section 6: niter, milestones, warm-up, batch, patch, optimiser per config.
-    assert shipped_configs() == ["lol", "lol_small", "lol_v2", "tiny"]
+    assert shipped_configs() == ["default", "lol", "lol_small", "lol_v2", "tiny"]
     lol, small, v2 = load_config("lol"), load_config("lol_small"), load_config("lol_v2")
     assert (lol.run.iterations, lol.optim.milestones, lol.optim.warmup) == (40000, (20000, 30000, 36000, 38000), 3000)
     assert (small.run.iterations, small.optim.milestones, small.optim.warmup) == (
@@ -57,3 +57,28 @@ def test_unknown_keys_and_sections_are_named(tmp_path):
 def test_missing_config_lists_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match="lol_small"):
         load_config("nonexistent")
+
+
+def test_default_recipe_trains_the_slim_small_net_on_calibrated_online_synthetic_pairs():
+    config = load_config("default")
+    model = config.llflow_config()
+    assert (model.encoder_channels, model.growth_channels, model.hidden_channels) == (24, 16, 32)
+    assert (model.encoder_blocks, model.steps_per_level, model.stack_blocks) == (4, 4, (1,))
+    data = config.data
+    assert data.synthetic_online and data.synthesizer == "lol" and data.real_train_repeat == 10
+    assert data.path(data.synthetic_source) == "../shared/data/photos/BSDS500"
+    assert data.path("/abs/photos") == "/abs/photos" and data.path("scenes") == "scenes"
+    assert config.run.amp == "none" and config.optim.milestones[-1] < config.run.iterations
+
+
+def test_new_data_keys_are_validated_with_their_names(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[data]\nsynthetic_source = 'photos'\nsynthesizer = 'lool'\n")
+    with pytest.raises(ValueError, match=r"\[data\] synthesizer must be one of \['default', 'lol'\]"):
+        load_config(bad)
+    bad.write_text("[data]\nsynthetic_source = 'photos'\nreal_train_repeat = 0\n")
+    with pytest.raises(ValueError, match="real_train_repeat must be a positive int"):
+        load_config(bad)
+    bad.write_text("[data]\nsynthetic_source = 'scenes'\nsynthetic_online = true\n")
+    with pytest.raises(ValueError, match="synthetic_online needs synthetic_source to be a folder"):
+        load_config(bad)
