@@ -24,6 +24,10 @@ repository, see the LLFlow SPEC §5 and §0.11), which produced the published nu
    columns (:func:`ssim_columns`), while scikit-image >= 0.20 ignores the argument and computes
    the 2-D SSIM. :func:`reference_metrics` reports both.
 
+**Perceptual distance**: :func:`lpips`, LPIPS with AlexNet and the v0.1 heads
+(:class:`flowkit.nn.LPIPS`, weights shipped with flowkit), as the LLFlow paper and most
+low-light papers report it.
+
 GT-mean alignment uses the ground truth at test time, so it is never applied silently: every
 function that can use it takes it as an explicit argument.
 """
@@ -34,13 +38,14 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from flowkit.data.io import to_uint8
 
 __all__ = [
     "GRAY_WEIGHTS",
     "gt_mean_align",
+    "lpips",
     "psnr",
     "reference_metrics",
     "rgb_to_gray",
@@ -420,3 +425,42 @@ def reference_metrics(
         "ssim_gray_columns": ssim_columns(gray_pred, gray_target, data_range=255.0),
         "ssim_rgb": ssim(pred_u8, target_u8, **skimage_default),
     }
+
+
+_LPIPS: dict[torch.device, nn.Module] = {}
+
+
+def lpips(pred: Tensor, target: Tensor) -> Tensor:
+    """LPIPS distance (AlexNet, v0.1, as published) per image; lower is more similar.
+
+    The network (:class:`flowkit.nn.LPIPS`, weights shipped with flowkit and sha256-checked)
+    is loaded once per device and kept. Images are float in [0, 1], at least 32x32; the
+    computation runs in float32 without autograd (use :class:`flowkit.nn.LPIPS` directly for a
+    differentiable loss).
+
+    Args:
+        pred, target: images ``(..., 3, H, W)`` of the same shape.
+
+    Returns:
+        float64 tensor of shape ``(...)``.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.metrics import lpips
+        >>> x = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(0))
+        >>> d = lpips(x, (x + 0.1).clamp(0, 1))
+        >>> d.shape, d.dtype, bool((d > 0).all()), lpips(x, x).tolist()
+        (torch.Size([2]), torch.float64, True, [0.0, 0.0])
+    """
+    _check_pair("lpips", pred, target, min_size=32)
+    from flowkit.nn.lpips import LPIPS
+
+    device = pred.device
+    if device not in _LPIPS:
+        _LPIPS[device] = LPIPS.pretrained().to(device)
+    lead = pred.shape[:-3]
+    flat_pred, flat_target = pred.reshape(-1, *pred.shape[-3:]), target.reshape(-1, *target.shape[-3:])
+    if flat_pred.dtype == torch.uint8:
+        flat_pred, flat_target = flat_pred.float() / 255, flat_target.float() / 255
+    with torch.no_grad():
+        return _LPIPS[device](flat_pred.float(), flat_target.float()).double().reshape(lead)
