@@ -8,6 +8,8 @@ it and carry on.
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -198,7 +200,8 @@ def write_image(path: str | Path, image: Tensor) -> None:
     """Write a (3, H, W) image as an 8-bit file whose format follows the suffix (PNG is lossless).
 
     Float images are taken to be in [0, 1] and rounded (see :func:`to_uint8`). Parent folders are
-    created.
+    created. The file is written to a temporary file in the same folder and renamed into place,
+    so a failed write leaves any earlier file intact; the error names the file.
 
     Args:
         path: where to write.
@@ -220,4 +223,19 @@ def write_image(path: str | Path, image: Tensor) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pixels = to_uint8(image.detach().cpu()).permute(1, 2, 0).contiguous().numpy()
-    Image.fromarray(pixels).save(path)
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format is None:
+        raise ValueError(f"write_image: cannot tell an image format from the suffix of {path}")
+    # Written beside the target and renamed into place: a crash or a full disk never leaves a
+    # half-written file under the final name, and an earlier file survives a failed write.
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            Image.fromarray(pixels).save(out, format=image_format)
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, ImageReadError):
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
+        raise

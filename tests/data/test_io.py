@@ -137,3 +137,21 @@ def test_to_uint8_truncate_matches_numpy_astype_and_round_is_exact_on_8bit_value
     assert torch.equal(to_uint8(levels), torch.arange(256).to(torch.uint8))
     with pytest.raises(ValueError, match="rounding"):
         to_uint8(levels, rounding="floor")
+
+
+def test_a_failed_write_keeps_the_earlier_file_and_names_the_target(tmp_path, monkeypatch):
+    path = tmp_path / "out.png"
+    first = torch.zeros(3, 4, 4, dtype=torch.uint8)
+    write_image(path, first)
+
+    def full_disk(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("flowkit.data.io.os.replace", full_disk)
+    with pytest.raises(OSError, match=r"cannot write .*out.png: No space left on device"):
+        write_image(path, torch.ones(3, 4, 4))
+    monkeypatch.undo()
+    assert torch.equal(read_image(path, dtype=torch.uint8), first)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary left behind
+    with pytest.raises(ValueError, match="suffix"):
+        write_image(tmp_path / "out.unknown", first)
