@@ -1,0 +1,376 @@
+r"""Element-wise monotone transforms: the maps that couplings and autoregressive layers apply.
+
+A coupling or an autoregressive layer computes parameters :math:`\theta_i` for each element it
+transforms (with a sub-network of the other elements and the conditioning) and maps the element by
+a strictly increasing scalar function :math:`y_i = f(x_i; \theta_i)`. The Jacobian is then
+triangular, and :math:`\log|\det J| = \sum_i \log f'(x_i; \theta_i)`. This module holds the
+functions :math:`f`: :class:`AffineTransform`, :class:`AdditiveTransform` and the
+:class:`RationalQuadraticSpline` of Neural Spline Flows. They have no learned parameters of their
+own; the layer that uses one owns the sub-network.
+
+**Parameter layout.** A transform with ``P = params_per_element`` reads, for an input ``x`` of
+shape ``(B, C, *spatial)``, a sub-network output ``h`` of shape ``(B, C * P, *spatial)`` grouped
+by element: channels ``c * P`` to ``c * P + P - 1`` of ``h`` parametrise channel ``c`` of ``x``.
+For the affine transform (``P = 2``: shift, raw scale) this is the ``"cross"`` layout of
+:class:`~flowkit.layers.AffineCoupling`. A zero ``h`` is the identity map for every transform
+here (except the sigmoid-scaled affine, which starts at a constant scale, as Glow's coupling).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowkit.kernels import fused_affine
+from flowkit.kernels.reference import compute_dtype
+
+__all__ = [
+    "AdditiveTransform",
+    "AffineTransform",
+    "MonotoneTransform",
+    "RationalQuadraticSpline",
+    "soft_clamp",
+]
+
+
+def soft_clamp(raw: Tensor, clamp: float | None) -> Tensor:
+    r"""``clamp * tanh(raw / clamp)``: a smooth bound on a log-scale (``None``: no bound).
+
+    A soft bound keeps ``exp(log_scale)`` in ``[e^{-c}, e^{c}]`` without the zero gradient of a hard
+    clip, which is what keeps affine flows from diverging early in training.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.transforms import soft_clamp
+        >>> soft_clamp(torch.tensor([0.0, 100.0]), 2.0).tolist()
+        [0.0, 2.0]
+    """
+    if clamp is None:
+        return raw
+    return clamp * torch.tanh(raw / clamp)
+
+
+class MonotoneTransform(nn.Module):
+    r"""Base class of the element-wise strictly increasing maps :math:`y = f(x; \theta)`.
+
+    Subclasses set :attr:`params_per_element` and implement :meth:`forward` and :meth:`inverse`
+    on unpacked parameters; :meth:`map` is what layers call with a sub-network's output.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.transforms import AffineTransform
+        >>> f = AffineTransform()
+        >>> x, h = torch.randn(3, 4), torch.zeros(3, 4 * f.params_per_element)
+        >>> y, logdet = f.map(x, h)          # zero parameters: the identity
+        >>> torch.equal(y, x), logdet.tolist()
+        (True, [0.0, 0.0, 0.0])
+    """
+
+    params_per_element: int
+    """How many sub-network outputs parametrise one element (``P``)."""
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """``(f(x), log f'(x))`` element-wise; ``params`` has shape ``(*x.shape, P)``."""
+        raise NotImplementedError
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        r"""``(f^{-1}(y), log (f^{-1})'(y))`` element-wise; ``params`` has shape ``(*y.shape, P)``."""
+        raise NotImplementedError
+
+    def unpack(self, h: Tensor, like: Tensor) -> Tensor:
+        """``h`` of shape ``(B, C * P, *spatial)`` as ``(B, C, *spatial, P)`` (a view, no copy)."""
+        p = self.params_per_element
+        expected = (like.shape[0], like.shape[1] * p, *like.shape[2:])
+        if tuple(h.shape) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects {p} parameters per element: an h of shape {expected} "
+                f"for an input of shape {tuple(like.shape)}, got {tuple(h.shape)}"
+            )
+        return h.unflatten(1, (like.shape[1], p)).movedim(2, -1)
+
+    def map(
+        self, x: Tensor, h: Tensor, *, inverse: bool = False, keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Apply the transform (or its inverse) with the packed parameters ``h``.
+
+        Args:
+            x: ``(B, C, *spatial)`` input.
+            h: ``(B, C * P, *spatial)`` parameters, grouped by element (see the module docs).
+            inverse: apply :math:`f^{-1}` instead of :math:`f`.
+            keep: optional boolean mask broadcastable to ``x``; where it is ``True`` the element
+                passes through unchanged and adds nothing to the log-determinant (masked couplings).
+
+        Returns:
+            ``(y, logdet)`` with ``logdet`` of shape ``(B,)``, float32 or float64.
+        """
+        params = self.unpack(h, x)
+        y, log_derivative = self.inverse(x, params) if inverse else self.forward(x, params)
+        if keep is not None:
+            y = torch.where(keep, x, y)
+            log_derivative = torch.where(keep, torch.zeros_like(log_derivative), log_derivative)
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        return y, log_derivative.flatten(1).sum(1).to(dtype)
+
+    def _check_params(self, x: Tensor, params: Tensor) -> None:
+        p = self.params_per_element
+        if tuple(params.shape) != (*x.shape, p):
+            raise ValueError(
+                f"{type(self).__name__} expects parameters of shape {(*x.shape, p)} "
+                f"({p} per element of an input of shape {tuple(x.shape)}), got {tuple(params.shape)}"
+            )
+
+
+class AdditiveTransform(MonotoneTransform):
+    """The shift ``y = x + t`` (NICE), volume preserving: one parameter per element.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.transforms import AdditiveTransform
+        >>> y, log_derivative = AdditiveTransform()(torch.zeros(1, 2), torch.ones(1, 2, 1))
+        >>> y.tolist(), log_derivative.tolist()
+        ([[1.0, 1.0]], [[0.0, 0.0]])
+    """
+
+    params_per_element = 1
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_params(x, params)
+        return x + params[..., 0], torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_params(y, params)
+        return y - params[..., 0], torch.zeros_like(y, dtype=torch.promote_types(y.dtype, torch.float32))
+
+
+class AffineTransform(MonotoneTransform):
+    r"""The affine map ``y = (x + t) * s`` with two parameters per element: shift ``t``, raw scale.
+
+    ``scale="exp"`` (default): :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp``
+    (``None``: plain ``exp``), so zero parameters are the identity. ``scale="sigmoid"``:
+    :math:`s = \sigma(\text{raw} + 2) + \epsilon`, Glow's choice, computed by
+    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA) when no ``keep`` mask is given.
+
+    Args:
+        scale: ``"exp"`` or ``"sigmoid"``.
+        clamp: the soft bound on ``|log s|`` for ``"exp"`` (positive, or ``None``).
+        eps: the floor added to the sigmoid scale.
+
+    Example:
+        >>> import math, torch
+        >>> from flowkit.transforms import AffineTransform
+        >>> params = torch.tensor([[[1.0, math.log(2.0)]]])     # shift 1, scale 2
+        >>> y, log_derivative = AffineTransform(clamp=None)(torch.tensor([[3.0]]), params)
+        >>> y.item(), round(log_derivative.item(), 6) == round(math.log(2.0), 6)
+        (8.0, True)
+    """
+
+    params_per_element = 2
+
+    def __init__(
+        self, scale: Literal["exp", "sigmoid"] = "exp", clamp: float | None = 3.0, eps: float = 1e-4
+    ) -> None:
+        super().__init__()
+        if scale not in ("exp", "sigmoid"):
+            raise ValueError(f"AffineTransform: scale must be 'exp' or 'sigmoid', got {scale!r}")
+        if clamp is not None and not clamp > 0:
+            raise ValueError(f"AffineTransform: clamp must be positive or None, got {clamp}")
+        if not eps >= 0:
+            raise ValueError(f"AffineTransform: eps must be >= 0, got {eps}")
+        self.scale = scale
+        self.clamp = clamp
+        self.eps = eps
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale!r}, clamp={self.clamp}" if self.scale == "exp" else f"scale='sigmoid', eps={self.eps}"
+
+    def _log_scale(self, raw: Tensor) -> Tensor:
+        if self.scale == "exp":
+            return soft_clamp(raw, self.clamp)
+        return torch.log(torch.sigmoid(raw + 2.0) + self.eps)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_params(x, params)
+        log_scale = self._log_scale(params[..., 1])
+        return (x + params[..., 0]) * torch.exp(log_scale), log_scale
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        self._check_params(y, params)
+        log_scale = self._log_scale(params[..., 1])
+        return y * torch.exp(-log_scale) - params[..., 0], -log_scale
+
+    def map(
+        self, x: Tensor, h: Tensor, *, inverse: bool = False, keep: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        if self.scale == "sigmoid" and keep is None:
+            self.unpack(h, x)  # the shape check, with this class's message
+            return fused_affine(x, h, eps=self.eps, layout="cross", inverse=inverse)
+        return super().map(x, h, inverse=inverse, keep=keep)
+
+
+class RationalQuadraticSpline(MonotoneTransform):
+    r"""The monotone rational-quadratic spline of Neural Spline Flows (Durkan et al., 2019).
+
+    On ``[-bound, bound]`` the map is a spline of ``bins`` rational-quadratic pieces through
+    ``bins + 1`` increasing knots :math:`(x^{(k)}, y^{(k)})`, with positive derivatives
+    :math:`\delta^{(k)}` at the knots; outside it is the identity (linear tails), and the
+    derivative at both ends is 1 so that the map is :math:`C^1`. In bin :math:`k`, with
+    :math:`w_k, h_k` the bin's width and height, :math:`s_k = h_k / w_k` and
+    :math:`\xi = (x - x^{(k)}) / w_k`:
+
+    .. math::
+        f(x) = y^{(k)} + \frac{h_k \left[s_k \xi^2 + \delta^{(k)} \xi (1 - \xi)\right]}
+                              {s_k + \left[\delta^{(k+1)} + \delta^{(k)} - 2 s_k\right] \xi (1 - \xi)},
+
+    whose derivative is closed-form too (the log-determinant is exact). The inverse solves the
+    quadratic in :math:`\xi` in the form :math:`\xi = 2c / (-b - \sqrt{b^2 - 4ac})`, which does
+    not cancel catastrophically when :math:`a` is small.
+
+    **Parameters** (``3 * bins - 1`` per element, in this order): ``bins`` unnormalised widths,
+    ``bins`` unnormalised heights (each passed through a softmax, then floored at
+    ``min_bin_width`` / ``min_bin_height`` of the interval), and ``bins - 1`` raw derivatives at
+    the inner knots, :math:`\delta = \delta_{\min} + \text{softplus}(\text{raw} + b)` with
+    :math:`b` chosen so that a zero raw value gives :math:`\delta = 1`: zero parameters are the
+    identity.
+
+    Args:
+        bins: number of bins ``K`` (>= 1).
+        bound: the spline acts on ``[-bound, bound]``, the identity elsewhere.
+        min_bin_width: smallest bin width, as a fraction of ``2 * bound``; ``bins * min_bin_width < 1``.
+        min_bin_height: smallest bin height, likewise.
+        min_derivative: smallest knot derivative, in ``(0, 1)``.
+
+    References:
+        C. Durkan, A. Bekasov, I. Murray, G. Papamakarios. Neural Spline Flows. NeurIPS 2019.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.transforms import RationalQuadraticSpline
+        >>> spline = RationalQuadraticSpline(bins=4, bound=3.0)
+        >>> x = torch.tensor([[-5.0, 0.3, 2.0]])
+        >>> params = torch.randn(1, 3, spline.params_per_element)
+        >>> y, log_derivative = spline(x, params)
+        >>> y[0, 0].item()                        # a tail: the identity
+        -5.0
+        >>> torch.allclose(spline.inverse(y, params)[0], x, atol=1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        bins: int = 8,
+        bound: float = 5.0,
+        *,
+        min_bin_width: float = 1e-3,
+        min_bin_height: float = 1e-3,
+        min_derivative: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+            raise ValueError(f"RationalQuadraticSpline: bins must be an integer >= 1, got {bins!r}")
+        if not (math.isfinite(bound) and bound > 0):
+            raise ValueError(f"RationalQuadraticSpline: bound must be positive and finite, got {bound}")
+        for name, value in (("min_bin_width", min_bin_width), ("min_bin_height", min_bin_height)):
+            if not 0 <= value * bins < 1:
+                raise ValueError(
+                    f"RationalQuadraticSpline: {name} must be in [0, 1/bins) = [0, {1 / bins:.4g}) "
+                    f"so that {bins} bins fit, got {value}"
+                )
+        if not 0 < min_derivative < 1:
+            raise ValueError(
+                f"RationalQuadraticSpline: min_derivative must be in (0, 1) (the identity has "
+                f"derivative 1), got {min_derivative}"
+            )
+        self.bins = bins
+        self.bound = float(bound)
+        self.min_bin_width = min_bin_width
+        self.min_bin_height = min_bin_height
+        self.min_derivative = min_derivative
+        self.params_per_element = 3 * bins - 1
+        # softplus(0 + offset) = 1 - min_derivative, so that zero raw derivatives give 1.
+        self._derivative_offset = math.log(math.expm1(1.0 - min_derivative))
+
+    def extra_repr(self) -> str:
+        return f"bins={self.bins}, bound={self.bound}"
+
+    def _knots(self, raw: Tensor, minimum: float) -> tuple[Tensor, Tensor]:
+        """Knot positions ``(..., K + 1)`` from ``-bound`` to ``bound``, and the bin sizes ``(..., K)``."""
+        fractions = minimum + (1.0 - minimum * self.bins) * torch.softmax(raw, dim=-1)
+        inner = 2.0 * self.bound * torch.cumsum(fractions[..., :-1], dim=-1) - self.bound
+        # The end knots are set exactly rather than summed, so the spline meets its tails exactly.
+        ends = inner.new_full((*inner.shape[:-1], 1), self.bound)
+        knots = torch.cat([-ends, inner, ends], dim=-1)
+        return knots, knots[..., 1:] - knots[..., :-1]
+
+    def _spline(self, params: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        params = params.to(dtype)
+        k = self.bins
+        x_knots, widths = self._knots(params[..., :k], self.min_bin_width)
+        y_knots, heights = self._knots(params[..., k : 2 * k], self.min_bin_height)
+        inner = self.min_derivative + F.softplus(params[..., 2 * k :] + self._derivative_offset)
+        ones = inner.new_ones((*inner.shape[:-1], 1))
+        return x_knots, widths, y_knots, heights, torch.cat([ones, inner, ones], dim=-1)
+
+    @staticmethod
+    def _bin(knots: Tensor, value: Tensor) -> Tensor:
+        # The bin index is the number of inner knots at or below the value: no searchsorted, so it
+        # traces into one fused comparison under torch.compile.
+        return (value.unsqueeze(-1) >= knots[..., 1:-1]).sum(dim=-1, keepdim=True)
+
+    @staticmethod
+    def _denominator(xi: Tensor, slope: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
+        # s + (d0 + d1 - 2s) xi (1 - xi), regrouped as a sum of positive terms: no cancellation
+        # when s is large against the knot derivatives.
+        return slope * (xi.square() + (1 - xi).square()) + (d0 + d1) * xi * (1 - xi)
+
+    def _log_derivative(self, xi: Tensor, slope: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
+        numerator = d1 * xi.square() + 2 * slope * xi * (1 - xi) + d0 * (1 - xi).square()
+        return 2 * torch.log(slope) + torch.log(numerator) - 2 * torch.log(self._denominator(xi, slope, d0, d1))
+
+    def _bin_of(self, params: Tensor, value: Tensor, by_output: bool) -> tuple[Tensor, ...]:
+        """``(x0, width, y0, height, d0, d1)`` of the bin holding each (clamped) element of ``value``."""
+        x_knots, widths, y_knots, heights, derivatives = self._spline(params, value.dtype)
+        index = self._bin(y_knots if by_output else x_knots, value)
+        picked = [t.gather(-1, index)[..., 0] for t in (x_knots, widths, y_knots, heights, derivatives)]
+        return (*picked, derivatives.gather(-1, index + 1)[..., 0])
+
+    def _clamped(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        """``x`` in the compute dtype, clamped to ``[-bound, bound]``; and where it was inside."""
+        self._check_params(x, params)
+        xc = x.to(compute_dtype(x))
+        # Evaluating the spline at the clamped value keeps the tail elements finite, so that the
+        # torch.where of _with_tails does not pass NaN gradients from the branch it discards.
+        return xc.clamp(-self.bound, self.bound), (xc >= -self.bound) & (xc <= self.bound)
+
+    @staticmethod
+    def _with_tails(inside: Tensor, spline: Tensor, x: Tensor, log_derivative: Tensor) -> tuple[Tensor, Tensor]:
+        """The spline's value inside, the identity (log-derivative 0) in the tails."""
+        tail_log_derivative = torch.zeros_like(log_derivative)
+        spline = torch.where(inside, spline, x.to(spline.dtype))
+        return spline.to(x.dtype), torch.where(inside, log_derivative, tail_log_derivative)
+
+    def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        xs, inside = self._clamped(x, params)
+        x0, w, y0, h, d0, d1 = self._bin_of(params, xs, by_output=False)
+        slope = h / w
+        xi = (xs - x0) / w
+        y = y0 + h * (slope * xi.square() + d0 * xi * (1 - xi)) / self._denominator(xi, slope, d0, d1)
+        return self._with_tails(inside, y, x, self._log_derivative(xi, slope, d0, d1))
+
+    def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+        ys, inside = self._clamped(y, params)
+        x0, w, y0, h, d0, d1 = self._bin_of(params, ys, by_output=True)
+        slope = h / w
+        rise = ys - y0
+        curvature = d0 + d1 - 2 * slope
+        a = h * (slope - d0) + rise * curvature
+        b = h * d0 - rise * curvature
+        c = -slope * rise
+        discriminant = (b.square() - 4 * a * c).clamp_min(0)
+        # The root in [0, 1], written as 2c / (-b - sqrt(.)) rather than (-b + sqrt(.)) / 2a: the
+        # textbook form cancels catastrophically (and divides by ~0) where the bin is nearly linear.
+        xi = (2 * c / (-b - torch.sqrt(discriminant))).clamp(0, 1)
+        return self._with_tails(inside, x0 + xi * w, y, -self._log_derivative(xi, slope, d0, d1))
