@@ -2,7 +2,13 @@
 
 from flowkit.layers.actnorm import ActNorm
 from flowkit.layers.conv1x1 import InvConv1x1
-from flowkit.layers.coupling import AdditiveCoupling, AffineCoupling
+from flowkit.layers.coupling import (
+    AdditiveCoupling,
+    AffineCoupling,
+    CheckerboardCoupling,
+    Coupling,
+    alternating_mask,
+)
 from flowkit.layers.injector import AffineInjector
 from flowkit.layers.permute import Permute
 from flowkit.layers.split import Split
@@ -13,8 +19,11 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "AffineInjector",
+    "CheckerboardCoupling",
+    "Coupling",
     "InvConv1x1",
     "Permute",
     "Split",
     "Squeeze",
+    "alternating_mask",
 ]

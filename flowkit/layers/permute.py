@@ -1,4 +1,4 @@
-"""Fixed channel permutations: reversal or a random shuffle."""
+"""Fixed channel permutations: reversal, swapping the halves, or a random shuffle."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ class Permute(Flow):
     """Reorders channels by a fixed permutation (volume preserving, logdet 0).
 
     ``mode="reverse"`` reverses the channel order (RealNVP/Glow's cheap mixing);
-    ``mode="shuffle"`` draws a random permutation from torch's RNG (or ``generator``) at
-    construction. The permutation is a buffer, so it is saved with the model.
+    ``mode="swap"`` swaps the halves, ``[x[:, C//2:], x[:, :C//2]]``, so that the channels a
+    coupling with the default split transformed condition the next one; ``mode="shuffle"`` draws a
+    random permutation from torch's RNG (or ``generator``) at construction. The permutation is a
+    buffer, so it is saved with the model.
 
     Example:
         >>> import torch
@@ -26,6 +28,8 @@ class Permute(Flow):
         >>> y, _ = Permute(3)(torch.tensor([[1., 2., 3.]]))
         >>> y.tolist()
         [[3.0, 2.0, 1.0]]
+        >>> Permute(5, "swap")(torch.arange(5.).view(1, 5))[0].tolist()
+        [[2.0, 3.0, 4.0, 0.0, 1.0]]
     """
 
     permutation: Tensor
@@ -36,16 +40,18 @@ class Permute(Flow):
     def __init__(
         self,
         channels: int,
-        mode: Literal["reverse", "shuffle"] = "reverse",
+        mode: Literal["reverse", "swap", "shuffle"] = "reverse",
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         if mode == "reverse":
             perm = torch.arange(channels - 1, -1, -1)
+        elif mode == "swap":
+            perm = torch.roll(torch.arange(channels), -(channels // 2))
         elif mode == "shuffle":
             perm = torch.randperm(channels, generator=generator)
         else:
-            raise ValueError(f"Permute mode must be 'reverse' or 'shuffle', got {mode!r}")
+            raise ValueError(f"Permute mode must be 'reverse', 'swap' or 'shuffle', got {mode!r}")
         self.channels = channels
         self.mode = mode
         self.register_buffer("permutation", perm)

@@ -5,13 +5,20 @@ import math
 import pytest
 import torch
 from flow_strategies import DTYPES, image_shapes, perturbed, randn
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from flowkit.layers import AdditiveCoupling, AffineCoupling
+from flowkit.layers import (
+    AdditiveCoupling,
+    AffineCoupling,
+    CheckerboardCoupling,
+    Coupling,
+    alternating_mask,
+)
 from flowkit.nn import conv_subnet, mlp_subnet
 from flowkit.testing import check_flow
+from flowkit.transforms import AdditiveTransform, AffineTransform, RationalQuadraticSpline
 
 
 def small_conv(cin, cout):
@@ -117,3 +124,143 @@ def test_subnet_with_the_wrong_output_is_an_error():
 def test_bad_split_is_an_error():
     with pytest.raises(ValueError, match="0 < split < 4"):
         AffineCoupling(4, split=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Coupling with any element-wise transform, masks, checkerboard.
+
+TRANSFORMS = {
+    "affine": lambda: AffineTransform(),
+    "affine_sigmoid": lambda: AffineTransform("sigmoid"),
+    "additive": lambda: AdditiveTransform(),
+    "spline": lambda: RationalQuadraticSpline(bins=4, bound=2.0),
+}
+
+
+def tiny_mlp(cin, cout):
+    return mlp_subnet(cin, cout, hidden_features=8)
+
+
+@settings(max_examples=20)
+@given(
+    batch=st.integers(1, 3),
+    features=st.integers(2, 6),
+    transform=st.sampled_from(sorted(TRANSFORMS)),
+    cond_features=st.integers(0, 2),
+    mask_kind=st.sampled_from(["split", "alternating", "custom"]),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+def test_perturbed_coupling_on_vectors_is_a_flow(batch, features, transform, cond_features, mask_kind, data, seed):
+    if mask_kind == "split":
+        options = {"split": data.draw(st.integers(1, features - 1))}
+    elif mask_kind == "alternating":
+        options = {"mask": alternating_mask(features, data.draw(st.integers(0, 1)))}
+    else:
+        mask = data.draw(st.lists(st.booleans(), min_size=features, max_size=features).filter(lambda m: 0 < sum(m) < len(m)))
+        options = {"mask": mask}
+    layer = Coupling(features, TRANSFORMS[transform](), tiny_mlp, cond_features, **options)
+    layer = perturbed(layer, seed, scale=0.5, dtype=torch.float64)
+    cond = randn((batch, cond_features), seed + 1, torch.float64) if cond_features else None
+    check_flow(layer, 1.5 * randn((batch, features), seed, torch.float64), cond)
+
+
+@settings(max_examples=10)
+@given(
+    shape=image_shapes(max_channels=3, max_side=3),
+    transform=st.sampled_from(sorted(TRANSFORMS)),
+    cond_channels=st.integers(0, 2),
+    dtype=DTYPES,
+    seed=st.integers(0, 2**16),
+)
+def test_perturbed_coupling_on_images_is_a_flow(shape, transform, cond_channels, dtype, seed):
+    layer = perturbed(Coupling(shape[1], TRANSFORMS[transform](), tiny_conv, cond_channels), seed, 0.3, dtype)
+    cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, dtype) if cond_channels else None
+    check_flow(layer, randn(shape, seed, dtype), cond)
+
+
+@settings(max_examples=10)
+@given(
+    shape=image_shapes(max_channels=3, max_side=4),
+    transform=st.sampled_from(sorted(TRANSFORMS)),
+    cond_channels=st.integers(0, 2),
+    parity=st.integers(0, 1),
+    seed=st.integers(0, 2**16),
+)
+def test_perturbed_checkerboard_coupling_is_a_flow(shape, transform, cond_channels, parity, seed):
+    layer = CheckerboardCoupling(shape[1], TRANSFORMS[transform](), tiny_conv, cond_channels, parity)
+    layer = perturbed(layer, seed, 0.3, torch.float64)
+    cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, torch.float64) if cond_channels else None
+    check_flow(layer, randn(shape, seed, torch.float64), cond)
+
+
+def tiny_conv(cin, cout):
+    return conv_subnet(cin, cout, hidden_channels=4)
+
+
+def test_checkerboard_passes_one_colour_through_and_the_subnet_never_sees_the_other():
+    layer = perturbed(CheckerboardCoupling(2, subnet=tiny_conv, parity=0), 0, 0.5)
+    x = torch.randn(1, 2, 4, 4)
+    y, _ = layer(x)
+    passive = (torch.arange(4)[:, None] + torch.arange(4)) % 2 == 0
+    assert torch.equal(y[..., passive], x[..., passive])
+    assert not torch.allclose(y[..., ~passive], x[..., ~passive])
+    changed = x.clone()
+    changed[..., ~passive] += 1.0  # moving the transformed pixels does not move their parameters
+    torch.testing.assert_close(layer(changed)[1], layer(x)[1])  # the affine logdet depends on them alone
+
+
+def test_masked_coupling_passes_the_masked_channels_through():
+    mask = [False, True, True, False, False]
+    layer = perturbed(Coupling(5, RationalQuadraticSpline(3), tiny_mlp, mask=mask), 1, 0.5)
+    x = torch.randn(4, 5)
+    y, _ = layer(x)
+    assert torch.equal(y[:, [1, 2]], x[:, [1, 2]])
+    assert not torch.allclose(y[:, [0, 3, 4]], x[:, [0, 3, 4]])
+    assert layer.subnet[0].in_features == 2 and layer.subnet[-1].out_features == 3 * 8
+
+
+def test_a_fresh_spline_coupling_is_the_identity():
+    layer = Coupling(3, RationalQuadraticSpline(5), tiny_mlp, cond_channels=1)
+    x = 3 * torch.randn(6, 3)
+    y, logdet = layer(x, torch.randn(6, 1))
+    torch.testing.assert_close(y, x)
+    torch.testing.assert_close(logdet, torch.zeros(6))
+
+
+def test_coupling_with_the_sigmoid_affine_equals_affine_coupling_with_the_cross_layout():
+    affine = perturbed(AffineCoupling(4, tiny_conv, cond_channels=1, layout="cross"), 2, 0.3)
+    general = Coupling(4, AffineTransform("sigmoid"), tiny_conv, cond_channels=1)
+    general.load_state_dict(affine.state_dict())
+    x, c = torch.randn(2, 4, 3, 3), torch.randn(2, 1, 3, 3)
+    torch.testing.assert_close(general(x, c), affine(x, c))
+
+
+def test_image_default_subnet_on_vectors_says_what_to_pass():
+    for layer in (Coupling(4), AffineCoupling(4), AdditiveCoupling(4)):
+        with pytest.raises(ValueError, match=r"default subnet is convolutional.*\(5, 2\).*subnet=flowkit.nn.mlp_subnet"):
+            layer(torch.randn(5, 4))
+    with pytest.raises(ValueError, match=r"expects images \(B, C, H, W\), got shape \(5, 4\)"):
+        CheckerboardCoupling(4, subnet=tiny_mlp)(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"split": 2, "mask": [True, False, True, False]}, "give split or mask, not both"),
+        ({"mask": [True, True, True, True]}, "both True and False entries"),
+        ({"mask": [True, False]}, r"mask must be 4 booleans .*shape \(2,\)"),
+        ({"mask": torch.tensor([1, 0, 1, 0])}, r"mask must be 4 booleans .*torch.int64"),
+        ({"transform": nn.Identity()}, "transform must be a flowkit.transforms.MonotoneTransform, got Identity"),
+    ],
+)
+def test_bad_coupling_settings_are_errors(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        Coupling(4, **kwargs)
+
+
+def test_alternating_masks_and_checkerboard_parity_are_validated():
+    with pytest.raises(ValueError, match="parity must be 0 or 1, got 2"):
+        alternating_mask(4, 2)
+    with pytest.raises(ValueError, match="parity must be 0 or 1, got -1"):
+        CheckerboardCoupling(2, parity=-1)
