@@ -34,6 +34,7 @@ __all__ = [
     "MonotoneTransform",
     "RationalQuadraticSpline",
     "soft_clamp",
+    "transform_or_default",
 ]
 
 
@@ -52,6 +53,23 @@ def soft_clamp(raw: Tensor, clamp: float | None) -> Tensor:
     if clamp is None:
         return raw
     return clamp * torch.tanh(raw / clamp)
+
+
+def transform_or_default(owner: str, transform: MonotoneTransform | None) -> MonotoneTransform:
+    """``transform``, or the soft-clamped exp :class:`AffineTransform` for ``None``; a clear error otherwise.
+
+    Example:
+        >>> from flowkit.transforms import transform_or_default
+        >>> transform_or_default("MyLayer", None)
+        AffineTransform(scale='exp', clamp=3.0)
+    """
+    if transform is None:
+        return AffineTransform()
+    if not isinstance(transform, MonotoneTransform):
+        raise TypeError(
+            f"{owner}: transform must be a flowkit.transforms.MonotoneTransform, got {type(transform).__name__}"
+        )
+    return transform
 
 
 class MonotoneTransform(nn.Module):

@@ -1,6 +1,7 @@
 """Invertible layers, one family per module. Each is a :class:`flowkit.Flow`."""
 
 from flowkit.layers.actnorm import ActNorm
+from flowkit.layers.autoregressive import MADE, InverseAutoregressive, MaskedAutoregressive
 from flowkit.layers.conv1x1 import InvConv1x1
 from flowkit.layers.coupling import (
     AdditiveCoupling,
@@ -15,6 +16,7 @@ from flowkit.layers.split import Split
 from flowkit.layers.squeeze import Squeeze
 
 __all__ = [
+    "MADE",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",
@@ -22,6 +24,8 @@ __all__ = [
     "CheckerboardCoupling",
     "Coupling",
     "InvConv1x1",
+    "InverseAutoregressive",
+    "MaskedAutoregressive",
     "Permute",
     "Split",
     "Squeeze",

@@ -21,7 +21,7 @@ from flowkit.core import Flow, zero_logdet
 from flowkit.kernels import fused_affine
 from flowkit.kernels.reference import split_shift_scale
 from flowkit.layers._subnet import SubnetSpec, build_subnet, run_subnet
-from flowkit.transforms import AffineTransform, MonotoneTransform, soft_clamp
+from flowkit.transforms import MonotoneTransform, soft_clamp, transform_or_default
 
 __all__ = [
     "AdditiveCoupling",
@@ -71,16 +71,6 @@ def _passive_channels(name: str, channels: int, split: int | None, mask: MaskSpe
     if not 0 < int(passive.sum()) < channels:
         raise ValueError(f"{name}: mask must have both True and False entries, got {passive.tolist()}")
     return passive.clone()
-
-
-def _transform_or_default(name: str, transform: MonotoneTransform | None) -> MonotoneTransform:
-    if transform is None:
-        return AffineTransform()
-    if not isinstance(transform, MonotoneTransform):
-        raise TypeError(
-            f"{name}: transform must be a flowkit.transforms.MonotoneTransform, got {type(transform).__name__}"
-        )
-    return transform
 
 
 class _Conditioned(Flow):
@@ -211,7 +201,7 @@ class Coupling(_Coupling):
         *,
         mask: MaskSpec = None,
     ) -> None:
-        transform = _transform_or_default("Coupling", transform)
+        transform = transform_or_default("Coupling", transform)
         super().__init__("Coupling", channels, cond_channels, split, transform.params_per_element, subnet, mask)
         self.transform = transform
 
@@ -260,7 +250,7 @@ class CheckerboardCoupling(_Conditioned):
         cond_channels: int = 0,
         parity: int = 0,
     ) -> None:
-        transform = _transform_or_default("CheckerboardCoupling", transform)
+        transform = transform_or_default("CheckerboardCoupling", transform)
         if parity not in (0, 1):
             raise ValueError(f"CheckerboardCoupling: parity must be 0 or 1, got {parity}")
         name = "CheckerboardCoupling"

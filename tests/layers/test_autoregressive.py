@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from flow_strategies import DTYPES, perturbed, randn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from flowkit.layers import MADE, InverseAutoregressive, MaskedAutoregressive
+from flowkit.testing import check_flow, perturb_parameters
+from flowkit.transforms import AdditiveTransform, AffineTransform, RationalQuadraticSpline
+
+TRANSFORMS = {
+    "affine": lambda: AffineTransform(),
+    "additive": lambda: AdditiveTransform(),
+    "spline": lambda: RationalQuadraticSpline(bins=4, bound=2.0),
+}
+
+
+@st.composite
+def orders(draw, features: int):
+    kind = draw(st.sampled_from(["sequential", "reverse", "permutation"]))
+    return kind if kind != "permutation" else draw(st.permutations(range(features)))
+
+
+@settings(max_examples=25)
+@given(
+    features=st.integers(1, 5),
+    out_per_feature=st.integers(1, 3),
+    hidden=st.lists(st.integers(1, 8), min_size=0, max_size=3),
+    context=st.integers(0, 2),
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+def test_made_outputs_depend_only_on_earlier_features(features, out_per_feature, hidden, context, data, seed):
+    order = data.draw(orders(features))
+    made = MADE(features, out_per_feature, hidden, context, order, activation=nn.Tanh).double()
+    perturb_parameters(made, 0.5, torch.Generator().manual_seed(seed))
+    sequence = list(range(features)) if order == "sequential" else list(range(features))[::-1] if order == "reverse" else order
+    x = randn((features,), seed, torch.float64)
+    c = randn((1, context), seed + 1, torch.float64) if context else None
+    jacobian = torch.autograd.functional.jacobian(lambda v: made(v.view(1, -1), c)[0], x)  # (D * P, D)
+    for position, feature in enumerate(sequence):
+        rows = jacobian[feature * out_per_feature : (feature + 1) * out_per_feature]
+        later = sequence[position:]
+        assert torch.equal(rows[:, later], torch.zeros_like(rows[:, later])), (feature, later)
+        allowed = set(sequence[:position])
+        assert made.inputs_of(feature) <= allowed
+        if hidden and min(hidden) >= features - (context == 0):  # wide enough: every allowed connection exists
+            assert made.inputs_of(feature) == allowed
+
+
+def test_made_reads_the_context_everywhere_and_starts_at_zero():
+    made = MADE(3, 2, (8,), context_features=2)
+    assert made(torch.randn(4, 3), torch.randn(4, 2)).abs().max() == 0
+    perturb_parameters(made, 0.5, torch.Generator().manual_seed(0))
+    c = torch.randn(1, 2, requires_grad=True)
+    out = made(torch.randn(1, 3), c)
+    (grad,) = torch.autograd.grad(out[0, :2].sum(), c)  # the first feature sees no input, only the context
+    assert grad.abs().sum() > 0
+
+
+@settings(max_examples=20)
+@given(
+    batch=st.integers(1, 3),
+    features=st.integers(1, 5),
+    transform=st.sampled_from(sorted(TRANSFORMS)),
+    cond_features=st.integers(0, 2),
+    direction=st.sampled_from([MaskedAutoregressive, InverseAutoregressive]),
+    dtype=DTYPES,
+    data=st.data(),
+    seed=st.integers(0, 2**16),
+)
+def test_perturbed_autoregressive_layers_are_flows(batch, features, transform, cond_features, direction, dtype, data, seed):
+    order = data.draw(orders(features))
+    layer = direction(features, TRANSFORMS[transform](), (8, 8), cond_features, order)
+    layer = perturbed(layer, seed, scale=0.3, dtype=dtype)
+    cond = randn((batch, cond_features), seed + 1, dtype) if cond_features else None
+    check_flow(layer, 1.5 * randn((batch, features), seed, dtype), cond)
+
+
+def test_maf_and_iaf_share_a_map_in_opposite_directions():
+    maf = perturbed(MaskedAutoregressive(4, RationalQuadraticSpline(3), (8,), cond_features=1), 0, 0.5, torch.float64)
+    iaf = InverseAutoregressive(4, RationalQuadraticSpline(3), (8,), cond_features=1).double()
+    iaf.load_state_dict(maf.state_dict())
+    x, c = randn((3, 4), 1, torch.float64), randn((3, 1), 2, torch.float64)
+    y, logdet = maf(x, c)
+    z, inverse_logdet = iaf.inverse(x, c)
+    torch.testing.assert_close((z, inverse_logdet), (y, logdet))
+
+
+def test_a_fresh_layer_is_the_identity():
+    layer = MaskedAutoregressive(3, RationalQuadraticSpline(4), (8,), cond_features=2)
+    x = torch.randn(5, 3)
+    y, logdet = layer(x, torch.randn(5, 2))
+    torch.testing.assert_close((y, logdet), (x, torch.zeros(5)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"order": "random"}, "order must be 'sequential', 'reverse' or a permutation, got 'random'"),
+        ({"order": [0, 0, 1]}, r"order must be a permutation of range\(3\).*got \[0, 0, 1\]"),
+        ({"hidden_features": (8, 0)}, r"hidden layer widths must be positive, got \(8, 0\)"),
+        ({"transform": nn.Identity()}, "transform must be a flowkit.transforms.MonotoneTransform"),
+    ],
+)
+def test_bad_settings_are_errors(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        MaskedAutoregressive(3, **kwargs)
+
+
+def test_inputs_are_checked():
+    layer = MaskedAutoregressive(3, cond_features=2)
+    with pytest.raises(ValueError, match=r"conditioning tensor of shape \(4, 2\), got None"):
+        layer(torch.randn(4, 3))
+    with pytest.raises(ValueError, match="expects 3 channels in its input, got 2"):
+        layer.inverse(torch.randn(4, 2), torch.randn(4, 2))
+    with pytest.raises(ValueError, match="unconditional"):
+        MaskedAutoregressive(3)(torch.randn(4, 3), torch.randn(4, 1))
