@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flowkit.memory import MEMORY_MODES
+
 __all__ = ["LLFlowConfig"]
 
 
@@ -34,6 +36,11 @@ class LLFlowConfig:
         affine_eps: the ``eps`` in ``scale = sigmoid(raw + 2) + eps``.
         train_gt_ratio: probability, drawn once per batch, that the training loss uses the
             ground truth's colour map as the prior mean instead of the encoder's.
+        memory: how the flow is backpropagated in training: ``"standard"`` (store every
+            activation) or ``"invertible"`` (rebuild them from the flow's outputs by inversion, so
+            the flow's activation memory does not grow with ``steps_per_level``; see
+            :mod:`flowkit.memory`). It changes neither the parameters nor the results. In a
+            training config: ``[model] memory = "invertible"``.
 
     Example:
         >>> from flowkit.models import LLFlowConfig
@@ -55,6 +62,7 @@ class LLFlowConfig:
     hidden_channels: int = 64
     affine_eps: float = 1e-4
     train_gt_ratio: float = 0.2
+    memory: str = "standard"
 
     def __post_init__(self) -> None:
         for name in ("encoder_channels", "encoder_blocks", "growth_channels", "steps_per_level",
@@ -83,6 +91,8 @@ class LLFlowConfig:
             raise ValueError(
                 f"LLFlowConfig.train_gt_ratio must be a probability in [0, 1], got {self.train_gt_ratio!r}"
             )
+        if self.memory not in MEMORY_MODES:
+            raise ValueError(f"LLFlowConfig.memory must be one of {MEMORY_MODES}, got {self.memory!r}")
 
     @property
     def cond_channels(self) -> int:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from flowkit.core import Flow, Sequential, zero_logdet
 from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1, Squeeze
+from flowkit.memory import MEMORY_MODES, invertible_forward
 from flowkit.nn.subnets import conv_subnet
 
 __all__ = ["ConditionalFlow", "FlowStep"]
@@ -115,6 +116,14 @@ class ConditionalFlow(Flow):
     its level's resolution: the caller (:class:`~flowkit.models.LLFlow`) passes the encoder's
     multi-resolution features explicitly.
 
+    ``memory`` says how gradients are computed in training: ``"standard"`` stores every activation;
+    ``"invertible"`` runs each level with :func:`flowkit.memory.invertible_forward`, which keeps
+    only the levels' outputs and rebuilds each step's input from its output in backward, so the
+    flow's activation memory no longer grows with ``steps_per_level`` (at the cost of about one
+    inverse and one extra forward of the flow per training step). Results are the same, and the
+    gradients agree up to rounding (see :mod:`flowkit.memory`). It can be switched on a built model
+    (``model.flow.memory = "invertible"``); it changes neither the parameters nor the state dict.
+
     Args:
         cond_channels: channels of every level's conditioning.
         steps_per_level: conditional coupling steps per level.
@@ -123,6 +132,7 @@ class ConditionalFlow(Flow):
         eps: the ``eps`` of the affine scales.
         in_channels: channels of the data (3 for RGB).
         levels: number of levels.
+        memory: ``"standard"`` or ``"invertible"`` backpropagation.
 
     Example:
         >>> import torch
@@ -144,8 +154,10 @@ class ConditionalFlow(Flow):
         eps: float = 1e-4,
         in_channels: int = 3,
         levels: int = 3,
+        memory: str = "standard",
     ) -> None:
         super().__init__()
+        self.memory = memory
         self.cond_channels = cond_channels
         self.in_channels = in_channels
         members = []
@@ -158,6 +170,17 @@ class ConditionalFlow(Flow):
             members.append(Sequential(*level))
         self.levels = nn.ModuleList(members)
         self.latent_channels = channels
+
+    @property
+    def memory(self) -> str:
+        """``"standard"`` or ``"invertible"``: how the forward pass is backpropagated."""
+        return self._memory
+
+    @memory.setter
+    def memory(self, mode: str) -> None:
+        if mode not in MEMORY_MODES:
+            raise ValueError(f"ConditionalFlow: memory must be one of {MEMORY_MODES}, got {mode!r}")
+        self._memory = mode
 
     def _check_cond(self, cond: Sequence[Tensor] | None) -> Sequence[Tensor]:
         if cond is None or isinstance(cond, Tensor) or len(cond) != len(self.levels):
@@ -176,8 +199,9 @@ class ConditionalFlow(Flow):
     ) -> tuple[Tensor, Tensor]:
         cond = self._check_cond(cond)
         total = zero_logdet(x)
+        invertible = self._memory == "invertible"
         for level, c in zip(self.levels, cond):
-            x, logdet = level(x, c)
+            x, logdet = invertible_forward(level, x, c) if invertible else level(x, c)
             total = total + logdet
         return x, total
 
