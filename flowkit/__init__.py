@@ -5,7 +5,7 @@ Invertible layers with exact log-determinants (:mod:`flowkit.layers`), composed 
 :func:`flowkit.testing.check_flow`. The flagship model is :class:`flowkit.models.LLFlow`.
 """
 
-from flowkit import distributions, layers, nn, testing
+from flowkit import distributions, layers, memory, nn, testing
 from flowkit.core import Flow, Inverse, Sequential, WithCond
 from flowkit.flow_model import FlowModel
 
@@ -19,6 +19,7 @@ __all__ = [
     "WithCond",
     "distributions",
     "layers",
+    "memory",
     "nn",
     "testing",
 ]
