@@ -10,7 +10,9 @@ from flowkit.layers.coupling import (
     Coupling,
     alternating_mask,
 )
+from flowkit.layers.haar import HaarDownsample
 from flowkit.layers.injector import AffineInjector
+from flowkit.layers.logit import Logit
 from flowkit.layers.permute import Permute
 from flowkit.layers.split import Split
 from flowkit.layers.squeeze import Squeeze
@@ -23,8 +25,10 @@ __all__ = [
     "AffineInjector",
     "CheckerboardCoupling",
     "Coupling",
+    "HaarDownsample",
     "InvConv1x1",
     "InverseAutoregressive",
+    "Logit",
     "MaskedAutoregressive",
     "Permute",
     "Split",
