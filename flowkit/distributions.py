@@ -1,4 +1,9 @@
-"""Latent priors: a standard normal and a (conditional) diagonal Gaussian."""
+"""Latent priors: a standard normal, a (conditional) diagonal Gaussian, a Gaussian mixture, a uniform box.
+
+Every prior has ``log_prob(z, cond=None)`` (per sample, shape ``(B,)``) and
+``sample(n, cond=None, *, temperature=1.0, generator=None)``, the interface
+:class:`flowkit.FlowModel` uses.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from torch import Tensor, nn
 
 from flowkit.kernels.reference import split_shift_scale
 
-__all__ = ["DiagGaussian", "StandardNormal", "diag_gaussian_log_prob"]
+__all__ = ["BoxUniform", "DiagGaussian", "GaussianMixture", "StandardNormal", "diag_gaussian_log_prob"]
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -151,3 +156,174 @@ class DiagGaussian(nn.Module):
             mean, log_std = mean.expand(n, *mean.shape[1:]), log_std.expand(n, *log_std.shape[1:])
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + temperature * torch.exp(log_std) * eps
+
+
+class GaussianMixture(nn.Module):
+    r"""A mixture of ``components`` diagonal Gaussians, learned, and optionally conditional.
+
+    .. math:: p(z \mid c) = \sum_k \pi_k(c)\, \mathcal N(z; \mu_k(c), \operatorname{diag} \sigma_k(c)^2)
+
+    over tensors of shape ``event_shape`` (flattened to ``D`` values). Without ``cond_net`` the
+    mixture logits, means and log-stds are parameters; the means start at distinct random points
+    (``N(0, 1)``, from ``generator``), since identical components would receive identical gradients
+    and never separate. With ``cond_net``, ``cond_net(cond)`` must return ``(B, K (1 + 2 D))``
+    values, the logits (``K``), then the means (``K D``, component by component), then the
+    log-stds, and they are *added* to the learned ones: end ``cond_net`` with a zero-initialised
+    layer (:class:`flowkit.nn.ZeroLinear`) to start from the unconditional mixture.
+    ``temperature`` in :meth:`sample` scales every component's standard deviation.
+
+    Args:
+        event_shape: the shape of one sample, e.g. ``(2,)``.
+        components: ``K``.
+        cond_net: optional module from the conditioning tensor to the parameter offsets.
+        generator: the random generator for the initial means.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.distributions import GaussianMixture
+        >>> from flowkit.nn import ZeroLinear
+        >>> prior = GaussianMixture((2,), components=3, cond_net=ZeroLinear(1, 3 * (1 + 2 * 2)))
+        >>> cond = torch.randn(5, 1)
+        >>> z = prior.sample(cond=cond)
+        >>> z.shape, prior.log_prob(z, cond).shape
+        (torch.Size([5, 2]), torch.Size([5]))
+    """
+
+    def __init__(
+        self,
+        event_shape: Sequence[int],
+        components: int = 8,
+        cond_net: nn.Module | None = None,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if components < 1:
+            raise ValueError(f"GaussianMixture expects components >= 1, got {components}")
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.components = components
+        self.features = math.prod(self.event_shape)
+        self.cond_net = cond_net
+        self.logits = nn.Parameter(torch.zeros(components))
+        self.means = nn.Parameter(torch.randn(components, self.features, generator=generator))
+        self.log_stds = nn.Parameter(torch.zeros(components, self.features))
+
+    def extra_repr(self) -> str:
+        return f"{self.event_shape}, components={self.components}"
+
+    def params(self, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """``(log_weights (B|1, K), means (B|1, K, D), log_stds (B|1, K, D))``, batched when conditional."""
+        k, d = self.components, self.features
+        logits, means, log_stds = self.logits[None], self.means[None], self.log_stds[None]
+        if self.cond_net is None:
+            if cond is not None:
+                raise ValueError("GaussianMixture without cond_net is unconditional, but was given cond")
+        else:
+            if cond is None:
+                raise ValueError("GaussianMixture with a cond_net expects a conditioning tensor, got None")
+            out = self.cond_net(cond)
+            if tuple(out.shape) != (cond.shape[0], k * (1 + 2 * d)):
+                raise ValueError(
+                    f"GaussianMixture: cond_net must output shape ({cond.shape[0]}, {k * (1 + 2 * d)}) "
+                    f"(K logits, K*D means, K*D log-stds for K={k}, D={d}), got {tuple(out.shape)}"
+                )
+            logits = logits + out[:, :k]
+            means = means + out[:, k : k + k * d].view(-1, k, d)
+            log_stds = log_stds + out[:, k + k * d :].view(-1, k, d)
+        return torch.log_softmax(logits, dim=-1), means, log_stds
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        _check_event("GaussianMixture", z, self.event_shape)
+        log_weights, means, log_stds = self.params(cond)
+        batch, k, d = z.shape[0], self.components, self.features
+        flat = z.reshape(batch, 1, d).expand(batch, k, d).reshape(batch * k, d)
+        means, log_stds = means.expand(batch, k, d).reshape(batch * k, d), log_stds.expand(batch, k, d).reshape(batch * k, d)
+        per_component = diag_gaussian_log_prob(flat, means, log_stds).view(batch, k)
+        return torch.logsumexp(per_component + log_weights, dim=-1)
+
+    def sample(
+        self,
+        n: int | None = None,
+        cond: Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples, or one per row of ``cond``: a component by its weight, then its Gaussian."""
+        log_weights, means, log_stds = self.params(cond)
+        if cond is None:
+            if n is None:
+                raise ValueError("GaussianMixture.sample needs n (unconditional) or cond")
+            log_weights = log_weights.expand(n, -1)
+        index = torch.multinomial(log_weights.exp(), 1, generator=generator)  # (B, 1)
+        pick = index[:, :, None].expand(-1, 1, self.features)
+        mean = means.expand(index.shape[0], -1, -1).gather(1, pick)[:, 0]
+        std = log_stds.expand(index.shape[0], -1, -1).gather(1, pick)[:, 0].exp()
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return (mean + temperature * std * eps).view(-1, *self.event_shape)
+
+
+class BoxUniform(nn.Module):
+    """The uniform distribution on the box ``[low, high)`` (element-wise bounds).
+
+    ``log_prob`` is ``-sum(log(high - low))`` inside the box and ``-inf`` outside; there is no
+    temperature (``sample`` rejects one other than 1). A latent prior for flows whose last layer
+    maps into a bounded set (e.g. a final :class:`~flowkit.Inverse` of
+    :class:`~flowkit.layers.Logit`), and the usual prior of simulation-based inference.
+
+    Args:
+        low: the lower corner, a tensor (or number) of the event shape.
+        high: the upper corner, each entry above ``low``'s.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.distributions import BoxUniform
+        >>> box = BoxUniform(torch.zeros(2), torch.tensor([1.0, 4.0]))
+        >>> box.log_prob(torch.tensor([[0.5, 1.0], [2.0, 1.0]])).tolist()    # -log 4; outside
+        [-1.3862943649291992, -inf]
+        >>> box.sample(3).shape
+        torch.Size([3, 2])
+    """
+
+    low: Tensor
+    high: Tensor
+
+    def __init__(self, low: Tensor | float, high: Tensor | float) -> None:
+        super().__init__()
+        low_t = torch.as_tensor(low, dtype=torch.get_default_dtype())
+        high_t = torch.as_tensor(high, dtype=torch.get_default_dtype())
+        if low_t.shape != high_t.shape:
+            raise ValueError(f"BoxUniform: low and high must have one shape, got {tuple(low_t.shape)} and {tuple(high_t.shape)}")
+        if not bool((high_t > low_t).all()):
+            raise ValueError(f"BoxUniform: high must exceed low everywhere, got low={low_t.tolist()}, high={high_t.tolist()}")
+        self.event_shape = tuple(low_t.shape)
+        self.register_buffer("low", low_t)
+        self.register_buffer("high", high_t)
+
+    def extra_repr(self) -> str:
+        return f"low={self.low.tolist()}, high={self.high.tolist()}"
+
+    def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        _check_event("BoxUniform", z, self.event_shape)
+        if cond is not None:
+            raise ValueError("BoxUniform is unconditional, but was given cond")
+        dtype = torch.promote_types(z.dtype, torch.float32)
+        inside = ((z >= self.low) & (z < self.high)).flatten(1).all(1)
+        density = -torch.log(self.high - self.low).sum().to(dtype)
+        return torch.where(inside, density, torch.full_like(density, -math.inf))
+
+    def sample(
+        self,
+        n: int,
+        cond: Tensor | None = None,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """``n`` samples, uniform in the box."""
+        if cond is not None:
+            raise ValueError("BoxUniform is unconditional, but was given cond")
+        if temperature != 1.0:
+            raise ValueError(f"BoxUniform has no temperature; sample with temperature=1.0, got {temperature}")
+        u = torch.rand((n, *self.event_shape), generator=generator, device=self.low.device, dtype=self.low.dtype)
+        return self.low + (self.high - self.low) * u

@@ -93,17 +93,35 @@ class FlowModel(nn.Module):
         *,
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Draw samples: ``n`` of them, or one per row of ``cond`` for a conditional model.
+        return_log_prob: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        r"""Draw samples: ``n`` of them, or one per row of ``cond`` for a conditional model.
 
         ``temperature`` scales the prior's standard deviation, and that of every
         :class:`~flowkit.layers.Split` in the flow.
+
+        With ``return_log_prob=True`` it returns ``(x, log_prob)``: the model's log-density of each
+        sample (what :meth:`log_prob` gives in eval mode, at temperature 1 whatever the sampling
+        temperature), from the same pass, as :math:`\log p_Z(z) - \log|\det \partial x / \partial z|`.
+
+        Example:
+            >>> import torch, flowkit
+            >>> from flowkit.layers import ActNorm
+            >>> from flowkit.distributions import StandardNormal
+            >>> model = flowkit.FlowModel(ActNorm(2), StandardNormal((2,))).eval()
+            >>> x, log_prob = model.sample(4, return_log_prob=True)
+            >>> torch.allclose(log_prob, model.log_prob(x))
+            True
         """
         if n is None:
             if cond is None:
                 raise ValueError("FlowModel.sample needs n (unconditional) or cond (one sample per row)")
             n = cond.shape[0]
-        z = self.prior.sample(n, cond if self.prior_uses_cond else None, temperature=temperature, generator=generator)
+        prior_cond = cond if self.prior_uses_cond else None
+        z = self.prior.sample(n, prior_cond, temperature=temperature, generator=generator)
         with self._split_temperature(temperature):
-            x, _ = self.flow.inverse(z, cond)
-        return x
+            x, inverse_logdet = self.flow.inverse(z, cond)
+        if not return_log_prob:
+            return x
+        correction = 0.0 if self.dequantize is None else -x[0].numel() * math.log(self.dequantize)
+        return x, self.prior.log_prob(z, prior_cond) - inverse_logdet + correction

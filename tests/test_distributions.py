@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowkit.distributions import DiagGaussian, StandardNormal, diag_gaussian_log_prob
-from flowkit.nn import ZeroConv2d
+from flowkit.distributions import BoxUniform, DiagGaussian, GaussianMixture, StandardNormal, diag_gaussian_log_prob
+from flowkit.nn import ZeroConv2d, ZeroLinear
+from flowkit.testing import perturb_parameters
 
 
 def test_diag_gaussian_log_prob_matches_torch_distributions():
@@ -55,3 +56,71 @@ def test_conditional_diag_gaussian_reads_mean_then_log_std():
 def test_conditional_prior_requires_cond():
     with pytest.raises(ValueError, match="got None"):
         DiagGaussian(cond_net=ZeroConv2d(1, 4)).log_prob(torch.randn(1, 2, 2, 2))
+
+
+def _torch_mixture(log_weights, means, log_stds):
+    return torch.distributions.MixtureSameFamily(
+        torch.distributions.Categorical(logits=log_weights),
+        torch.distributions.Independent(torch.distributions.Normal(means, log_stds.exp()), 1),
+    )
+
+
+def test_gaussian_mixture_log_prob_matches_torch_distributions():
+    prior = GaussianMixture((3,), components=4, generator=torch.Generator().manual_seed(0)).double()
+    perturb_parameters(prior, 0.5, torch.Generator().manual_seed(1))
+    z = torch.randn(6, 3, dtype=torch.float64)
+    expected = _torch_mixture(prior.logits, prior.means, prior.log_stds).log_prob(z)
+    torch.testing.assert_close(prior.log_prob(z), expected)
+
+
+def test_gaussian_mixture_samples_follow_the_weights_means_and_temperature():
+    prior = GaussianMixture((1,), components=2)
+    with torch.no_grad():
+        prior.logits.copy_(torch.tensor([0.25, 0.75]).log())
+        prior.means.copy_(torch.tensor([[-10.0], [10.0]]))
+        prior.log_stds.fill_(0.0)
+    samples = prior.sample(20000, temperature=0.5, generator=torch.Generator().manual_seed(2)).detach()
+    right = samples[:, 0] > 0
+    assert abs(float(right.float().mean()) - 0.75) < 0.015
+    assert abs(float(samples[right].std()) - 0.5) < 0.02
+
+
+def test_conditional_gaussian_mixture_adds_the_cond_net_offsets():
+    k, d = 3, 2
+    net = ZeroLinear(1, k * (1 + 2 * d))
+    prior = GaussianMixture((d,), components=k, cond_net=net, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net.weight.normal_()
+    cond, z = torch.randn(5, 1), torch.randn(5, d)
+    out = net(cond)
+    logits = prior.logits + out[:, :k]
+    means = prior.means + out[:, k : k + k * d].view(5, k, d)
+    log_stds = prior.log_stds + out[:, k + k * d :].view(5, k, d)
+    torch.testing.assert_close(prior.log_prob(z, cond), _torch_mixture(logits, means, log_stds).log_prob(z))
+    assert prior.sample(cond=cond).shape == (5, d)
+
+
+def test_gaussian_mixture_errors_say_what_was_expected():
+    with pytest.raises(ValueError, match=r"must output shape \(2, 15\) \(K logits, K\*D means"):
+        GaussianMixture((2,), 3, cond_net=ZeroLinear(1, 4)).log_prob(torch.zeros(2, 2), torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="expects a conditioning tensor, got None"):
+        GaussianMixture((2,), 3, cond_net=ZeroLinear(1, 15)).sample(4)
+    with pytest.raises(ValueError, match="components >= 1, got 0"):
+        GaussianMixture((2,), 0)
+
+
+def test_box_uniform_density_support_and_samples():
+    box = BoxUniform(torch.tensor([-1.0, 0.0]), torch.tensor([1.0, 0.5]))
+    samples = box.sample(1000, generator=torch.Generator().manual_seed(0))
+    assert bool(((samples >= box.low) & (samples < box.high)).all())
+    torch.testing.assert_close(box.log_prob(samples), torch.full((1000,), -torch.tensor(1.0).log().item()))
+    assert box.log_prob(torch.tensor([[0.0, 0.6]])).item() == float("-inf")
+    expected = torch.distributions.Independent(torch.distributions.Uniform(box.low, box.high), 1)
+    torch.testing.assert_close(box.log_prob(samples[:3]), expected.log_prob(samples[:3]))
+
+
+def test_box_uniform_errors():
+    with pytest.raises(ValueError, match="high must exceed low everywhere"):
+        BoxUniform(torch.zeros(2), torch.tensor([1.0, 0.0]))
+    with pytest.raises(ValueError, match="no temperature"):
+        BoxUniform(0.0, 1.0).sample(2, temperature=0.5)

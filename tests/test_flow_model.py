@@ -7,8 +7,10 @@ import torch
 from flow_strategies import perturbed
 
 import flowkit
-from flowkit.distributions import StandardNormal
-from flowkit.layers import ActNorm, AffineCoupling, InvConv1x1, Split, Squeeze
+from flowkit.distributions import GaussianMixture, StandardNormal
+from flowkit.layers import ActNorm, AffineCoupling, Coupling, InvConv1x1, Split, Squeeze
+from flowkit.nn import mlp_subnet
+from flowkit.transforms import RationalQuadraticSpline
 
 
 def test_log_prob_of_an_actnorm_flow_is_the_implied_gaussian():
@@ -65,3 +67,17 @@ def test_conditional_model_samples_one_per_cond_row():
     assert model.sample(cond=cond).shape == (5, 2, 3, 3)
     with pytest.raises(ValueError, match="needs n"):
         model.sample()
+
+
+def test_sample_returns_the_log_prob_of_its_samples():
+    torch.manual_seed(0)
+    flow = flowkit.Sequential(Squeeze(), Split(4), ActNorm(2))
+    model = flowkit.FlowModel(perturbed(flow, 3, 0.3), StandardNormal((2, 2, 2)), dequantize=256).eval()
+    x, log_prob = model.sample(5, temperature=0.7, return_log_prob=True)
+    torch.testing.assert_close(log_prob, model.log_prob(x))
+    spline = perturbed(Coupling(2, RationalQuadraticSpline(4), mlp_subnet, cond_channels=1), 4, 0.5, torch.float64)
+    model = flowkit.FlowModel(spline, GaussianMixture((2,), 3).double())
+    cond = torch.randn(6, 1, dtype=torch.float64)
+    x, log_prob = model.sample(cond=cond, return_log_prob=True)
+    torch.testing.assert_close(log_prob, model.log_prob(x, cond))
+    assert model.sample(cond=cond).shape == (6, 2)  # the default still returns samples alone
