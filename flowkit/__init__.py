@@ -1,11 +1,13 @@
 """flowkit: normalizing flows for PyTorch.
 
-Invertible layers with exact log-determinants (:mod:`flowkit.layers`), composed with
-:class:`Sequential`, turned into density models with :class:`FlowModel`, and checked with
-:func:`flowkit.testing.check_flow`. The flagship model is :class:`flowkit.models.LLFlow`.
+Invertible layers with exact log-determinants (:mod:`flowkit.layers`, with the element-wise maps
+of :mod:`flowkit.transforms`), composed with :class:`Sequential`, turned into density models with
+:class:`FlowModel`, and checked with :func:`flowkit.testing.check_flow`; ready-made RealNVP, NSF,
+MAF and Glow models are in :mod:`flowkit.recipes`. The flagship model is
+:class:`flowkit.models.LLFlow`.
 """
 
-from flowkit import distributions, layers, memory, nn, testing
+from flowkit import distributions, layers, memory, nn, recipes, testing, transforms
 from flowkit.core import Flow, Inverse, Sequential, WithCond
 from flowkit.flow_model import FlowModel
 
@@ -21,5 +23,7 @@ __all__ = [
     "layers",
     "memory",
     "nn",
+    "recipes",
     "testing",
+    "transforms",
 ]

@@ -1,0 +1,301 @@
+"""Complete (conditional) flows built from sizes alone: RealNVP, NSF and MAF on vectors, Glow on images.
+
+Each recipe is a :class:`flowkit.FlowModel` (``log_prob``, ``nll``, ``sample``) whose flow is an
+ordinary :class:`flowkit.Sequential` of public layers, so it can be inspected, sliced and changed.
+Channel counts, masks and orders are inferred from the sizes given; every recipe compiles with
+``torch.compile(fullgraph=True)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from flowkit.core import Flow, Sequential, WithCond
+from flowkit.distributions import DiagGaussian, StandardNormal
+from flowkit.flow_model import FlowModel
+from flowkit.layers import (
+    ActNorm,
+    AffineCoupling,
+    Coupling,
+    InvConv1x1,
+    MaskedAutoregressive,
+    Split,
+    Squeeze,
+)
+from flowkit.nn.subnets import ZeroLinear, conv_subnet
+from flowkit.transforms import AffineTransform, MonotoneTransform, RationalQuadraticSpline
+
+__all__ = ["MAF", "NSF", "Glow", "RealNVP"]
+
+
+def _mlp(
+    in_features: int, out_features: int, hidden_features: Sequence[int], activation: Callable[[], nn.Module]
+) -> nn.Sequential:
+    """An MLP with the given hidden widths, ending in a zero-initialised layer (identity flows at start)."""
+    layers: list[nn.Module] = []
+    for width in hidden_features:
+        layers += [nn.Linear(in_features, width), activation()]
+        in_features = width
+    layers.append(ZeroLinear(in_features, out_features))
+    return nn.Sequential(*layers)
+
+
+def _check_vector_sizes(recipe: str, features: int, context: int, transforms: int, minimum_features: int = 1) -> None:
+    if not isinstance(features, int) or features < minimum_features:
+        hint = (
+            " (a coupling transforms some features given the others; for 1-D data use MAF or NSF)"
+            if minimum_features > 1
+            else ""
+        )
+        raise ValueError(f"{recipe} expects features >= {minimum_features}{hint}, got {features!r}")
+    if context < 0 or transforms < 1:
+        raise ValueError(f"{recipe} expects context >= 0 and transforms >= 1, got context={context}, transforms={transforms}")
+
+
+def _half_masks(features: int, transforms: int) -> list[list[bool]]:
+    """Alternately the first and the second half of the features pass through."""
+    first = [i < features // 2 for i in range(features)]
+    return [first if t % 2 == 0 else [not b for b in first] for t in range(transforms)]
+
+
+def _couplings(
+    features: int, context: int, transforms: int, hidden_features: Sequence[int],
+    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform],
+) -> Sequential:
+    subnet = functools.partial(_mlp, hidden_features=tuple(hidden_features), activation=activation)
+    return Sequential(
+        *(Coupling(features, transform(), subnet, context, mask=mask) for mask in _half_masks(features, transforms))
+    )
+
+
+def _autoregressive(
+    features: int, context: int, transforms: int, hidden_features: Sequence[int],
+    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform],
+) -> Sequential:
+    # Alternating the order lets each feature condition the others somewhere in the chain.
+    return Sequential(*(
+        MaskedAutoregressive(
+            features, transform(), hidden_features, context, "sequential" if t % 2 == 0 else "reverse", activation
+        )
+        for t in range(transforms)
+    ))
+
+
+class RealNVP(FlowModel):
+    r"""RealNVP on vectors: affine couplings on alternating halves of the features (Dinh et al., 2017).
+
+    ``transforms`` :class:`~flowkit.layers.Coupling` layers with the soft-clamped exp
+    :class:`~flowkit.transforms.AffineTransform`; the first, third, ... pass the first
+    ``features // 2`` features through, the others the rest. Each sub-network is an MLP with
+    ``hidden_features`` widths from the passed-through features and the context. The prior is
+    :math:`\mathcal N(0, I)`. A fresh model is the identity flow.
+
+    Args:
+        features: size ``D >= 2`` of the ``(B, D)`` data.
+        context: size of the ``(B, context)`` conditioning, 0 for none.
+        transforms: number of couplings.
+        hidden_features: hidden widths of each coupling's MLP.
+        activation: constructor of the MLPs' nonlinearity.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.recipes import RealNVP
+        >>> model = RealNVP(features=2, context=1, transforms=4, hidden_features=(32, 32))
+        >>> x, c = torch.randn(8, 2), torch.randn(8, 1)
+        >>> model.log_prob(x, c).shape, model.sample(cond=c).shape
+        (torch.Size([8]), torch.Size([8, 2]))
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 4,
+        hidden_features: Sequence[int] = (64, 64),
+        *,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+    ) -> None:
+        _check_vector_sizes("RealNVP", features, context, transforms, minimum_features=2)
+        flow = _couplings(features, context, transforms, hidden_features, activation, AffineTransform)
+        super().__init__(flow, StandardNormal((features,)))
+
+
+class MAF(FlowModel):
+    r"""Masked autoregressive flow on vectors (Papamakarios et al., 2017).
+
+    ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers with the soft-clamped exp
+    :class:`~flowkit.transforms.AffineTransform`, alternating ``"sequential"`` and ``"reverse"``
+    orders, each a :class:`~flowkit.layers.MADE` with ``hidden_features`` widths that also reads the
+    context. Density evaluation is one pass per layer; sampling is ``features`` passes per layer.
+    The prior is :math:`\mathcal N(0, I)`.
+
+    Args:
+        features: size ``D`` of the ``(B, D)`` data.
+        context: size of the ``(B, context)`` conditioning, 0 for none.
+        transforms: number of autoregressive layers.
+        hidden_features: hidden widths of each MADE.
+        activation: constructor of the MADEs' nonlinearity.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.recipes import MAF
+        >>> model = MAF(features=3, context=2, transforms=2, hidden_features=(16, 16))
+        >>> model.log_prob(torch.randn(4, 3), torch.randn(4, 2)).shape
+        torch.Size([4])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        hidden_features: Sequence[int] = (64, 64),
+        *,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+    ) -> None:
+        _check_vector_sizes("MAF", features, context, transforms)
+        flow = _autoregressive(features, context, transforms, hidden_features, activation, AffineTransform)
+        super().__init__(flow, StandardNormal((features,)))
+
+
+class NSF(FlowModel):
+    r"""Neural spline flow on vectors: rational-quadratic spline transforms (Durkan et al., 2019).
+
+    By default autoregressive: ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers
+    with a :class:`~flowkit.transforms.RationalQuadraticSpline` of ``bins`` bins on
+    ``[-bound, bound]`` (the identity outside), alternating orders, as :class:`MAF` otherwise. With
+    ``coupling=True`` the layers are :class:`~flowkit.layers.Coupling` layers on alternating halves
+    (RQ-NSF (C) of the paper): sampling then takes one pass per layer too. The prior is
+    :math:`\mathcal N(0, I)`; data should mostly lie within ``[-bound, bound]`` (standardise it).
+
+    Args:
+        features: size ``D`` of the ``(B, D)`` data (``D >= 2`` with ``coupling=True``).
+        context: size of the ``(B, context)`` conditioning, 0 for none.
+        transforms: number of layers.
+        hidden_features: hidden widths of each MADE or coupling MLP.
+        bins: spline bins.
+        bound: the spline's interval is ``[-bound, bound]``.
+        coupling: couplings instead of autoregressive layers.
+        activation: constructor of the networks' nonlinearity.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.recipes import NSF
+        >>> model = NSF(features=2, context=1, transforms=3, hidden_features=(32, 32), bins=8)
+        >>> x, log_prob = model.sample(cond=torch.randn(5, 1), return_log_prob=True)
+        >>> x.shape, log_prob.shape
+        (torch.Size([5, 2]), torch.Size([5]))
+    """
+
+    def __init__(
+        self,
+        features: int,
+        context: int = 0,
+        transforms: int = 3,
+        hidden_features: Sequence[int] = (64, 64),
+        bins: int = 8,
+        bound: float = 5.0,
+        *,
+        coupling: bool = False,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+    ) -> None:
+        _check_vector_sizes("NSF", features, context, transforms, minimum_features=2 if coupling else 1)
+        RationalQuadraticSpline(bins, bound)  # validates the settings before anything is built
+        spline = functools.partial(RationalQuadraticSpline, bins, bound)
+        build = _couplings if coupling else _autoregressive
+        flow = build(features, context, transforms, hidden_features, activation, spline)
+        super().__init__(flow, StandardNormal((features,)))
+
+
+class Glow(FlowModel):
+    r"""Multi-scale Glow on images (Kingma & Dhariwal, 2018), optionally conditional.
+
+    ``levels`` levels, each a :class:`~flowkit.layers.Squeeze` (``C -> 4C``, resolution halved),
+    ``steps`` flow steps (:class:`~flowkit.layers.ActNorm`, :class:`~flowkit.layers.InvConv1x1`,
+    an affine coupling with a :func:`~flowkit.nn.conv_subnet` of ``hidden_channels``), and, except
+    after the last level and when ``split_priors`` is set, a :class:`~flowkit.layers.Split` that
+    factors out half of the channels under a learned Gaussian prior conditioned on the other half.
+    The channel count of every level and the latent shape (:attr:`latent_shape`) are inferred from
+    ``input_shape``; the top prior is a learned :class:`~flowkit.distributions.DiagGaussian`
+    (starting as the standard normal).
+
+    With ``context_channels > 0`` the model is conditional on an image-shaped
+    ``cond`` of shape ``(B, context_channels, H, W)``: every coupling and split prior of level
+    ``l`` sees it average-pooled to that level's resolution, ``H / 2^{l+1}``. (For a
+    vector context, expand it to ``(B, K, H, W)``.)
+
+    Args:
+        input_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2 ** levels``.
+        levels: number of levels (squeezes).
+        steps: flow steps per level.
+        hidden_channels: width of the coupling sub-networks.
+        context_channels: channels of the conditioning image, 0 for none.
+        split_priors: factor out half of the channels after every level but the last.
+        transform: ``None`` for Glow's sigmoid-scaled :class:`~flowkit.layers.AffineCoupling`
+            (the fused kernel on CUDA), or an element-wise transform for a
+            :class:`~flowkit.layers.Coupling` (e.g. a spline).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.recipes import Glow
+        >>> model = Glow((3, 8, 8), levels=2, steps=2, hidden_channels=16, context_channels=1)
+        >>> model.latent_shape
+        (24, 2, 2)
+        >>> model.nll(torch.rand(2, 3, 8, 8), torch.randn(2, 1, 8, 8)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        levels: int = 3,
+        steps: int = 8,
+        hidden_channels: int = 128,
+        context_channels: int = 0,
+        *,
+        split_priors: bool = True,
+        transform: MonotoneTransform | None = None,
+    ) -> None:
+        shape = tuple(int(s) for s in input_shape)
+        if len(shape) != 3:
+            raise ValueError(
+                f"Glow is a flow on images: input_shape must be (C, H, W), got {shape}; for vectors "
+                "use flowkit.recipes.RealNVP, NSF or MAF"
+            )
+        if levels < 1 or steps < 1 or hidden_channels < 1 or context_channels < 0:
+            raise ValueError(
+                "Glow expects levels >= 1, steps >= 1, hidden_channels >= 1 and context_channels >= 0, got "
+                f"{levels}, {steps}, {hidden_channels} and {context_channels}"
+            )
+        channels, height, width = shape
+        factor = 2**levels
+        if height % factor or width % factor:
+            raise ValueError(
+                f"Glow with {levels} levels halves the resolution {levels} times: H and W must be divisible "
+                f"by {factor}, got input_shape {shape}"
+            )
+        subnet = functools.partial(conv_subnet, hidden_channels=hidden_channels)
+        level_flows: list[Flow] = []
+        for level in range(levels):
+            channels *= 4
+            layers: list[Flow] = [Squeeze()]
+            for _ in range(steps):
+                coupling: Flow = (
+                    AffineCoupling(channels, subnet, context_channels)
+                    if transform is None
+                    else Coupling(channels, transform, subnet, context_channels)
+                )
+                layers += [ActNorm(channels), InvConv1x1(channels), coupling]
+            if split_priors and level < levels - 1:
+                layers.append(Split(channels, cond_channels=context_channels))
+                channels //= 2
+            chain = Sequential(*layers)
+            # Each level sees the conditioning image at its own resolution.
+            level_flows.append(WithCond(chain, nn.AvgPool2d(2 ** (level + 1))) if context_channels else chain)
+        latent_shape = (channels, height // factor, width // factor)
+        super().__init__(Sequential(*level_flows), DiagGaussian(latent_shape))
+        self.input_shape = shape
+        self.latent_shape = latent_shape
