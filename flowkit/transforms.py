@@ -314,46 +314,45 @@ class RationalQuadraticSpline(MonotoneTransform):
     def extra_repr(self) -> str:
         return f"bins={self.bins}, bound={self.bound}"
 
-    def _knots(self, raw: Tensor, minimum: float) -> tuple[Tensor, Tensor]:
-        """Knot positions ``(..., K + 1)`` from ``-bound`` to ``bound``, and the bin sizes ``(..., K)``."""
-        fractions = minimum + (1.0 - minimum * self.bins) * torch.softmax(raw, dim=-1)
-        inner = 2.0 * self.bound * torch.cumsum(fractions[..., :-1], dim=-1) - self.bound
-        # The end knots are set exactly rather than summed, so the spline meets its tails exactly.
-        ends = inner.new_full((*inner.shape[:-1], 1), self.bound)
-        knots = torch.cat([-ends, inner, ends], dim=-1)
-        return knots, knots[..., 1:] - knots[..., :-1]
-
-    def _spline(self, params: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        params = params.to(dtype)
+    def _bin_table(self, params: Tensor, dtype: torch.dtype) -> Tensor:
+        """Per bin ``(x_left, width, y_left, height, delta_left, delta_right)``: shape ``(..., K, 6)``."""
         k = self.bins
-        x_knots, widths = self._knots(params[..., :k], self.min_bin_width)
-        y_knots, heights = self._knots(params[..., k : 2 * k], self.min_bin_height)
-        inner = self.min_derivative + F.softplus(params[..., 2 * k :] + self._derivative_offset)
+        # split (not slicing) and one table gathered once: their gradients are a concatenation and
+        # one scatter, where slices and six gathers would each zero-fill a full-size gradient.
+        raw_widths, raw_heights, raw_derivatives = params.to(dtype).split([k, k, k - 1], dim=-1)
+        columns = []
+        for raw, minimum in ((raw_widths, self.min_bin_width), (raw_heights, self.min_bin_height)):
+            fraction = minimum + (1.0 - minimum * k) * torch.softmax(raw, dim=-1)
+            size = 2 * self.bound * fraction
+            # Left edges by an exclusive cumulative sum: the first is exactly -bound; the right end
+            # matches bound up to rounding, where the identity tail takes over (see _clamped).
+            columns += [torch.cumsum(size, dim=-1) - size - self.bound, size]
+        inner = self.min_derivative + F.softplus(raw_derivatives + self._derivative_offset)
         ones = inner.new_ones((*inner.shape[:-1], 1))
-        return x_knots, widths, y_knots, heights, torch.cat([ones, inner, ones], dim=-1)
+        columns += [torch.cat([ones, inner], dim=-1), torch.cat([inner, ones], dim=-1)]
+        return torch.stack(columns, dim=-1)
 
     @staticmethod
-    def _bin(knots: Tensor, value: Tensor) -> Tensor:
-        # The bin index is the number of inner knots at or below the value: no searchsorted, so it
-        # traces into one fused comparison under torch.compile.
-        return (value.unsqueeze(-1) >= knots[..., 1:-1]).sum(dim=-1, keepdim=True)
-
-    @staticmethod
-    def _denominator(xi: Tensor, slope: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
+    def _within_bin(xi: Tensor, slope: Tensor, d0: Tensor, d1: Tensor) -> tuple[Tensor, Tensor]:
+        """``((f(x) - y0) / h, log f'(x))`` at the relative position ``xi`` in a bin."""
+        rest = 1 - xi
+        xi2, rest2, cross = xi * xi, rest * rest, xi * rest
         # s + (d0 + d1 - 2s) xi (1 - xi), regrouped as a sum of positive terms: no cancellation
         # when s is large against the knot derivatives.
-        return slope * (xi.square() + (1 - xi).square()) + (d0 + d1) * xi * (1 - xi)
-
-    def _log_derivative(self, xi: Tensor, slope: Tensor, d0: Tensor, d1: Tensor) -> Tensor:
-        numerator = d1 * xi.square() + 2 * slope * xi * (1 - xi) + d0 * (1 - xi).square()
-        return 2 * torch.log(slope) + torch.log(numerator) - 2 * torch.log(self._denominator(xi, slope, d0, d1))
+        denominator = slope * (xi2 + rest2) + (d0 + d1) * cross
+        rise = (slope * xi2 + d0 * cross) / denominator
+        log_derivative = torch.log(d1 * xi2 + 2 * slope * cross + d0 * rest2) + 2 * torch.log(slope / denominator)
+        return rise, log_derivative
 
     def _bin_of(self, params: Tensor, value: Tensor, by_output: bool) -> tuple[Tensor, ...]:
         """``(x0, width, y0, height, d0, d1)`` of the bin holding each (clamped) element of ``value``."""
-        x_knots, widths, y_knots, heights, derivatives = self._spline(params, value.dtype)
-        index = self._bin(y_knots if by_output else x_knots, value)
-        picked = [t.gather(-1, index)[..., 0] for t in (x_knots, widths, y_knots, heights, derivatives)]
-        return (*picked, derivatives.gather(-1, index + 1)[..., 0])
+        table = self._bin_table(params, value.dtype)
+        left_edges = table[..., 2 if by_output else 0]
+        # The bin index is the number of inner knots at or below the value: no searchsorted, so it
+        # traces into one fused comparison under torch.compile.
+        index = (value.unsqueeze(-1) >= left_edges[..., 1:]).sum(dim=-1)
+        picked = table.gather(-2, index[..., None, None].expand(*index.shape, 1, 6))
+        return picked[..., 0, :].unbind(-1)
 
     def _clamped(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` in the compute dtype, clamped to ``[-bound, bound]``; and where it was inside."""
@@ -361,7 +360,8 @@ class RationalQuadraticSpline(MonotoneTransform):
         xc = x.to(compute_dtype(x))
         # Evaluating the spline at the clamped value keeps the tail elements finite, so that the
         # torch.where of _with_tails does not pass NaN gradients from the branch it discards.
-        return xc.clamp(-self.bound, self.bound), (xc >= -self.bound) & (xc <= self.bound)
+        # x = bound itself counts as the tail, whose value (bound) is exact.
+        return xc.clamp(-self.bound, self.bound), (xc >= -self.bound) & (xc < self.bound)
 
     @staticmethod
     def _with_tails(inside: Tensor, spline: Tensor, x: Tensor, log_derivative: Tensor) -> tuple[Tensor, Tensor]:
@@ -373,22 +373,20 @@ class RationalQuadraticSpline(MonotoneTransform):
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         xs, inside = self._clamped(x, params)
         x0, w, y0, h, d0, d1 = self._bin_of(params, xs, by_output=False)
-        slope = h / w
-        xi = (xs - x0) / w
-        y = y0 + h * (slope * xi.square() + d0 * xi * (1 - xi)) / self._denominator(xi, slope, d0, d1)
-        return self._with_tails(inside, y, x, self._log_derivative(xi, slope, d0, d1))
+        rise, log_derivative = self._within_bin((xs - x0) / w, h / w, d0, d1)
+        return self._with_tails(inside, y0 + h * rise, x, log_derivative)
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         ys, inside = self._clamped(y, params)
         x0, w, y0, h, d0, d1 = self._bin_of(params, ys, by_output=True)
         slope = h / w
-        rise = ys - y0
+        above = ys - y0
         curvature = d0 + d1 - 2 * slope
-        a = h * (slope - d0) + rise * curvature
-        b = h * d0 - rise * curvature
-        c = -slope * rise
+        a = h * (slope - d0) + above * curvature
+        b = h * d0 - above * curvature
+        c = -slope * above
         discriminant = (b.square() - 4 * a * c).clamp_min(0)
         # The root in [0, 1], written as 2c / (-b - sqrt(.)) rather than (-b + sqrt(.)) / 2a: the
         # textbook form cancels catastrophically (and divides by ~0) where the bin is nearly linear.
         xi = (2 * c / (-b - torch.sqrt(discriminant))).clamp(0, 1)
-        return self._with_tails(inside, x0 + xi * w, y, -self._log_derivative(xi, slope, d0, d1))
+        return self._with_tails(inside, x0 + xi * w, y, -self._within_bin(xi, slope, d0, d1)[1])
