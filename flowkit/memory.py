@@ -15,8 +15,10 @@ flows that way:
   the output and the log-determinant. Then the rebuilt input becomes the next member's output.
 
 Memory: the chain's activations are those of **one member at a time** plus a few tensors of the
-chain's width, whatever its depth. Compute: a training step's flow part costs about one inverse and
-one extra forward more than with standard backpropagation.
+chain's width, whatever its depth. Each member is its own autograd node, so its parameters'
+gradients are accumulated as soon as they are computed, as with standard backpropagation. Compute:
+a training step's flow part costs about one inverse and one extra forward more than with standard
+backpropagation.
 
 The forward outputs are bit-identical to the standard path's (the same operations run, only
 without recording). The gradients are exact up to how exactly the members invert in floating point:
@@ -145,97 +147,106 @@ def _rebuild_input(member: Flow, y: Tensor, cond: Tensor | None, kept_half: Tens
         return member.inverse(y.to(dtype), None if cond is None else cond.to(dtype))[0]
 
 
-class _InvertibleChain(torch.autograd.Function):
-    """The autograd node of a whole chain: keeps the output, rebuilds the rest in backward."""
+class _Handover:
+    """Carries a member's rebuilt input, which is the previous member's output, between their nodes.
+
+    The autograd engine runs a member's node only after the next member's node (it needs the
+    gradient of its output), so the slot is always filled when it is read.
+    """
+
+    def __init__(self) -> None:
+        self.tensor: Tensor | None = None
+
+    def take(self, index: int) -> Tensor:
+        tensor, self.tensor = self.tensor, None
+        if tensor is None:
+            raise RuntimeError(f"invertible backpropagation: the output of member {index} was not rebuilt "
+                               "before its backward ran")
+        return tensor
+
+
+class _InvertibleStep(torch.autograd.Function):
+    """The autograd node of one member: keeps nothing of its input, rebuilds it in backward.
+
+    One node per member (rather than one for the chain) lets the engine accumulate each member's
+    parameter gradients as soon as they are computed, so no more than one member's worth of
+    gradients is held at a time, and lets DDP see every parameter as an input of the graph.
+    """
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, cond: Tensor | None, members: tuple[Flow, ...],
-                *params: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(ctx: Any, x: Tensor, cond: Tensor | None, member: Flow, index: int, handover: _Handover,
+                last: bool, *params: Tensor) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         device_type = x.device.type
         ctx.device_type = device_type
         ctx.autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type),
                         torch.is_autocast_cache_enabled())
-        ctx.members = members
-        ctx.inputs = []  # (shape, dtype) of each member's input, to check and cast the rebuilt ones
-        kept = []
-        total = zero_logdet(x)
-        for index, member in enumerate(members):
-            ctx.inputs.append((x.shape, x.dtype))
-            split = _factor_out(member)
-            if split is not None:
-                # The factored-out half leaves the chain: it is an output to keep, not an activation.
-                kept.append(x[:, split.keep :].clone())
-            y, logdet = member(x, _member_cond(member, cond))
-            if y.numel() != x.numel() and split is None:
-                raise ValueError(
-                    f"invertible backpropagation needs bijective members; member {index} "
-                    f"({type(member).__name__}) maps {tuple(x.shape)} to {tuple(y.shape)}"
-                )
-            x, total = y, total + logdet
-        ctx.save_for_backward(x, cond, *kept, *params)
-        ctx.kept_count = len(kept)
-        index_of = {id(p): i for i, p in enumerate(params)}
-        ctx.member_params = [
-            [(index_of[id(p)], p) for p in member.parameters() if id(p) in index_of] for member in members
-        ]
-        return x, total
+        ctx.member, ctx.index, ctx.handover, ctx.last = member, index, handover, last
+        ctx.input_meta = (x.shape, x.dtype)
+        split = _factor_out(member)
+        # A Split's factored-out half leaves the chain: it is an output to keep, not an activation.
+        kept = None if split is None else x[:, split.keep :].clone()
+        y, logdet = member(x, _member_cond(member, cond))
+        if y.numel() != x.numel() and split is None:
+            raise ValueError(
+                f"invertible backpropagation needs bijective members; member {index} "
+                f"({type(member).__name__}) maps {tuple(x.shape)} to {tuple(y.shape)}"
+            )
+        # Only the chain's last output is stored; every other one is rebuilt by the next member.
+        ctx.save_for_backward(y if last else None, cond, kept, *params)
+        return y, logdet
 
     @staticmethod
     def backward(ctx: Any, grad_y: Tensor | None, grad_logdet: Tensor | None) -> tuple[Tensor | None, ...]:
         if torch.is_grad_enabled():
             raise RuntimeError("invertible backpropagation does not support higher-order gradients "
                                "(backward with create_graph=True)")
-        y, cond, *rest = ctx.saved_tensors
-        kept, params = rest[: ctx.kept_count], rest[ctx.kept_count :]
-        want_cond = cond is not None and ctx.needs_input_grad[1]
-        grad_params: list[Tensor | None] = [None] * len(params)
-        grad_cond = None
-        enabled, dtype, cache = ctx.autocast
-        for index in reversed(range(len(ctx.members))):
-            member = ctx.members[index]
-            member_cond = _member_cond(member, cond)
-            shape, in_dtype = ctx.inputs[index]
-            with torch.no_grad():
-                half = kept.pop() if _factor_out(member) is not None else None
-                x = _rebuild_input(member, y, member_cond, half, ctx.device_type).to(in_dtype).detach()
-            if x.shape != shape:
-                raise RuntimeError(
-                    f"invertible backpropagation: member {index} ({type(member).__name__}) rebuilt an "
-                    f"input of shape {tuple(x.shape)} from its output, expected {tuple(shape)}"
-                )
-            # The rebuilt input is the next member's output; the old output is freed here.
-            y = x.detach()
-            x.requires_grad_(True)
-            c = member_cond
-            if c is not None and want_cond:
-                c = c.detach().requires_grad_(True)
-            with torch.enable_grad(), torch.autocast(ctx.device_type, dtype=dtype, enabled=enabled,
-                                                     cache_enabled=cache):
-                out, logdet = member(x, c)
-            outputs, grads = [], []
-            for tensor, grad in ((out, grad_y), (logdet, grad_logdet)):
-                if grad is not None and tensor.requires_grad:
-                    outputs.append(tensor)
-                    grads.append(grad.to(tensor.dtype))
-            member_params = ctx.member_params[index]
-            inputs = [x] + ([c] if c is not None and want_cond else []) + [p for _, p in member_params]
-            found = torch.autograd.grad(outputs, inputs, grads, allow_unused=True) if outputs else [None] * len(inputs)
-            del out, logdet, outputs
-            grad_y = found[0]
-            position = 1
-            if c is not None and want_cond:
-                grad_cond = _add(grad_cond, found[1])
-                position = 2
-            for (slot, _), grad in zip(member_params, found[position:]):
-                grad_params[slot] = _add(grad_params[slot], grad)
-        return (grad_y if ctx.needs_input_grad[0] else None, grad_cond, None, *grad_params)
+        saved_y, cond, kept, *params = ctx.saved_tensors
+        member, index = ctx.member, ctx.index
+        y = saved_y if ctx.last else ctx.handover.take(index)
+        member_cond = _member_cond(member, cond)
+        shape, dtype = ctx.input_meta
+        with torch.no_grad():
+            x = _rebuild_input(member, y, member_cond, kept, ctx.device_type).to(dtype).detach()
+        del y
+        if x.shape != shape:
+            raise RuntimeError(
+                f"invertible backpropagation: member {index} ({type(member).__name__}) rebuilt an input "
+                f"of shape {tuple(x.shape)} from its output, expected {tuple(shape)}"
+            )
+        if index > 0:
+            ctx.handover.tensor = x.detach()
+        want_x, want_cond = ctx.needs_input_grad[0], member_cond is not None and ctx.needs_input_grad[1]
+        inputs = ([x.requires_grad_(True)] if want_x else []) + list(params)
+        if want_cond:
+            member_cond = member_cond.detach().requires_grad_(True)
+            inputs.append(member_cond)
+        enabled, autocast_dtype, cache = ctx.autocast
+        with torch.enable_grad(), torch.autocast(ctx.device_type, dtype=autocast_dtype, enabled=enabled,
+                                                 cache_enabled=cache):
+            out, logdet = member(x, member_cond)
+        outputs, grads = [], []
+        for tensor, grad in ((out, grad_y), (logdet, grad_logdet)):
+            if grad is not None and tensor.requires_grad:
+                outputs.append(tensor)
+                grads.append(grad.to(tensor.dtype))
+        found: list[Tensor | None] = [None] * len(inputs)
+        if outputs and inputs:
+            found = list(torch.autograd.grad(outputs, inputs, grads, allow_unused=True))
+        grad_x = found.pop(0) if want_x else None
+        grad_cond = found.pop() if want_cond else None
+        return (grad_x, grad_cond, None, None, None, None, *found)
 
 
-def _add(total: Tensor | None, grad: Tensor | None) -> Tensor | None:
-    if grad is None:
-        return total
-    return grad if total is None else total + grad
+def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+    """The chain as one autograd node per member, summing log-dets as Sequential does."""
+    handover = _Handover()
+    total = zero_logdet(x)
+    for index, member in enumerate(members):
+        params = [p for p in member.parameters() if p.requires_grad]
+        x, logdet = _InvertibleStep.apply(x, cond, member, index, handover, index == len(members) - 1, *params)
+        total = total + logdet
+    return x, total
 
 
 def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -288,7 +299,7 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
     )
     if not members or not tracked or _needs_standard_path(members):
         return _standard_forward(members, x, cond) if isinstance(flow, Sequential) else flow(x, cond)
-    return _InvertibleChain.apply(x, cond, tuple(members), *params)
+    return _run_invertible(members, x, cond)
 
 
 class InvertibleSequential(Sequential):

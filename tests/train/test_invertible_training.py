@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import MICRO
 
-from flowkit.memory import _InvertibleChain
+from flowkit import memory
 from flowkit.models import LLFlow
 from flowkit.train import load_config, train
 
@@ -29,13 +29,13 @@ def test_invertible_training_resumes_bit_exactly(tmp_path, monkeypatch):
     if LLFlow(config.llflow_config()).flow.memory != "invertible":
         pytest.skip("LLFlow does not yet pass config.memory to ConditionalFlow (flowkit/models/llflow/model.py)")
     calls = {"n": 0}
-    real_apply = _InvertibleChain.apply
+    real_run = memory._run_invertible
 
-    def counted_apply(*args):
+    def counted_run(*args):
         calls["n"] += 1
-        return real_apply(*args)
+        return real_run(*args)
 
-    monkeypatch.setattr(_InvertibleChain, "apply", counted_apply)
+    monkeypatch.setattr(memory, "_run_invertible", counted_run)
     train(config, device="cpu", progress=False)
     assert calls["n"] == 4 * 3  # every training step ran each of the 3 levels by inversion
 
