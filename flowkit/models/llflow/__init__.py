@@ -2,7 +2,8 @@
 
 One concept per module: :mod:`.config` (sizes and presets), :mod:`.histeq` (OpenCV-exact
 histogram equalization), :mod:`.encoder` (the RRDB conditional encoder), :mod:`.flow` (the
-conditional flow), :mod:`.model` (:class:`LLFlow`), :mod:`.convert` (reference checkpoints).
+conditional flow), :mod:`.model` (:class:`LLFlow`), :mod:`.convert` (reference checkpoints),
+:mod:`.pretrained` (the trained weights shipped with flowkit).
 """
 
 from flowkit.models.llflow.config import LLFlowConfig

@@ -119,6 +119,9 @@ class LLFlow(nn.Module):
         (torch.Size([2]), torch.Size([2, 3, 13, 10]))
     """
 
+    pretrained_card: dict[str, str] | None = None
+    """For a shipped model (:meth:`from_pretrained`): its model card entries; ``None`` otherwise."""
+
     def __init__(self, config: LLFlowConfig | None = None) -> None:
         super().__init__()
         config = LLFlowConfig.lol() if config is None else config
@@ -130,7 +133,7 @@ class LLFlow(nn.Module):
         )
         self.flow = ConditionalFlow(
             config.cond_channels, config.steps_per_level, config.transition_steps,
-            config.hidden_channels, config.affine_eps,
+            config.hidden_channels, config.affine_eps, memory=config.memory,
         )
         self.prior_squeeze = Squeeze(_MULTIPLE)
 
@@ -364,6 +367,28 @@ class LLFlow(nn.Module):
         return x.to(dtype)
 
     # -- checkpoints ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, name: str | None = None) -> LLFlow:
+        """A trained model shipped with flowkit, in eval mode, loaded offline from the package.
+
+        ``name=None`` gives the default model (see
+        :func:`flowkit.models.llflow.pretrained.pretrained_names`). The weights are safetensors
+        (no pickle runs) and their sha256 is checked before they are read; the model card
+        entries (training data, recipe, steps, hardware, metrics) are in ``pretrained_card``.
+        The default model was trained on synthetic low-light pairs, not on LOL: see the model
+        card in the docs.
+
+        Example:
+            >>> import torch
+            >>> from flowkit.models import LLFlow
+            >>> model = LLFlow.from_pretrained()
+            >>> model.training, model.enhance(torch.full((1, 3, 24, 40), 0.03)).shape
+            (False, torch.Size([1, 3, 24, 40]))
+        """
+        from flowkit.models.llflow.pretrained import load_pretrained
+
+        return load_pretrained(name)
 
     @classmethod
     def from_official(

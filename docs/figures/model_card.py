@@ -1,0 +1,187 @@
+"""The shipped model's release artefacts: weights, model-card metrics and figures.
+
+Run from the repository root with the research data in ../shared/data::
+
+    # export a training run's EMA weights into the package (prints the sha256 to record in
+    # flowkit/models/llflow/pretrained.py), with the card entries measured here:
+    python docs/figures/model_card.py --export runs/default/last.pt --wall-time "2 h 05 min"
+    # measure the installed shipped model and draw the figures:
+    python docs/figures/model_card.py
+
+It prints the metric tables of the model card (real LOL #778 under the standard protocol and
+LLFlow's, with and without GT-mean alignment, beside the published LLFlow output; the
+Kodak24-synthetic validation set) and writes ``model_card_metrics.json`` and the figures
+``eval15_grid.png``, ``real_lowlight_grid.png`` and ``lol778.png`` to ``docs/_static/figures``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from flowkit.data import LowLightSynthesizer, PairedImageDataset, read_image, to_uint8, write_synthetic_pairs
+from flowkit.metrics import gt_mean_align, lpips, psnr, reference_metrics, ssim
+from flowkit.models import LLFlow
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, PRETRAINED, export_pretrained
+
+FIGURES = Path("docs/_static/figures")
+DARKEST_DICM = 6  # DICM is mixed (means 4-195 of 255): show its darkest images
+LIME_SELECTION = ("1", "3", "9")
+
+
+def standard(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
+    """PSNR/SSIM/LPIPS of the 8-bit image a user gets (rounded), without and with GT-mean alignment."""
+    saved = to_uint8(output.clamp(0, 1)).float() / 255
+    aligned = to_uint8(gt_mean_align(output, high).clamp(0, 1)).float() / 255
+    return {
+        "psnr": float(psnr(saved, high)), "ssim": float(ssim(saved, high)), "lpips": float(lpips(saved, high)),
+        "gtmean_psnr": float(psnr(aligned, high)), "gtmean_ssim": float(ssim(aligned, high)),
+        "gtmean_lpips": float(lpips(aligned, high)),
+    }
+
+
+def paper(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
+    """LLFlow's test.py protocol (truncation, gray SSIM), without and with its GT-mean rescale."""
+    plain = reference_metrics(output, high)
+    aligned = reference_metrics(output, high, gt_mean=True, gt_mean_weights="reference_swapped")
+    return {"ref_psnr": float(plain["psnr"]), "ref_ssim_gray": float(plain["ssim_gray_columns"]),
+            "ref_gtmean_psnr": float(aligned["psnr"]), "ref_gtmean_ssim_gray": float(aligned["ssim_gray_columns"])}
+
+
+def lol778(model: LLFlow, data: Path) -> dict[str, dict[str, float]]:
+    lol = data / "LOL"
+    low = read_image(lol / "eval15" / "low" / "778.png")[None]
+    high = read_image(lol / "eval15" / "high" / "778.png")[None]
+    published = read_image(lol / "eval15_reference_outputs" / "LLFlow_official" / "778.png")[None]
+    ours = model.enhance(low, clamp=False)
+    return {
+        "flowkit": {**standard(ours, high), **paper(ours, high)},
+        "llflow_published": {**standard(published, high), **paper(published, high)},
+        "input": {**standard(low, high), **paper(low, high)},
+    }
+
+
+def kodak24(model: LLFlow, data: Path) -> dict[str, float]:
+    # The training run's validation pairs: Kodak24 darkened once by the LOL synthesizer, seed 11.
+    with tempfile.TemporaryDirectory() as folder:
+        write_synthetic_pairs(data / "photos" / "Kodak24", Path(folder), seed=11, multiple_of=8,
+                              synthesizer=LowLightSynthesizer.lol())
+        pairs = PairedImageDataset.from_root(folder)
+        rows = []
+        for item in pairs:
+            low, high = item["low"][None], item["high"][None]
+            rows.append(standard(model.enhance(low, histeq=item["histeq"][None], clamp=False), high)
+                        | {"input_psnr": float(psnr(low, high))})
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} | {"images": len(rows)}
+
+
+def grid(images: list[torch.Tensor], columns: int, height: int) -> torch.Tensor:
+    """Resize each (3, H, W) image to ``height`` rows and tile them, ``columns`` per row, 4-px gaps."""
+    resized = []
+    for image in images:
+        width = round(image.shape[2] * height / image.shape[1])
+        resized.append(torch.nn.functional.interpolate(image[None], size=(height, width), mode="area")[0])
+    rows, gap = [], 4
+    for start in range(0, len(resized), columns):
+        row = resized[start : start + columns]
+        parts = []
+        for image in row:
+            parts += [image, torch.ones(3, height, gap)]
+        rows.append(torch.cat(parts[:-1], dim=2))
+    width = max(r.shape[2] for r in rows)
+    padded = []
+    for row in rows:
+        padded += [torch.nn.functional.pad(row, (0, width - row.shape[2]), value=1.0), torch.ones(3, gap, width)]
+    return torch.cat(padded[:-1], dim=1)
+
+
+def figures(model: LLFlow, data: Path, out: Path) -> None:
+    from flowkit.data import write_image
+
+    lows = sorted((data / "LOL" / "eval15_low_only" / "low").glob("*.png"), key=lambda p: int(p.stem))
+    tiles = []
+    for path in lows:
+        low = read_image(path)
+        tiles += [low, model.enhance(low[None])[0]]
+    write_image(out / "eval15_grid.png", grid(tiles, 6, 160))
+
+    dicm = sorted((data / "real_lowlight" / "DICM" / "test" / "low").glob("*.jpg"))
+    real = sorted(dicm, key=lambda p: float(read_image(p).mean()))[:DARKEST_DICM]
+    real += [data / "real_lowlight" / "LIME" / "test" / "low" / f"{n}.bmp" for n in LIME_SELECTION]
+    tiles = []
+    for path in real:
+        low = read_image(path)
+        tiles += [low, model.enhance(low[None])[0]]
+    write_image(out / "real_lowlight_grid.png", grid(tiles, 6, 200))
+
+    lol = data / "LOL"
+    low = read_image(lol / "eval15" / "low" / "778.png")
+    tiles = [low, model.enhance(low[None])[0],
+             read_image(lol / "eval15_reference_outputs" / "LLFlow_official" / "778.png"),
+             read_image(lol / "eval15" / "high" / "778.png")]
+    write_image(out / "lol778.png", grid(tiles, 4, 240))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--out", type=Path, default=FIGURES)
+    parser.add_argument("--export", type=Path, metavar="CHECKPOINT", help="export this run's EMA weights")
+    parser.add_argument("--wall-time", default="", help="the training run's wall time, for the card")
+    parser.add_argument("--no-figures", action="store_true")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+
+    if args.export:
+        from flowkit.cli import load_model
+
+        model = load_model(args.export, ema=True)
+        state = torch.load(args.export, weights_only=True, map_location="cpu")
+    else:
+        model, state = LLFlow.from_pretrained(), None
+    results = {"lol778": lol778(model, args.data), "kodak24_synthetic": kodak24(model, args.data)}
+    print(json.dumps(results, indent=2))
+
+    if args.export:
+        ours = results["lol778"]["flowkit"]
+        kodak = results["kodak24_synthetic"]
+        card = {
+            "name": DEFAULT_PRETRAINED,
+            "summary": PRETRAINED[DEFAULT_PRETRAINED].summary,
+            "data": "synthetic pairs: 400 BSDS500 photographs darkened on the fly by LowLightSynthesizer.lol() "
+                    "(fitted to 4 real LOL pairs) + the 3 real LOL our485 pairs #697, #717, #776 (10x each); "
+                    "not trained on LOL's 485 training pairs",
+            "recipe": "flowkit train --config default --data-dir ../shared/data",
+            "steps": str(state["step"]),
+            "wall_time": args.wall_time,
+            "hardware": f"CPU only, 2 cores ({platform.processor() or platform.machine()}), torch {torch.__version__}",
+            "weights": "EMA (decay 0.998), float32",
+            "lol778_psnr": f"{ours['psnr']:.2f}",
+            "lol778_ssim": f"{ours['ssim']:.4f}",
+            "lol778_lpips": f"{ours['lpips']:.4f}",
+            "lol778_gtmean_psnr": f"{ours['gtmean_psnr']:.2f}",
+            "kodak24_synthetic_psnr": f"{kodak['psnr']:.2f}",
+            "kodak24_synthetic_ssim": f"{kodak['ssim']:.4f}",
+            "kodak24_synthetic_lpips": f"{kodak['lpips']:.4f}",
+        }
+        target = PRETRAINED[DEFAULT_PRETRAINED].path
+        digest = export_pretrained(model, target, card)
+        print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
+        print("record it in flowkit/models/llflow/pretrained.py, then run this script without --export")
+    else:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "model_card_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+        if not args.no_figures:
+            figures(model, args.data, args.out)
+            print(f"wrote the figures to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

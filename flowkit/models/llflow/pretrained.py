@@ -1,0 +1,151 @@
+"""Trained LLFlow weights shipped inside the package, and how they are written and read.
+
+A shipped model is one safetensors file in ``flowkit/models/llflow/weights/`` whose sha256 is
+recorded here, so a damaged or replaced file is refused before it is parsed. The file's metadata
+carries the model's :class:`~flowkit.models.LLFlowConfig` (JSON) and its model card summary
+(training data, recipe, steps, wall time, hardware, metrics), so a file is self-describing.
+Loading runs no pickle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowkit._weights import WeightsError, load_checked, save_safetensors
+from flowkit.models.llflow.config import LLFlowConfig
+
+__all__ = ["DEFAULT_PRETRAINED", "PRETRAINED", "PretrainedModel", "export_pretrained", "load_pretrained",
+           "pretrained_names", "read_exported"]
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class PretrainedModel:
+    """A trained model shipped with flowkit.
+
+    Attributes:
+        name: what ``LLFlow.from_pretrained(name)`` and ``--pretrained`` take.
+        file: the safetensors file in ``flowkit/models/llflow/weights/``.
+        sha256: the file's sha256, checked at every load.
+        summary: one line for users: what it is and what it was trained on.
+    """
+
+    name: str
+    file: str
+    sha256: str
+    summary: str
+
+    @property
+    def path(self) -> Path:
+        """Where the weight file is installed."""
+        return WEIGHTS_DIR / self.file
+
+
+PRETRAINED: dict[str, PretrainedModel] = {}
+"""The shipped models by name."""
+
+DEFAULT_PRETRAINED = "llflow-small-synthetic"
+"""The model ``LLFlow.from_pretrained()`` and ``flowkit enhance`` use when none is named."""
+
+
+def _register(model: PretrainedModel) -> None:
+    PRETRAINED[model.name] = model
+
+
+_register(PretrainedModel(
+    name="llflow-small-synthetic",
+    file="llflow-small-synthetic.safetensors",
+    sha256="14b8786bbf547f7478c23a1959443555d9ac82d2e9548d486f44db69bb64eb25",
+    summary="a slimmed LOL_smallNet trained by flowkit on photographs darkened by the LOL-calibrated "
+            "synthesizer (not on LOL); see the model card in the docs",
+))
+
+
+def pretrained_names() -> list[str]:
+    """Names of the shipped models, the default first.
+
+    Example:
+        >>> from flowkit.models.llflow.pretrained import pretrained_names
+        >>> pretrained_names()[0]
+        'llflow-small-synthetic'
+    """
+    return sorted(PRETRAINED, key=lambda name: (name != DEFAULT_PRETRAINED, name))
+
+
+def load_pretrained(name: str | None = None):
+    """The shipped model ``name`` (default :data:`DEFAULT_PRETRAINED`) as an eval-mode :class:`LLFlow`.
+
+    Raises:
+        ValueError: no shipped model has that name (the message lists them).
+        flowkit._weights.WeightsError: the weight file is missing, damaged or replaced.
+
+    Example:
+        >>> from flowkit.models.llflow.pretrained import load_pretrained
+        >>> load_pretrained("nope")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: no shipped LLFlow model is called 'nope'; shipped: ['llflow-small-synthetic'...]
+    """
+    from flowkit.models.llflow.model import LLFlow
+
+    name = DEFAULT_PRETRAINED if name is None else name
+    if name not in PRETRAINED:
+        raise ValueError(f"no shipped LLFlow model is called {name!r}; shipped: {pretrained_names()}")
+    entry = PRETRAINED[name]
+    tensors, metadata = load_checked(entry.path, entry.sha256)
+    return _build(tensors, metadata, entry.path, LLFlow)
+
+
+def _build(tensors, metadata: dict[str, str], path: Path, cls):
+    try:
+        fields = json.loads(metadata["llflow_config"])
+        fields["stack_blocks"] = tuple(fields["stack_blocks"])
+        config = LLFlowConfig(**fields)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise WeightsError(f"{path}: its metadata has no valid llflow_config ({exc})") from exc
+    model = cls(config)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: the weights do not fit the config in its metadata ({exc})") from exc
+    model.pretrained_card = {k: v for k, v in metadata.items() if k != "llflow_config"}
+    return model.eval()
+
+
+def export_pretrained(model, path: str | Path, card: dict[str, str] | None = None) -> str:
+    """Write ``model`` (an :class:`LLFlow`) as a self-describing safetensors file; returns its sha256.
+
+    The metadata holds ``llflow_config`` (JSON) and every ``card`` entry (strings). Read it back
+    with :func:`read_exported`.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from flowkit.models import LLFlow, LLFlowConfig
+        >>> from flowkit.models.llflow.pretrained import export_pretrained, read_exported
+        >>> config = LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4, stack_blocks=(),
+        ...                       steps_per_level=1, hidden_channels=4)
+        >>> path = Path(tempfile.mkdtemp()) / "m.safetensors"
+        >>> digest = export_pretrained(LLFlow(config), path, {"data": "scenes"})
+        >>> model = read_exported(path, digest)
+        >>> model.config == config, model.pretrained_card["data"], model.training
+        (True, 'scenes', False)
+    """
+    metadata = {"llflow_config": json.dumps(dataclasses.asdict(model.config))}
+    for key, value in (card or {}).items():
+        if key == "llflow_config" or not isinstance(value, str):
+            raise ValueError(f"card entries must be strings under other keys than llflow_config, got {key!r}")
+        metadata[key] = value
+    return save_safetensors(path, model.state_dict(), metadata)
+
+
+def read_exported(path: str | Path, sha256: str):
+    """Load a file written by :func:`export_pretrained`, checking its sha256 (see there)."""
+    from flowkit.models.llflow.model import LLFlow
+
+    tensors, metadata = load_checked(path, sha256)
+    return _build(tensors, metadata, Path(path), LLFlow)
