@@ -100,7 +100,10 @@ def test_evaluate_writes_a_table(tmp_path, checkpoint):
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["name"] for row in report["images"]] == ["p0", "p1"]
     assert 0 < report["mean"]["psnr"] < 60 and -1 <= report["mean"]["gtmean_ssim_gray"] <= 1
-    assert "| **mean** |" in (tmp_path / "eval" / "metrics.md").read_text()
+    # LPIPS is undefined below 32x32 pixels: null in the JSON, n/a in the table.
+    assert report["mean"]["lpips"] is None and report["images"][0]["lpips"] is None
+    table = (tmp_path / "eval" / "metrics.md").read_text()
+    assert "| **mean** |" in table and "n/a" in table
 
 
 def test_missing_checkpoint_is_a_clean_error(tmp_path, capsys):
@@ -127,6 +130,7 @@ def test_enhance_and_evaluate_on_the_real_lol_pair(shared_dir, tmp_path, checkpo
                  "--output", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["name"] for row in report["images"]] == ["778"]
+    assert 0 < report["images"][0]["lpips"] < 1.5
 
 
 def test_evaluate_and_enhance_accept_a_reference_checkpoint(tmp_path):
@@ -147,3 +151,22 @@ def test_evaluate_and_enhance_accept_a_reference_checkpoint(tmp_path):
     low = read_image(tmp_path / "data" / "low" / "q0.png")[None]
     expected = model.eval().enhance(low)[0]
     torch.testing.assert_close(read_image(tmp_path / "out" / "q0.png"), expected, atol=1 / 255 + 1e-6, rtol=0)
+
+
+def test_enhance_and_evaluate_use_the_shipped_model_without_a_checkpoint(tmp_path, capsys):
+    [source] = _images(tmp_path / "in", 1, 40, 48)
+    assert main(["enhance", str(source), "-o", str(tmp_path / "out")]) == 0
+    assert "using the shipped model 'llflow-small-synthetic'" in capsys.readouterr().err
+    expected = LLFlow.from_pretrained().enhance(read_image(source)[None])[0]
+    assert torch.allclose(read_image(tmp_path / "out" / "img0.png"), expected, atol=0.5 / 255 + 1e-6)
+    for side, scale in (("low", 0.2), ("high", 1.0)):
+        write_image(tmp_path / "data" / side / "p.png",
+                    torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)) * scale)
+    assert main(["evaluate", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "eval")]) == 0
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["model"] == "pretrained:llflow-small-synthetic"
+    assert 0 < report["mean"]["lpips"] < 1.5 and report["mean"]["gtmean_lpips"] is not None
+    assert main(["enhance", str(source), "-o", str(tmp_path / "o2"), "--pretrained", "nope"]) == 2
+    assert "no shipped LLFlow model is called 'nope'" in capsys.readouterr().err
+    assert main(["enhance", str(source), "-o", str(tmp_path / "o3"), "--official"]) == 2
+    assert "--official needs --checkpoint" in capsys.readouterr().err

@@ -196,7 +196,7 @@ def to_uint8(image: Tensor, *, rounding: str = "round") -> Tensor:
     raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
 
 
-def write_image(path: str | Path, image: Tensor) -> None:
+def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None = None) -> None:
     """Write a (3, H, W) image as an 8-bit file whose format follows the suffix (PNG is lossless).
 
     Float images are taken to be in [0, 1] and rounded (see :func:`to_uint8`). Parent folders are
@@ -205,7 +205,9 @@ def write_image(path: str | Path, image: Tensor) -> None:
 
     Args:
         path: where to write.
-        image: (3, H, W) uint8 or float tensor.
+        image: (3, H, W) uint8 or float tensor; float values must be finite and in [0, 1] (up to
+            rounding error: values within 1/510 outside are clamped).
+        text: PNG text chunks to store (keys and values are strings); PNG files only.
 
     Example:
         >>> import tempfile, torch
@@ -222,16 +224,33 @@ def write_image(path: str | Path, image: Tensor) -> None:
         raise ValueError(f"write_image expects a (3, H, W) image, got shape {tuple(image.shape)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if image.is_floating_point():
+        if not bool(torch.isfinite(image).all()):
+            raise ValueError(f"write_image: the image for {path} holds NaN or infinite values")
+        low, high = float(image.min()), float(image.max())
+        if low < -0.5 / 255 or high > 1 + 0.5 / 255:
+            raise ValueError(f"write_image: float images must be in [0, 1], the image for {path} spans "
+                             f"[{low:.4g}, {high:.4g}] (clamp it first if that is intended)")
     pixels = to_uint8(image.detach().cpu()).permute(1, 2, 0).contiguous().numpy()
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format is None:
         raise ValueError(f"write_image: cannot tell an image format from the suffix of {path}")
+    options = {}
+    if text:
+        if image_format != "PNG":
+            raise ValueError(f"write_image: text chunks need a PNG file, got {path}")
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        for key, value in text.items():
+            info.add_text(key, value)
+        options["pnginfo"] = info
     # Written beside the target and renamed into place: a crash or a full disk never leaves a
     # half-written file under the final name, and an earlier file survives a failed write.
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as out:
-            Image.fromarray(pixels).save(out, format=image_format)
+            Image.fromarray(pixels).save(out, format=image_format, **options)
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
     except BaseException as error:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint", "save_model"]
+__all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "restore_rng_state", "save_checkpoint",
+           "save_model"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -41,11 +42,24 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as error:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+        if isinstance(error, RuntimeError) and not isinstance(error, OSError) and _disk_full(path.parent):
+            # torch.save reports a full disk as a C++ "enforce fail"; say what happened instead.
+            raise OSError(28, f"cannot write {path}: no space left on device") from error
+        if isinstance(error, OSError):
+            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
         raise
     return path
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return False
+    return stats.f_bavail * stats.f_frsize < 1 << 20
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
@@ -71,20 +85,88 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
+    A file that torch's safe loader refuses (a pickle with code in it, a foreign format, a
+    truncated file) is reported as not a checkpoint, naming it; torch's own advice to load it
+    with ``weights_only=False``, which would run whatever code it holds, never reaches the user.
+
     Raises:
         FileNotFoundError: naming the path, if there is no such file.
-        ValueError: naming the path, if the file is not a readable checkpoint.
+        ValueError: naming the path, if the file is empty, not a readable checkpoint, or holds
+            non-finite weights.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> empty = Path(tempfile.mkdtemp()) / "empty.pt"
+        >>> empty.write_bytes(b"")
+        0
+        >>> load_checkpoint(empty)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../empty.pt is empty, not a checkpoint
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file, expected a checkpoint")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty, not a checkpoint")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable flowkit checkpoint: {error}") from error
+        raise ValueError(
+            f"{path} is not a flowkit or LLFlow reference checkpoint (it is truncated, in another format, "
+            "or holds objects other than tensors, which flowkit never loads)"
+        ) from error
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
+    bad = _non_finite(state)
+    if bad:
+        raise ValueError(f"{path} holds non-finite values (NaN or infinity) in {bad}; refusing to use it")
     return state
+
+
+def _non_finite(value: Any, name: str = "") -> str | None:
+    """The first floating-point tensor in a nested state that holds NaN or infinity, by its key path."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name or "the checkpoint"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{name}.{key}" if name else str(key))
+        if found:
+            return found
+    return None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "last.pt") -> list[Path]:
+    """Delete the temporary files that killed runs left beside ``folder/name``; return them.
+
+    :func:`save_checkpoint` writes ``.NAME.*.tmp`` and renames it; a process killed in between
+    leaves the temporary behind. Call this when a run (re)starts, before it writes checkpoints.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".last.pt.abc123.tmp").write_bytes(b"partial")
+        >>> [p.name for p in remove_stale_temporaries(folder)]
+        ['.last.pt.abc123.tmp']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.glob(f".{name}.*.tmp") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,12 +148,16 @@ class TrainConfig:
                    "lol_v2": LLFlowConfig.lol_v2, "tiny": _tiny_llflow}
         if preset not in presets:
             raise ValueError(f"[model] preset must be one of {sorted(presets)}, got {preset!r}")
-        if "stack_blocks" in overrides:
+        known = {f.name for f in dataclasses.fields(LLFlowConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"[model] has unknown keys {unknown}; known keys: {sorted(known | {'preset'})}")
+        if isinstance(overrides.get("stack_blocks"), list):
             overrides["stack_blocks"] = tuple(overrides["stack_blocks"])
         try:
             return dataclasses.replace(presets[preset](), **overrides)
-        except TypeError as error:
-            raise ValueError(f"[model] has an unknown key: {error}") from error
+        except ValueError as error:
+            raise ValueError(f"[model] {str(error).removeprefix('LLFlowConfig.')}") from error
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -171,8 +177,53 @@ def _section(cls, table: dict[str, Any], name: str):
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"[{name}] has unknown keys {unknown}; known keys: {sorted(known)}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        values[key] = _typed(value, hints[key], f"[{name}] {key}")
     return cls(**values)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a field's type hint (TOML gives str, int, float, bool, lists)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return value
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is tuple:
+            items = typing.get_args(option)
+            if isinstance(value, (list, tuple)) and (items[-1] is Ellipsis or len(value) == len(items)):
+                try:
+                    return tuple(_typed(v, items[0], where) for v in value)
+                except ValueError:
+                    pass  # reported below for the whole list
+            continue
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    expected = " or ".join(_type_name(o) for o in options if o is not type(None))
+    raise ValueError(f"{where} must be {expected}, got {value!r} ({_toml_type(value)})")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(items[0], str(items[0]))
+        return f"a list of {plural}" if items[-1] is Ellipsis else f"a list of {len(items)} {plural}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _toml_type(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a table"}
+    return kinds.get(type(value), type(value).__name__)
 
 
 def shipped_configs() -> list[str]:
@@ -209,12 +260,17 @@ def load_config(source: str | Path) -> TrainConfig:
     unknown = sorted(set(table) - {"model", "data", "optim", "run"})
     if unknown:
         raise ValueError(f"{path}: unknown sections {unknown}; expected [model], [data], [optim], [run]")
+    for name in ("model", "data", "optim", "run"):
+        if not isinstance(table.get(name, {}), dict):
+            raise ValueError(f"{path}: {name} must be a [{name}] table, got {table[name]!r}")
     try:
-        return TrainConfig(
+        config = TrainConfig(
             model=dict(table.get("model", {"preset": "lol_small"})),
             data=_section(DataSection, table.get("data", {}), "data"),
             optim=_section(OptimSection, table.get("optim", {}), "optim"),
             run=_section(RunSection, table.get("run", {}), "run"),
         )
+        config.llflow_config()  # the model section is checked now, not when training starts
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from error
+    return config

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,7 +16,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from flowkit.train.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from flowkit.train.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng_state,
+    save_checkpoint,
+)
 from flowkit.train.config import TrainConfig
 from flowkit.train.distributed import DistributedContext, init_distributed
 from flowkit.train.ema import ExponentialMovingAverage
@@ -35,6 +43,8 @@ class TrainResult:
     skipped_steps: list[int] = field(default_factory=list)
     """Steps whose loss or gradients were not finite (the optimiser step was skipped)."""
     checkpoint: Path | None = None
+    interrupted: bool = False
+    """The run stopped early on SIGINT or SIGTERM, after writing a checkpoint of its last step."""
 
 
 def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
@@ -333,8 +343,11 @@ def train(
     ema = ExponentialMovingAverage(model, config.optim.ema) if config.optim.ema else None
 
     step = 0
+    if ctx.is_main:
+        remove_stale_temporaries(output)  # partial checkpoints of killed runs
     if resume is not None:
         state = load_checkpoint(resume, map_location=ctx.device)
+        _check_resumable(state, resume, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -368,6 +381,7 @@ def train(
     logger = _Logger(output, run.iterations, step, enabled=ctx.is_main, progress=progress)
     last_time, last_step = time.perf_counter(), step
     model.train()
+    stop = _StopRequest()
     try:
         while step < run.iterations:
             batch = next(batches)
@@ -410,16 +424,78 @@ def train(
                     logger.note(step, "val", scores)
                 if ctx.enabled:
                     dist.barrier()
-            stopping = stop_after is not None and step >= stop_after
+            result.interrupted = stop.requested(ctx)
+            stopping = (stop_after is not None and step >= stop_after) or result.interrupted
             if step % run.checkpoint_every == 0 or step == run.iterations or stopping:
                 result.checkpoint = _checkpoint(output, step, model, optimizer, scheduler, scaler, ema,
                                                 selector, config, ctx)
             if stopping:
                 break
     finally:
+        stop.restore()
         logger.close()
     result.step = step
     return result
+
+
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a request to stop after the current step (with a checkpoint).
+
+    Installed only in the main thread of the main interpreter (where Python delivers signals);
+    the previous handlers come back in :meth:`restore`. A second signal while stopping falls
+    through to the previous handler (Ctrl-C twice still interrupts at once).
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self._flag:
+            previous = self._previous.get(number)
+            signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+            signal.raise_signal(number)
+            return
+        self._flag = True
+
+    def requested(self, ctx: DistributedContext) -> bool:
+        flag = self._flag
+        if ctx.enabled:  # every rank stops at the same step, or the next collective would hang
+            value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            flag = bool(value.item() > 0)
+        return flag
+
+    def restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()
+
+
+def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
+    """A checkpoint resumes a run only if it is a training checkpoint of the same model config."""
+    if state.get("format") == "flowkit.model/1" or "optimizer" not in state or "step" not in state:
+        raise ValueError(
+            f"{path} is not a training checkpoint (it holds no optimiser state or step; a model saved for "
+            "enhancement cannot resume a run): pass OUTPUT/last.pt of the run to resume"
+        )
+    import dataclasses
+
+    from flowkit.models.llflow.config import LLFlowConfig
+
+    wanted = _plain(config.llflow_config())
+    # Fields added to LLFlowConfig after the checkpoint was written take their defaults.
+    saved = {**_plain(LLFlowConfig()), **dict(state.get("llflow_config") or {})}
+    if set(saved) - {f.name for f in dataclasses.fields(LLFlowConfig)} or saved != wanted:
+        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ValueError(
+            f"{path} was written by a run with another model config (differs in {differing}); resume it with "
+            "the config that wrote it"
+        )
 
 
 def _checkpoint(output, step, model, optimizer, scheduler, scaler, ema, selector, config, ctx) -> Path:

@@ -68,7 +68,7 @@ def test_default_recipe_trains_the_slim_small_net_on_calibrated_online_synthetic
     assert data.synthetic_online and data.synthesizer == "lol" and data.real_train_repeat == 10
     assert data.path(data.synthetic_source) == "../shared/data/photos/BSDS500"
     assert data.path("/abs/photos") == "/abs/photos" and data.path("scenes") == "scenes"
-    assert config.run.amp == "none" and config.optim.milestones[-1] < config.run.iterations
+    assert config.run.amp == "none" and config.optim.milestones[-1] < config.run.iterations == 1400
 
 
 def test_new_data_keys_are_validated_with_their_names(tmp_path):

@@ -139,8 +139,10 @@ def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
 
 def _load(checkpoint: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
     if isinstance(checkpoint, (str, Path)):
-        # weights_only: a checkpoint file never runs code.
-        checkpoint = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        from flowkit.train.checkpoint import load_checkpoint
+
+        # weights_only loading (a checkpoint file never runs code), errors that name the file.
+        checkpoint = load_checkpoint(checkpoint)
     if not isinstance(checkpoint, Mapping):
         raise TypeError(f"from_official expects a path or a state dict, got {type(checkpoint).__name__}")
     state = {}
