@@ -84,3 +84,17 @@ def micro_config(tmp_path: Path):
         return path
 
     return make
+
+
+@pytest.fixture
+def toy_checkpoint(tmp_path) -> Path:
+    """A small LLFlow with perturbed (non-identity) weights, saved as ``flowkit enhance`` loads it."""
+    from flowkit.models import LLFlow, LLFlowConfig
+    from flowkit.testing import perturb_parameters
+    from flowkit.train import save_model
+
+    torch.manual_seed(0)
+    model = LLFlow(LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
+                                steps_per_level=1, hidden_channels=8))
+    perturb_parameters(model, 0.02, torch.Generator().manual_seed(1))
+    return save_model(model, tmp_path / "model.pt")

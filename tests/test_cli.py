@@ -13,18 +13,14 @@ from flowkit.data import read_image, write_image
 from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.testing import perturb_parameters
-from flowkit.train import save_model
 
 TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
                    steps_per_level=1, hidden_channels=8)
 
 
 @pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    torch.manual_seed(0)
-    model = LLFlow(TOY)
-    perturb_parameters(model, 0.02, torch.Generator().manual_seed(1))
-    return save_model(model, tmp_path / "model.pt")
+def checkpoint(toy_checkpoint) -> Path:
+    return toy_checkpoint
 
 
 def _images(folder: Path, count: int, height: int = 20, width: int = 28) -> list[Path]:

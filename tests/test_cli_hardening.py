@@ -16,7 +16,6 @@ import torch
 from flowkit.cli import SOURCE_KEY, main
 from flowkit.data import read_image, write_image
 from flowkit.models import LLFlow, LLFlowConfig
-from flowkit.testing import perturb_parameters
 from flowkit.train import save_model
 
 TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
@@ -24,11 +23,8 @@ TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stac
 
 
 @pytest.fixture
-def checkpoint(tmp_path) -> Path:
-    torch.manual_seed(0)
-    model = LLFlow(TOY)
-    perturb_parameters(model, 0.02, torch.Generator().manual_seed(1))
-    return save_model(model, tmp_path / "model.pt")
+def checkpoint(toy_checkpoint) -> Path:
+    return toy_checkpoint
 
 
 def _image(path: Path, seed: int = 0) -> Path:
@@ -137,7 +133,7 @@ def test_unsafe_loading_advice_never_reaches_the_user(tmp_path, capsys):
 
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as handle:
-        pickle.dump(Payload(), handle)
+        pickle.dump(Payload(), handle, protocol=2)
     source = _image(tmp_path / "a.png")
     status, err = _run(["enhance", source, "-o", tmp_path / "o", "--checkpoint", evil], capsys)
     assert status == 2 and "evil.pt is not a flowkit or LLFlow reference checkpoint" in err
