@@ -113,10 +113,17 @@ class FlowModel(nn.Module):
             >>> torch.allclose(log_prob, model.log_prob(x))
             True
         """
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(f"FlowModel.sample: temperature must be a finite number >= 0, got {temperature!r}")
         if n is None:
             if cond is None:
                 raise ValueError("FlowModel.sample needs n (unconditional) or cond (one sample per row)")
             n = cond.shape[0]
+        elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"FlowModel.sample: n must be a positive int, got {n!r}")
+        elif cond is not None and cond.shape[0] != n:
+            raise ValueError(f"FlowModel.sample: n={n} but cond has {cond.shape[0]} rows (one sample per row)")
         prior_cond = cond if self.prior_uses_cond else None
         z = self.prior.sample(n, prior_cond, temperature=temperature, generator=generator)
         with self._split_temperature(temperature):

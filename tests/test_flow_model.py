@@ -81,3 +81,20 @@ def test_sample_returns_the_log_prob_of_its_samples():
     x, log_prob = model.sample(cond=cond, return_log_prob=True)
     torch.testing.assert_close(log_prob, model.log_prob(x, cond))
     assert model.sample(cond=cond).shape == (6, 2)  # the default still returns samples alone
+
+
+def test_sample_validates_its_arguments():
+    import flowkit
+    from flowkit.distributions import StandardNormal
+    from flowkit.layers import ActNorm
+
+    model = flowkit.FlowModel(ActNorm(2), StandardNormal((2,))).eval()
+    for temperature in (float("nan"), float("inf"), -0.5, "1"):
+        with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+            model.sample(2, temperature=temperature)
+    for n in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            model.sample(n)
+    with pytest.raises(ValueError, match="n=3 but cond has 2 rows"):
+        model.sample(3, cond=torch.zeros(2, 1))
+    assert model.sample(3, temperature=0).shape == (3, 2)
