@@ -227,14 +227,14 @@ def run(args: argparse.Namespace) -> dict:
             case = {**base, "workload": "sweep", "mode": mode, "depth": depth, **settings["sweep"]}
             row = measure_in_subprocess(case)
             sweep_rows.append(row)
-            print(f"  sweep K={depth:2d} {mode:10s}: {row['step_mb']:8.1f} MB above rest", file=sys.stderr)
+            print(f"  sweep K={depth:2d} {mode:10s}: {row['step_mb']:8.1f} MiB above rest", file=sys.stderr)
     for size in settings["llflow"]["sizes"] if "llflow" in args.workloads else ():
         for workload in ("llflow", "llflow_flow"):
             for mode in MODES:
                 case = {**base, "workload": workload, "mode": mode, "size": size, "batch": settings["llflow"]["batch"]}
                 row = measure_in_subprocess(case)
                 llflow_rows.append(row)
-                print(f"  {workload} {size} {mode:10s}: {row['step_mb']:8.1f} MB above rest", file=sys.stderr)
+                print(f"  {workload} {size} {mode:10s}: {row['step_mb']:8.1f} MiB above rest", file=sys.stderr)
     if "sweep" in args.workloads:
         timed.append({**base, "workload": "sweep", "depth": DEPTHS[-1], **settings["sweep"]})
     if "llflow" in args.workloads:
@@ -278,7 +278,7 @@ def targets(sweep: list[dict], llflow: list[dict], timing: list[dict]) -> dict:
         for workload in ("llflow", "llflow_flow"):
             std = _row(llflow, workload=workload, size=size, mode="standard")["step_mb"]
             inv = _row(llflow, workload=workload, size=size, mode="invertible")["step_mb"]
-            reductions[f"{workload}_{size}"] = std / inv
+            reductions[f"{'whole step' if workload == 'llflow' else 'flow part'} {size}"] = std / inv
     return {
         "sweep_invertible_K32_over_K4": _depth_ratio(sweep, "invertible"),
         "sweep_standard_K32_over_K4": _depth_ratio(sweep, "standard"),
@@ -287,12 +287,12 @@ def targets(sweep: list[dict], llflow: list[dict], timing: list[dict]) -> dict:
     }
 
 
-SWEEP_COLUMNS = [("depth", "K", ""), ("mode", "mode", ""), ("step_mb", "step peak above rest MB", ".1f"),
-                 ("rest_mb", "at rest MB", ".1f"), ("peak_mb", "total peak MB", ".1f"),
+SWEEP_COLUMNS = [("depth", "K", ""), ("mode", "mode", ""), ("step_mb", "step peak above rest MiB", ".1f"),
+                 ("rest_mb", "at rest MiB", ".1f"), ("peak_mb", "total peak MiB", ".1f"),
                  ("first_step_s", "first step s", ".2f")]
 LLFLOW_COLUMNS = [("size", "patch", ""), ("part", "part", ""), ("mode", "mode", ""),
-                  ("step_mb", "step peak above rest MB", ".1f"), ("rest_mb", "at rest MB", ".1f"),
-                  ("peak_mb", "total peak MB", ".1f"), ("first_step_s", "first step s", ".2f")]
+                  ("step_mb", "step peak above rest MiB", ".1f"), ("rest_mb", "at rest MiB", ".1f"),
+                  ("peak_mb", "total peak MiB", ".1f"), ("first_step_s", "first step s", ".2f")]
 TIME_COLUMNS = [("workload", "workload", ""), ("standard_ms", "standard ms", ".1f"),
                 ("invertible_ms", "invertible ms", ".1f"), ("ratio", "invertible / standard", ".2f"),
                 ("rounds", "rounds", "")]
@@ -331,8 +331,7 @@ def report(result: dict) -> str:
             markdown_table(llflow_rows, LLFLOW_COLUMNS),
             "",
             "Activation memory, standard / invertible: "
-            + ", ".join(f"{k.replace('llflow_flow', 'flow part').replace('llflow', 'whole step')} {v:.2f}x"
-                        for k, v in goals["activation_reduction"].items())
+            + ", ".join(f"{k}: {v:.2f}x" for k, v in goals["activation_reduction"].items())
             + " (target for the flow part >= 3x).",
         ]
     lines += [
@@ -359,7 +358,6 @@ def plot(result: dict, path: Path) -> None:
     for mode, style in (("standard", "o-"), ("invertible", "s-")):
         rows = sorted((r for r in result["sweep"] if r["mode"] == mode), key=lambda r: r["depth"])
         ax.plot([r["depth"] for r in rows], [r["step_mb"] for r in rows], style, label=f"{mode} backprop")
-    ax.set_xscale("log", base=2)
     ax.set_xticks(list(DEPTHS), [str(d) for d in DEPTHS])
     ax.set_xlabel("K (conditional steps per level)")
     ax.set_ylabel("training-step memory above rest (MiB)")

@@ -111,7 +111,7 @@ def _chain(layers: dict, names: list[str], channels: int, repeats: int, dtype, s
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("kind", sorted(IMAGE_LAYERS))
 def test_each_image_layer_type_gets_standard_gradients(kind, dtype):
-    flow = _chain(IMAGE_LAYERS, [kind], 4, 4, dtype, seed=1)
+    flow = _chain(IMAGE_LAYERS, [kind], 4, 3, dtype, seed=1)
     x, cond = randn((2, 4, 4, 4), 2, dtype), randn((2, COND, 4, 4), 3, dtype)
     assert_same_results_and_close_gradients(flow, x, cond if flow.conditional else None, dtype)
 
