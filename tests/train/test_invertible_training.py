@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MICRO
 
 from flowkit import memory
 from flowkit.models import LLFlow
 from flowkit.train import load_config, train
 
 
-def _config(tmp_path: Path, name: str, iterations: int, memory: str):
+def _config(micro_config, tmp_path: Path, name: str, iterations: int, memory: str):
+    """The suite's micro training config with ``[model] memory = ...`` added."""
+    text = micro_config(iterations, tmp_path / name).read_text()
     path = tmp_path / f"{name}.toml"
-    text = MICRO.format(iterations=iterations, output=(tmp_path / name).as_posix())
     path.write_text(text.replace("[model]\n", f'[model]\nmemory = "{memory}"\n', 1))
     return load_config(path)
 
@@ -24,8 +24,8 @@ def _state(tmp_path: Path, name: str) -> dict:
     return torch.load(tmp_path / name / "last.pt", weights_only=True)
 
 
-def test_invertible_training_resumes_bit_exactly(tmp_path, monkeypatch):
-    config = _config(tmp_path, "straight", 4, "invertible")
+def test_invertible_training_resumes_bit_exactly(micro_config, tmp_path, monkeypatch):
+    config = _config(micro_config, tmp_path, "straight", 4, "invertible")
     if LLFlow(config.llflow_config()).flow.memory != "invertible":
         pytest.skip("LLFlow does not yet pass config.memory to ConditionalFlow (flowkit/models/llflow/model.py)")
     calls = {"n": 0}
@@ -39,7 +39,7 @@ def test_invertible_training_resumes_bit_exactly(tmp_path, monkeypatch):
     train(config, device="cpu", progress=False)
     assert calls["n"] == 4 * 3  # every training step ran each of the 3 levels by inversion
 
-    interrupted = _config(tmp_path, "interrupted", 4, "invertible")
+    interrupted = _config(micro_config, tmp_path, "interrupted", 4, "invertible")
     assert train(interrupted, device="cpu", progress=False, stop_after=2).step == 2
     midway = _state(tmp_path, "interrupted")["model"]
     train(interrupted, device="cpu", progress=False, resume=tmp_path / "interrupted" / "last.pt")
