@@ -134,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=FIGURES)
     parser.add_argument("--export", type=Path, metavar="CHECKPOINT", help="export this run's EMA weights")
     parser.add_argument("--wall-time", default="", help="the training run's wall time, for the card")
+    parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                        help="export the run's moving average or its last weights")
     parser.add_argument("--no-figures", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export:
         from flowkit.cli import load_model
 
-        model = load_model(args.export, ema=True)
+        model = load_model(args.export, ema=args.weights == "ema")
         state = torch.load(args.export, weights_only=True, map_location="cpu")
     else:
         model, state = LLFlow.from_pretrained(), None
@@ -161,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             "steps": str(state["step"]),
             "wall_time": args.wall_time,
             "hardware": f"CPU only, 2 cores ({platform.processor() or platform.machine()}), torch {torch.__version__}",
-            "weights": "EMA (decay 0.998), float32",
+            "weights": ("exponential moving average (decay 0.998)" if args.weights == "ema"
+                        else "the last step's weights") + ", float32",
             "lol778_psnr": f"{ours['psnr']:.2f}",
             "lol778_ssim": f"{ours['ssim']:.4f}",
             "lol778_lpips": f"{ours['lpips']:.4f}",

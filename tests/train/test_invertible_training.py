@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 import torch
 
 from flowkit import memory
@@ -26,8 +25,7 @@ def _state(tmp_path: Path, name: str) -> dict:
 
 def test_invertible_training_resumes_bit_exactly(micro_config, tmp_path, monkeypatch):
     config = _config(micro_config, tmp_path, "straight", 4, "invertible")
-    if LLFlow(config.llflow_config()).flow.memory != "invertible":
-        pytest.skip("LLFlow does not yet pass config.memory to ConditionalFlow (flowkit/models/llflow/model.py)")
+    assert LLFlow(config.llflow_config()).flow.memory == "invertible"
     calls = {"n": 0}
     real_run = memory._run_invertible
 

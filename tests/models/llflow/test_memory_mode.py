@@ -89,7 +89,5 @@ def test_memory_mode_is_validated_and_older_configs_load_with_the_standard_mode(
 
 
 def test_the_config_switch_reaches_the_flow():
-    model = LLFlow(toy_config(memory="invertible"))
-    if model.flow.memory != "invertible":
-        pytest.skip("LLFlow does not yet pass config.memory to ConditionalFlow (flowkit/models/llflow/model.py)")
+    assert LLFlow(toy_config(memory="invertible")).flow.memory == "invertible"
     assert LLFlow(toy_config()).flow.memory == "standard"
