@@ -54,11 +54,14 @@ class Flow(nn.Module):
     """
 
     conditional: bool = True
+    """Whether the flow uses ``cond`` (``True`` unless a layer says otherwise)."""
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map data ``x`` to latent ``y``; returns ``(y, logdet)`` with ``logdet = log|det dy/dx|``, shape ``(B,)``."""
         raise NotImplementedError
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Map latent ``y`` back to data ``x``; returns ``(x, logdet)``, the negative of :meth:`forward`'s logdet."""
         raise NotImplementedError
 
 

@@ -10,7 +10,7 @@ valid region: the same as ``skimage.metrics.structural_similarity(..., channel_a
 gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``.
 
 **LLFlow's reference protocol** (``code/test.py`` and ``code/Measure.py`` of the official
-repository, see the LLFlow SPEC §5 and §0.11), which produced the published numbers:
+repository), which produced the published numbers:
 
 1. optionally, GT-mean brightness alignment, ``sr *= mean_gray(gt) / mean(sr)``
    (:func:`gt_mean_align`; the reference's gray weights are swapped, see there);
@@ -58,7 +58,7 @@ GRAY_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "bt601": (0.299, 0.587, 0.114),
     "reference_swapped": (0.114, 0.587, 0.299),
 }
-"""RGB-to-gray weights by name: ITU-R BT.601 luma (correct for RGB input), and the weights
+"""RGB-to-gray weights by name. ITU-R BT.601 luma (correct for RGB input), and the weights
 LLFlow's ``test.py`` effectively uses when it applies OpenCV's ``COLOR_BGR2GRAY`` to an RGB array
 (red and blue swapped)."""
 
@@ -243,7 +243,7 @@ def ssim_columns(
     channel axis, so a 2-D (H, W) grayscale image is read as W "channels", each a 1-D signal of
     length H. Each column gets a 1-D SSIM (uniform window of ``win_size`` taps down the column,
     covariance scaled by ``win_size / (win_size - 1)``, valid region), and the column values are
-    averaged. This is how LLFlow's published SSIM was computed (SPEC §5).
+    averaged. This is how LLFlow's published SSIM was computed (its ``code/Measure.py``).
 
     Args:
         pred: single-channel images, shape ``(..., H, W)``, float or uint8.

@@ -298,4 +298,5 @@ class Glow(FlowModel):
         latent_shape = (channels, height // factor, width // factor)
         super().__init__(Sequential(*level_flows), DiagGaussian(latent_shape))
         self.input_shape = shape
+        #: Shape ``(C, H, W)`` of the last level's latent (the prior's shape).
         self.latent_shape = latent_shape

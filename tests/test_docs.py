@@ -1,15 +1,46 @@
-"""The Sphinx documentation builds with warnings as errors."""
+"""The Sphinx documentation builds with warnings as errors and every reference resolved, and the
+examples on its pages run (the doctest builder)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import pytest
 from sphinx.cmd.build import main as sphinx_main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def test_docs_build_without_warnings(tmp_path):
-    status = sphinx_main(["-W", "--keep-going", "-q", "-b", "html", str(DOCS), str(tmp_path / "html")])
-    assert status == 0, "sphinx-build -W failed; run `sphinx-build -W -b html docs docs/_build` to see why"
-    assert (tmp_path / "html" / "api" / "layers.html").exists()
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The HTML build; the doctest builder reuses its parsed pages (``doctrees``)."""
+    root = tmp_path_factory.mktemp("docs")
+    status = sphinx_main(["-W", "-n", "--keep-going", "-q", "-b", "html", "-d", str(root / "doctrees"),
+                          str(DOCS), str(root / "html")])
+    return root, status
+
+
+def test_html_builds_without_warnings_and_with_every_reference_resolved(built):
+    root, status = built
+    assert status == 0, "sphinx-build -W -n failed; run `sphinx-build -W -n -b html docs docs/_build` to see why"
+    assert (root / "html" / "api" / "layers.html").exists()
+
+
+def test_math_is_served_from_the_built_site(built):
+    """No page loads a script from the network: MathJax comes from the site's own _static/."""
+    root, _ = built
+    page = (root / "html" / "concepts.html").read_text()
+    scripts = re.findall(r'<script[^>]*src="([^"]+)"', page)
+    assert any("mathjax" in src for src in scripts), "concepts.html should load MathJax"
+    assert not [src for src in scripts if "//" in src], scripts
+    assert (root / "html" / "_static" / "mathjax" / "tex-chtml.js").exists()
+
+
+def test_doctest_builder_runs_the_pages_examples(built):
+    root, _ = built
+    status = sphinx_main(["-n", "-q", "-b", "doctest", "-d", str(root / "doctrees"), str(DOCS),
+                          str(root / "doctest")])
+    output = (root / "doctest" / "output.txt").read_text()
+    assert status == 0, output
+    assert re.search(r"^\s+0 failures in tests$", output, re.M), output

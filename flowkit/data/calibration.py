@@ -306,6 +306,7 @@ class Calibration:
     fits: tuple[PairFit, ...]
     widen: float = 0.15
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """``(low, high)`` per :class:`~flowkit.data.LowLightSynthesizer` argument, spanning the fits."""
 
     @property
     def synthesizer(self) -> LowLightSynthesizer:

@@ -11,7 +11,7 @@ else: on CPU the default path is plain eager PyTorch, never slower than it, and 
 fuses it with the surrounding ops. Force a backend per call (``backend="torch"``), for the whole
 process (:func:`set_backend`, or ``FLOWKIT_KERNEL_BACKEND=torch`` in the environment before
 ``import flowkit``) or for a block (``with use_backend("triton"): ...``). The kernels run on CPU
-only under Triton's interpreter (``TRITON_INTERPRET=1`` set before :mod:`flowkit.kernels.triton_affine`
+only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``flowkit.kernels.triton_affine``
 is imported), which is for testing; elsewhere forcing ``"triton"`` on CPU tensors is an error.
 """
 

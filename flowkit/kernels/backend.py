@@ -5,7 +5,7 @@ Backends:
 * ``"torch"``: the PyTorch reference (:mod:`flowkit.kernels.reference`), differentiated by autograd.
   It runs on every device and dtype and is transparent to ``torch.compile`` (Inductor fuses it with
   its neighbours), so it is the choice on CPU.
-* ``"triton"``: the fused Triton kernels (:mod:`flowkit.kernels.triton_affine`) behind an opaque
+* ``"triton"``: the fused Triton kernels (``flowkit.kernels.triton_affine``) behind an opaque
   ``torch.library`` custom op with a fused backward. CUDA tensors in float32, float16 or bfloat16;
   CPU tensors only when Triton's interpreter is on (``TRITON_INTERPRET=1`` set before the kernel
   module is imported), which is how the tests execute the kernels without a GPU.

@@ -126,6 +126,7 @@ class LPIPS(nn.Module):
         return features
 
     def forward(self, x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
+        """The distance between ``x`` and ``y``, one value per pair (arguments as above)."""
         for name, image in (("x", x), ("y", y)):
             if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
                 shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__

@@ -55,13 +55,14 @@ class DataSection:
     num_workers: int = 0
     cache: bool = False
     val_limit: int = 0
-    """Validate on at most this many pairs (0: all)."""
+    """Validate on at most this many pairs; 0 validates on all of them."""
     synthesizer: str = "default"
     synthetic_online: bool = False
     synthetic_val_source: str | None = None
     real_train: str | None = None
     real_train_repeat: int = 1
     base: str | None = None
+    """The folder that relative data paths are taken from (``None``: the current directory)."""
 
     def path(self, value: str | None) -> str | None:
         """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is)."""
@@ -81,9 +82,9 @@ class OptimSection:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.5
     grad_clip: float = 0.0
-    """Clip the global gradient norm to this value (0: off)."""
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
     ema: float = 0.0
-    """Decay of an exponential moving average of the weights (0: off), e.g. 0.999."""
+    """Decay of an exponential moving average of the weights, e.g. 0.999; 0 turns it off."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ class DistributedContext:
 
     @property
     def is_main(self) -> bool:
-        """Rank 0: the process that writes checkpoints, logs and images."""
+        """Whether this is rank 0, the process that writes checkpoints, logs and images."""
         return self.rank == 0
 
     @property

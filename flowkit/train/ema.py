@@ -38,6 +38,7 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Move the shadow's parameters one step toward ``model``'s and copy its buffers."""
         for shadow, param in zip(self.shadow.parameters(), model.parameters()):
             if shadow.is_floating_point():
                 shadow.lerp_(param.detach(), 1.0 - self.decay)

@@ -39,7 +39,7 @@ class TrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     """``(step, loss)`` at every logged step (rank 0)."""
     validations: list[dict[str, float]] = field(default_factory=list)
-    """Per validation: ``step``, ``psnr``, ``ssim``, ``input_psnr``, ``nll``."""
+    """One dict per validation, with ``step``, ``psnr``, ``ssim``, ``input_psnr`` and ``nll``."""
     skipped_steps: list[int] = field(default_factory=list)
     """Steps whose loss or gradients were not finite (the optimiser step was skipped)."""
     checkpoint: Path | None = None

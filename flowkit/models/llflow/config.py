@@ -96,7 +96,7 @@ class LLFlowConfig:
 
     @property
     def cond_channels(self) -> int:
-        """Channels of each level's conditioning: the level feature plus the stacked block outputs."""
+        """Channels of each level's conditioning (the level feature plus the stacked block outputs)."""
         return self.encoder_channels * (1 + len(self.stack_blocks))
 
     @classmethod
