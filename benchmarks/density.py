@@ -11,17 +11,20 @@ Data sets (all generated here, offline): ``two_moons``, ``eight_gaussians`` and 
 (2-D), ``cond_two_moons`` (2-D given the moon's label) and ``warped10`` (10-D: a Gaussian mixture
 pushed through a fixed random rotation and an element-wise warp).
 
-Variants: ``flowkit NSF/MAF/RealNVP`` (eager), with ``--compile`` the same under
-``torch.compile(fullgraph=True)``, and the comparable models of zuko (``zuko.flows.NSF/MAF``) and
-nflows (masked autoregressive spline and affine transforms with reverse permutations) when those
-packages are importable: ``pip install zuko nflows``. They are optional; when one is missing the
-script says so and goes on without it. Sizes are the same for all: ``--transforms`` layers of MLPs
-with two hidden layers of ``--hidden`` units, ``--bins`` spline bins on ``[-5, 5]``.
+Variants: ``flowkit NSF/MAF/RealNVP`` and the comparable models of zuko (``zuko.flows.NSF/MAF``, and
+RealNVP as zuko's affine couplings on flowkit's masks) and nflows (masked autoregressive spline and
+affine transforms with reverse permutations, affine couplings) when those packages are importable:
+``pip install zuko nflows`` (the ``bench`` extra). They are optional; when one is missing the script
+says so and goes on without it. With ``--compile`` every model also gets a fresh copy (same initial
+weights) under ``torch.compile(fullgraph=True)``, or the default ``fullgraph=False`` where Dynamo
+cannot trace it in one graph (the row says "graph breaks"). Sizes are the same for all:
+``--transforms`` layers of MLPs or MADEs with two hidden layers of ``--hidden`` units, ``--bins``
+spline bins on ``[-5, 5]`` with linear tails; the same optimiser, seed, batches and steps.
 
 Usage::
 
     python benchmarks/density.py --quick              # CPU: two 2-D sets, a few hundred steps
-    python benchmarks/density.py --compile            # every set, the full number of steps
+    python benchmarks/density.py --compile            # every set, the full number of steps (long on a CPU)
 
 Results go to ``benchmarks/results/density_<device>[_quick].json`` and ``.md`` (``--output`` to change).
 """
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.metadata
 import math
 import random
 import statistics
@@ -115,29 +119,72 @@ DATASETS = {
 @dataclass
 class Variant:
     name: str
+    library: str  # "flowkit", "zuko" or "nflows"
     family: str  # "NSF", "MAF" or "RealNVP": ratios are to the flowkit model of the same family
     module: nn.Module
     log_prob: Callable[[Tensor, Tensor | None], Tensor]
+    compiled: str = ""  # "", "fullgraph", or "graph breaks" (then compiled with the default fullgraph=False)
+
+
+def _with_compiled(variants: list[Variant], data: DataSet, args: argparse.Namespace, build_again: Callable[[str], Variant]) -> list[Variant]:
+    """``variants``, each followed (with ``--compile``) by a fresh copy under ``torch.compile``.
+
+    The copy (``build_again(family)``, same seed, so the same initial weights) is first compiled with
+    ``fullgraph=True`` on a probe batch; where Dynamo cannot trace the model in one graph, the
+    copy is compiled with the default ``fullgraph=False`` instead and the row says "graph breaks".
+    """
+    if not args.compile:
+        return variants
+    probe_x, probe_c = data.sample(args.batch, torch.Generator().manual_seed(3))
+    out = []
+    for v in variants:
+        out.append(v)
+        twin = build_again(v.family)
+        compiled = torch.compile(twin.log_prob, fullgraph=True)
+        try:
+            compiled(probe_x, probe_c)
+            mode = "fullgraph"
+        except torch._dynamo.exc.TorchDynamoException as error:
+            reason = str(error).strip().splitlines()[0][:160]
+            print(f"{twin.name} does not compile with fullgraph=True ({reason}); "
+                  "timing torch.compile with graph breaks instead", file=sys.stderr)
+            compiled, mode = torch.compile(twin.log_prob), "graph breaks"
+        out.append(Variant(f"{twin.name} compiled", twin.library, twin.family, twin.module, compiled, mode))
+    return out
+
+
+class _LogProb(nn.Module):
+    """Another library's flow with its log-density as the module's call (what is trained and compiled)."""
+
+    def __init__(self, flow: nn.Module, log_prob: Callable[[nn.Module, Tensor, Tensor | None], Tensor]) -> None:
+        super().__init__()
+        self.flow = flow
+        self.log_prob = log_prob
+
+    def forward(self, x: Tensor, c: Tensor | None) -> Tensor:
+        return self.log_prob(self.flow, x, c)
+
+
+def _half_masks(features: int, transforms: int) -> list[list[bool]]:
+    """Which features pass through each coupling: as flowkit's RealNVP, alternately the first and the second half."""
+    first = [i < features // 2 for i in range(features)]
+    return [first if t % 2 == 0 else [not b for b in first] for t in range(transforms)]
 
 
 def flowkit_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
     sizes = {"context": data.context, "transforms": args.transforms, "hidden_features": (args.hidden,) * 2}
     builders = {
-        "NSF": functools.partial(NSF, data.features, bins=args.bins, bound=5.0, **sizes),
+        "NSF": functools.partial(NSF, data.features, bins=args.bins, bound=args.bound, **sizes),
         "MAF": functools.partial(MAF, data.features, **sizes),
         "RealNVP": functools.partial(RealNVP, data.features, **sizes),
     }
-    variants = []
-    for family, build in builders.items():
+
+    def build(family: str) -> Variant:
         torch.manual_seed(0)
-        model = build()
-        variants.append(Variant(f"flowkit {family}", family, model, model.log_prob))
-        if args.compile:
-            torch.manual_seed(0)
-            compiled = build()
-            log_prob = torch.compile(compiled.log_prob, fullgraph=True)
-            variants.append(Variant(f"flowkit {family} compiled", family, compiled, log_prob))
-    return variants
+        model = builders[family]()
+        return Variant(f"flowkit {family}", "flowkit", family, model, model.log_prob)
+
+    return _with_compiled([build(family) for family in builders], data, args, build)
 
 
 def zuko_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
@@ -147,15 +194,32 @@ def zuko_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
         print("zuko is not installed: its models are skipped (pip install zuko)", file=sys.stderr)
         return []
     hidden = (args.hidden,) * 2
-    flows = {
-        "NSF": zuko.flows.NSF(data.features, data.context, transforms=args.transforms, hidden_features=hidden, bins=args.bins),
-        "MAF": zuko.flows.MAF(data.features, data.context, transforms=args.transforms, hidden_features=hidden),
+
+    def real_nvp() -> nn.Module:
+        # zuko.flows.RealNVP alternates checkered masks; the same couplings on flowkit's halves masks
+        # make the comparison exact on the 10-D set too (on 2-D data the two are the same).
+        couplings = [zuko.flows.GeneralCouplingTransform(data.features, data.context, torch.tensor(mask),
+                                                         hidden_features=hidden)
+                     for mask in _half_masks(data.features, args.transforms)]
+        base = zuko.flows.UnconditionalDistribution(zuko.distributions.DiagNormal, torch.zeros(data.features),
+                                                    torch.ones(data.features), buffer=True)
+        return zuko.flows.Flow(couplings, base)
+
+    builders = {
+        "NSF": lambda: zuko.flows.NSF(data.features, data.context, transforms=args.transforms, hidden_features=hidden,
+                                      bins=args.bins),
+        "MAF": lambda: zuko.flows.MAF(data.features, data.context, transforms=args.transforms, hidden_features=hidden),
+        "RealNVP": real_nvp,
     }
 
-    def log_prob(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
-        return flow(c).log_prob(x)
+    def build(family: str) -> Variant:
+        torch.manual_seed(0)
+        module = _LogProb(builders[family](), lambda flow, x, c: flow(c).log_prob(x))
+        return Variant(f"zuko {family}", "zuko", family, module, module)
 
-    return [Variant(f"zuko {family}", family, flow, functools.partial(log_prob, flow)) for family, flow in flows.items()]
+    if args.bound != 5.0:
+        raise SystemExit("zuko's NSF has its spline on [-5, 5]: run with --bound 5 to compare with zuko")
+    return _with_compiled([build(family) for family in builders], data, args, build)
 
 
 def nflows_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
@@ -167,6 +231,7 @@ def nflows_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
             MaskedPiecewiseRationalQuadraticAutoregressiveTransform,
         )
         from nflows.transforms.base import CompositeTransform
+        from nflows.transforms.coupling import AffineCouplingTransform
         from nflows.transforms.permutations import ReversePermutation
     except ImportError:
         print("nflows is not installed: its models are skipped (pip install nflows)", file=sys.stderr)
@@ -176,25 +241,51 @@ def nflows_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
     made = {"hidden_features": args.hidden, "context_features": data.context or None, "num_blocks": 1,
             "use_residual_blocks": False}
 
+    class CouplingNet(nn.Module):
+        """The MLP of flowkit's RealNVP couplings (two hidden layers), reading the context too."""
+
+        def __init__(self, in_features: int, out_features: int) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(in_features + data.context, args.hidden), nn.ReLU(),
+                                     nn.Linear(args.hidden, args.hidden), nn.ReLU(),
+                                     nn.Linear(args.hidden, out_features))
+
+        def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+            return self.net(x if context is None else torch.cat([x, context], dim=1))
+
     def chain(layer: Callable[[], nn.Module]) -> nn.Module:
         layers: list[nn.Module] = []
         for _ in range(args.transforms):
             layers += [layer(), ReversePermutation(data.features)]
         return Flow(CompositeTransform(layers), StandardNormal([data.features]))
 
-    flows = {
-        "NSF": chain(lambda: MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
-            features=data.features, num_bins=args.bins, tails="linear", tail_bound=5.0, **made)),
-        "MAF": chain(lambda: MaskedAffineAutoregressiveTransform(features=data.features, **made)),
+    def real_nvp() -> nn.Module:
+        # nflows' mask: > 0 is transformed, <= 0 passes through; the same halves as flowkit's RealNVP.
+        couplings = [AffineCouplingTransform(torch.tensor([-1 if keep else 1 for keep in mask]), CouplingNet)
+                     for mask in _half_masks(data.features, args.transforms)]
+        return Flow(CompositeTransform(couplings), StandardNormal([data.features]))
+
+    builders = {
+        "NSF": lambda: chain(lambda: MaskedPiecewiseRationalQuadraticAutoregressiveTransform(
+            features=data.features, num_bins=args.bins, tails="linear", tail_bound=args.bound, **made)),
+        "MAF": lambda: chain(lambda: MaskedAffineAutoregressiveTransform(features=data.features, **made)),
+        "RealNVP": real_nvp,
     }
 
-    def log_prob(flow: nn.Module, x: Tensor, c: Tensor | None) -> Tensor:
-        return flow.log_prob(x, context=c)
+    def build(family: str) -> Variant:
+        torch.manual_seed(0)
+        module = _LogProb(builders[family](), lambda flow, x, c: flow.log_prob(x, context=c))
+        return Variant(f"nflows {family}", "nflows", family, module, module)
 
-    return [Variant(f"nflows {family}", family, flow, functools.partial(log_prob, flow)) for family, flow in flows.items()]
+    return _with_compiled([build(family) for family in builders], data, args, build)
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _paired_ratio(times: dict[str, list[float]], name: str, reference: str) -> float:
+    """Median over rounds of ``name``'s step time over ``reference``'s in the same round."""
+    return statistics.median(t / r for t, r in zip(times[name], times[reference]))
 
 
 def train_side_by_side(data: DataSet, variants: list[Variant], args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -229,23 +320,66 @@ def train_side_by_side(data: DataSet, variants: list[Variant], args: argparse.Na
         with torch.no_grad():
             nll = -float(v.log_prob(x_test, c_test).mean())
         stats = Stats.of(times[v.name])
-        reference = times[f"flowkit {v.family}"]
-        ratio = statistics.median(t / r for t, r in zip(times[v.name], reference))
-        rows.append({"data": data.name, "variant": v.name, "test_nll": nll, "median_ms": stats.median * 1e3,
-                     "iqr_ms": stats.iqr * 1e3, "vs_flowkit": ratio, "steps": args.steps})
+        row = {"data": data.name, "variant": v.name, "library": v.library, "family": v.family,
+               "compiled": v.compiled or "eager", "test_nll": nll, "median_ms": stats.median * 1e3,
+               "iqr_ms": stats.iqr * 1e3, "vs_flowkit": _paired_ratio(times, v.name, f"flowkit {v.family}"),
+               "steps": args.steps}
+        if v.compiled and f"flowkit {v.family} compiled" in times:
+            row["vs_flowkit_compiled"] = _paired_ratio(times, v.name, f"flowkit {v.family} compiled")
+        rows.append(row)
     return rows
 
 
-COLUMNS = [("data", "data", ""), ("variant", "model", ""), ("test_nll", "test NLL (nats)", ".4f"),
-           ("median_ms", "step ms (median)", ".2f"), ("iqr_ms", "IQR ms", ".2f"),
-           ("vs_flowkit", "step time / flowkit eager", ".2f")]
+def targets(rows: list[dict]) -> list[dict]:
+    """Per data set and family, flowkit against the best of the other libraries (the issue's targets).
+
+    ``nll_gap``: flowkit's test NLL minus the lowest of zuko's and nflows' (target <= 0.01 nats).
+    ``eager_speed``: the smallest of their step time / flowkit's, eager (target >= 1.0).
+    ``compiled_speed``: likewise, each compiled (target > 1.0; theirs with graph breaks if they break).
+    """
+    out = []
+    for data in dict.fromkeys(r["data"] for r in rows):
+        for family in ("NSF", "MAF", "RealNVP"):
+            group = [r for r in rows if r["data"] == data and r["family"] == family]
+            mine = [r for r in group if r["library"] == "flowkit" and r["compiled"] == "eager"]
+            theirs = [r for r in group if r["library"] != "flowkit" and r["compiled"] == "eager"]
+            if not mine or not theirs:
+                continue
+            compiled = [r["vs_flowkit_compiled"] for r in group if r["library"] != "flowkit" and "vs_flowkit_compiled" in r]
+            best = min(theirs, key=lambda r: r["test_nll"])
+            out.append({"data": data, "family": family, "flowkit_nll": mine[0]["test_nll"], "best_other_nll": best["test_nll"],
+                        "best_other": best["library"], "nll_gap": mine[0]["test_nll"] - best["test_nll"],
+                        "eager_speed": min(r["vs_flowkit"] for r in theirs),
+                        "compiled_speed": min(compiled) if compiled else None})
+    return out
+
+
+COLUMNS = [("data", "data", ""), ("variant", "model", ""), ("compiled", "compile", ""),
+           ("test_nll", "test NLL (nats)", ".4f"), ("median_ms", "step ms (median)", ".2f"), ("iqr_ms", "IQR ms", ".2f"),
+           ("vs_flowkit", "step time / flowkit eager", ".2f"),
+           ("vs_flowkit_compiled", "step time / flowkit compiled", ".2f")]
+TARGET_COLUMNS = [("data", "data", ""), ("family", "family", ""), ("flowkit_nll", "flowkit NLL", ".4f"),
+                  ("best_other_nll", "best other NLL", ".4f"), ("best_other", "by", ""),
+                  ("nll_gap", "gap (target <= 0.01)", "+.4f"), ("eager_speed", "their / flowkit time, eager (target >= 1)", ".2f"),
+                  ("compiled_speed", "their / flowkit time, compiled (target > 1)", ".2f")]
+
+
+def _versions() -> dict[str, str | None]:
+    versions = {}
+    for package in ("zuko", "nflows"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two 2-D sets and 300 steps (CPU, a few minutes)")
     parser.add_argument("--data", nargs="*", choices=sorted(DATASETS), help="data sets (default: all; quick: two)")
-    parser.add_argument("--compile", action="store_true", help="add torch.compile(fullgraph=True) flowkit variants")
+    parser.add_argument("--compile", action="store_true",
+                        help="add a torch.compile(fullgraph=True) copy of every model (fullgraph=False where it breaks)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default 5000, quick 300)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed first steps")
@@ -254,6 +388,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--transforms", type=int, default=3)
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--bins", type=int, default=8)
+    parser.add_argument("--bound", type=float, default=5.0, help="spline interval [-bound, bound] (zuko's is 5)")
     parser.add_argument("--test-size", type=int, default=20000)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for the result files")
@@ -261,6 +396,9 @@ def main(argv: list[str] | None = None) -> None:
     args.steps = args.steps or (300 if args.quick else 5000)
     names = args.data or (["two_moons", "cond_two_moons"] if args.quick else sorted(DATASETS))
     torch.set_num_threads(args.threads)
+    # One compiled log_prob per model shares a code object (FlowModel.log_prob, the wrappers' forward):
+    # more models than the default limit of 8 would silently fall back to eager.
+    torch._dynamo.config.recompile_limit = 64
     device = torch.device(args.device)
     rows = []
     for name in names:
@@ -270,24 +408,34 @@ def main(argv: list[str] | None = None) -> None:
         rows += train_side_by_side(data, variants, args, device)
         print(f"  {name}: " + ", ".join(f"{r['variant']} {r['test_nll']:.3f}" for r in rows if r["data"] == name),
               file=sys.stderr)
-    env = environment(device)
+    env = {**environment(device), **_versions()}
     settings = {key: value for key, value in vars(args).items() if key != "output"}
+    command = "python benchmarks/density.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    goals = targets(rows)
     markdown = "\n".join([
         f"# density benchmark on {env['device']}",
         "",
-        f"torch {env['torch']}, {env['threads']} threads, {env['date_utc']} UTC, commit {env['commit']}; "
-        f"{args.steps} steps of batch {args.batch} (Adam, lr {args.lr}), {args.transforms} transforms, "
-        f"hidden ({args.hidden}, {args.hidden}), {args.bins} bins; test NLL on {args.test_size} held-out samples."
+        f"torch {env['torch']}, zuko {env['zuko']}, nflows {env['nflows']}, {env['threads']} threads, "
+        f"{env['date_utc']} UTC, commit {env['commit']}; `{command}`.",
+        "",
+        f"{args.steps} steps of batch {args.batch} (Adam, lr {args.lr}, the same batches and seed 0 for every model), "
+        f"{args.transforms} transforms, MLPs/MADEs with hidden ({args.hidden}, {args.hidden}), {args.bins} bins on "
+        f"[-{args.bound:g}, {args.bound:g}] with linear tails; test NLL on {args.test_size} held-out samples; "
+        f"the first {args.warmup} steps untimed. Step time ratios are medians over rounds of per-round ratios."
         + (" CPU run: read the time ratios only." if device.type == "cpu" else ""),
         "",
         markdown_table(rows, COLUMNS),
+        "",
+        "## Targets: flowkit against the best of zuko and nflows",
+        "",
+        markdown_table(goals, TARGET_COLUMNS),
     ])
     stem = f"density_{device_tag(device)}" + ("_quick" if args.quick else "")
-    paths = write_results(stem, {"benchmark": "density", "environment": env, "settings": settings, "rows": rows},
-                          markdown, args.output)
+    payload = {"benchmark": "density", "command": command, "environment": env, "settings": settings, "rows": rows,
+               "targets": goals}
+    paths = write_results(stem, payload, markdown, args.output)
     print(markdown)
     print("\nwrote " + ", ".join(str(p) for p in paths))
-
 
 if __name__ == "__main__":
     main()
