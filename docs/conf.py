@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime
 import importlib
+import sys
 import types
+from pathlib import Path
 
 import flowkit
 
@@ -27,6 +29,7 @@ extensions = [
     "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
+    "sphinx_gallery.gen_gallery",
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
@@ -35,9 +38,26 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+# The tutorials: the numbered scripts in examples/, run at build time (each in well under a
+# minute on a CPU) and rendered with their output and figures into tutorials/ (generated, not
+# committed). The other scripts there are command-line tools, not tutorials.
+sys.path.insert(0, str(Path(__file__).parent / "_ext"))
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "tutorials",
+    "filename_pattern": r"/\d\d_",
+    "ignore_pattern": r"(^|/)(?!\d\d_)[^/]+\.py$",
+    "within_subsection_order": "FileNameSortKey",
+    "reset_modules": ("matplotlib", "gallery_reset.reset_torch"),
+    "download_all_examples": False,
+    "write_computation_times": False,
+    "show_memory": False,
+    "remove_config_comments": True,
+    "min_reported_time": 1000,
+}
 html_theme = "furo"
 html_title = f"flowkit {release}"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "_ext"]
 
 # Every reference to flowkit's own objects must resolve. The builds have no network, so there is
 # no intersphinx: references to other projects' types are listed here, and only those.
@@ -194,3 +214,4 @@ def setup(app):
     app.connect("autodoc-skip-member", _keep_forward_inverse)
     app.connect("autodoc-process-docstring", _contract_docstring)
     app.connect("autodoc-process-bases", _public_bases)
+    app.connect("build-finished", importlib.import_module("gallery_reset").restore_threads)

@@ -14,10 +14,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The HTML build; the doctest builder reuses its parsed pages (``doctrees``)."""
+    """The HTML build, which runs the tutorials in examples/ (sphinx-gallery), even those whose
+    output an earlier build left in docs/tutorials; the doctest builder reuses its parsed pages."""
     root = tmp_path_factory.mktemp("docs")
     status = sphinx_main(["-W", "-n", "--keep-going", "-q", "-b", "html", "-d", str(root / "doctrees"),
-                          str(DOCS), str(root / "html")])
+                          "-D", "sphinx_gallery_conf.run_stale_examples=1", str(DOCS), str(root / "html")])
     return root, status
 
 
@@ -25,6 +26,14 @@ def test_html_builds_without_warnings_and_with_every_reference_resolved(built):
     root, status = built
     assert status == 0, "sphinx-build -W -n failed; run `sphinx-build -W -n -b html docs docs/_build` to see why"
     assert (root / "html" / "api" / "layers.html").exists()
+
+
+def test_tutorials_ran_and_show_their_figures(built):
+    root, _ = built
+    for name, figures in [("01_conditional_two_moons", 2), ("02_your_own_layer", 1),
+                          ("03_multiscale_image_flow", 3), ("04_llflow_enhance_and_evaluate", 1)]:
+        page = (root / "html" / "tutorials" / f"{name}.html").read_text()
+        assert page.count(f'src="../_images/sphx_glr_{name}_') == figures, name
 
 
 def test_math_is_served_from_the_built_site(built):
