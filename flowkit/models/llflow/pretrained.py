@@ -59,7 +59,7 @@ def _register(model: PretrainedModel) -> None:
 _register(PretrainedModel(
     name="llflow-small-synthetic",
     file="llflow-small-synthetic.safetensors",
-    sha256="14b8786bbf547f7478c23a1959443555d9ac82d2e9548d486f44db69bb64eb25",
+    sha256="56a7b00e58931c8858a2bef5c83efd9060ed4c5767822db5972d296b82bf8f40",
     summary="a slimmed LOL_smallNet trained by flowkit on photographs darkened by the LOL-calibrated "
             "synthesizer (not on LOL); see the model card in the docs",
 ))
