@@ -18,7 +18,7 @@ from flowkit.distributions import StandardNormal
 from flowkit.layers import ActNorm
 from flowkit.testing import FlowCheckError, check_flow, perturb_parameters
 
-torch.manual_seed(0)
+_ = torch.manual_seed(0)
 
 # %%
 # The layer
@@ -62,7 +62,12 @@ class LeakyReLUFlow(flowkit.Flow):
 
 layer = LeakyReLUFlow(3)
 perturb_parameters(layer, 0.5)
-print(check_flow(layer, torch.randn(8, 3)))
+report = check_flow(layer, torch.randn(8, 3))
+errors = (report.roundtrip_error, report.reverse_roundtrip_error)
+print(f"round trip errors: {errors[0]:.1e}, {errors[1]:.1e}")
+print(f"logdet error against the float64 Jacobian: {report.logdet_error:.1e}")
+print(f"inverse logdet error: {report.inverse_logdet_error:.1e}")
+print(f"parameters with a finite gradient: {report.parameters_checked}")
 
 # %%
 # A layer that forgets a term
@@ -101,7 +106,9 @@ except FlowCheckError as error:
 data = torch.randn(2000, 1)
 data = torch.where(data < 0, 3 * data, data)  # the left half is stretched three times
 
-model = flowkit.FlowModel(flowkit.Sequential(ActNorm(1), LeakyReLUFlow(1)), StandardNormal((1,)))
+model = flowkit.FlowModel(
+    flowkit.Sequential(ActNorm(1), LeakyReLUFlow(1)), StandardNormal((1,))
+)
 optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
 for _ in range(300):
     loss = model.nll(data, unit="nats").mean()
@@ -109,14 +116,21 @@ for _ in range(300):
     loss.backward()
     optimizer.step()
 slope = model.flow[1].log_slope.exp().item()
-print(f"negative log-likelihood {loss.item():.3f} nats; learned slope below zero: {slope:.2f}")
+print(f"negative log-likelihood {loss.item():.3f} nats")
+print(f"learned slope below zero: {slope:.2f}")
 
 with torch.no_grad():
     samples = model.sample(2000)
 fig, ax = plt.subplots(figsize=(6, 3))
 bins = torch.linspace(-10, 4, 60)
 ax.hist(data[:, 0], bins=bins, alpha=0.5, density=True, label="data")
-ax.hist(samples[:, 0], bins=bins, alpha=0.5, density=True, label="samples of the trained flow")
+ax.hist(
+    samples[:, 0],
+    bins=bins,
+    alpha=0.5,
+    density=True,
+    label="samples of the trained flow",
+)
 ax.legend()
 ax.set(title="a skewed distribution fitted with ActNorm and LeakyReLUFlow")
 fig.tight_layout()

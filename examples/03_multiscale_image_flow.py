@@ -16,7 +16,7 @@ from flowkit.recipes import Glow
 
 torch.manual_seed(0)
 SIZE = 16
-STEPS = 200  # training steps (about 30 s on two CPU cores); a few thousand give crisper discs
+STEPS = 200  # about 30 s on two CPU cores; a few thousand give crisper discs
 
 # %%
 # The data
@@ -31,7 +31,10 @@ def discs(n: int) -> torch.Tensor:
     centre = 4 + 8 * torch.rand(n, 2, 1, 1)
     radius = 2 + 3 * torch.rand(n, 1, 1)
     brightness = 0.5 + 0.5 * torch.rand(n, 1, 1)
-    distance = ((coords[None, :, None] - centre[:, 0]) ** 2 + (coords[None, None, :] - centre[:, 1]) ** 2).sqrt()
+    distance = (
+        (coords[None, :, None] - centre[:, 0]) ** 2
+        + (coords[None, None, :] - centre[:, 1]) ** 2
+    ).sqrt()
     image = brightness * torch.sigmoid(2 * (radius - distance))
     return image[:, None]  # (n, 1, SIZE, SIZE) in [0, 1]
 
@@ -41,7 +44,12 @@ def dequantize(images: torch.Tensor) -> torch.Tensor:
 
 
 def show(images: torch.Tensor, ax, title: str) -> None:
-    grid = images[:16, 0].reshape(4, 4, SIZE, SIZE).permute(0, 2, 1, 3).reshape(4 * SIZE, 4 * SIZE)
+    grid = (
+        images[:16, 0]
+        .reshape(4, 4, SIZE, SIZE)
+        .permute(0, 2, 1, 3)
+        .reshape(4 * SIZE, 4 * SIZE)
+    )
     ax.imshow(grid.clamp(0, 1), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
@@ -59,7 +67,8 @@ plt.show()
 # split-off half has its own learned prior.
 
 model = Glow((1, SIZE, SIZE), levels=2, steps=4, hidden_channels=32)
-print(f"{sum(p.numel() for p in model.parameters()):,} parameters; last latent {model.latent_shape}")
+parameters = sum(p.numel() for p in model.parameters())
+print(f"{parameters:,} parameters; last latent {model.latent_shape}")
 
 # %%
 # Training

@@ -43,10 +43,16 @@ print(f"mean brightness: dark {dark.mean():.3f}, ground truth {bright.mean():.3f
 model = LLFlow.from_pretrained()
 with torch.no_grad():
     enhanced = model.enhance(dark[None])[0]
-    sampled = model.enhance(dark[None], temperature=0.8, generator=torch.Generator().manual_seed(0))[0]
+    sampled = model.enhance(
+        dark[None], temperature=0.8, generator=torch.Generator().manual_seed(0)
+    )[0]
 
-images = {"dark input": dark, "enhanced (temperature 0)": enhanced,
-          "sampled (temperature 0.8)": sampled, "ground truth": bright}
+images = {
+    "dark input": dark,
+    "enhanced (temperature 0)": enhanced,
+    "sampled (temperature 0.8)": sampled,
+    "ground truth": bright,
+}
 fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
 for ax, (title, image) in zip(axes, images.items()):
     ax.imshow(image.permute(1, 2, 0).clamp(0, 1))
@@ -67,14 +73,25 @@ plt.show()
 # *GT-mean* alignment, which rescales the prediction's brightness to the ground truth's: it
 # uses the answer, so it measures everything but the overall exposure.
 
-standard = {"psnr": psnr(enhanced, bright).item(), "ssim (rgb, gaussian)": ssim(enhanced, bright).item()}
-reference = {key: value.item() for key, value in reference_metrics(enhanced, bright).items()}
-aligned = {key: value.item() for key, value in reference_metrics(enhanced, bright, gt_mean=True).items()}
+standard = {
+    "psnr": psnr(enhanced, bright).item(),
+    "ssim (rgb, gaussian)": ssim(enhanced, bright).item(),
+}
+reference = {
+    key: value.item() for key, value in reference_metrics(enhanced, bright).items()
+}
+aligned = {
+    key: value.item()
+    for key, value in reference_metrics(enhanced, bright, gt_mean=True).items()
+}
 print(f"{'metric':<32}{'value':>8}")
 for name, value in standard.items():
     print(f"{'standard ' + name:<32}{value:>8.3f}")
 for name in reference:
-    print(f"{'reference ' + name:<32}{reference[name]:>8.3f}   with GT-mean {aligned[name]:.3f}")
+    print(
+        f"{'reference ' + name:<32}{reference[name]:>8.3f}"
+        f"   with GT-mean {aligned[name]:.3f}"
+    )
 
 # %%
 # Compare numbers only when they were computed the same way; ``flowkit evaluate`` reports all of
