@@ -30,6 +30,7 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinx.ext.doctest",
     "sphinx_gallery.gen_gallery",
+    "benchmark_results",  # docs/_ext: benchmarks/results/*.md rendered on the performance page
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
