@@ -50,7 +50,7 @@ def show(images: torch.Tensor, ax, title: str) -> None:
         .permute(0, 2, 1, 3)
         .reshape(4 * SIZE, 4 * SIZE)
     )
-    ax.imshow(grid.clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+    ax.imshow(grid.detach().clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
     ax.set_title(title, fontsize=10)
     ax.axis("off")
 

@@ -55,7 +55,7 @@ images = {
 }
 fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
 for ax, (title, image) in zip(axes, images.items()):
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1))
+    ax.imshow(image.detach().permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_title(title, fontsize=10)
     ax.axis("off")
 fig.tight_layout()
