@@ -4,12 +4,20 @@ examples on its pages run (the doctest builder)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from sphinx.cmd.build import main as sphinx_main
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def sphinx_main(argv: list[str]) -> int:
+    """``sphinx-build ARGV`` in a child process: the tutorials it runs, and the doctest builder,
+    change process-wide state (stdout and display hooks, matplotlib, torch's thread count) that
+    would leak into the rest of the suite (it broke every later doctest's output capture)."""
+    return subprocess.run([sys.executable, "-m", "sphinx", *argv], check=False).returncode
 
 
 @pytest.fixture(scope="module")
