@@ -211,15 +211,18 @@ def test_parameters_of_the_wrong_shape_are_an_error():
 # Affine and additive transforms.
 
 
+@pytest.mark.parametrize("shift_first", [True, False])
 @pytest.mark.parametrize("scale", ["exp", "sigmoid"])
-def test_affine_transform_formulas(scale):
-    transform = AffineTransform(scale, clamp=2.0, eps=1e-3)
+def test_affine_transform_formulas(scale, shift_first):
+    transform = AffineTransform(scale, clamp=2.0, eps=1e-3, shift_first=shift_first)
     x = randn((4, 3), 0, torch.float64)
     params = randn((4, 3, 2), 1, torch.float64)
     shift, raw = params[..., 0], params[..., 1]
     s = torch.exp(2.0 * torch.tanh(raw / 2.0)) if scale == "exp" else torch.sigmoid(raw + 2) + 1e-3
     y, log_derivative = transform(x, params)
-    torch.testing.assert_close(y, (x + shift) * s)
+    torch.testing.assert_close(y, (x + shift) * s if shift_first else x * s + shift)
+    # map(), what the layers call, agrees (through the fused op, which shifts first, only where it applies)
+    torch.testing.assert_close(transform.map(x, params.reshape(4, 6))[0], y)
     torch.testing.assert_close(log_derivative, s.log())
     x_back, inverse_log_derivative = transform.inverse(y, params)
     torch.testing.assert_close(x_back, x)
