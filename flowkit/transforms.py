@@ -171,14 +171,16 @@ class AffineTransform(MonotoneTransform):
     scales, as Glow, SRFlow and LLFlow's couplings do; ``shift_first=False`` scales, then shifts,
     as RealNVP and MAF are written (Dinh et al., 2017; Papamakarios et al., 2017). The two families
     of maps are the same, but not their training: in the first form a shift is multiplied by the
-    scale, which couples the two outputs of the sub-network. On 2-D densities, MAF in the second
-    form reached a test NLL 0.18 nats lower on eight Gaussians (mean of 3 seeds, 1000 steps), so
-    :class:`~flowkit.recipes.RealNVP` and :class:`~flowkit.recipes.MAF` use it.
+    scale, which couples the two outputs of the sub-network. :class:`~flowkit.recipes.RealNVP` and
+    :class:`~flowkit.recipes.MAF` use the papers' form. Measured with ``benchmarks/density.py``
+    (3 seeds, 1000 steps): it lowered MAF's test NLL on eight Gaussians by 0.18 nats and RealNVP's
+    on four of five sets, but raised MAF's by 0.03 nats on two moons, within about one standard error.
 
     ``scale="exp"`` (default): :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp``
     (``None``: plain ``exp``), so zero parameters are the identity. ``scale="sigmoid"``:
     :math:`s = \sigma(\text{raw} + 2) + \epsilon`, Glow's choice, computed by
-    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA) when no ``keep`` mask is given.
+    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA) when no ``keep`` mask is given
+    and the shift comes first (the fused op's form).
 
     Args:
         scale: ``"exp"`` or ``"sigmoid"``.
