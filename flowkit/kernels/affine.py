@@ -121,8 +121,10 @@ def affine_backward_formula(
     * forward: ``dx = dshift = g_y s`` and ``ds = g_y (x + shift) + g_l / s``,
     * inverse: ``dx = g_y / s``, ``dshift = -g_y`` and ``ds = -(g_y x / s + g_l) / s``,
 
-    and ``draw = ds * sigma * (1 - sigma)``. This is the formula the Triton backward kernel
-    implements; it is also the custom op's backward on the ``"torch"`` backend.
+    and ``draw = ds * sigma * sigmoid(-raw - 2)``, which is :math:`\sigma (1 - \sigma)` without the
+    cancellation of ``1 - sigma`` once a large raw scale rounds ``sigma`` to 1. This is the formula
+    the Triton backward kernel implements; it is also the custom op's backward on the ``"torch"``
+    backend.
 
     Args:
         x: the ``(B, C, ...)`` input of the differentiated call.
@@ -151,7 +153,8 @@ def affine_backward_formula(
     """
     compute = compute_dtype(x)
     shift, raw = split_shift_scale(h, layout)
-    sig = torch.sigmoid(raw.to(compute) + 2.0)
+    z = raw.to(compute) + 2.0
+    sig = torch.sigmoid(z)
     scale = sig + eps
     gy = grad_out.to(compute)
     gl = grad_logdet.to(compute).view(-1, *([1] * (x.dim() - 1)))
@@ -164,7 +167,8 @@ def affine_backward_formula(
         dx = gy * scale
         dshift = dx
         dscale = gy * (xc + shift.to(compute)) + gl / scale
-    draw = dscale * sig * (1.0 - sig)
+    # 1 - sig as sigmoid(-z): the subtraction cancels to 0 once sig rounds to 1 (z > ~17 in float32).
+    draw = dscale * sig * torch.sigmoid(-z)
     dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
     dh_shift, dh_raw = split_shift_scale(dh, layout)
     dh_shift.copy_(dshift)

@@ -19,7 +19,10 @@ run, so ``import flowkit`` works without Triton or a GPU.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from typing import NamedTuple
 
 import torch
 import triton
@@ -44,16 +47,21 @@ DEFAULT_BLOCK = 2048
 @triton.jit
 def _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr):
     # The program id enumerates tiles with the spatial block fastest, so neighbouring programs
-    # stream neighbouring memory. The tile's corner is int64 (tensors may exceed 2**31 elements);
-    # offsets inside a tile stay int32, which keeps the per-element address arithmetic cheap.
+    # stream neighbouring memory. The tile's corner is int64: a plane of 2**31 elements or more
+    # puts it past int32 (nb * BLOCK_N would wrap and leave the last tile unmasked). What remains
+    # of each dimension from the corner is clamped to the tile and narrowed back to int32, so the
+    # per-element offsets and mask comparisons stay cheap int32 arithmetic.
     nb = pid % n_nb
     cb = (pid // n_nb) % n_cb
     bb = pid // (n_nb * n_cb)
+    b0, c0, n0 = bb.to(tl.int64) * BLOCK_B, cb.to(tl.int64) * BLOCK_C, nb.to(tl.int64) * BLOCK_N
+    rest_b = tl.minimum(B - b0, BLOCK_B).to(tl.int32)
+    rest_c = tl.minimum(C - c0, BLOCK_C).to(tl.int32)
+    rest_n = tl.minimum(N - n0, BLOCK_N).to(tl.int32)
     bl = tl.arange(0, BLOCK_B)[:, None, None]
     cl = tl.arange(0, BLOCK_C)[None, :, None]
     nl = tl.arange(0, BLOCK_N)[None, None, :]
-    mask = (bl < B - bb * BLOCK_B) & (cl < C - cb * BLOCK_C) & (nl < N - nb * BLOCK_N)
-    b0, c0, n0 = bb.to(tl.int64) * BLOCK_B, cb.to(tl.int64) * BLOCK_C, nb.to(tl.int64) * BLOCK_N
+    mask = (bl < rest_b) & (cl < rest_c) & (nl < rest_n)
     return b0, c0, n0, bl, cl, nl, mask
 
 
@@ -118,6 +126,9 @@ def _affine_backward_kernel(
     gy = _load(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, mask)
     gl = tl.load(gl_ptr + b0 + bl, mask=bl < B - b0, other=0.0).to(tl.float32)
     sig = tl.sigmoid(raw + 2.0)
+    # sigmoid' = sig * (1 - sig), with 1 - sig taken as sigmoid(-z): for a large raw scale sig
+    # rounds to 1 and the subtraction would cancel to 0 (float32 loses it from z of about 17 on).
+    dsig = sig * tl.sigmoid(-(raw + 2.0))
     scale = sig + eps
     if INVERSE:
         # out = x / s - t, logdet = -sum(log s)
@@ -129,7 +140,7 @@ def _affine_backward_kernel(
         dx = gy * scale
         dshift = dx
         dscale = gy * (x + shift) + gl / scale
-    draw = dscale * sig * (1.0 - sig)
+    draw = dscale * dsig
     _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask)
     _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask)
     _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask)
@@ -193,42 +204,66 @@ def _bcn(t: Tensor, b: int, c: int, n: int, blocks: tuple[int, int, int]) -> Ten
     return view
 
 
+def _next_power_of_2(v: int) -> int:
+    return 1 << (v - 1).bit_length() if v > 1 else 1
+
+
 def _blocks(b: int, c: int, n: int, block: int) -> tuple[int, int, int]:
     if block < 1 or block & (block - 1):
         raise ValueError(f"block must be a positive power of two, got {block}")
     # max(1, .): empty dimensions still need a valid (unused) tile shape.
-    block_n = min(triton.next_power_of_2(max(1, n)), block)
-    block_c = min(triton.next_power_of_2(max(1, c)), block // block_n)
-    block_b = min(triton.next_power_of_2(max(1, b)), block // (block_n * block_c))
+    block_n = min(_next_power_of_2(max(1, n)), block)
+    block_c = min(_next_power_of_2(max(1, c)), block // block_n)
+    block_b = min(_next_power_of_2(max(1, b)), block // (block_n * block_c))
     return block_b, block_c, block_n
 
 
 def _grid_size(b: int, c: int, n: int, blocks: tuple[int, int, int]) -> tuple[int, int, int]:
-    return triton.cdiv(b, blocks[0]), triton.cdiv(c, blocks[1]), triton.cdiv(n, blocks[2])
+    return -(-b // blocks[0]), -(-c // blocks[1]), -(-n // blocks[2])
 
 
-def _auto_block(x: Tensor, b: int, c: int, n: int) -> int:
-    """DEFAULT_BLOCK, halved (down to 256) while a GPU would get fewer than 4 tiles per SM."""
-    if x.device.type != "cuda":
-        return DEFAULT_BLOCK  # the interpreter pays per tile: the fewer the better
-    wanted = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count
-    block = DEFAULT_BLOCK
-    while block > 256 and math.prod(_grid_size(b, c, n, _blocks(b, c, n, block))) < wanted:
-        block //= 2
-    return block
+@functools.cache
+def _multiprocessors(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def _launch_geometry(
-    x: Tensor, block: int | None
-) -> tuple[int, int, int, tuple[int, int, int], tuple[int, int, int]]:
-    b, c = x.shape[0], x.shape[1]
-    n = x[0, 0].numel()
-    blocks = _blocks(b, c, n, _auto_block(x, b, c, n) if block is None else block)
-    return b, c, n, blocks, _grid_size(b, c, n, blocks)
+class _Geometry(NamedTuple):
+    """How one call is launched: the tile shape, the tile counts per dimension, warps per program."""
+
+    blocks: tuple[int, int, int]
+    grid_size: tuple[int, int, int]
+    num_warps: int
 
 
-def _num_warps(blocks: tuple[int, int, int]) -> int:
-    return max(1, min(8, blocks[0] * blocks[1] * blocks[2] // 256))
+# Plain integer math, cached per shape: a training loop or a tiled enhancement calls the kernels
+# with the same few shapes thousands of times, and Triton's own cdiv/next_power_of_2 are
+# constexpr-aware wrappers that cost microseconds each on the host.
+@functools.lru_cache(maxsize=4096)
+def _geometry(b: int, c: int, n: int, block: int | None, multiprocessors: int) -> _Geometry:
+    if block is None:
+        # DEFAULT_BLOCK, halved (down to 256) while a GPU would get fewer than 4 tiles per SM; on
+        # the interpreter (multiprocessors = 0) every tile costs milliseconds, so the fewer the better.
+        block = DEFAULT_BLOCK
+        while block > 256 and math.prod(_grid_size(b, c, n, _blocks(b, c, n, block))) < 4 * multiprocessors:
+            block //= 2
+    blocks = _blocks(b, c, n, block)
+    num_warps = max(1, min(8, blocks[0] * blocks[1] * blocks[2] // 256))
+    return _Geometry(blocks, _grid_size(b, c, n, blocks), num_warps)
+
+
+def _launch_geometry(x: Tensor, block: int | None) -> tuple[int, int, int, _Geometry]:
+    # math.prod, not x[0, 0].numel(): an empty batch or channel dimension has no x[0, 0].
+    b, c, n = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    sms = _multiprocessors(x.device.index if x.device.index is not None else torch.cuda.current_device()) \
+        if x.device.type == "cuda" and block is None else 0
+    return b, c, n, _geometry(b, c, n, block, sms)
+
+
+def _on_device(x: Tensor) -> contextlib.AbstractContextManager:
+    """Make ``x``'s GPU the current one for the launch: Triton launches on the current device."""
+    if x.device.type != "cuda" or x.device.index is None or x.device.index == torch.cuda.current_device():
+        return contextlib.nullcontext()
+    return torch.cuda.device(x.device)
 
 
 def _check(x: Tensor, h: Tensor, *more: Tensor) -> None:
@@ -267,7 +302,8 @@ def affine_forward(
         True
     """
     _check(x, h)
-    b, c, n, blocks, grid_size = _launch_geometry(x, block)
+    b, c, n, geometry = _launch_geometry(x, block)
+    blocks, grid_size = geometry.blocks, geometry.grid_size
     n_tiles = grid_size[1] * grid_size[2]
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     partials = torch.empty(b, n_tiles, dtype=torch.float32, device=x.device)
@@ -275,14 +311,15 @@ def affine_forward(
         return y, partials.new_zeros(b)
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
     xv, yv = _bcn(x, b, c, n, blocks), y.view(b, c, n)
-    _affine_forward_kernel[(math.prod(grid_size),)](
-        xv, shift, raw, yv, partials,
-        b, c, n, grid_size[1], grid_size[2],
-        *xv.stride(), *shift.stride(), *raw.stride(), *yv.stride(),
-        eps,
-        INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
-        num_warps=_num_warps(blocks),
-    )
+    with _on_device(x):
+        _affine_forward_kernel[(math.prod(grid_size),)](
+            xv, shift, raw, yv, partials,
+            b, c, n, grid_size[1], grid_size[2],
+            *xv.stride(), *shift.stride(), *raw.stride(), *yv.stride(),
+            eps,
+            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+            num_warps=geometry.num_warps,
+        )
     return y, partials.sum(1)
 
 
@@ -314,23 +351,26 @@ def affine_backward(
         (True, True)
     """
     _check(x, h, grad_out)
-    b, c, n, blocks, grid_size = _launch_geometry(x, block)
+    b, c, n, geometry = _launch_geometry(x, block)
+    blocks, grid_size = geometry.blocks, geometry.grid_size
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
     if dx.numel() == 0:
-        return dx, dh
+        # No element of x: the raw scales have no log-det term either, so every gradient is 0.
+        return dx, dh.zero_()
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
     # .view, not reshape: the kernel must write into dx and dh themselves, never into copies.
     dxv = dx.view(b, c, n)
     dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout))
     xv, gy = _bcn(x, b, c, n, blocks), _bcn(grad_out, b, c, n, blocks)
-    _affine_backward_kernel[(math.prod(grid_size),)](
-        xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dshift, draw,
-        b, c, n, grid_size[1], grid_size[2],
-        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(),
-        *dxv.stride(), *dshift.stride(), *draw.stride(),
-        eps,
-        INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
-        num_warps=_num_warps(blocks),
-    )
+    with _on_device(x):
+        _affine_backward_kernel[(math.prod(grid_size),)](
+            xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dshift, draw,
+            b, c, n, grid_size[1], grid_size[2],
+            *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(),
+            *dxv.stride(), *dshift.stride(), *draw.stride(),
+            eps,
+            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+            num_warps=geometry.num_warps,
+        )
     return dx, dh

@@ -73,6 +73,21 @@ def test_backward_formula_matches_autograd_of_the_reference():
         torch.testing.assert_close(got, expected)
 
 
+def test_backward_formula_keeps_the_scale_gradient_for_large_raw_scales():
+    # In float32 sigma * (1 - sigma) cancels to 0 once sigma rounds to 1 (raw + 2 > ~17); the
+    # formula must keep sigmoid's derivative, exp(-z) to leading order, to float32 precision.
+    raw = torch.linspace(10.0, 22.0, 26).view(1, 1, 26)
+    x = torch.linspace(-2.0, 2.0, 26).view(1, 1, 26)
+    h = torch.cat([torch.full_like(raw, 0.3), raw], 1)
+    gy, gl = torch.ones_like(x), torch.ones(1)
+    for inverse in (False, True):
+        _, dh = affine_backward_formula(x, h, gy, gl, eps=1e-4, layout="half", inverse=inverse)
+        hr = h.double().requires_grad_()
+        outputs = affine_reference(x.double(), hr, layout="half", inverse=inverse)
+        (exact,) = torch.autograd.grad(outputs, hr, (gy.double(), gl.double()))
+        torch.testing.assert_close(dh[:, 1:].double(), exact[:, 1:], rtol=1e-5, atol=0)
+
+
 def opcheck_cases(device):
     x = randn(2, 5, 3, 3, seed=9, device=device)
     h = randn(2, 6, 3, 3, seed=10, device=device)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -50,7 +51,7 @@ def check_against_reference(kernels, x, h, *, layout, inverse, block=None, seed=
     assert out.is_contiguous() and dx.is_contiguous() and dh.is_contiguous()
     assert_close(out, ref_out, what="output")
     # The log-det sums C*N logs in another order: its float32 error grows with the count.
-    count = x[0].numel()
+    count = math.prod(x.shape[1:])
     torch.testing.assert_close(logdet, ref_logdet, rtol=1e-5, atol=1e-6 * count + 1e-6)
     assert_close(dx, ref_dx, what="dx")
     assert_close(dh, ref_dh, what="dh")
@@ -163,3 +164,115 @@ def test_training_shape_on_gpu(kernels, dtype, inverse):
     # LLFlow's first level at batch 16: the coupling half of a (16, 12, 80, 80) tensor.
     x, h = make_inputs((16, 6, 80, 80), dtype, "cuda", seed=8, noncontiguous=True)
     check_against_reference(kernels, x, h, layout="cross", inverse=inverse)
+
+
+@pytest.mark.parametrize("shape", [(0, 3, 4, 4), (2, 0, 4, 4), (0, 3), (2, 0)], ids=str)
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_empty_batch_or_channels(kernels, device, shape, inverse):
+    # An empty batch (the tail of a DataLoader split) or no channels (a coupling with nothing on one
+    # side) has no x[0, 0]: the launcher must not index it, and returns the reference's zeros.
+    x, h = make_inputs(shape, torch.float32, device, seed=9)
+    check_against_reference(kernels, x, h, layout="half", inverse=inverse)
+
+
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+def test_scale_gradient_keeps_its_precision_for_large_raw_scales(kernels, device, inverse):
+    # sigmoid'(z) = sigmoid(z) sigmoid(-z) ~ exp(-z): computed as sig * (1 - sig) it cancels to 0 in
+    # float32 once sig rounds to 1 (z > ~17). The exact value comes from float64 autograd, which
+    # is itself accurate to 3e-6 up to z = 24 (where float64 starts to cancel).
+    raw = torch.linspace(10.0, 22.0, 26).view(1, 1, 26)
+    x = torch.linspace(-2.0, 2.0, 26).view(1, 1, 26)
+    h = torch.cat([torch.full_like(raw, 0.3), raw], 1)   # "half": shift, then raw scale
+    grad_out, grad_logdet = torch.ones_like(x), torch.ones(1)
+    _, dh = kernels.affine_backward(x.to(device), h.to(device), grad_out.to(device), grad_logdet.to(device),
+                                     eps=1e-4, layout="half", inverse=inverse)
+    *_, exact = reference_with_grads(x.double(), h.double(), grad_out.double(), grad_logdet.double(),
+                                     eps=1e-4, layout="half", inverse=inverse)
+    draw, exact_draw = dh[:, 1:].cpu().double(), exact[:, 1:]
+    assert (exact_draw.abs() > 0).all()
+    torch.testing.assert_close(draw, exact_draw, rtol=1e-5, atol=0)
+
+
+@given(b=st.integers(0, 70), c=st.integers(0, 70), n=st.integers(0, 100_000),
+       block=st.sampled_from([None, 1, 16, 256, 2048]), sms=st.sampled_from([0, 8, 132]))
+def test_cached_geometry_matches_tritons_helpers(kernels, b, c, n, block, sms):
+    # The launcher's plain-integer geometry against the same rules written with Triton's helpers.
+    import triton
+
+    def tiling(tile):
+        block_n = min(triton.next_power_of_2(max(1, n)), tile)
+        block_c = min(triton.next_power_of_2(max(1, c)), tile // block_n)
+        block_b = min(triton.next_power_of_2(max(1, b)), tile // (block_n * block_c))
+        blocks = (block_b, block_c, block_n)
+        return blocks, tuple(triton.cdiv(d, k) for d, k in zip((b, c, n), blocks))
+
+    tile = block
+    if block is None:  # the largest tile from 2048 down to 256 that gives 4 tiles per multiprocessor
+        tile = 2048
+        while tile > 256 and math.prod(tiling(tile)[1]) < 4 * sms:
+            tile //= 2
+    geometry = kernels._geometry(b, c, n, block, sms)
+    assert (geometry.blocks, geometry.grid_size) == tiling(tile)
+    assert geometry.num_warps == max(1, min(8, math.prod(geometry.blocks) // 256))
+
+
+def test_launches_on_the_tensors_device(kernels, device):
+    # Triton launches on the current CUDA device: a tensor on another GPU needs a device guard.
+    x = torch.zeros(2, 3, device=device)
+    guard = kernels._on_device(x)
+    if device == "cpu":
+        assert isinstance(guard, contextlib.nullcontext)
+    else:
+        assert isinstance(guard, contextlib.nullcontext) == (x.device.index == torch.cuda.current_device())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_tensor_on_a_second_gpu(kernels):
+    x, h = make_inputs((2, 3, 17, 9), torch.float32, "cuda:1", seed=10)
+    with torch.cuda.device(0):
+        check_against_reference(kernels, x, h, layout="cross", inverse=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("size", [(1080, 1920), (2160, 3840)], ids=["1080p", "4k"])
+def test_high_resolution_tile_counts_on_gpu(kernels, size):
+    # LLFlow's first level at 1080p/4K: a (1, 6, H/2, W/2) channel slice, millions of elements per
+    # plane and thousands of tiles per sample.
+    height, width = size[0] // 2, size[1] // 2
+    x, h = make_inputs((1, 6, height, width), torch.float32, "cuda", seed=11, noncontiguous=True)
+    check_against_reference(kernels, x, h, layout="cross", inverse=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_channels_last_and_determinism_on_gpu(kernels):
+    x, h = make_inputs((4, 6, 96, 80), torch.bfloat16, "cuda", seed=12)
+    x, h = x.to(memory_format=torch.channels_last), h.to(memory_format=torch.channels_last)
+    first = check_against_reference(kernels, x, h, layout="cross", inverse=False)
+    again = kernels.affine_forward(x, h, eps=1e-4, layout="cross", inverse=False)
+    # No atomics: the same inputs give bit-identical outputs and log-dets.
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    gy, gl = torch.randn_like(x), torch.randn(4, device="cuda")
+    grads = [kernels.affine_backward(x, h, gy, gl, eps=1e-4, layout="cross", inverse=False) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_properties(0).total_memory < 40 * 2**30,
+                    reason="needs 40 GiB of GPU memory")
+def test_plane_of_more_than_two_to_the_31_elements(kernels):
+    # N = 2**31 + 37 elements in one plane: the tile corner nb * BLOCK_N passes int32, and the last,
+    # partial tile must still be masked (unmasked, it reads past the end of h into the log-det).
+    n = 2**31 + 37
+    x = torch.ones(1, 1, n, dtype=torch.bfloat16, device="cuda")
+    h = torch.zeros(1, 2, n, dtype=torch.bfloat16, device="cuda")
+    h[:, 1, -5:] = 4.0                                   # different scales in the last partial tile
+    out, logdet = kernels.affine_forward(x, h, eps=1e-4, layout="half", inverse=False)
+    s0, s4 = torch.sigmoid(torch.tensor(2.0)) + 1e-4, torch.sigmoid(torch.tensor(6.0)) + 1e-4
+    expected = (n - 5) * math.log(s0) + 5 * math.log(s4)
+    assert math.isclose(logdet.item(), expected, rel_tol=1e-4)
+    assert out[0, 0, -1].item() == pytest.approx(s4.item(), rel=1e-2)
+    assert out[0, 0, 0].item() == pytest.approx(s0.item(), rel=1e-2)
