@@ -1,9 +1,14 @@
 """``fused_affine``: the sigmoid-scaled affine map of the coupling layers as one fused op.
 
 The public function validates its arguments, picks a backend (see :mod:`flowkit.kernels.backend`)
-and then either runs the PyTorch reference, which autograd differentiates and ``torch.compile``
-sees through, or calls the opaque custom op ``torch.ops.flowkit.fused_affine``, whose forward and
-fused backward (``torch.ops.flowkit.fused_affine_backward``) are the Triton kernels.
+and then runs the PyTorch reference, which autograd differentiates and ``torch.compile`` sees
+through, or the Triton kernels: in eager mode through a small ``autograd.Function`` (the cheapest
+route on the host), under ``torch.compile`` through the opaque custom op
+``torch.ops.flowkit.fused_affine``, whose forward and fused backward
+(``torch.ops.flowkit.fused_affine_backward``) are the kernels. Under ``torch.compile`` the
+``"auto"`` backend picks the reference, so that Inductor fuses the affine map with its neighbours
+(the concatenation of the coupling's halves, the sub-network's last convolution's bias) instead of
+stopping at an opaque node.
 
 The custom op has a fake implementation (for ``torch.compile`` and meta tensors) and an autograd
 formula, so ``torch.compile(fullgraph=True)`` keeps it as one node in the forward and one in the
@@ -77,8 +82,9 @@ def fused_affine(
     the channel slice ``x[:, split:]`` of a coupling layer.
 
     Backends (see :mod:`flowkit.kernels.backend`): ``"auto"`` uses the process-wide default, which
-    by default picks the Triton kernels for CUDA tensors and the PyTorch reference elsewhere (on CPU
-    this *is* eager PyTorch); ``"triton"`` and ``"torch"`` force one.
+    by default picks the Triton kernels for CUDA tensors in eager mode and the PyTorch reference
+    elsewhere (on CPU this *is* eager PyTorch; under ``torch.compile`` Inductor generates its own
+    fused kernel from it); ``"triton"`` and ``"torch"`` force one.
 
     Args:
         x: ``(B, C, ...)`` input (images ``(B, C, H, W)`` or vectors ``(B, C)``).
@@ -103,9 +109,45 @@ def fused_affine(
         (True, True)
     """
     _check_args(x, h, layout)
-    if resolve_backend(backend, x, h) == "torch":
+    compiling = torch.compiler.is_compiling()
+    if resolve_backend(backend, x, h, compiling=compiling) == "torch":
         return affine_reference(x, h, eps=eps, layout=layout, inverse=inverse)
-    return torch.ops.flowkit.fused_affine(x, h, eps, layout, inverse, "triton")
+    if compiling:
+        # Dynamo cannot trace into the kernels; the custom op is one opaque node with a fake
+        # implementation and a registered backward.
+        return torch.ops.flowkit.fused_affine(x, h, eps, layout, inverse, "triton")
+    # Eager: an autograd.Function calls the kernels directly. The custom op's dispatcher round trip
+    # (schema parsing, fake-tensor and autograd registrations) costs more host time than the whole
+    # reference op chain at LLFlow's training shapes.
+    return _TritonAffine.apply(x, h, eps, layout, inverse)
+
+
+class _TritonAffine(torch.autograd.Function):
+    """The Triton kernels in eager mode: forward and one fused backward, no dispatcher in between."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, h: Tensor, eps: float, layout: str, inverse: bool) -> tuple[Tensor, Tensor]:
+        from flowkit.kernels import triton_affine
+
+        # Only the inputs are saved: the backward recomputes the scale from h, cheaper than storing it.
+        ctx.save_for_backward(x, h)
+        ctx.options = (eps, layout, inverse)
+        return triton_affine.affine_forward(x, h, eps=eps, layout=layout, inverse=inverse)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, grad_logdet: Tensor | None):
+        from flowkit.kernels import triton_affine
+
+        x, h = ctx.saved_tensors
+        eps, layout, inverse = ctx.options
+        if grad_out is None:
+            grad_out = torch.zeros_like(x)
+        if grad_logdet is None:
+            grad_logdet = x.new_zeros(x.shape[0], dtype=compute_dtype(x))
+        dx, dh = triton_affine.affine_backward(
+            x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse
+        )
+        return dx, dh, None, None, None
 
 
 def affine_backward_formula(

@@ -11,6 +11,8 @@ Backends:
   module is imported), which is how the tests execute the kernels without a GPU.
 * ``"auto"``: ``"triton"`` for CUDA tensors of a supported dtype when the ``triton`` package is
   installed, ``"torch"`` otherwise. On CPU it is therefore exactly eager PyTorch, never slower.
+  Under ``torch.compile`` it is ``"torch"`` on every device: Inductor then fuses the affine map
+  with its neighbours itself.
 
 An explicit ``backend=`` argument other than ``"auto"`` wins; otherwise the process-wide default
 applies. That default starts as the environment variable ``FLOWKIT_KERNEL_BACKEND`` (read once, when
@@ -116,11 +118,14 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def resolve_backend(backend: str, x: Tensor, h: Tensor) -> str:
+def resolve_backend(backend: str, x: Tensor, h: Tensor, *, compiling: bool = False) -> str:
     """The backend that will run for these tensors: ``"triton"`` or ``"torch"``.
 
     ``backend`` is the argument of the call; ``"auto"`` defers to the process-wide default, and a
-    default of ``"auto"`` picks Triton for CUDA tensors of a supported dtype when Triton is installed.
+    default of ``"auto"`` picks Triton for CUDA tensors of a supported dtype when Triton is installed,
+    except while ``torch.compile`` traces (``compiling=True``): there it picks the reference, which
+    Inductor fuses with the neighbouring ops into one kernel, where the opaque Triton op would cost
+    copies and a separate pass.
     Forcing ``"triton"`` for a dtype it does not support, or without Triton installed, raises. (Whether
     a CPU tensor may run the kernels, i.e. whether the interpreter is on, is checked where the kernel
     is launched.)
@@ -129,6 +134,8 @@ def resolve_backend(backend: str, x: Tensor, h: Tensor) -> str:
         backend: the ``backend`` argument of the call.
         x: the call's input.
         h: the call's shift and raw scale.
+        compiling: whether ``torch.compile`` is tracing the call
+            (:func:`torch.compiler.is_compiling`).
 
     Returns:
         ``"triton"`` or ``"torch"``.
@@ -141,7 +148,7 @@ def resolve_backend(backend: str, x: Tensor, h: Tensor) -> str:
     """
     name = _checked(backend, "backend") if backend != "auto" else _default
     if name == "auto":
-        if x.is_cuda and _TRITON_INSTALLED and x.dtype in TRITON_DTYPES and h.dtype in TRITON_DTYPES:
+        if not compiling and x.is_cuda and _TRITON_INSTALLED and x.dtype in TRITON_DTYPES and h.dtype in TRITON_DTYPES:
             return "triton"
         return "torch"
     if name == "triton":

@@ -53,6 +53,22 @@ def test_triton_backend_through_autograd_matches_reference(kernels, layout, inve
         assert_close(got, expected, what=what)
 
 
+def test_eager_kernels_skip_the_custom_op(kernels):
+    # Eager calls reach the kernels through a plain autograd.Function (cheaper on the host than the
+    # custom op's dispatcher round trip); torch.compile gets the custom op (tested below).
+    x = randn(2, 3, 4, 4, seed=19, device=KERNEL_DEVICE).requires_grad_()
+    h = randn(2, 6, 4, 4, seed=20, device=KERNEL_DEVICE).requires_grad_()
+    y, logdet = fused_affine(x, h, backend="triton")
+    assert type(y.grad_fn).__name__ == "_TritonAffineBackward"
+    (y.sum() + logdet.sum()).backward()
+    xr, hr = x.detach().clone().requires_grad_(), h.detach().clone().requires_grad_()
+    yr, logdetr = affine_reference(xr, hr)
+    (yr.sum() + logdetr.sum()).backward()
+    assert_close(y, yr, what="y")
+    assert_close(x.grad, xr.grad, what="dx")
+    assert_close(h.grad, hr.grad, what="dh")
+
+
 @pytest.mark.parametrize("layout", ["cross", "half"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
 def test_gradcheck_of_the_op_in_float64(layout, inverse):

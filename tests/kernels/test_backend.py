@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +24,17 @@ def test_auto_is_the_reference_on_cpu():
 def test_auto_sends_float64_to_the_reference():
     x, h = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 6, dtype=torch.float64)
     assert resolve_backend("auto", x, h) == "torch"
+
+
+def test_auto_leaves_compiled_code_to_inductor():
+    # Only the attributes the rule reads: a CUDA float32 pair, without needing a GPU.
+    cuda_tensor = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+    eager = resolve_backend("auto", cuda_tensor, cuda_tensor)
+    assert eager == ("triton" if importlib.util.find_spec("triton") else "torch")
+    assert resolve_backend("auto", cuda_tensor, cuda_tensor, compiling=True) == "torch"
+    # Asking for the kernels explicitly still gets them under torch.compile (as the custom op).
+    if importlib.util.find_spec("triton"):
+        assert resolve_backend("triton", cuda_tensor, cuda_tensor, compiling=True) == "triton"
 
 
 def test_use_backend_restores_the_default_even_after_an_error():
