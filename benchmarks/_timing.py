@@ -248,11 +248,17 @@ def markdown_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[st
 def write_results(
     stem: str, payload: dict[str, object], markdown: str, directory: Path = RESULTS
 ) -> list[Path]:
-    """Write ``<stem>.json`` and ``<stem>.md`` under ``directory``; return their paths."""
+    """Write ``<stem>.json`` and ``<stem>.md`` under ``directory``; return their paths.
+
+    Each file is written through a temporary file and renamed into place, so an interrupted run
+    never leaves a half-written result beside the committed ones.
+    """
+    from flowkit.cli import _write_text
+
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
-    json_path.write_text(json.dumps(payload, indent=2, default=_jsonable) + "\n")
-    md_path.write_text(markdown + "\n")
+    _write_text(json_path, json.dumps(payload, indent=2, default=_jsonable) + "\n")
+    _write_text(md_path, markdown + "\n")
     return [json_path, md_path]
 
 

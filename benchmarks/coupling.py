@@ -9,6 +9,11 @@ forward and forward+backward, at the shapes LLFlow runs:
 * inference (the inverse direction, no gradient): LOL 1x3x400x600, 1080p and 4K, each at the three
   levels.
 
+The coupling's ``x`` is what the layer really passes, the channel slice ``z[:, C:]`` of the level's
+tensor (strided); the injector's is the whole tensor. On CUDA a fourth variant replays the two
+kernels alone (forward, and backward for training) from a CUDA graph: their device time without any
+host work, the bound the eager route approaches as host overhead vanishes.
+
 For each it reports the median time and interquartile range, images/s, the effective bandwidth
 (the bytes a perfectly fused op must move, divided by the time) and that bandwidth as a fraction of
 a device-to-device copy measured in the same run. On the CPU only ratios mean anything, and the
@@ -19,8 +24,8 @@ Usage::
     python benchmarks/coupling.py            # the full set (meant for a GPU)
     python benchmarks/coupling.py --quick    # a few small shapes; under 2 minutes on a CPU
 
-Results go to ``benchmarks/results/coupling_<device>[_<dtype>][_quick].json`` and ``.md`` (the dtype
-only when it is not float32).
+Results go to ``<out>/coupling_<device>[_<dtype>][_quick].json`` and ``.md`` (``--out``, default
+``benchmarks/results``; the dtype only when it is not float32).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from _timing import copy_bandwidth, device_tag, environment, interleaved, markdown_table, write_results
@@ -105,7 +111,11 @@ def bytes_moved(case: Case, dtype: torch.dtype) -> int:
 def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     b, c, hh, ww = case.shape
-    x = torch.randn(b, c, hh, ww, generator=gen).to(device, dtype)
+    if case.layer == "coupling":
+        # What AffineCoupling passes: x is the second half of the level's channels, a strided view.
+        x = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)[:, c:]
+    else:
+        x = torch.randn(b, c, hh, ww, generator=gen).to(device, dtype)
     h = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)
     inverse = not case.backward and case.group != "train"
     reference = functools.partial(affine_reference, layout="cross", inverse=inverse)
@@ -119,13 +129,15 @@ def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[
         # What the layers call by default: on the CPU it must cost what eager does.
         impls["flowkit default"] = functools.partial(fused_affine, layout="cross", inverse=inverse)
 
+    graphed = _graphed_kernels(case, x, h, inverse, gen) if device.type == "cuda" else {}
+
     if not case.backward:
         def forward_only(fn):
             def run():
                 with torch.no_grad():
                     return fn(x, h)
             return run
-        return {name: forward_only(fn) for name, fn in impls.items()}
+        return {**{name: forward_only(fn) for name, fn in impls.items()}, **graphed}
 
     xg, hg = x.clone().requires_grad_(), h.clone().requires_grad_()
     gy = torch.randn(x.shape, generator=gen).to(device, dtype)
@@ -136,7 +148,35 @@ def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[
             y, logdet = fn(xg, hg)
             return torch.autograd.grad((y, logdet), (xg, hg), (gy, gl))
         return run
-    return {name: with_backward(fn) for name, fn in impls.items()}
+    return {**{name: with_backward(fn) for name, fn in impls.items()}, **graphed}
+
+
+def _graphed_kernels(case: Case, x: torch.Tensor, h: torch.Tensor, inverse: bool,
+                     gen: torch.Generator) -> dict[str, Callable[[], object]]:
+    """The kernels alone (no autograd, no host work) replayed from a CUDA graph: their device time."""
+    from flowkit.kernels import triton_affine
+
+    options = dict(eps=1e-4, layout="cross", inverse=inverse)
+    gy = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+    gl = torch.randn(x.shape[0], generator=gen).to(x.device)
+
+    def kernels():
+        out = triton_affine.affine_forward(x, h, **options)
+        return (out, triton_affine.affine_backward(x, h, gy, gl, **options)) if case.backward else out
+
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up (Triton compiles) outside the capture
+            kernels()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            kernels()
+    except RuntimeError as error:  # report and carry on: the other variants still mean something
+        print(f"  {case.group} {case.layer} {case.mode}: CUDA-graph capture failed: {error}", file=sys.stderr)
+        return {}
+    return {"triton kernel (CUDA graph)": graph.replay}
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
@@ -219,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-sample-ms", type=float, default=None,
                         help="shortest sample, back-to-back calls (default 20 ms, quick 15 ms)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results", help="results folder")
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (41 if args.quick else 30)
     args.min_sample_ms = args.min_sample_ms or (15.0 if args.quick else 20.0)
@@ -227,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     markdown = report(result)
     stem = (f"coupling_{device_tag(torch.device(args.device))}"
             + (f"_{args.dtype}" if args.dtype != "float32" else "") + ("_quick" if args.quick else ""))
-    paths = write_results(stem, result, markdown)
+    paths = write_results(stem, result, markdown, args.out)
     print(markdown)
     print("\nwrote " + ", ".join(str(p) for p in paths))
 

@@ -73,6 +73,18 @@ def test_enhance_samples_at_a_temperature(tmp_path, checkpoint):
     assert not torch.equal(first, second)
 
 
+def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):
+    [source] = _images(tmp_path / "in", 1)
+    images = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert main(["enhance", str(source), "-o", str(out), "--checkpoint", str(checkpoint),
+                     "--precision", precision]) == 0
+        images[precision] = read_image(out / "img0.png")
+    difference = (images["bfloat16"] - images["float32"]).abs()
+    assert difference.max() < 0.1 and difference.mean() < 0.02
+
+
 def test_tiles_cover_the_image_and_a_single_tile_equals_the_whole(checkpoint):
     model = load_model(checkpoint)
     low = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 0.3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -61,7 +63,7 @@ class InvConv1x1(Flow):
             self.set_matrix(q)
         else:
             self.weight = nn.Parameter(q.to(torch.float32))
-        self._inverse_cache: tuple[tuple, Tensor] | None = None
+        self._inverse_cache: tuple[tuple, tuple[Tensor, Tensor]] | None = None
 
     def extra_repr(self) -> str:
         return f"{self.channels}, lu={self.lu}"
@@ -110,20 +112,24 @@ class InvConv1x1(Flow):
 
     def inverse_matrix(self) -> Tensor:
         """``W^{-1}`` in float64. Cached in eval mode without autograd, until a parameter changes."""
+        return self._inverse_parts()[0]
+
+    def _inverse_parts(self) -> tuple[Tensor, Tensor]:
+        # W^{-1} and log|det W|, cached together: at inference every inverse call needs both, and
+        # recomputing them (an LU factorisation each) costs more than the 1x1 convolution itself.
         if torch.compiler.is_compiling():
             # The cache key reads data pointers, which compiled graphs cannot; recompute instead.
-            return torch.linalg.inv(self.matrix(torch.float64))
+            return torch.linalg.inv(self.matrix(torch.float64)), self.log_abs_det()
         cacheable = not self.training and not torch.is_grad_enabled()
         key = self._cache_key()
         if cacheable and self._inverse_cache is not None and self._inverse_cache[0] == key:
             return self._inverse_cache[1]
         w64 = self.matrix(torch.float64)
-        if not torch.compiler.is_compiling():
-            self._check_invertible(w64.detach())
-        inv = torch.linalg.inv(w64)
+        self._check_invertible(w64.detach())
+        parts = torch.linalg.inv(w64), self.log_abs_det()
         if cacheable:
-            self._inverse_cache = (key, inv)
-        return inv
+            self._inverse_cache = (key, parts)
+        return parts
 
     def _check_invertible(self, w64: Tensor) -> None:
         sign, logabs = torch.linalg.slogdet(w64)
@@ -146,10 +152,12 @@ class InvConv1x1(Flow):
             return x @ w.T
         return F.conv2d(x, w.view(*w.shape, 1, 1)) if x.dim() == 4 else torch.einsum("ij,bj...->bi...", w, x)
 
-    def _logdet(self, x: Tensor) -> Tensor:
+    def _logdet(self, x: Tensor, log_abs_det: Tensor | None = None) -> Tensor:
         dtype = torch.promote_types(x.dtype, torch.float32)
-        positions = x[0, 0].numel()
-        return (self.log_abs_det() * positions).to(dtype).expand(x.shape[0])
+        positions = math.prod(x.shape[2:])   # not x[0, 0].numel(): an empty batch has no x[0]
+        if log_abs_det is None:
+            log_abs_det = self.log_abs_det()
+        return (log_abs_det * positions).to(dtype).expand(x.shape[0])
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_no_cond("InvConv1x1", cond)
@@ -159,7 +167,7 @@ class InvConv1x1(Flow):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_no_cond("InvConv1x1", cond)
         check_channels("InvConv1x1", y, self.channels)
-        inv = self.inverse_matrix()
+        inv, log_abs_det = self._inverse_parts()
         # Cast through the parameter dtype first, as the reference does (inverse(W.double()).float()).
         inv = inv.to(self.log_s.dtype if self.lu else self.weight.dtype)
-        return self._mix(y, inv), -self._logdet(y)
+        return self._mix(y, inv), -self._logdet(y, log_abs_det)

@@ -57,6 +57,21 @@ def test_eval_mode_caches_the_inverse_until_a_parameter_changes():
     torch.testing.assert_close(second, torch.linalg.inv(layer.weight.double()))
 
 
+@pytest.mark.parametrize("lu", [False, True])
+def test_cached_inverse_log_det_follows_a_parameter_change(lu):
+    # The inverse's log-det is cached with W^{-1}; a changed weight must change both.
+    layer = InvConv1x1(4, lu=lu).eval()
+    y = torch.randn(2, 4, 3, 5)
+    with torch.no_grad():
+        _, before = layer.inverse(y)
+        (layer.log_s if lu else layer.weight).mul_(1.5)
+        x, after = layer.inverse(y)
+        expected = -15 * layer.log_abs_det().float()
+        torch.testing.assert_close(after, expected.expand(2))
+        torch.testing.assert_close(layer(x)[0], y, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(before, after)
+
+
 def test_train_mode_drops_the_cache():
     layer = InvConv1x1(3).eval()
     with torch.no_grad():
