@@ -8,6 +8,8 @@ Variants, interleaved in one process (each with its own copy of the model and op
 * ``eager``: flowkit's default, float32, the PyTorch reference backend for the affine ops
   (``enhance`` runs channels-last on CPU);
 * ``compile``: ``torch.compile`` of the same computation (Inductor fuses the affine ops itself);
+* ``compile+freezing``: ``torch.compile`` with Inductor's ``freezing`` (weights folded in as
+  constants, convolutions pre-packed for oneDNN), enhance only;
 * ``compile+graphs``: ``torch.compile(mode="reduce-overhead")``, CUDA graphs (CUDA only), for the
   launch-bound shapes;
 * ``kernels``: eager, with flowkit's Triton kernels for the coupling and injector (CUDA only);
@@ -70,7 +72,8 @@ def variant_names(device: torch.device, compile_: bool, reference: bool, workloa
     cuda = device.type == "cuda"
     names = (["reference"] if reference and workload == "enhance" else []) + ["eager"]
     if compile_:
-        names += ["compile"] + (["compile+graphs", "compile+kernels"] if cuda else [])
+        names += ["compile"] + (["compile+freezing"] if workload == "enhance" else [])
+        names += ["compile+graphs", "compile+kernels"] if cuda else []
     names += (["kernels"] if cuda else []) + ["bf16"] + (["kernels+bf16"] if cuda else [])
     return names
 
@@ -79,6 +82,8 @@ def context(name: str, device: torch.device, workload: str) -> contextlib.Abstra
     """The backend and autocast a variant runs under."""
     stack = contextlib.ExitStack()
     stack.enter_context(use_backend("triton" if "kernels" in name else "torch"))
+    if "freezing" in name:  # Inductor folds the weights in as constants (inference only)
+        stack.enter_context(torch._inductor.config.patch(freezing=True))
     if "bf16" in name and workload == "train":
         stack.enter_context(torch.autocast(device.type, dtype=torch.bfloat16))
     return stack
@@ -165,10 +170,13 @@ def _memory_child(spec: dict) -> None:
     fn = enhance_variant(model, spec["variant"], images, device, Path(spec["reference_dir"] or "."))
     del model
     fn()  # warm: first-call allocations, inverse caches, compilation
-    rest = _memory_now(device)
-    _reset_peak(device)
-    fn()
-    print((_peak(device) - rest) / 2**20)
+    peaks = []
+    for _ in range(3):  # the allocator's state varies from call to call: report the median
+        rest = _memory_now(device)
+        _reset_peak(device)
+        fn()
+        peaks.append((_peak(device) - rest) / 2**20)
+    print(sorted(peaks)[1])
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -226,8 +234,8 @@ def report(result: dict[str, object]) -> str:
         f"{env['commit']}; preset `{settings['preset']}` ({settings['config']}); "
         f"`{settings['command']}`; {result['rows'][0]['samples']} interleaved samples per variant. "
         "'vs eager' ('vs reference') is the median over rounds of the eager (reference)/variant time "
-        "ratio within a round; memory is one enhancement's peak above rest, each variant in a fresh "
-        "process.",
+        "ratio within a round; memory is one enhancement's peak above rest, the median of 3 calls "
+        "in a fresh process per variant.",
         "",
     ]
     if env["device_type"] == "cpu":

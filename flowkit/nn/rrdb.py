@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["RRDB", "ResidualDenseBlock"]
@@ -55,12 +56,27 @@ class ResidualDenseBlock(nn.Module):
         return f"{self.channels}, growth={self.growth}"
 
     def forward(self, x: Tensor) -> Tensor:
-        x1 = self.lrelu(self.conv1(x))
-        x2 = self.lrelu(self.conv2(torch.cat([x, x1], dim=1)))
-        x3 = self.lrelu(self.conv3(torch.cat([x, x1, x2], dim=1)))
-        x4 = self.lrelu(self.conv4(torch.cat([x, x1, x2, x3], dim=1)))
+        # Without autograd nothing needs the pre-activation or unscaled tensors, so the activation
+        # and the residual update work in place: the same values, a third fewer large allocations
+        # (each a round of page faults at LOL sizes on CPU).
+        inplace, slope = not torch.is_grad_enabled(), self.lrelu.negative_slope
+
+        def act(t: Tensor) -> Tensor:
+            return F.leaky_relu(t, slope, inplace=inplace)
+
+        x1 = act(self.conv1(x))
+        x2 = act(self.conv2(torch.cat([x, x1], dim=1)))
+        x3 = act(self.conv3(torch.cat([x, x1, x2], dim=1)))
+        x4 = act(self.conv4(torch.cat([x, x1, x2, x3], dim=1)))
         x5 = self.conv5(torch.cat([x, x1, x2, x3, x4], dim=1))
-        return x5 * self.residual_scale + x
+        return _scaled_residual(x5, self.residual_scale, x)
+
+
+def _scaled_residual(branch: Tensor, scale: float, x: Tensor) -> Tensor:
+    """``branch * scale + x``, computed in ``branch``'s memory when autograd is off."""
+    if torch.is_grad_enabled():
+        return branch * scale + x
+    return branch.mul_(scale).add_(x)
 
 
 class RRDB(nn.Module):
@@ -88,4 +104,4 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(channels, growth)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * self.residual_scale + x
+        return _scaled_residual(self.rdb3(self.rdb2(self.rdb1(x))), self.residual_scale, x)
