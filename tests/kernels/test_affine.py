@@ -232,3 +232,22 @@ def test_llflow_runs_the_kernels_and_matches_the_reference(kernels, monkeypatch)
         calls.clear()
     torch.testing.assert_close(results["triton"][:2], results["torch"][:2], rtol=1e-5, atol=1e-5)
     assert_grads_close(results["triton"][2], results["torch"][2])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_default_leaves_the_affine_map_to_inductor(kernels):
+    # On CUDA eager "auto" runs the Triton kernels; under torch.compile it must trace the reference
+    # instead, so that Inductor fuses the affine map with the concatenation and the sub-network's
+    # bias: no flowkit custom op (an opaque node with copies around it) in the generated code.
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    model = Conditioned(small_flow()).cuda()
+    x = randn(2, 4, 8, 8, seed=21, device="cuda")
+    model(x)
+    eager_y, eager_logdet = model(x)
+    (y, logdet), codes = run_and_get_code(torch.compile(model, fullgraph=True), x)
+    code = "\n".join(codes)
+    assert "flowkit" not in code and "fused_affine" not in code
+    torch.testing.assert_close((y, logdet), (eager_y, eager_logdet), rtol=1e-4, atol=1e-4)
