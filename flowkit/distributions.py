@@ -46,7 +46,19 @@ def _check_event(name: str, z: Tensor, event_shape: tuple[int, ...]) -> None:
 
 
 class StandardNormal(nn.Module):
-    """The standard normal :math:`\\mathcal N(0, I)` over tensors of shape ``event_shape``.
+    r"""The standard normal :math:`\mathcal N(0, I)` over tensors of shape ``event_shape``.
+
+    .. math:: \log p(z) = -\frac{1}{2} \sum_{i=1}^{D} \left(z_i^2 + \log 2\pi\right),
+
+    summed over the ``D`` elements of one sample; :meth:`sample` returns :math:`T \epsilon` with
+    :math:`\epsilon \sim \mathcal N(0, I)` at temperature :math:`T`. It has no parameters (a
+    non-persistent buffer tracks the module's device and dtype for sampling), and it ignores
+    ``cond``. The usual prior of an unconditional flow; for a learned or conditional Gaussian
+    use :class:`DiagGaussian`.
+
+    Args:
+        event_shape: the shape of one sample, e.g. ``(3, 64, 64)``; :meth:`log_prob` raises a
+            :class:`ValueError` for samples of another shape.
 
     Example:
         >>> import torch
@@ -81,13 +93,31 @@ class StandardNormal(nn.Module):
 
 
 class DiagGaussian(nn.Module):
-    """A diagonal Gaussian whose mean and log-std are learned, or predicted from ``cond``.
+    r"""A diagonal Gaussian whose mean and log-std are learned, or predicted from ``cond``.
+
+    .. math:: \log p(z \mid c) = \sum_i \left( -\frac{1}{2} \left(\frac{z_i - \mu_i}{\sigma_i}\right)^2
+              - \log \sigma_i - \frac{1}{2} \log 2\pi \right),
+
+    with :math:`(\mu, \log\sigma)` either parameters or :math:`\mathrm{NN}(c)`:
 
     * With ``cond_net=None``: ``mean`` and ``log_std`` are parameters of shape ``event_shape``,
-      initialised to the standard normal.
+      initialised to the standard normal (both zero).
     * With ``cond_net``: ``cond_net(cond)`` returns ``2 * C`` channels, the mean and the log-std
       laid out per ``layout`` (``"half"``: means first; ``"cross"``: interleaved). Use
       :class:`flowkit.nn.ZeroConv2d` as its last layer to start from the standard normal.
+
+    :meth:`sample` returns :math:`\mu + T \sigma \odot \epsilon`: ``n`` samples when unconditional,
+    one per row of ``cond`` when conditional. Use it in place of :class:`StandardNormal` when the
+    prior should be learned (the top prior of :class:`~flowkit.recipes.Glow`), or depend on a
+    conditioning input (pass ``prior_uses_cond=True`` to :class:`~flowkit.FlowModel`).
+
+    Args:
+        event_shape: the shape of one sample, for the learned (unconditional) prior.
+        cond_net: a module from ``cond`` to the ``2 * C`` channels of means and log-stds, for the
+            conditional prior. Exactly one of ``event_shape`` and ``cond_net`` must be given,
+            otherwise a :class:`ValueError` is raised.
+        layout: ``"half"`` (default) or ``"cross"``, how ``cond_net``'s output holds the means and
+            log-stds; not used without ``cond_net``.
 
     Example:
         >>> import torch
@@ -172,11 +202,15 @@ class GaussianMixture(nn.Module):
     layer (:class:`flowkit.nn.ZeroLinear`) to start from the unconditional mixture.
     ``temperature`` in :meth:`sample` scales every component's standard deviation.
 
+    Use it as the prior of a small flow on data with separated modes, which a single Gaussian
+    pushed through a few layers fits poorly.
+
     Args:
         event_shape: the shape of one sample, e.g. ``(2,)``.
-        components: ``K``.
-        cond_net: optional module from the conditioning tensor to the parameter offsets.
-        generator: the random generator for the initial means.
+        components: ``K``, at least 1 (default 8).
+        cond_net: optional module from the conditioning tensor ``(B, ...)`` to the ``(B, K (1 + 2 D))``
+            parameter offsets; ``None`` (default) for an unconditional mixture.
+        generator: the random generator for the initial means (default: torch's global RNG).
 
     Example:
         >>> import torch
@@ -264,16 +298,22 @@ class GaussianMixture(nn.Module):
 
 
 class BoxUniform(nn.Module):
-    """The uniform distribution on the box ``[low, high)`` (element-wise bounds).
+    r"""The uniform distribution on the box ``[low, high)`` (element-wise bounds).
 
-    ``log_prob`` is ``-sum(log(high - low))`` inside the box and ``-inf`` outside; there is no
-    temperature (``sample`` rejects one other than 1). A latent prior for flows whose last layer
-    maps into a bounded set (e.g. a final :class:`~flowkit.Inverse` of
-    :class:`~flowkit.layers.Logit`), and the usual prior of simulation-based inference.
+    .. math:: \log p(z) = \begin{cases} -\sum_i \log(h_i - l_i) & l_i \le z_i < h_i
+              \text{ for every } i, \\ -\infty & \text{otherwise,} \end{cases}
+
+    with :math:`l` = ``low`` and :math:`h` = ``high``; :meth:`sample` returns
+    :math:`l + (h - l) \odot u` with :math:`u \sim U[0, 1)`. There is no temperature (``sample``
+    rejects one other than 1), no parameters (``low`` and ``high`` are buffers), and no
+    conditioning (a ``cond`` is rejected). A latent prior for flows whose last layer maps into a
+    bounded set (e.g. a final :class:`~flowkit.Inverse` of :class:`~flowkit.layers.Logit`), and
+    the usual prior of simulation-based inference.
 
     Args:
         low: the lower corner, a tensor (or number) of the event shape.
-        high: the upper corner, each entry above ``low``'s.
+        high: the upper corner, of the same shape, each entry above ``low``'s; a shape mismatch or
+            an entry not above ``low`` raises a :class:`ValueError`.
 
     Example:
         >>> import torch

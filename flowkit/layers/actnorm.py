@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
@@ -15,19 +17,31 @@ __all__ = ["ActNorm"]
 class ActNorm(Flow):
     r"""Per-channel affine normalisation, ``y = (x + bias) * exp(logs)``.
 
-    On the first forward pass in training mode, ``bias`` and ``logs`` are set from that batch so
-    that ``y`` has zero mean and unit variance per channel (Glow's data-dependent initialisation):
-    ``bias = -mean``, ``logs = log(scale / (std + 1e-6))``. Whether this happened is the buffer
-    ``initialized``, which is saved in ``state_dict``: loading a checkpoint never re-initialises.
-    A layer left uninitialised (eval mode, or ``initialized`` already set) is used as it is.
-    Under ``torch.distributed`` the batch statistics are averaged over all ranks, so every rank
-    starts from the same parameters.
+    With :math:`b_k` = ``bias[k]`` and :math:`\ell_k` = ``logs[k]`` for channel :math:`k`, and
+    :math:`N` the number of positions per channel (``H * W`` for images, 1 for vectors):
 
-    The log-determinant is :math:`\prod_{d \ge 2} x.shape[d] \cdot \sum_c \text{logs}_c` per sample.
+    .. math::
+
+        y_k = (x_k + b_k)\, e^{\ell_k}, \qquad x_k = y_k\, e^{-\ell_k} - b_k, \qquad
+        \log|\det J| = N \sum_k \ell_k.
+
+    On the first forward pass in training mode, ``bias`` and ``logs`` are set from that batch so
+    that ``y`` has zero mean and standard deviation ``scale`` per channel (Glow's data-dependent
+    initialisation): ``bias = -mean``, ``logs = log(scale / (std + 1e-6))``, with the statistics
+    taken over the batch and all positions, in float64; a batch holding NaN or infinity raises a
+    :class:`ValueError`. Whether this happened is the buffer ``initialized``, which is saved in
+    ``state_dict``: loading a checkpoint never re-initialises. A layer left uninitialised (eval
+    mode, or :meth:`inverse` before any forward pass) is the identity, as its parameters start at
+    zero. Under ``torch.distributed`` the batch statistics are averaged over all ranks, so every
+    rank starts from the same parameters. :meth:`initialize_from` does the same on demand.
+
+    Use it where Glow does, first in each flow step, to normalise activations without the batch
+    dependence of batch normalisation at sampling time; give the first training batch a
+    representative size, since it fixes the initial scale.
 
     Args:
-        channels: number of channels (dimension 1 of the input).
-        scale: the standard deviation the initialisation aims for.
+        channels: number of channels (dimension 1 of the input), at least 1.
+        scale: the per-channel standard deviation the initialisation aims for (default 1).
 
     Example:
         >>> import torch
@@ -96,7 +110,7 @@ class ActNorm(Flow):
             self.initialize_from(x)
 
     def _logdet(self, x: Tensor) -> Tensor:
-        positions = x[0, 0].numel()
+        positions = math.prod(x.shape[2:])  # not x[0, 0].numel(): an empty batch has no x[0]
         value = self.logs.sum() * positions
         dtype = torch.promote_types(x.dtype, torch.float32)
         return value.to(dtype).expand(x.shape[0])

@@ -65,20 +65,45 @@ class MADE(nn.Module):
     which every hidden unit may see) to ``(B, features * out_per_feature)``, grouped by feature:
     outputs ``d * P`` to ``d * P + P - 1`` are feature ``d``'s, the layout that
     :mod:`flowkit.transforms` reads. Feature ``order[k]`` is the ``k``-th generated, so its
-    outputs depend on the features ``order[:k]`` (and the context) only. Hidden unit ``j`` of each
-    layer is given the degree ``1 + j mod (D - 1)`` (Germain et al., 2015), or ``j mod D`` with a
-    context (degree 0 reads the context alone, and feeds the first feature), so every allowed
-    connection exists as soon as the hidden layers have ``D - 1`` units (``D`` with a context).
-    The output layer is zero-initialised, so a flow built on a fresh MADE starts as the identity.
+    outputs depend on the features ``order[:k]`` (and the context) only.
+
+    Every unit has a degree :math:`m`: input feature ``d`` its 1-based position in the order, a
+    context input 0, and hidden unit ``j`` of each layer ``1 + j mod (D - 1)`` (Germain et al.,
+    2015), or ``j mod D`` with a context (degree 0 reads the context alone, and feeds the first
+    feature). Layer :math:`l`'s weight is multiplied by a fixed 0/1 mask,
+
+    .. math::
+
+        M^{l}_{jk} = [\, m^{l}(j) \ge m^{l-1}(k) \,] \ \text{(hidden layers)}, \qquad
+        M^{\text{out}}_{(d, p), k} = [\, m(d) > m^{L}(k) \,] \ \text{(output layer)},
+
+    so every path from input :math:`k` to an output of feature :math:`d` has non-decreasing
+    degrees and ends with a strict increase, which gives the autoregressive property
+
+    .. math:: \frac{\partial\, \mathrm{MADE}(x, c)_{d, p}}{\partial x_k} = 0 \quad
+              \text{unless} \quad m(k) < m(d).
+
+    Every allowed connection exists as soon as the hidden layers have ``D - 1`` units (``D`` with
+    a context); :meth:`inputs_of` reads the dependencies off the masks. The hidden layers keep
+    PyTorch's default initialisation; the output layer is zero-initialised, so a flow built on a
+    fresh MADE starts as the identity (for the exp-affine, additive and spline transforms).
+
+    Use it as the conditioner of :class:`MaskedAutoregressive` and :class:`InverseAutoregressive`
+    (which build one), or alone as an autoregressive model whose ``D`` conditionals come from one
+    pass.
 
     Args:
-        features: ``D``.
-        out_per_feature: ``P``, outputs per feature.
-        hidden_features: widths of the hidden layers (one or more; ``()`` for none).
-        context_features: width of the optional context, 0 for none.
-        order: ``"sequential"`` (feature 0 first), ``"reverse"``, or a permutation of
-            ``range(D)`` listing the features in the order they are generated.
-        activation: constructor of the nonlinearity between layers.
+        features: ``D``, the size of the ``(B, D)`` input, at least 1.
+        out_per_feature: ``P``, outputs per feature, at least 1 (default 1).
+        hidden_features: widths of the hidden layers, each positive (default ``(64, 64)``;
+            ``()`` for none, a single masked linear layer).
+        context_features: width of the optional context, 0 (default) for none; with a context,
+            :meth:`forward` requires one of shape ``(B, context_features)``, and without, rejects
+            one.
+        order: ``"sequential"`` (default; feature 0 first), ``"reverse"``, or a permutation of
+            ``range(D)`` listing the features in the order they are generated; anything else
+            raises a :class:`ValueError`.
+        activation: constructor of the nonlinearity between layers (default :class:`torch.nn.ReLU`).
 
     References:
         M. Germain, K. Gregor, I. Murray, H. Larochelle. MADE: Masked Autoencoder for
@@ -164,20 +189,38 @@ class MaskedAutoregressive(Flow):
     r"""Masked autoregressive flow layer (MAF): :math:`y_d = f(x_d; \theta_d(x_{<d}, c))`.
 
     ``f`` is any element-wise :class:`~flowkit.transforms.MonotoneTransform` (affine: MAF of
-    Papamakarios et al., 2017; a rational-quadratic spline: the autoregressive neural spline flow).
+    Papamakarios et al., 2017; a rational-quadratic spline: the autoregressive neural spline flow),
+    and :math:`\theta = \mathrm{MADE}(\cdot, c)`, with :math:`x_{<d}` the features before ``d`` in
+    ``order``:
+
+    .. math::
+
+        y_d = f(x_d; \theta_d(x_{<d}, c)), \qquad
+        x_d = f^{-1}(y_d; \theta_d(x_{<d}, c)) \ \text{(in the order)}, \qquad
+        \log|\det J| = \sum_d \log f'(x_d; \theta_d).
+
     The forward direction (data to latent, density evaluation) is one :class:`MADE` pass; the
-    inverse (sampling) is ``D`` passes, each fixing one more feature in the order. Alternate
-    ``order`` between stacked layers (``"sequential"``, ``"reverse"``) so that each feature is
-    conditioned on the others somewhere in the flow. A fresh layer is the identity (for the
-    exp-affine, additive and spline transforms).
+    inverse (sampling) is ``D`` passes, each fixing one more feature in the order, the last of
+    which also gives the exact log-determinant. Alternate ``order`` between stacked layers
+    (``"sequential"``, ``"reverse"``) so that each feature is conditioned on the others somewhere
+    in the flow. The MADE's output layer is zero-initialised, so a fresh layer is the identity (for
+    the exp-affine, additive and spline transforms).
+
+    Use it for density estimation on vectors: each feature is conditioned on all those before it,
+    which is more expressive per layer than a coupling's half, at the price of sampling ``D``
+    times slower than evaluating. For fast sampling use :class:`InverseAutoregressive`; for both
+    directions in one pass, a :class:`~flowkit.layers.Coupling`.
 
     Args:
         features: ``D``, the size of the ``(B, D)`` input.
-        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`).
-        hidden_features: the MADE's hidden widths.
-        cond_features: size of the ``(B, cond_features)`` conditioning, 0 for none.
-        order: the MADE's order (see :class:`MADE`).
-        activation: the MADE's nonlinearity.
+        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`, the
+            exp scale soft-clamped at 3).
+        hidden_features: the MADE's hidden widths (default ``(64, 64)``).
+        cond_features: size of the ``(B, cond_features)`` conditioning, the MADE's context; 0
+            (default) for an unconditional layer.
+        order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
+            :class:`MADE`).
+        activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
 
     References:
         G. Papamakarios, T. Pavlakou, I. Murray. Masked Autoregressive Flow for Density
@@ -238,11 +281,29 @@ class MaskedAutoregressive(Flow):
 class InverseAutoregressive(MaskedAutoregressive):
     r"""Inverse autoregressive flow layer (IAF): the :class:`MaskedAutoregressive` map, reversed.
 
-    Sampling (:meth:`inverse`, latent to data) is one MADE pass,
-    :math:`x_d = f(z_d; \theta_d(z_{<d}, c))`; density evaluation (:meth:`forward`) takes ``D``
-    passes. Use it where a flow is sampled far more often than it is evaluated on given data
-    (variational posteriors, the student of a distilled flow). Same arguments as
-    :class:`MaskedAutoregressive`.
+    Sampling (:meth:`inverse`, latent :math:`z` to data :math:`x`) is one MADE pass,
+    :math:`x_d = f(z_d; \theta_d(z_{<d}, c))`; density evaluation (:meth:`forward`) solves the
+    same relation for :math:`z` in ``D`` passes:
+
+    .. math::
+
+        z_d = f^{-1}(x_d; \theta_d(z_{<d}, c)) \ \text{(in the order)}, \qquad
+        \log\left|\det \frac{\partial z}{\partial x}\right| = -\sum_d \log f'(z_d; \theta_d).
+
+    Initialised as :class:`MaskedAutoregressive` (a fresh layer is the identity). Use it where a
+    flow is sampled far more often than it is evaluated on given data (variational posteriors,
+    the student of a distilled flow), or where the log-density is only needed for its own samples
+    (the log-determinant of :meth:`inverse` comes with the single pass).
+
+    Args:
+        features: ``D``, the size of the ``(B, D)`` input.
+        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`, the
+            exp scale soft-clamped at 3).
+        hidden_features: the MADE's hidden widths (default ``(64, 64)``).
+        cond_features: size of the ``(B, cond_features)`` conditioning, 0 (default) for none.
+        order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
+            :class:`MADE`).
+        activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
 
     References:
         D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling. Improved

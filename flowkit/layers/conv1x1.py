@@ -17,8 +17,16 @@ __all__ = ["InvConv1x1"]
 class InvConv1x1(Flow):
     r"""Invertible 1x1 convolution ``y[:, i] = sum_j W[i, j] x[:, j]`` at every position.
 
-    The log-determinant is :math:`H W \log|\det W|` per sample (for a ``(B, C)`` input, just
-    :math:`\log|\det W|`). ``W`` starts as a random orthogonal matrix drawn from torch's RNG.
+    At each position :math:`p` (``H * W`` of them for images, one for a ``(B, C)`` input), the
+    channel vector is multiplied by the ``(C, C)`` matrix :math:`W`:
+
+    .. math::
+
+        y_p = W x_p, \qquad x_p = W^{-1} y_p, \qquad \log|\det J| = H W \log|\det W|
+
+    per sample (just :math:`\log|\det W|` for a ``(B, C)`` input). ``W`` starts as a random
+    orthogonal matrix (the Q factor of a Gaussian matrix, drawn from torch's RNG), so a fresh layer
+    preserves volume and is well conditioned.
 
     * ``lu=False`` learns the full matrix ``W`` (parameter ``weight``, shape ``(C, C)``);
       ``log|det W|`` comes from ``slogdet`` in float64.
@@ -26,13 +34,19 @@ class InvConv1x1(Flow):
       rosinality's ``InvConv2dLU``): ``P`` and ``sign`` are fixed buffers, ``L`` is unit lower
       triangular, ``U`` strictly upper triangular, and ``log|det W| = sum(log_s)``, exact and cheap.
 
-    The inverse matrix is computed in float64 and cast back. In eval mode it is cached, and the
-    cache is dropped when the layer returns to training mode or any parameter changes. Inverting a
-    (numerically) singular ``W`` raises a :class:`ValueError` instead of returning garbage.
+    The inverse matrix is computed in float64 and cast back. In eval mode without autograd it is
+    cached, and the cache is dropped when the layer returns to training mode or any parameter
+    changes. Inverting a (numerically) singular ``W`` raises a :class:`ValueError` instead of
+    returning garbage.
+
+    Use it between couplings to mix all channels with a learned map (Glow); a fixed
+    :class:`~flowkit.layers.Permute` costs nothing but only reorders. ``lu=True`` makes the
+    log-determinant a sum instead of a factorisation (cheaper for many channels), and keeps the
+    sign of :math:`\det W` fixed during training.
 
     Args:
-        channels: number of channels ``C``.
-        lu: use the LU parametrisation.
+        channels: number of channels ``C``, at least 1.
+        lu: use the LU parametrisation (default ``False``: the full matrix).
 
     Example:
         >>> import torch

@@ -155,29 +155,47 @@ class _Coupling(_Conditioned):
 class Coupling(_Coupling):
     r"""A coupling with any element-wise monotone transform (affine, additive, spline, ...).
 
-    The channels marked passive (``mask``, or the first ``split``) pass through unchanged; the
-    sub-network sees them (concatenated with ``cond`` when ``cond_channels > 0``) and outputs
-    ``P = transform.params_per_element`` parameters per active channel, which ``transform`` uses
-    to map the active channels:
+    The channels marked passive (``mask``, or the first ``split``; index set :math:`P`) pass
+    through unchanged. The sub-network sees them (concatenated with ``cond`` when
+    ``cond_channels > 0``) and outputs ``K = transform.params_per_element`` parameters per active
+    channel (index set :math:`A`), with which ``transform`` maps the active channels:
 
-    .. math:: y_A = f(x_A; 	heta(x_P, c)), \quad y_P = x_P, \quad
-              \log|\det J| = \sum_{i \in A} \log f'(x_i; 	heta_i).
+    .. math::
 
-    The sub-network's output has ``P * (channels - passive)`` channels, grouped by active channel
-    (see :mod:`flowkit.transforms`). With a zero-initialised last layer (the default sub-networks)
-    a fresh layer is the identity for the exp-affine, additive and spline transforms.
+        y_P = x_P, \qquad y_A = f(x_A; \theta), \qquad \theta = \mathrm{NN}(x_P, c),
+
+        x_P = y_P, \qquad x_A = f^{-1}(y_A; \theta), \qquad \theta = \mathrm{NN}(y_P, c),
+
+        \log|\det J| = \sum_{i \in A} \log f'(x_i; \theta_i).
+
+    Both directions cost one sub-network pass, since the passive channels are known on either
+    side. The sub-network's output has ``K * (channels - passive)`` channels, grouped by active
+    channel (see :mod:`flowkit.transforms`). With a zero-initialised last layer (the default
+    sub-networks, :func:`flowkit.nn.conv_subnet` and :func:`flowkit.nn.mlp_subnet`) a fresh layer
+    is the identity for the exp-affine, additive and spline transforms, and a constant scale for
+    the sigmoid-scaled affine one; a module passed as ``subnet`` keeps its own initialisation.
+
+    Use it to pick the transform: a :class:`~flowkit.transforms.RationalQuadraticSpline` for a
+    neural spline flow, or :class:`~flowkit.transforms.AffineTransform` with
+    ``shift_first=False`` for RealNVP's scale-then-shift form. :class:`AffineCoupling` and
+    :class:`AdditiveCoupling` are the fixed affine and additive cases (the former with Glow's
+    sigmoid scale and SRFlow's ``"half"`` parameter layout).
 
     Args:
         channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
         transform: the element-wise map, e.g. :class:`~flowkit.transforms.RationalQuadraticSpline`;
-            default :class:`~flowkit.transforms.AffineTransform` (soft-clamped exp scale).
+            default :class:`~flowkit.transforms.AffineTransform` (exp scale soft-clamped at 3).
         subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
             for :func:`flowkit.nn.conv_subnet` (images only; pass :func:`flowkit.nn.mlp_subnet`
-            for vectors).
-        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``), 0 for none.
-        split: the first ``split`` channels pass through (default ``channels // 2``).
-        mask: instead of ``split``, ``channels`` booleans, ``True`` where the channel passes
-            through (e.g. :func:`alternating_mask`).
+            for vectors). It maps ``passive + cond_channels`` channels to
+            ``K * (channels - passive)``; any other output shape raises a :class:`ValueError`.
+        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
+            ``x``), 0 for an unconditional layer.
+        split: the first ``split`` channels pass through; ``0 < split < channels``, default
+            ``channels // 2``.
+        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
+            where the channel passes through, with at least one of each value (e.g.
+            :func:`alternating_mask`).
 
     Example:
         >>> import torch
@@ -221,16 +239,36 @@ class CheckerboardCoupling(_Conditioned):
 
     Pixels with ``(row + column) % 2 == parity`` pass through unchanged, in every channel; the
     sub-network sees the image with the other pixels zeroed (concatenated with ``cond``) and
-    outputs ``P * channels`` channels of parameters at full resolution, of which those at the
-    transformed pixels are used. Alternate ``parity`` between consecutive layers.
+    outputs ``K * channels`` channels of parameters at full resolution, of which those at the
+    transformed pixels are used. With the checkerboard :math:`b_{hw} = [(h + w) \bmod 2 = \text{parity}]`
+    (broadcast over channels) and :math:`\bar b = 1 - b`:
+
+    .. math::
+
+        y = b \odot x + \bar b \odot f(x; \theta), \qquad \theta = \mathrm{NN}(b \odot x, c),
+
+        x = b \odot y + \bar b \odot f^{-1}(y; \theta), \qquad \theta = \mathrm{NN}(b \odot y, c),
+
+        \log|\det J| = \sum_{k, h, w \,:\, b_{hw} = 0} \log f'(x_{khw}; \theta_{khw}).
+
+    As for :class:`Coupling`, a fresh layer with the default (zero-initialised) sub-network is the
+    identity for the exp-affine, additive and spline transforms. Any ``H`` and ``W`` are accepted;
+    an input that is not 4-D raises a :class:`ValueError`.
+
+    Use it at full resolution, before the first :class:`~flowkit.layers.Squeeze`, where an image
+    has too few channels (3 for RGB) for a useful channel split. Its sub-network computes
+    parameters for every pixel and half of them are discarded, so once the image is squeezed a
+    channel :class:`Coupling` is the cheaper choice. Alternate ``parity`` between consecutive
+    layers.
 
     Args:
         channels: channels of the ``(B, C, H, W)`` input.
         transform: as for :class:`Coupling` (default: the soft-clamped exp affine).
         subnet: as for :class:`Coupling` (default :func:`flowkit.nn.conv_subnet`); maps
-            ``channels + cond_channels`` to ``P * channels`` channels.
+            ``channels + cond_channels`` to ``K * channels`` channels.
         cond_channels: channels of the ``(B, cond_channels, H, W)`` conditioning, 0 for none.
-        parity: 0 or 1, which colour of the checkerboard passes through.
+        parity: 0 (default) or 1, which colour of the checkerboard passes through; any other value
+            raises a :class:`ValueError`.
 
     Example:
         >>> import torch
@@ -286,13 +324,22 @@ class AffineCoupling(_Coupling):
     r"""Conditional affine coupling (RealNVP/Glow/SRFlow).
 
     ``x`` is split along channels into ``x1 = x[:, :split]`` (passed through) and
-    ``x2 = x[:, split:]``. The sub-network sees ``x1`` (concatenated with ``cond`` when
-    ``cond_channels > 0``) and outputs the shift and raw scale for ``x2``:
+    ``x2 = x[:, split:]`` (or into the ``True`` and ``False`` channels of ``mask``). The
+    sub-network sees ``x1`` (concatenated with ``cond`` when ``cond_channels > 0``) and outputs
+    the shift :math:`t` and raw scale for ``x2``:
 
-    .. math:: y_2 = (x_2 + t) \cdot s, \qquad \log|\det J| = \sum \log s,
+    .. math::
 
-    with ``scale="sigmoid"``: :math:`s = \sigma(\text{raw} + 2) + \epsilon` (Glow/SRFlow/LLFlow,
-    computed by :func:`flowkit.kernels.fused_affine`), or ``scale="exp"``:
+        y_1 = x_1, \qquad y_2 = (x_2 + t) \odot s, \qquad (t, s) = g(\mathrm{NN}(x_1, c)),
+
+        x_1 = y_1, \qquad x_2 = y_2 \oslash s - t, \qquad (t, s) = g(\mathrm{NN}(y_1, c)),
+
+        \log|\det J| = \sum_i \log s_i,
+
+    where :math:`g` splits the sub-network's output into the shift and the raw scale (per
+    ``layout``) and maps the raw scale to :math:`s`: with ``scale="sigmoid"``,
+    :math:`s = \sigma(\text{raw} + 2) + \epsilon` (Glow/SRFlow/LLFlow,
+    computed by :func:`flowkit.kernels.fused_affine`), or with ``scale="exp"``,
     :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp`` (a soft-clamped exponential).
 
     ``subnet`` is a module, a constructor ``(in_channels, out_channels) -> nn.Module`` (as FrEIA's
@@ -300,9 +347,32 @@ class AffineCoupling(_Coupling):
     ``split + cond_channels`` channels to ``2 * (channels - split)`` channels, laid out per
     ``layout``: ``"half"`` (shifts, then raw scales) or ``"cross"`` (interleaved, SRFlow/LLFlow).
     The default sub-network's last layer is zero-initialised, so a fresh layer has shift 0 and a
-    constant scale: 1 with ``scale="exp"``, :math:`\sigma(2) + \epsilon \approx 0.881` with
-    ``"sigmoid"``. ``mask`` replaces ``split`` by any set of passed-through channels, as for
+    constant scale: 1 with ``scale="exp"`` (the identity), :math:`\sigma(2) + \epsilon \approx 0.881`
+    with ``"sigmoid"``. ``mask`` replaces ``split`` by any set of passed-through channels, as for
     :class:`Coupling`.
+
+    Use it for Glow-style image flows and to load SRFlow/LLFlow weights (their layouts and sigmoid
+    scale); the sigmoid scale lies in :math:`(\epsilon, 1 + \epsilon)`, so the forward map never
+    expands an element by more than :math:`1 + \epsilon`. For a spline or a scale-then-shift map use
+    :class:`Coupling`; for a volume-preserving map, :class:`AdditiveCoupling`.
+
+    Args:
+        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
+        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
+            (default) for :func:`flowkit.nn.conv_subnet`, which takes images only (pass
+            :func:`flowkit.nn.mlp_subnet` for vectors).
+        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
+            ``x``), 0 (default) for an unconditional layer.
+        split: the first ``split`` channels pass through; ``0 < split < channels``, default
+            ``channels // 2``.
+        scale: ``"sigmoid"`` (default) or ``"exp"``, the map from the raw scale to :math:`s`.
+        layout: ``"half"`` (default) or ``"cross"``, where the shifts and raw scales sit in the
+            sub-network's output (see :func:`flowkit.kernels.reference.split_shift_scale`).
+        eps: :math:`\epsilon`, the floor added to the sigmoid scale (``scale="sigmoid"`` only;
+            default ``1e-4``), which keeps :math:`\log s` above :math:`\log \epsilon`.
+        clamp: :math:`c`, the soft bound on :math:`|\log s|` (``scale="exp"`` only; default 2).
+        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
+            where the channel passes through, with at least one of each value.
 
     Example:
         >>> import torch
@@ -364,7 +434,30 @@ class AdditiveCoupling(_Coupling):
     r"""Additive coupling (NICE): ``y2 = x2 + t(x1, cond)``, volume preserving (logdet 0).
 
     Same splitting (``split`` or ``mask``) and sub-network conventions as :class:`AffineCoupling`;
-    the sub-network outputs one channel per transformed channel.
+    the sub-network outputs one channel per transformed channel, the shift :math:`t`:
+
+    .. math::
+
+        y_1 = x_1, \qquad y_2 = x_2 + \mathrm{NN}(x_1, c),
+
+        x_1 = y_1, \qquad x_2 = y_2 - \mathrm{NN}(y_1, c), \qquad \log|\det J| = 0.
+
+    With the default (zero-initialised) sub-network a fresh layer is the identity. Use it where a
+    constant Jacobian is wanted (NICE; a flow whose volume change is carried by other layers, such
+    as :class:`~flowkit.layers.ActNorm`); it is cheaper but less expressive than
+    :class:`AffineCoupling`, since it cannot rescale.
+
+    Args:
+        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
+        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
+            (default) for :func:`flowkit.nn.conv_subnet` (images only); it maps
+            ``split + cond_channels`` channels to ``channels - split``.
+        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``), 0 (default) for
+            none.
+        split: the first ``split`` channels pass through; ``0 < split < channels``, default
+            ``channels // 2``.
+        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
+            where the channel passes through, with at least one of each value.
 
     Example:
         >>> import torch

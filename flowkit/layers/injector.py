@@ -18,11 +18,32 @@ class AffineInjector(Flow):
     r"""``y = (x + t(cond)) * s(cond)`` with :math:`s = \sigma(\text{raw} + 2) + \epsilon`.
 
     Because shift and scale do not depend on ``x``, the Jacobian is diagonal for *every*
-    channel: :math:`\log|\det J| = \sum \log s`. SRFlow calls this the conditional affine
-    injector; LLFlow's coupling steps apply one (``fFeatures``) before their coupling.
+    channel, and the map inverts in closed form:
 
-    ``subnet`` maps ``cond_channels`` to ``2 * channels`` channels laid out per ``layout``
-    (``"half"`` or ``"cross"``); see :class:`AffineCoupling` for the accepted forms.
+    .. math::
+
+        y = (x + t) \odot s, \qquad x = y \oslash s - t, \qquad
+        \log|\det J| = \sum_i \log s_i, \qquad (t, \text{raw}) = \mathrm{NN}(c).
+
+    SRFlow calls this the conditional affine injector; LLFlow's coupling steps apply one
+    (``fFeatures``) before their coupling. The default sub-network's last layer is
+    zero-initialised, so a fresh layer has shift 0 and the constant scale
+    :math:`\sigma(2) + \epsilon \approx 0.881`.
+
+    Use it to feed a conditioning image into every channel of the flow at once; an
+    :class:`AffineCoupling` with ``cond_channels`` transforms only the active channels, but
+    lets the map depend on ``x`` as well.
+
+    Args:
+        channels: channels of the input ``x`` (``(B, C, *spatial)``).
+        cond_channels: channels of ``cond``, at least 1 (the layer is always conditional);
+            ``cond`` must have ``x``'s batch and spatial size.
+        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
+            (default) for :func:`flowkit.nn.conv_subnet`; it maps ``cond_channels`` to
+            ``2 * channels`` channels.
+        layout: ``"half"`` (default: shifts, then raw scales) or ``"cross"`` (interleaved,
+            SRFlow/LLFlow), where the two sit in the sub-network's output.
+        eps: :math:`\epsilon`, the floor added to the sigmoid scale (default ``1e-4``).
 
     Example:
         >>> import torch

@@ -27,10 +27,12 @@ class Logit(Flow):
     ``alpha`` keeps ``x = 0`` and ``x = 1`` finite (RealNVP uses 0.05 on CIFAR-10). The inverse is
     the sigmoid, :math:`x = (\sigma(y) - \alpha) / (1 - 2\alpha)`, whose log-derivative is written
     with softplus so that it stays finite for large ``|y|``. Inputs outside ``[0, 1]`` are not
-    checked (that would cost a device sync) and give NaN.
+    checked (that would cost a device sync) and give NaN. The layer has no parameters.
 
     Args:
-        alpha: in ``[0, 0.5)``.
+        alpha: the margin :math:`\alpha` in ``[0, 0.5)`` (default 0.05) that squeezes ``[0, 1]``
+            into ``[alpha, 1 - alpha]`` before the logit; 0 gives the plain logit, infinite at
+            0 and 1. Values outside the range raise a :class:`ValueError`.
 
     Example:
         >>> import torch

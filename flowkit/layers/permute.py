@@ -14,13 +14,30 @@ __all__ = ["Permute"]
 
 
 class Permute(Flow):
-    """Reorders channels by a fixed permutation (volume preserving, logdet 0).
+    r"""Reorders channels by a fixed permutation (volume preserving, logdet 0).
 
-    ``mode="reverse"`` reverses the channel order (RealNVP/Glow's cheap mixing);
-    ``mode="swap"`` swaps the halves, ``[x[:, C//2:], x[:, :C//2]]``, so that the channels a
+    With the permutation :math:`\pi` of ``range(C)`` (the buffer ``permutation``):
+
+    .. math::
+
+        y_{:, k} = x_{:, \pi(k)}, \qquad x_{:, k} = y_{:, \pi^{-1}(k)}, \qquad \log|\det J| = 0.
+
+    ``mode="reverse"`` reverses the channel order, :math:`\pi(k) = C - 1 - k` (RealNVP/Glow's
+    cheap mixing); ``mode="swap"`` swaps the halves, ``[x[:, C//2:], x[:, :C//2]]``, i.e.
+    :math:`\pi(k) = (k + \lfloor C/2 \rfloor) \bmod C`, so that (for even ``C``) the channels a
     coupling with the default split transformed condition the next one; ``mode="shuffle"`` draws a
-    random permutation from torch's RNG (or ``generator``) at construction. The permutation is a
-    buffer, so it is saved with the model.
+    random permutation from torch's RNG (or ``generator``) at construction. The permutation and its
+    inverse are buffers, so they are saved with the model; there is nothing to learn.
+
+    Use it between couplings when a fixed reordering is enough (vectors, small flows); for a
+    learned mixing of all channels use :class:`~flowkit.layers.InvConv1x1`.
+
+    Args:
+        channels: number of channels ``C`` (dimension 1 of the input; any trailing dimensions).
+        mode: ``"reverse"`` (default), ``"swap"`` or ``"shuffle"``; anything else raises a
+            :class:`ValueError`.
+        generator: the random generator for ``mode="shuffle"`` (default: torch's global RNG);
+            ignored by the other modes.
 
     Example:
         >>> import torch

@@ -24,15 +24,43 @@ class Split(Flow):
     plays the role of a log-determinant in the total (Glow's convention): for a flow ending in
     latent ``z``, ``log p(x) = log p(z) + sum(logdets)``. The output has fewer channels than the
     input, so this layer is *not* a bijection on its own; :meth:`factor` and :meth:`merge` are,
-    and :func:`flowkit.testing.check_flow` checks them through :meth:`bijection`.
+    and :func:`flowkit.testing.check_flow` checks them through :meth:`bijection`. In equations,
+    with :math:`(\mu, \log\sigma) = \mathrm{NN}(x_1, c)`:
+
+    .. math::
+
+        \text{forward:} \quad x \mapsto x_1, \qquad
+        \log \mathcal N(x_2; \mu, \sigma^2) = \log \mathcal N(\epsilon; 0, I) - \sum_i \log\sigma_i,
+        \qquad \epsilon = (x_2 - \mu) \oslash \sigma,
+
+        \text{inverse:} \quad x_1 \mapsto [x_1, \mu + \sigma \odot T \epsilon], \qquad
+        \epsilon \sim \mathcal N(0, I), \qquad
+        \text{logdet} = -\log \mathcal N(x_2; \mu, \sigma^2).
 
     ``inverse(x1)`` samples :math:`x_2 = \mu + T \sigma \epsilon` with temperature
-    ``T = self.temperature`` (1.0 by default; :meth:`flowkit.FlowModel.sample` sets it), or uses
-    a given standardised ``eps`` via :meth:`merge`; it returns the negative log-density.
+    ``T = self.temperature`` (1.0 by default; :meth:`flowkit.FlowModel.sample` sets it) and an
+    optional ``generator``, or uses a given standardised ``eps`` via :meth:`merge`; it returns the
+    negative log-density of the sampled ``x2`` under the prior (at ``T = 1``).
 
-    ``prior_net`` (a module, a constructor, or ``None`` for a zero-initialised 3x3 conv, so the
-    prior starts as the standard normal) maps ``keep + cond_channels`` channels to
-    ``2 * (channels - keep)`` channels: means, then log-stds (``"half"`` layout).
+    ``prior_net`` (a module, a constructor, or ``None`` for a zero-initialised 3x3
+    :class:`~flowkit.nn.ZeroConv2d`, so the prior starts as the standard normal) maps
+    ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels: means, then log-stds
+    (``"half"`` layout).
+
+    Use it in multi-scale image flows (Glow, SRFlow) after a :class:`~flowkit.layers.Squeeze` or
+    :class:`~flowkit.layers.HaarDownsample`: the later steps then run on fewer channels, and the
+    factored-out half gets a prior conditioned on the kept half instead of a fixed one.
+
+    Args:
+        channels: channels of the input ``(B, C, H, W)``.
+        keep: channels kept and passed on, ``0 < keep < channels`` (default ``channels // 2``);
+            the other ``channels - keep`` are factored out.
+        cond_channels: channels of ``cond`` (``(B, cond_channels, H, W)``, at the resolution of
+            ``x``) that the prior also sees, 0 (default) for an unconditional prior.
+        prior_net: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or
+            ``None`` (default) for ``ZeroConv2d(keep + cond_channels, 2 * (channels - keep))``.
+        temperature: :math:`T`, the factor on the standard deviation when :meth:`inverse` samples
+            (default 1; below 1 narrows the prior). It does not affect :meth:`forward`.
 
     Example:
         >>> import torch
@@ -63,7 +91,7 @@ class Split(Flow):
         self.keep = keep
         self.cond_channels = cond_channels
         self.temperature = temperature
-        self.prior_net = build_subnet("Split", prior_net or ZeroConv2d, keep + cond_channels, 2 * (channels - keep))
+        self.prior_net = build_subnet("Split", ZeroConv2d if prior_net is None else prior_net, keep + cond_channels, 2 * (channels - keep))
 
     def extra_repr(self) -> str:
         return f"{self.channels}, keep={self.keep}, cond_channels={self.cond_channels}"

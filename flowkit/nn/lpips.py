@@ -52,14 +52,9 @@ class LPIPS(nn.Module):
 
     ``LPIPS.pretrained()`` loads the weights shipped with flowkit (sha256-checked, no pickle);
     ``LPIPS()`` has random weights, for loading your own. The module's parameters do not require
-    gradients, but the distance is differentiable in its inputs (usable as a loss).
-
-    Args (of :meth:`forward`):
-        x, y: images ``(B, 3, H, W)``; in ``[0, 1]`` (``normalize=True``, the default) or in
-            ``[-1, 1]`` (``normalize=False``, as the LPIPS package expects).
-
-    Returns:
-        The distance per image, shape ``(B,)``.
+    gradients, but the distance is differentiable in its inputs (usable as a loss). The
+    constructor takes no arguments; :meth:`forward` takes the two image batches (``(B, 3, H, W)``,
+    at least 32x32) and returns one distance per pair, shape ``(B,)``.
 
     Example:
         >>> import torch
@@ -126,7 +121,21 @@ class LPIPS(nn.Module):
         return features
 
     def forward(self, x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
-        """The distance between ``x`` and ``y``, one value per pair (arguments as above)."""
+        """The distance between ``x`` and ``y``, one value per pair.
+
+        Args:
+            x: images ``(B, 3, H, W)`` with ``H, W >= 32``; in ``[0, 1]`` (``normalize=True``, the
+                default) or in ``[-1, 1]`` (``normalize=False``, as the LPIPS package expects).
+            y: images of the same shape and range as ``x``.
+            normalize: map the inputs from ``[0, 1]`` to ``[-1, 1]`` first.
+
+        Returns:
+            The distance per image pair, shape ``(B,)``, in the dtype of the weights.
+
+        Raises:
+            ValueError: if ``x`` or ``y`` is not an RGB batch, their shapes differ, or an image is
+                smaller than 32x32.
+        """
         for name, image in (("x", x), ("y", y)):
             if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
                 shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__

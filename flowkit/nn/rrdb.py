@@ -82,12 +82,15 @@ def _scaled_residual(branch: Tensor, scale: float, x: Tensor) -> Tensor:
 class RRDB(nn.Module):
     """Three :class:`ResidualDenseBlock` in a row, wrapped in one more scaled residual (ESRGAN).
 
-    Returns ``x + residual_scale * rdb3(rdb2(rdb1(x)))``.
+    Returns ``x + residual_scale * rdb3(rdb2(rdb1(x)))``. Each block starts close to the
+    identity, and so does a fresh RRDB. It keeps the spatial size and channel count; stack several
+    as the trunk of a conditioning encoder (as SRFlow and LLFlow do), which need not be invertible.
 
     Args:
         channels: input and output channels.
-        growth: growth channels of each dense block.
-        residual_scale: factor applied to the outer residual branch.
+        growth: growth channels of each dense block (default 32).
+        residual_scale: factor applied to the outer residual branch (default 0.2); the inner
+            blocks keep their own default of 0.2.
 
     Example:
         >>> import torch

@@ -17,8 +17,17 @@ __all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subn
 class Conv2dActNorm(nn.Conv2d):
     """A bias-free "same" convolution followed by an :class:`~flowkit.layers.ActNorm` (Glow's ``Conv2d``).
 
-    Weights start from N(0, 0.05^2). The ActNorm acts as a learned normalisation; its
-    log-determinant is irrelevant here (this is a sub-network, not a flow) and is dropped.
+    Weights start from N(0, 0.05^2). The ActNorm acts as a learned normalisation (its bias
+    replaces the convolution's) and is initialised from the first batch seen in training mode, as
+    :class:`~flowkit.layers.ActNorm` describes; its log-determinant is irrelevant here (this is a
+    sub-network, not a flow) and is dropped. The hidden layers of :func:`conv_subnet`.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output (and of the ActNorm).
+        kernel_size: the square kernel's size (default 3). The padding is ``kernel_size // 2``,
+            which keeps the spatial size for odd sizes only; an even size adds one row and one
+            column.
 
     Example:
         >>> import torch
@@ -37,10 +46,25 @@ class Conv2dActNorm(nn.Conv2d):
 
 
 class ZeroConv2d(nn.Conv2d):
-    """A zero-initialised "same" convolution whose output is scaled by ``exp(logscale_factor * logs)``.
+    r"""A zero-initialised "same" convolution whose output is scaled by ``exp(logscale_factor * logs)``.
 
-    Glow's ``Conv2dZeros``: weight, bias and the per-channel ``logs`` (shape ``(C_out, 1, 1)``)
-    all start at zero, so the sub-network it ends outputs zeros until trained.
+    Glow's ``Conv2dZeros``: with :math:`\lambda` = ``logscale_factor``, output channel :math:`k` is
+
+    .. math:: \left( (W * x)_k + b_k \right) e^{\lambda\, \text{logs}_k},
+
+    and weight :math:`W`, bias :math:`b` and the per-channel ``logs`` (shape ``(C_out, 1, 1)``)
+    all start at zero, so the sub-network it ends outputs zeros until trained: a coupling built on
+    it starts as the identity (or a constant scale), a prior predicted by it as the standard
+    normal. The factor :math:`\lambda` sets how far one step on ``logs`` moves the output's
+    log-scale. Use it as the last layer of any image sub-network that feeds a flow's
+    parameters; :class:`ZeroLinear` is the version for vectors.
+
+    Args:
+        in_channels: channels of the input.
+        out_channels: channels of the output.
+        kernel_size: the square kernel's size (default 3); padded by ``kernel_size // 2``, so the
+            spatial size is kept for odd sizes only.
+        logscale_factor: :math:`\lambda`, the multiplier of ``logs`` in the exponent (default 3).
 
     Example:
         >>> import torch
@@ -63,7 +87,16 @@ class ZeroConv2d(nn.Conv2d):
 
 
 class ZeroLinear(nn.Linear):
-    """A zero-initialised linear layer: the dense counterpart of :class:`ZeroConv2d` (no ``logs``).
+    r"""A zero-initialised linear layer: the dense counterpart of :class:`ZeroConv2d` (no ``logs``).
+
+    :math:`y = W x + b` with :math:`W` and :math:`b` zero at construction, so a flow layer or
+    prior whose sub-network ends in it starts from zero parameters (for most transforms, the
+    identity). The last layer of :func:`mlp_subnet`; use it to end any sub-network on vectors,
+    e.g. the ``cond_net`` of a :class:`~flowkit.distributions.GaussianMixture`.
+
+    Args:
+        in_features: size of the input's last dimension.
+        out_features: size of the output's last dimension.
 
     Example:
         >>> import torch
