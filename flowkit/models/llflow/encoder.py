@@ -171,8 +171,12 @@ class ConditionEncoder(nn.Module):
                 f"ConditionEncoder expects H and W divisible by 8, got H={x.shape[2]}, W={x.shape[3]}"
             )
         colors = color_map(torch.exp(x[:, :3]))
-        fea = self.conv_first(torch.cat([x, colors, noise_map(colors)], dim=1))
-        head = F.max_pool2d(self.conv_second(self.lrelu(fea)), 2)
+        # One expression, so that no full-resolution temporary outlives the stem: they are the
+        # largest tensors of the whole network at inference (the reference keeps one alive).
+        inplace = not torch.is_grad_enabled()
+        head = F.max_pool2d(self.conv_second(F.leaky_relu(
+            self.conv_first(torch.cat([x, colors, noise_map(colors)], dim=1)), 0.2, inplace=inplace)), 2)
+        del colors
         f, stacked = head, []
         for index, block in enumerate(self.trunk):
             f = block(f)
@@ -181,7 +185,9 @@ class ConditionEncoder(nn.Module):
         down2 = head + self.trunk_conv(f)
         down4 = self.lrelu(self.down_conv1(_half(down2)))
         down8 = self.down_conv2(_half(down4))
-        predicted = torch.sigmoid(self.color_head(F.interpolate(down2, scale_factor=2, mode="nearest")))
+        # color_head is 1x1 and sigmoid pointwise, so both commute with the nearest x2 upsampling:
+        # the same values as upsampling first, without a full-resolution copy of down2.
+        predicted = F.interpolate(torch.sigmoid(self.color_head(down2)), scale_factor=2, mode="nearest")
         conditions = [down2, down4, down8]
         if stacked:
             stack = torch.cat(stacked, dim=1)

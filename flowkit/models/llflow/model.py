@@ -372,14 +372,18 @@ class LLFlow(nn.Module):
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"):
             features = self.encoder(inputs)
+            # Keep only what the flow needs: the encoder's other outputs would stay alive (a few
+            # feature maps at H/2) through the whole inverse pass.
+            conditions, colors = features.conditions, features.color_map
+            del features, inputs
             # float32 prior mean: the flow state starts at full precision whatever autocast did.
-            colors = features.color_map
             z = self.prior_mean(colors.to(torch.promote_types(colors.dtype, torch.float32)))
+            del colors
             if temperature > 0:
                 device = generator.device if generator is not None else z.device
                 eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
                 z = z + temperature * eps
-            x, _ = self.flow.inverse(z, features.conditions)
+            x, _ = self.flow.inverse(z, conditions)
         # Back to NCHW, and to float32 from autocast's bfloat16 (float64 models stay float64).
         x = x[:, :, :h, :w].to(torch.promote_types(x.dtype, torch.float32)).contiguous()
         if clamp:
