@@ -60,7 +60,7 @@ class FlowModel(nn.Module):
         if self.dequantize is not None:
             if self.training:
                 x = x + torch.rand_like(x) / self.dequantize
-            correction = -x[0].numel() * math.log(self.dequantize)
+            correction = -math.prod(x.shape[1:]) * math.log(self.dequantize)
         z, logdet = self.flow(x, cond)
         return self.prior.log_prob(z, cond if self.prior_uses_cond else None) + logdet + correction
 
@@ -70,7 +70,7 @@ class FlowModel(nn.Module):
         if unit == "nats":
             return nll
         if unit == "bits/dim":
-            return nll / (math.log(2) * x[0].numel())
+            return nll / (math.log(2) * math.prod(x.shape[1:]))
         raise ValueError(f"FlowModel.nll: unit must be 'bits/dim' or 'nats', got {unit!r}")
 
     @contextlib.contextmanager
@@ -130,5 +130,5 @@ class FlowModel(nn.Module):
             x, inverse_logdet = self.flow.inverse(z, cond)
         if not return_log_prob:
             return x
-        correction = 0.0 if self.dequantize is None else -x[0].numel() * math.log(self.dequantize)
+        correction = 0.0 if self.dequantize is None else -math.prod(x.shape[1:]) * math.log(self.dequantize)
         return x, self.prior.log_prob(z, prior_cond) - inverse_logdet + correction

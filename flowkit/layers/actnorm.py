@@ -29,10 +29,11 @@ class ActNorm(Flow):
     that ``y`` has zero mean and standard deviation ``scale`` per channel (Glow's data-dependent
     initialisation): ``bias = -mean``, ``logs = log(scale / (std + 1e-6))``, with the statistics
     taken over the batch and all positions, in float64; a batch holding NaN or infinity raises a
-    :class:`ValueError`. Whether this happened is the buffer ``initialized``, which is saved in
-    ``state_dict``: loading a checkpoint never re-initialises. A layer left uninitialised (eval
-    mode, or :meth:`inverse` before any forward pass) is the identity, as its parameters start at
-    zero. Under ``torch.distributed`` the batch statistics are averaged over all ranks, so every
+    :class:`ValueError`, and an empty batch leaves the layer to the next batch. Whether this
+    happened is the buffer ``initialized``, which is saved in ``state_dict``: loading a checkpoint
+    never re-initialises. A layer left uninitialised (eval mode, or :meth:`inverse` before any
+    forward pass) is the identity, as its parameters start at zero. Under ``torch.distributed``
+    the statistics are pooled over the values of all ranks, whatever their batch sizes, so every
     rank starts from the same parameters. :meth:`initialize_from` does the same on demand.
 
     Use it where Glow does, first in each flow step, to normalise activations without the batch
@@ -80,26 +81,38 @@ class ActNorm(Flow):
         shape = (1, self.channels) + (1,) * (x.dim() - 2)
         return self.bias.view(shape), self.logs.view(shape)
 
-    @torch.no_grad()
     def initialize_from(self, x: Tensor) -> None:
         """Set ``bias`` and ``logs`` from the batch ``x`` and mark the layer initialised."""
+        if not self._initialize(x):
+            raise ValueError(f"ActNorm initialisation needs at least one value per channel, got a batch of "
+                             f"shape {tuple(x.shape)}")
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor) -> bool:
+        """:meth:`initialize_from`; False (nothing changed) when no rank's batch holds any value."""
         check_channels("ActNorm", x, self.channels)
         check_finite("ActNorm initialisation", x, what="batch")
         dims = [0, *range(2, x.dim())]
         x = x.detach().to(torch.float64)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        mean = x.mean(dims)
-        if world > 1:
-            dist.all_reduce(mean)
-            mean /= world
-        var = ((x - mean.view(1, -1, *[1] * (x.dim() - 2))) ** 2).mean(dims)
-        if world > 1:
-            dist.all_reduce(var)
-            var /= world
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        # Sums and counts, not per-rank means: ranks may hold batches of different sizes (or none).
+        totals = torch.stack([x.sum(dims), torch.full((self.channels,), x.numel() / self.channels,
+                                                      dtype=torch.float64, device=x.device)])
+        if distributed:
+            dist.all_reduce(totals)
+        count = totals[1]
+        if count[0] == 0:
+            return False
+        mean = totals[0] / count
+        squares = ((x - mean.view(1, -1, *[1] * (x.dim() - 2))) ** 2).sum(dims)
+        if distributed:
+            dist.all_reduce(squares)
+        var = squares / count
         self.bias.copy_((-mean).view_as(self.bias))
         self.logs.copy_(torch.log(self.scale / (var.sqrt() + 1e-6)).view_as(self.logs))
         self.initialized.fill_(True)
         self._known_initialized = True
+        return True
 
     def _maybe_initialize(self, x: Tensor) -> None:
         if self._known_initialized:
@@ -107,7 +120,7 @@ class ActNorm(Flow):
         if bool(self.initialized):
             self._known_initialized = True
         elif self.training:
-            self.initialize_from(x)
+            self._initialize(x)  # an empty batch leaves the layer for the next one to initialise
 
     def _logdet(self, x: Tensor) -> Tensor:
         positions = math.prod(x.shape[2:])  # not x[0, 0].numel(): an empty batch has no x[0]

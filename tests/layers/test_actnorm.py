@@ -85,3 +85,17 @@ def test_non_finite_initialisation_batch_is_rejected():
 def test_wrong_channel_count_names_both_counts():
     with pytest.raises(ValueError, match="expects 3 channels.*got 4"):
         ActNorm(3)(torch.randn(2, 4, 4, 4))
+
+
+def test_an_empty_first_batch_leaves_initialisation_to_the_next_batch():
+    layer = ActNorm(3).train()
+    y, logdet = layer(torch.randn(0, 3, 4, 4))
+    assert y.shape == (0, 3, 4, 4) and logdet.shape == (0,)
+    assert not bool(layer.initialized)
+    x = torch.randn(5, 3, 4, 4) * 3 + 1
+    y, _ = layer(x)
+    assert bool(layer.initialized)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(y.std((0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match=r"at least one value per channel, got a batch of shape \(0, 3, 4, 4\)"):
+        ActNorm(3).initialize_from(torch.randn(0, 3, 4, 4))

@@ -35,3 +35,18 @@ def test_empty_batch_round_trips_with_an_empty_logdet(name):
     assert logdet.shape == (0,)
     x_back, inverse_logdet = layer.inverse(y, cond)
     assert x_back.shape == x.shape and inverse_logdet.shape == (0,)
+
+
+def test_flow_model_scores_an_empty_batch():
+    import flowkit
+    from flowkit.distributions import StandardNormal
+
+    model = flowkit.FlowModel(flowkit.Sequential(InvConv1x1(4), AffineCoupling(4)), StandardNormal((4, 6, 6)),
+                              dequantize=256)
+    empty = torch.rand(0, 4, 6, 6)
+    for unit in ("bits/dim", "nats"):
+        assert model.nll(empty, unit=unit).shape == (0,)
+    # The same per-sample values whether or not other samples share the batch.
+    model.eval()
+    x = torch.rand(2, 4, 6, 6)
+    assert torch.equal(model.nll(torch.cat([x, empty])), model.nll(x))
