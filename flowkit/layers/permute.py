@@ -33,7 +33,8 @@ class Permute(Flow):
     learned mixing of all channels use :class:`~flowkit.layers.InvConv1x1`.
 
     Args:
-        channels: number of channels ``C`` (dimension 1 of the input; any trailing dimensions).
+        channels: number of channels ``C`` (dimension 1 of the input; any trailing dimensions),
+            a positive int.
         mode: ``"reverse"`` (default), ``"swap"`` or ``"shuffle"``; anything else raises a
             :class:`ValueError`.
         generator: the random generator for ``mode="shuffle"`` (default: torch's global RNG);
@@ -61,6 +62,8 @@ class Permute(Flow):
         generator: torch.Generator | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"Permute: channels must be a positive int, got {channels!r}")
         if mode == "reverse":
             perm = torch.arange(channels - 1, -1, -1)
         elif mode == "swap":

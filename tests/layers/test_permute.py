@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from flow_strategies import image_shapes, randn
 from hypothesis import given
@@ -32,3 +33,9 @@ def test_swap_trades_the_halves_of_the_default_coupling_split():
         half = channels // 2
         assert y[0, : channels - half].tolist() == x[0, half:].tolist()  # transformed: now conditioning
         assert y[0, channels - half :].tolist() == x[0, :half].tolist()
+
+
+@pytest.mark.parametrize("channels", [0, -3, 2.0, True])
+def test_channels_must_be_a_positive_int(channels):
+    with pytest.raises(ValueError, match=rf"Permute: channels must be a positive int, got {channels!r}"):
+        Permute(channels)
