@@ -143,7 +143,20 @@ class MonotoneTransform(nn.Module):
 
 
 class AdditiveTransform(MonotoneTransform):
-    """The shift ``y = x + t`` (NICE), volume preserving: one parameter per element.
+    r"""The shift ``y = x + t`` (NICE), volume preserving: one parameter per element.
+
+    .. math::
+
+        y = x + t, \qquad x = y - t, \qquad \log f'(x) = 0,
+
+    with the shift :math:`t` the element's single parameter (``params[..., 0]``), so zero
+    parameters are the identity. The log-derivatives are zeros of ``x``'s shape, in float32 or
+    wider.
+
+    Use it (through :class:`~flowkit.layers.Coupling` or
+    :class:`~flowkit.layers.AdditiveCoupling`) where a unit Jacobian is wanted: NICE-style flows,
+    or a cheap first experiment; it cannot change the volume, so the scaling has to come from
+    other layers (an :class:`~flowkit.layers.ActNorm`, or the prior).
 
     Example:
         >>> import torch
