@@ -45,6 +45,12 @@ def _check_event(name: str, z: Tensor, event_shape: tuple[int, ...]) -> None:
         )
 
 
+def _reject_cond(name: str, cond: Tensor | None) -> None:
+    if cond is not None:
+        raise ValueError(f"{name} is unconditional, but was given cond (for a conditional prior use "
+                         "DiagGaussian(cond_net=...) with FlowModel(prior_uses_cond=True))")
+
+
 class StandardNormal(nn.Module):
     r"""The standard normal :math:`\mathcal N(0, I)` over tensors of shape ``event_shape``.
 
@@ -75,6 +81,11 @@ class StandardNormal(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device/dtype
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Per-sample log-density of ``z`` (shape ``(B, *event_shape)``), shape ``(B,)``.
+
+        ``cond`` exists for the prior interface and must be ``None``: this prior is unconditional.
+        """
+        _reject_cond("StandardNormal", cond)
         _check_event("StandardNormal", z, self.event_shape)
         return diag_gaussian_log_prob(z)
 
@@ -86,7 +97,8 @@ class StandardNormal(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples of :math:`\\mathcal N(0, T^2 I)`."""
+        """``n`` samples of :math:`\\mathcal N(0, T^2 I)` (``T = temperature``); ``cond`` must be ``None``."""
+        _reject_cond("StandardNormal", cond)
         shape = (n, *self.event_shape)
         eps = torch.randn(shape, generator=generator, device=self._anchor.device, dtype=self._anchor.dtype)
         return eps * temperature

@@ -124,3 +124,11 @@ def test_box_uniform_errors():
         BoxUniform(torch.zeros(2), torch.tensor([1.0, 0.0]))
     with pytest.raises(ValueError, match="no temperature"):
         BoxUniform(0.0, 1.0).sample(2, temperature=0.5)
+
+
+def test_standard_normal_rejects_a_conditioning_it_would_ignore():
+    prior = StandardNormal((3,))
+    with pytest.raises(ValueError, match="StandardNormal is unconditional, but was given cond"):
+        prior.log_prob(torch.randn(2, 3), torch.randn(2, 1))
+    with pytest.raises(ValueError, match="StandardNormal is unconditional, but was given cond"):
+        prior.sample(2, torch.randn(2, 1))

@@ -176,6 +176,7 @@ class MADE(nn.Module):
         return set(torch.nonzero(block.sum(0))[:, 0].tolist())
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """Map ``x`` ``(B, features)`` (and ``context``) to ``(B, features * out_per_feature)``, grouped by feature."""
         check_channels("MADE", x, self.features)
         if self.context_features:
             check_cond("MADE", context, self.context_features, x)
