@@ -39,7 +39,8 @@ def test_html_builds_without_warnings_and_with_every_reference_resolved(built):
 def test_tutorials_ran_and_show_their_figures(built):
     root, _ = built
     for name, figures in [("01_conditional_two_moons", 2), ("02_your_own_layer", 1),
-                          ("03_multiscale_image_flow", 3), ("04_llflow_enhance_and_evaluate", 1)]:
+                          ("03_multiscale_image_flow", 3), ("04_llflow_enhance_and_evaluate", 1),
+                          ("05_spline_and_autoregressive_flows", 2), ("06_memory_saving_backprop", 1)]:
         page = (root / "html" / "tutorials" / f"{name}.html").read_text()
         assert page.count(f'src="../_images/sphx_glr_{name}_') == figures, name
 
