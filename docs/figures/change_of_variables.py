@@ -63,7 +63,10 @@ def main() -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "change_of_variables.png", dpi=110)
+    path = out / "change_of_variables.png"
+    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
+    fig.savefig(temporary, dpi=110)
+    temporary.replace(path)
     print(f"wrote {out / 'change_of_variables.png'}")
 
 

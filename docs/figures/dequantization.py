@@ -14,8 +14,6 @@ on ``[0, 1)`` can exceed the expected log-likelihood of the one constant at ``8 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -25,17 +23,6 @@ import matplotlib.pyplot as plt
 import torch
 
 LEVELS = 8
-
-
-def save_atomically(fig, path: Path, dpi: int) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main() -> None:
@@ -79,7 +66,10 @@ def main() -> None:
         a.grid(alpha=0.3)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    save_atomically(fig, out / "dequantization.png", dpi=110)
+    path = out / "dequantization.png"
+    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
+    fig.savefig(temporary, dpi=110, bbox_inches="tight")
+    temporary.replace(path)
     print(f"wrote {out / 'dequantization.png'}")
 
 

@@ -16,25 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-
-
-def save_atomically(fig, path: Path, dpi: int) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def main() -> None:
@@ -74,7 +61,10 @@ def main() -> None:
                  fontsize=9)
     fig.tight_layout()
     args.out.mkdir(parents=True, exist_ok=True)
-    save_atomically(fig, args.out / "llflow_speed.png", dpi=110)
+    path = args.out / "llflow_speed.png"
+    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
+    fig.savefig(temporary, dpi=110, bbox_inches="tight")
+    temporary.replace(path)
     print(f"wrote {args.out / 'llflow_speed.png'}")
 
 

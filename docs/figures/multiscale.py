@@ -14,8 +14,6 @@ follows the code. It writes ``multiscale.png``.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import matplotlib
@@ -73,17 +71,6 @@ def block(ax, x: float, shape: tuple, color: str, label: str, scale: float) -> t
     return x + width, height
 
 
-def save_atomically(fig, path: Path, dpi: int) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(handle)
-    try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
@@ -130,7 +117,10 @@ def main() -> None:
                  "and each split hands half of them to a learned prior", fontsize=9)
     fig.tight_layout()
     out.mkdir(parents=True, exist_ok=True)
-    save_atomically(fig, out / "multiscale.png", dpi=110)
+    path = out / "multiscale.png"
+    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
+    fig.savefig(temporary, dpi=110, bbox_inches="tight")
+    temporary.replace(path)
     print(f"wrote {out / 'multiscale.png'}")
 
 
