@@ -23,7 +23,10 @@ image), and ``train``, one training step (``model.loss(low, high)``, backward, A
 so the network alone is timed. The speedup of a variant is the median over rounds of the
 eager/variant time ratio within a round (and, for enhance, the reference/variant ratio). With
 ``--memory``, each enhance variant's peak memory above rest is measured once in a fresh process
-(CPU: resident set ``VmHWM``; CUDA: ``max_memory_allocated``).
+(CUDA: ``max_memory_allocated``; CPU: the resident set's high-water mark ``VmHWM``, with glibc
+told to serve every block of 64 KiB or more by ``mmap`` and return it when freed, so that the
+resident peak is the peak of live memory as on CUDA: with glibc's defaults freed blocks stay in
+its heap and the peak of one call varied by 2x from run to run with fragmentation).
 
 Usage::
 
@@ -51,6 +54,7 @@ import ctypes
 import functools
 import gc
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -155,8 +159,11 @@ def measure_enhance_memory(args: argparse.Namespace, name: str, threads: int) ->
     """Peak memory above rest (MiB) of one ``enhance`` call of variant ``name``, in a fresh process."""
     spec = json.dumps({"preset": args.preset, "size": args.size, "device": args.device, "variant": name,
                        "threads": threads, "reference_dir": str(args.reference_dir or "")})
+    # A fixed mmap threshold (which also turns off glibc's adaptive one): large blocks go back to
+    # the system when freed instead of staying resident in the heap (see the module docstring).
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(64 * 1024)}
     done = subprocess.run([sys.executable, __file__, "--measure-memory", spec], capture_output=True,
-                          text=True, timeout=1800, check=False)
+                          text=True, timeout=1800, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory measurement of {name} failed:\n{done.stderr[-2000:]}")
     return float(done.stdout.strip().splitlines()[-1])
@@ -247,7 +254,8 @@ def report(result: dict[str, object]) -> str:
         f"`{settings['command']}`; {result['rows'][0]['samples']} interleaved samples per variant. "
         "'vs eager' ('vs reference') is the median over rounds of the eager (reference)/variant time "
         "ratio within a round; memory is one enhancement's peak above rest, the median of 3 calls "
-        "in a fresh process per variant.",
+        "in a fresh process per variant (on a CPU: resident peak, blocks of 64 KiB or more mmapped "
+        "and returned when freed).",
         "",
     ]
     if env["device_type"] == "cpu":
