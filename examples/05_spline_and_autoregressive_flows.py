@@ -21,7 +21,8 @@ from flowkit.recipes import MAF, NSF, RealNVP
 from flowkit.transforms import RationalQuadraticSpline
 
 torch.manual_seed(0)
-STEPS = 300  # training steps per model (about 15 s for all three on two CPU cores; 2000 for crisp edges)
+# Training steps per model: about 15 s for all three on two CPU cores; 2000 for crisp edges.
+STEPS = 300
 
 # %%
 # A density with edges
@@ -32,8 +33,9 @@ STEPS = 300  # training steps per model (about 15 s for all three on two CPU cor
 
 def checkerboard(n: int) -> torch.Tensor:
     x = torch.rand(n) * 4 - 2
-    column = torch.floor(x + 2)                                   # 0..3
-    y = torch.rand(n) - 2 + 2 * torch.randint(0, 2, (n,)) + (column % 2)  # the dark rows of that column
+    column = torch.floor(x + 2)  # 0..3
+    row = 2 * torch.randint(0, 2, (n,)) + (column % 2)  # a dark row of that column
+    y = torch.rand(n) - 2 + row
     return torch.stack([x, y], 1)
 
 
@@ -55,7 +57,8 @@ models = {
     "MAF": MAF(features=2, transforms=6, hidden_features=(64, 64)),
     "NSF": NSF(features=2, transforms=3, hidden_features=(64, 64), bins=8, bound=3.0),
 }
-optimizers = {name: torch.optim.Adam(model.parameters(), lr=2e-3) for name, model in models.items()}
+optimizers = {name: torch.optim.Adam(model.parameters(), lr=2e-3)
+              for name, model in models.items()}
 batches = [checkerboard(256) for _ in range(STEPS)]
 for name, model in models.items():
     for x in batches:
@@ -68,7 +71,8 @@ test = checkerboard(20000)
 with torch.no_grad():
     for name, model in models.items():
         model.eval()
-        print(f"{name:8s} test NLL {model.nll(test, unit='nats').mean().item():.3f} nats "
+        nll = model.nll(test, unit="nats").mean().item()
+        print(f"{name:8s} test NLL {nll:.3f} nats "
               f"(best possible {torch.log(torch.tensor(8.0)).item():.3f})")
 
 # %%
@@ -107,7 +111,8 @@ for name, layer in layers.items():
         y, _ = layer(x)                 # density direction (data to latent)
         density_passes = len(calls)
         layer.inverse(y)                # sampling direction
-    print(f"{name}: density {density_passes} MADE pass(es), sampling {len(calls) - density_passes}")
+    sampling_passes = len(calls) - density_passes
+    print(f"{name}: density {density_passes} MADE pass(es), sampling {sampling_passes}")
 
 # %%
 # So: MAF for density estimation (fit by maximum likelihood on data), IAF where samples are
@@ -135,5 +140,8 @@ for _ in range(4):
     layers += [Coupling(4, spline, mlp_subnet), Permute(4, "swap")]
 own = flowkit.FlowModel(flowkit.Sequential(*layers), StandardNormal((4,)))
 perturb_parameters(own, 0.1)  # check away from the identity initialisation
-print(check_flow(copy.deepcopy(own.flow).double(), torch.randn(8, 4, dtype=torch.float64)))
-print("samples:", tuple(own.sample(3).shape), " log-densities:", tuple(own.log_prob(torch.randn(3, 4)).shape))
+in_float64 = copy.deepcopy(own.flow).double()
+print(check_flow(in_float64, torch.randn(8, 4, dtype=torch.float64)))
+samples = own.sample(3)
+log_densities = own.log_prob(samples)
+print("samples", tuple(samples.shape), "log-densities", tuple(log_densities.shape))

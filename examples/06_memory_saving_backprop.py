@@ -21,13 +21,15 @@ DEPTHS = [2, 4, 8, 16]  # Glow steps (3 layers each)
 
 
 def glow(steps: int, channels: int = 8) -> flowkit.Sequential:
-    layers = [layer for _ in range(steps)
-              for layer in (ActNorm(channels), InvConv1x1(channels), AffineCoupling(channels, cond_channels=2))]
-    return flowkit.Sequential(*layers)
+    def step() -> list[flowkit.Flow]:
+        coupling = AffineCoupling(channels, cond_channels=2)
+        return [ActNorm(channels), InvConv1x1(channels), coupling]
+
+    return flowkit.Sequential(*[layer for _ in range(steps) for layer in step()])
 
 
-def trained(flow: flowkit.Sequential, x: torch.Tensor, c: torch.Tensor, steps: int = 15) -> flowkit.Sequential:
-    """The flow after a few maximum-likelihood steps: away from its identity initialisation."""
+def trained(flow: flowkit.Sequential, x, c, steps: int = 15) -> flowkit.Sequential:
+    """The flow after a few maximum-likelihood steps, away from its initialisation."""
     with torch.no_grad():
         flow(x, c)                       # ActNorm's data-dependent initialisation
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-3)
@@ -69,7 +71,8 @@ for steps in DEPTHS:
         flow(x, c)                       # ActNorm's data-dependent initialisation
     standard.append(saved_bytes(flow, x, c) / 2**20)
     inverted.append(saved_bytes(invertible(flow), x, c) / 2**20)
-    print(f"{steps:2d} steps: standard {standard[-1]:6.1f} MiB saved, invertible {inverted[-1]:5.1f} MiB")
+    print(f"{steps:2d} steps: standard {standard[-1]:6.1f} MiB saved, "
+          f"invertible {inverted[-1]:5.1f} MiB")
 
 fig, ax = plt.subplots(figsize=(4.8, 3.4))
 ax.plot(DEPTHS, standard, "o-", label="standard backprop")
@@ -100,8 +103,9 @@ for name, chain in [("standard", flow), ("invertible", invertible(flow))]:
     y, logdet = chain(x, c)
     (y.square().mean() - logdet.mean()).backward()
     grads[name] = torch.cat([p.grad.flatten() for p in flow.parameters()])
-difference = (grads["invertible"] - grads["standard"]).abs().max() / grads["standard"].abs().max()
-print(f"largest gradient difference, relative to the largest gradient: {difference:.1e}")
+difference = (grads["invertible"] - grads["standard"]).abs().max()
+relative = difference / grads["standard"].abs().max()
+print(f"largest gradient difference, relative to the largest gradient: {relative:.1e}")
 
 # %%
 # How exactly the inputs are rebuilt
@@ -113,4 +117,5 @@ print(f"largest gradient difference, relative to the largest gradient: {differen
 
 errors32 = reconstruction_errors(flow, x[:4], c[:4])
 errors64 = reconstruction_errors(flow.double(), x[:4].double(), c[:4].double())
-print(f"worst rebuilt input, relative: float32 {max(errors32):.1e}, float64 {max(errors64):.1e}")
+print(f"worst rebuilt input, relative: float32 {max(errors32):.1e}, "
+      f"float64 {max(errors64):.1e}")

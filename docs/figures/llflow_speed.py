@@ -40,7 +40,7 @@ def main() -> None:
     panels = [("speedup_vs_reference", "speed-up over the reference (higher is better)", 1.5),
               ("memory_vs_reference", "peak memory / reference's (lower is better)", 0.7)]
     panels = [p for p in panels if any(by_key[(v, t)].get(p[0]) is not None for v in variants for t in threads)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.3))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     axes = [axes] if len(panels) == 1 else list(axes)
     width = 0.8 / len(threads)
     for ax, (key, title, target) in zip(axes, panels):
