@@ -35,11 +35,14 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
         >>> split_shift_scale(h, "cross"), split_shift_scale(h, "half")
         ((tensor([[0., 2.]]), tensor([[1., 3.]])), (tensor([[0., 1.]]), tensor([[2., 3.]])))
     """
+    # unbind and split give the same views as strided slices, but their backward builds the
+    # gradient of h as one tensor; two slices would each zero-fill an h-sized tensor and add them.
     if layout == "cross":
-        return h[:, 0::2], h[:, 1::2]
+        shift, raw = h.unflatten(1, (h.shape[1] // 2, 2)).unbind(2)
+        return shift, raw
     if layout == "half":
-        c = h.shape[1] // 2
-        return h[:, :c], h[:, c:]
+        shift, raw = h.chunk(2, dim=1)
+        return shift, raw
     raise ValueError(f"layout must be 'cross' or 'half', got {layout!r}")
 
 

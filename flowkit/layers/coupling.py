@@ -137,10 +137,15 @@ class _Coupling(_Conditioned):
     def _halves(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``(passive, active)`` channels of ``x``."""
         check_channels(self.name, x, self.channels)
+        # torch.split, not two slices: the same views forward, but its backward concatenates the
+        # halves' gradients into one tensor, where two slices would each zero-fill a tensor of x's
+        # full size and then add the two.
         if self._blocks == "first":
-            return x[:, : self.split], x[:, self.split :]
+            passive, active = torch.split(x, [self.split, self.active_channels], dim=1)
+            return passive, active
         if self._blocks == "last":
-            return x[:, self.active_channels :], x[:, : self.active_channels]
+            active, passive = torch.split(x, [self.active_channels, self.split], dim=1)
+            return passive, active
         return x[:, self._passive_index], x[:, self._active_index]
 
     def _join(self, passive: Tensor, active: Tensor) -> Tensor:

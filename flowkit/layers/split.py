@@ -112,7 +112,7 @@ class Split(Flow):
     def factor(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """The bijective part: ``x -> (x1, eps)`` with ``eps = (x2 - mu) / sigma``; returns its logdet too."""
         check_channels("Split", x, self.channels)
-        x1, x2 = x[:, : self.keep], x[:, self.keep :]
+        x1, x2 = torch.split(x, [self.keep, self.channels - self.keep], dim=1)  # one-tensor backward
         mean, log_std = self.prior(x1, cond)
         eps = (x2 - mean) * torch.exp(-log_std)
         return x1, eps, -log_std.flatten(1).sum(1).to(torch.promote_types(x.dtype, torch.float32))
@@ -155,4 +155,5 @@ class _SplitBijection(Flow):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         keep = self.split.keep
-        return self.split.merge(y[:, :keep], y[:, keep:], cond)
+        y1, eps = torch.split(y, [keep, y.shape[1] - keep], dim=1)
+        return self.split.merge(y1, eps, cond)
