@@ -14,6 +14,14 @@ from flowkit.layers.actnorm import ActNorm
 __all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subnet"]
 
 
+def _check_same_kernel(name: str, kernel_size: int) -> None:
+    # An even kernel cannot be padded symmetrically to keep the size: the output would grow by one
+    # row and column, and the flow layer using it would fail later with a puzzling shape error.
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"{name}: kernel_size must be an odd positive int (a 'same' convolution), "
+                         f"got {kernel_size!r}")
+
+
 class Conv2dActNorm(nn.Conv2d):
     """A bias-free "same" convolution followed by an :class:`~flowkit.layers.ActNorm` (Glow's ``Conv2d``).
 
@@ -25,9 +33,8 @@ class Conv2dActNorm(nn.Conv2d):
     Args:
         in_channels: channels of the input.
         out_channels: channels of the output (and of the ActNorm).
-        kernel_size: the square kernel's size (default 3). The padding is ``kernel_size // 2``,
-            which keeps the spatial size for odd sizes only; an even size adds one row and one
-            column.
+        kernel_size: the square kernel's size, odd (default 3), padded by ``kernel_size // 2`` so
+            that the spatial size is kept; an even size raises a :class:`ValueError`.
 
     Example:
         >>> import torch
@@ -37,6 +44,7 @@ class Conv2dActNorm(nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        _check_same_kernel("Conv2dActNorm", kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         nn.init.normal_(self.weight, 0.0, 0.05)
         self.actnorm = ActNorm(out_channels)
@@ -62,8 +70,8 @@ class ZeroConv2d(nn.Conv2d):
     Args:
         in_channels: channels of the input.
         out_channels: channels of the output.
-        kernel_size: the square kernel's size (default 3); padded by ``kernel_size // 2``, so the
-            spatial size is kept for odd sizes only.
+        kernel_size: the square kernel's size, odd (default 3), padded by ``kernel_size // 2`` so
+            that the spatial size is kept; an even size raises a :class:`ValueError`.
         logscale_factor: :math:`\lambda`, the multiplier of ``logs`` in the exponent (default 3).
 
     Example:
@@ -76,6 +84,7 @@ class ZeroConv2d(nn.Conv2d):
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int = 3, logscale_factor: float = 3.0
     ) -> None:
+        _check_same_kernel("ZeroConv2d", kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
         self.logscale_factor = logscale_factor
         self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
