@@ -1,4 +1,8 @@
-"""Print the parameter counts of LLFlow's presets next to the reference's "used" counts (SPEC.md section 7).
+"""Print the parameter counts of LLFlow's presets next to the reference implementation's "used" counts.
+
+The reference counts below were counted on the reference implementation built from its released
+configurations: its parameters minus those of the modules it builds but never calls, for the
+whole model and for the encoder.
 
 flowkit does not carry the reference's never-used modules, so its counts equal the reference's
 trained ("used") parameters; the paper's "model size" counts the encoder only.
