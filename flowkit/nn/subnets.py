@@ -133,7 +133,21 @@ def conv_subnet(
 
     With the defaults this is exactly the sub-network of SRFlow and LLFlow's couplings
     (3x3, then ``n_hidden_layers`` 1x1 layers, then a zero-initialised 3x3), and its module
-    indices (``0``, ``2``, ``4``) match theirs.
+    indices (``0``, ``2``, ``4``) match theirs. Pass it (or a ``functools.partial`` of it
+    with other sizes) as the ``subnet`` of a coupling or the ``prior_net`` of a split; every
+    convolution keeps the spatial size.
+
+    Args:
+        in_channels: channels of the input (a coupling's passive channels plus ``cond``'s).
+        out_channels: channels of the output (the coupling's parameters).
+        hidden_channels: width of the hidden layers (default 64).
+        kernel_size: odd size of the first and last convolutions (default 3).
+        hidden_kernel_size: odd size of the hidden convolutions (default 1).
+        n_hidden_layers: number of hidden conv-ActNorm-ReLU layers between them (default 1).
+
+    Returns:
+        An :class:`torch.nn.Sequential` whose last layer is a :class:`ZeroConv2d`, so it outputs
+        zeros until trained.
 
     Example:
         >>> import torch
@@ -153,6 +167,20 @@ def mlp_subnet(
     in_features: int, out_features: int, hidden_features: int = 64, *, n_hidden_layers: int = 1
 ) -> nn.Sequential:
     """A ReLU MLP ending in a :class:`ZeroLinear`, for flows on vectors.
+
+    Linear-ReLU, ``n_hidden_layers`` times hidden Linear-ReLU, then a zero-initialised linear
+    layer: the vector counterpart of :func:`conv_subnet`, for the ``subnet`` of a coupling on
+    ``(B, D)`` inputs.
+
+    Args:
+        in_features: size of the input (a coupling's passive features plus ``cond``'s).
+        out_features: size of the output (the coupling's parameters).
+        hidden_features: width of the hidden layers (default 64).
+        n_hidden_layers: number of hidden Linear-ReLU layers after the first (default 1).
+
+    Returns:
+        An :class:`torch.nn.Sequential` whose last layer is a :class:`ZeroLinear`, so it outputs
+        zeros until trained.
 
     Example:
         >>> import torch
