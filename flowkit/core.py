@@ -56,6 +56,9 @@ class Flow(nn.Module):
     conditional: bool = True
     """Whether the flow uses ``cond`` (``True`` unless a layer says otherwise)."""
 
+    def __init__(self) -> None:  # no arguments: sizes belong to the subclasses' constructors
+        super().__init__()
+
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map data ``x`` to latent ``y``; returns ``(y, logdet)`` with ``logdet = log|det dy/dx|``, shape ``(B,)``."""
         raise NotImplementedError
@@ -79,6 +82,10 @@ class Sequential(Flow):
     resolution); a chain without conditional members rejects a ``cond``.
     Indexing with a slice gives a sub-chain; ``len`` and iteration work as for
     :class:`torch.nn.Sequential`; :attr:`inverse_flow` is the reversed chain as a flow.
+
+    Args:
+        flows: the members, each a :class:`Flow`, in the order :meth:`forward` applies them
+            (anything else raises a :class:`TypeError`).
 
     Example:
         >>> import torch, flowkit
@@ -151,6 +158,11 @@ class Inverse(Flow):
     """The flow ``flow`` with its directions swapped.
 
     Its forward is ``flow.inverse`` and its inverse is ``flow.forward``; parameters are shared.
+    Use it to run a layer the other way round, e.g. to put the cheap direction of an
+    autoregressive layer where the flow is evaluated most often.
+
+    Args:
+        flow: the flow to turn around (not copied).
 
     Example:
         >>> import torch, flowkit
@@ -185,6 +197,11 @@ class WithCond(Flow):
     Use it to give a sub-flow a conditioning at its own resolution (the levels of a multi-scale
     flow see the image at ``H/2``, ``H/4``, ...), or to share one conditioning encoder between
     several layers. ``cond_net`` is any module (a pooling, a small CNN) and is trained with the flow.
+
+    Args:
+        flow: the flow that receives the transformed conditioning.
+        cond_net: a module applied to ``cond`` on every call, in both directions; its output is
+            what ``flow`` sees. A ``cond`` of ``None`` raises a :class:`ValueError`.
 
     Example:
         >>> import torch, flowkit

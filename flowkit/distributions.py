@@ -23,6 +23,12 @@ LOG_2PI = math.log(2 * math.pi)
 def diag_gaussian_log_prob(z: Tensor, mean: Tensor | float = 0.0, log_std: Tensor | float = 0.0) -> Tensor:
     r"""Per-sample :math:`\sum_i \log \mathcal N(z_i; \mu_i, e^{2 \log\sigma_i})`, shape ``(B,)``.
 
+    Args:
+        z: the points, ``(B, ...)``; the sum runs over all dimensions but the first. Computed in
+            float32 or wider.
+        mean: :math:`\mu`, a tensor broadcastable to ``z`` or a number (default 0).
+        log_std: :math:`\log\sigma`, a tensor broadcastable to ``z`` or a number (default 0).
+
     Example:
         >>> import torch
         >>> from flowkit.distributions import diag_gaussian_log_prob
@@ -81,9 +87,12 @@ class StandardNormal(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device/dtype
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Per-sample log-density of ``z`` (shape ``(B, *event_shape)``), shape ``(B,)``.
+        """Per-sample log-density of ``z``, shape ``(B,)``.
 
-        ``cond`` exists for the prior interface and must be ``None``: this prior is unconditional.
+        Args:
+            z: points of shape ``(B, *event_shape)``; another shape raises a :class:`ValueError`.
+            cond: must be ``None`` (the argument exists for the prior interface); a tensor raises
+                a :class:`ValueError`, as this prior is unconditional.
         """
         _reject_cond("StandardNormal", cond)
         _check_event("StandardNormal", z, self.event_shape)
@@ -97,7 +106,14 @@ class StandardNormal(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples of :math:`\\mathcal N(0, T^2 I)` (``T = temperature``); ``cond`` must be ``None``."""
+        """``n`` samples of :math:`\\mathcal N(0, T^2 I)`, shape ``(n, *event_shape)``.
+
+        Args:
+            n: number of samples.
+            cond: must be ``None`` (this prior is unconditional).
+            temperature: :math:`T`, the factor on the standard deviation (default 1).
+            generator: the random generator (default: torch's global one).
+        """
         _reject_cond("StandardNormal", cond)
         shape = (n, *self.event_shape)
         eps = torch.randn(shape, generator=generator, device=self._anchor.device, dtype=self._anchor.dtype)
@@ -158,8 +174,14 @@ class DiagGaussian(nn.Module):
             self.mean = nn.Parameter(torch.zeros(self.event_shape))
             self.log_std = nn.Parameter(torch.zeros(self.event_shape))
 
-    def params(self, cond: Tensor | None = None, batch: int | None = None) -> tuple[Tensor, Tensor]:
-        """The ``(mean, log_std)`` pair, batched when conditional."""
+    def params(self, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The ``(mean, log_std)`` pair: ``(1, *event_shape)`` each when learned, ``(B, C, ...)``
+        each when predicted from ``cond``.
+
+        Args:
+            cond: the conditioning tensor for a prior with ``cond_net`` (required then), ``None``
+                otherwise (a tensor raises a :class:`ValueError`).
+        """
         if self.cond_net is None:
             if cond is not None:
                 raise ValueError("DiagGaussian without cond_net is unconditional, but was given cond")
@@ -190,7 +212,15 @@ class DiagGaussian(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Samples of :math:`\\mathcal N(\\mu, T^2 \\sigma^2)`: ``n`` of them, or one per row of ``cond``."""
+        """Samples of :math:`\\mathcal N(\\mu, T^2 \\sigma^2)`: ``n`` of them, or one per row of ``cond``.
+
+        Args:
+            n: number of samples of a learned (unconditional) prior; ignored when ``cond`` is
+                given, which sets one sample per row.
+            cond: the conditioning tensor of a prior with ``cond_net``, or ``None``.
+            temperature: :math:`T`, the factor on the standard deviation (default 1).
+            generator: the random generator (default: torch's global one).
+        """
         mean, log_std = self.params(cond)
         if cond is None:
             if n is None:
@@ -258,7 +288,12 @@ class GaussianMixture(nn.Module):
         return f"{self.event_shape}, components={self.components}"
 
     def params(self, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(log_weights (B|1, K), means (B|1, K, D), log_stds (B|1, K, D))``, batched when conditional."""
+        """``(log_weights (B|1, K), means (B|1, K, D), log_stds (B|1, K, D))``, batched when conditional.
+
+        Args:
+            cond: the conditioning tensor for a mixture with ``cond_net`` (required then; its
+                output must have shape ``(B, K (1 + 2 D))``), ``None`` otherwise.
+        """
         k, d = self.components, self.features
         logits, means, log_stds = self.logits[None], self.means[None], self.log_stds[None]
         if self.cond_net is None:
@@ -295,7 +330,15 @@ class GaussianMixture(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples, or one per row of ``cond``: a component by its weight, then its Gaussian."""
+        """``n`` samples, or one per row of ``cond``: a component by its weight, then its Gaussian.
+
+        Args:
+            n: number of samples of an unconditional mixture; ignored when ``cond`` is given.
+            cond: the conditioning tensor of a mixture with ``cond_net``, or ``None``.
+            temperature: factor on every component's standard deviation (default 1); the
+                component weights are not changed.
+            generator: the random generator, for the component choice and the Gaussian draw.
+        """
         log_weights, means, log_stds = self.params(cond)
         if cond is None:
             if n is None:
@@ -372,7 +415,15 @@ class BoxUniform(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples, uniform in the box."""
+        """``n`` samples, uniform in the box, shape ``(n, *event_shape)``.
+
+        Args:
+            n: number of samples.
+            cond: must be ``None`` (the box is unconditional).
+            temperature: must be 1 (a box has no temperature); anything else raises a
+                :class:`ValueError`.
+            generator: the random generator (default: torch's global one).
+        """
         if cond is not None:
             raise ValueError("BoxUniform is unconditional, but was given cond")
         if temperature != 1.0:

@@ -54,7 +54,15 @@ class FlowModel(nn.Module):
         self.prior_uses_cond = prior_uses_cond
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Per-sample log-density in nats, shape ``(B,)``."""
+        """Per-sample log-density in nats, shape ``(B,)``.
+
+        Args:
+            x: data, ``(B, *event_shape)`` as the flow expects; non-finite values raise a
+                :class:`ValueError`. With ``dequantize`` set, uniform noise is added in training
+                mode and ``D log(n_bins)`` subtracted in both modes.
+            cond: the conditioning tensor for a conditional flow (and prior, with
+                ``prior_uses_cond``), or ``None``.
+        """
         check_finite("FlowModel.log_prob", x)
         correction = 0.0
         if self.dequantize is not None:
@@ -65,7 +73,14 @@ class FlowModel(nn.Module):
         return self.prior.log_prob(z, cond if self.prior_uses_cond else None) + logdet + correction
 
     def nll(self, x: Tensor, cond: Tensor | None = None, unit: Literal["bits/dim", "nats"] = "bits/dim") -> Tensor:
-        """Per-sample negative log-likelihood, in nats or in bits per dimension."""
+        """Per-sample negative log-likelihood, in nats or in bits per dimension, shape ``(B,)``.
+
+        Args:
+            x: data, as for :meth:`log_prob`.
+            cond: the conditioning tensor, or ``None``.
+            unit: ``"bits/dim"`` (default): ``-log p(x) / (D ln 2)`` with ``D`` the number of
+                elements of one sample; ``"nats"``: ``-log p(x)``.
+        """
         nll = -self.log_prob(x, cond)
         if unit == "nats":
             return nll
@@ -103,6 +118,15 @@ class FlowModel(nn.Module):
         With ``return_log_prob=True`` it returns ``(x, log_prob)``: the model's log-density of each
         sample (what :meth:`log_prob` gives in eval mode, at temperature 1 whatever the sampling
         temperature), from the same pass, as :math:`\log p_Z(z) - \log|\det \partial x / \partial z|`.
+
+        Args:
+            n: number of samples (a positive int); may be left out when ``cond`` is given, which
+                then sets one sample per row.
+            cond: the conditioning tensor, one row per sample, or ``None``.
+            temperature: factor on the standard deviation of the prior and of every split's
+                prior, a finite number ``>= 0`` (default 1; 0 decodes the means).
+            generator: the random generator for the latent draws (default: torch's global one).
+            return_log_prob: also return each sample's log-density (default ``False``).
 
         Example:
             >>> import torch, flowkit

@@ -44,6 +44,10 @@ def soft_clamp(raw: Tensor, clamp: float | None) -> Tensor:
     A soft bound keeps ``exp(log_scale)`` in ``[e^{-c}, e^{c}]`` without the zero gradient of a hard
     clip, which is what keeps affine flows from diverging early in training.
 
+    Args:
+        raw: the unbounded values (a sub-network's raw log-scales).
+        clamp: the bound :math:`c > 0`, or ``None`` to return ``raw`` unchanged.
+
     Example:
         >>> import torch
         >>> from flowkit.transforms import soft_clamp
@@ -57,6 +61,11 @@ def soft_clamp(raw: Tensor, clamp: float | None) -> Tensor:
 
 def transform_or_default(owner: str, transform: MonotoneTransform | None) -> MonotoneTransform:
     """``transform``, or the soft-clamped exp :class:`AffineTransform` for ``None``; a clear error otherwise.
+
+    Args:
+        owner: the name of the layer asking, used in the :class:`TypeError` raised when
+            ``transform`` is neither ``None`` nor a :class:`MonotoneTransform`.
+        transform: the transform a layer was given, or ``None`` for the default.
 
     Example:
         >>> from flowkit.transforms import transform_or_default
@@ -91,6 +100,9 @@ class MonotoneTransform(nn.Module):
     params_per_element: int
     """How many sub-network outputs parametrise one element (``P``)."""
 
+    def __init__(self) -> None:  # no arguments here: each transform's constructor takes its own
+        super().__init__()
+
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         """``(f(x), log f'(x))`` element-wise; ``params`` has shape ``(*x.shape, P)``."""
         raise NotImplementedError
@@ -100,7 +112,13 @@ class MonotoneTransform(nn.Module):
         raise NotImplementedError
 
     def unpack(self, h: Tensor, like: Tensor) -> Tensor:
-        """``h`` of shape ``(B, C * P, *spatial)`` as ``(B, C, *spatial, P)`` (a view, no copy)."""
+        """``h`` of shape ``(B, C * P, *spatial)`` as ``(B, C, *spatial, P)`` (a view, no copy).
+
+        Args:
+            h: the packed parameters, ``P`` consecutive channels per channel of ``like``.
+            like: the tensor the parameters are for, ``(B, C, *spatial)``; ``h`` of any other
+                shape than ``(B, C * P, *spatial)`` raises a :class:`ValueError`.
+        """
         p = self.params_per_element
         expected = (like.shape[0], like.shape[1] * p, *like.shape[2:])
         if tuple(h.shape) != expected:

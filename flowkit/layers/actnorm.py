@@ -82,7 +82,12 @@ class ActNorm(Flow):
         return self.bias.view(shape), self.logs.view(shape)
 
     def initialize_from(self, x: Tensor) -> None:
-        """Set ``bias`` and ``logs`` from the batch ``x`` and mark the layer initialised."""
+        """Set ``bias`` and ``logs`` from the batch ``x`` and mark the layer initialised.
+
+        Args:
+            x: a batch ``(B, channels, ...)`` with at least one value per channel, all finite;
+                under ``torch.distributed`` every rank must call it (the statistics are pooled).
+        """
         if not self._initialize(x):
             raise ValueError(f"ActNorm initialisation needs at least one value per channel, got a batch of "
                              f"shape {tuple(x.shape)}")

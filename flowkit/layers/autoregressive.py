@@ -167,7 +167,15 @@ class MADE(nn.Module):
         )
 
     def inputs_of(self, feature: int) -> set[int]:
-        """The input features that output block ``feature`` can depend on (by the masks)."""
+        """The input features that output block ``feature`` can depend on (by the masks).
+
+        For checking the autoregressive property: with the default ``"sequential"`` order, output
+        block ``d`` may depend only on features ``0 .. d - 1``.
+
+        Args:
+            feature: the index of the output block (of ``out_per_feature`` values), in
+                ``range(features)``.
+        """
         reach = torch.eye(self.features + self.context_features, dtype=torch.float64)
         for layer in self.net:
             if isinstance(layer, _MaskedLinear):

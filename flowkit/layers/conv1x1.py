@@ -84,7 +84,11 @@ class InvConv1x1(Flow):
 
     @torch.no_grad()
     def set_matrix(self, matrix: Tensor) -> None:
-        """Set the layer so that it multiplies by ``matrix`` (decomposed if ``lu=True``)."""
+        """Set the layer so that it multiplies by ``matrix`` (decomposed if ``lu=True``).
+
+        Args:
+            matrix: an invertible ``(C, C)`` matrix; another shape raises a :class:`ValueError`.
+        """
         if tuple(matrix.shape) != (self.channels, self.channels):
             raise ValueError(
                 f"InvConv1x1 expects a ({self.channels}, {self.channels}) matrix, "
@@ -92,6 +96,8 @@ class InvConv1x1(Flow):
             )
         matrix = matrix.to(torch.float64)
         if not self.lu:
+            if int(torch.linalg.matrix_rank(matrix)) < self.channels:  # SVD-based: robust to rounding
+                raise ValueError("InvConv1x1.set_matrix: the matrix is singular (rank below its size)")
             self.weight.copy_(matrix)
             return
         p, lower, upper = torch.linalg.lu(matrix)
@@ -105,7 +111,12 @@ class InvConv1x1(Flow):
         self.upper.copy_(torch.triu(upper, 1))
 
     def matrix(self, dtype: torch.dtype | None = None) -> Tensor:
-        """The ``(C, C)`` matrix ``W`` this layer multiplies by (differentiable)."""
+        """The ``(C, C)`` matrix ``W`` this layer multiplies by (differentiable).
+
+        Args:
+            dtype: the dtype to compute it in (default: the parameters'); with ``lu=True`` the
+                product of the factors is formed in that dtype.
+        """
         if not self.lu:
             return self.weight if dtype is None else self.weight.to(dtype)
         dtype = dtype or self.log_s.dtype

@@ -41,6 +41,10 @@ def alternating_mask(channels: int, parity: int = 0) -> Tensor:
     the rest); alternate ``parity`` from one coupling to the next so that every channel is
     transformed.
 
+    Args:
+        channels: the mask's length, the coupling's number of channels (or features).
+        parity: 0 (default) for ``True`` at the even channels, 1 for the odd ones.
+
     Example:
         >>> from flowkit.layers import alternating_mask
         >>> alternating_mask(5).tolist(), alternating_mask(5, parity=1).tolist()

@@ -97,7 +97,13 @@ class Split(Flow):
         return f"{self.channels}, keep={self.keep}, cond_channels={self.cond_channels}"
 
     def prior(self, x1: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(mean, log_std)`` of the factored-out half given the kept half."""
+        """``(mean, log_std)`` of the factored-out half given the kept half.
+
+        Args:
+            x1: the kept half, ``(B, keep, H, W)``.
+            cond: the conditioning, ``(B, cond_channels, H, W)``, for a conditional prior
+                (required then), ``None`` otherwise.
+        """
         check_channels("Split", x1, self.keep, what="kept half")
         if self.cond_channels:
             check_cond("Split", cond, self.cond_channels, x1)
@@ -110,7 +116,15 @@ class Split(Flow):
         return split_shift_scale(h, "half")
 
     def factor(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """The bijective part: ``x -> (x1, eps)`` with ``eps = (x2 - mu) / sigma``; returns its logdet too."""
+        """The bijective part: ``x -> (x1, eps)`` with ``eps = (x2 - mu) / sigma``; returns its logdet too.
+
+        Args:
+            x: the input, ``(B, channels, H, W)``.
+            cond: the conditioning for a conditional prior, or ``None``.
+
+        Returns:
+            ``(x1, eps, logdet)``, with ``logdet = -sum(log sigma)`` per sample.
+        """
         check_channels("Split", x, self.channels)
         x1, x2 = torch.split(x, [self.keep, self.channels - self.keep], dim=1)  # one-tensor backward
         mean, log_std = self.prior(x1, cond)
@@ -118,7 +132,14 @@ class Split(Flow):
         return x1, eps, -log_std.flatten(1).sum(1).to(torch.promote_types(x.dtype, torch.float32))
 
     def merge(self, x1: Tensor, eps: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Inverse of :meth:`factor`: ``x2 = mu + sigma * eps``; returns ``(x, logdet)``."""
+        """Inverse of :meth:`factor`: ``x2 = mu + sigma * eps``; returns ``(x, logdet)``.
+
+        Args:
+            x1: the kept half, ``(B, keep, H, W)``.
+            eps: the standardised factored-out half, the shape of the prior's mean
+                (``(B, channels - keep, H, W)``); another shape raises a :class:`ValueError`.
+            cond: the conditioning for a conditional prior, or ``None``.
+        """
         mean, log_std = self.prior(x1, cond)
         if eps.shape != mean.shape:
             raise ValueError(f"Split.merge expects eps of shape {tuple(mean.shape)}, got {tuple(eps.shape)}")

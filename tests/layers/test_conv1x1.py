@@ -107,3 +107,11 @@ def test_inverse_compiles_without_graph_breaks():
     y = torch.randn(1, 4, 3, 3)
     with torch.no_grad():
         torch.testing.assert_close(inverse(y), layer.inverse(y)[0], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("lu", [False, True])
+def test_set_matrix_rejects_a_singular_matrix(lu):
+    layer = InvConv1x1(3, lu=lu)
+    singular = torch.tensor([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="singular"):
+        layer.set_matrix(singular)

@@ -159,6 +159,11 @@ class LLFlow(nn.Module):
     def preprocess(self, low: Tensor, *, histeq: Tensor | None = None) -> Tensor:
         """The encoder's 6-channel input ``cat[log(low + 1e-3), histeq]`` (no padding).
 
+        Args:
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
+
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -174,6 +179,11 @@ class LLFlow(nn.Module):
         """Run the encoder: per-level conditioning features and the predicted colour map.
 
         ``H`` and ``W`` must be divisible by 8.
+
+        Args:
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
 
         Example:
             >>> import torch
@@ -192,6 +202,10 @@ class LLFlow(nn.Module):
 
         One squeeze by 8 (channel ``c * 64 + i * 8 + j``), not three squeezes by 2.
 
+        Args:
+            colors: a colour map ``(B, 3, H, W)`` (the encoder's, or :func:`~flowkit.models.llflow.encoder.color_map`
+                of a normal-light image), ``H`` and ``W`` divisible by 8.
+
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -209,6 +223,13 @@ class LLFlow(nn.Module):
 
         ``z`` is ``(B, 192, H/8, W/8)`` in the reference's channel order and ``logdet`` the flow's
         log-determinant per sample ``(B,)``.
+
+        Args:
+            high: the normal-light images, ``(B, 3, H, W)``, the shape of ``low``; ``H`` and ``W``
+                divisible by 8.
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
 
         Example:
             >>> import torch
@@ -231,6 +252,14 @@ class LLFlow(nn.Module):
         """Map a latent ``z`` ``(B, 192, H/8, W/8)`` to an image given ``low``; returns ``(x, logdet)``.
 
         No clamping: ``x`` is the raw flow output. ``logdet`` is ``log|det dx/dz|`` per sample.
+
+        Args:
+            z: the latent, a floating-point tensor ``(B, 192, H/8, W/8)`` for ``low`` of size
+                ``H x W``; another shape raises a :class:`ValueError`.
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
+                ``H`` and ``W`` must be divisible by 8.
 
         Example:
             >>> import torch
@@ -282,6 +311,13 @@ class LLFlow(nn.Module):
         map (``prior="encoder"``) or from ``high``'s (``prior="gt"``). No dequantisation noise is
         added, as in the reference's training.
 
+        Args:
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
+            high: the normal-light images, the shape of ``low``.
+            prior: ``"encoder"`` (default) or ``"gt"``, where the prior mean comes from.
+
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -305,6 +341,13 @@ class LLFlow(nn.Module):
         is the ground truth's colour map if ``u < train_gt_ratio``, the encoder's otherwise. The
         encoder's colour-map head learns only through this term. The choice is made with
         ``torch.where`` (no host sync).
+
+        Args:
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
+            histeq: their histogram-equalised versions (same shape), as a data pipeline
+                precomputes them; ``None`` (default) computes them from ``low``.
+            high: the normal-light images, the shape of ``low``.
+            generator: the random generator for the prior choice (default: torch's global one).
 
         Example:
             >>> import torch
@@ -342,10 +385,19 @@ class LLFlow(nn.Module):
 
         ``precision="bfloat16"`` runs the network under ``torch.autocast`` in bfloat16 (the
         convolutions in bfloat16; the prior mean, the affine maps and the output stay float32):
-        about 1.7x faster on CPUs with AMX or AVX512-BF16, within 0.007 of the float32 output
-        (59 dB PSNR between the two on LOL #778 with the shipped model). On CPU the network runs on
-        channels-last tensors, which oneDNN's convolutions want (1.2-2.4x faster per convolution
-        than on NCHW tensors); the output is float32 (or ``low``'s dtype) in the usual layout.
+        1.8-2.3x faster than float32 on a CPU with AMX (measured with ``benchmarks/llflow.py``),
+        within 0.007 of the float32 output (59 dB PSNR between the two on LOL #778 with the shipped
+        model). On CPU the network runs on channels-last tensors, which oneDNN's convolutions want
+        (1.2-2.4x faster per convolution than on NCHW tensors); the output is float32 (or
+        ``low``'s dtype) in the usual layout.
+
+        Args:
+            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``, any ``H`` and ``W``.
+            temperature: ``T``, a finite number ``>= 0`` (default 0, the deterministic output).
+            clamp: clamp the output to ``[0, 1]`` (default ``True``).
+            generator: the random generator for ``eps`` when ``T > 0`` (default: torch's global one).
+            histeq: the histogram-equalised ``low`` (same shape), or ``None`` (default) to compute it.
+            precision: ``"float32"`` (default) or ``"bfloat16"``.
 
         Example:
             >>> import torch
@@ -403,6 +455,10 @@ class LLFlow(nn.Module):
         The default model was trained on synthetic low-light pairs, not on LOL: see the model
         card in the docs.
 
+        Args:
+            name: the shipped model's name, or ``None`` (default) for the default model; an unknown
+                name raises a :class:`ValueError` that lists the available ones.
+
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow
@@ -422,6 +478,11 @@ class LLFlow(nn.Module):
 
         See :func:`flowkit.models.llflow.convert.from_official` (path or state dict, optional
         ``module.`` prefix, config inferred from the shapes when ``None``).
+
+        Args:
+            checkpoint: a path to the reference's ``.pth`` file, or its state dict.
+            config: the model's configuration, or ``None`` (default) to infer it from the
+                checkpoint's shapes.
 
         Example:
             >>> from flowkit.models import LLFlow, LLFlowConfig
