@@ -53,6 +53,26 @@ def load_model(checkpoint: str | Path, *, official: bool | None = None, device: 
     through :meth:`LLFlow.from_official`; ``official=None`` tells the two apart by their keys, and
     ``official=True`` given a flowkit checkpoint is an error that says so.
 
+    Args:
+        checkpoint: the checkpoint file: a flowkit training checkpoint (``OUTPUT/last.pt``), a
+            file written by :func:`~flowkit.train.checkpoint.save_model`, or a reference state
+            dict. It is read with :func:`~flowkit.train.checkpoint.load_checkpoint`, so no code in
+            it runs.
+        official: ``None`` (default) to tell the two kinds apart by their keys; ``True`` for a
+            reference checkpoint (a flowkit one raises a :class:`ValueError`); ``False`` for a
+            flowkit checkpoint (anything else raises a :class:`ValueError`).
+        device: the device the model is moved to (default ``"cpu"``).
+        ema: take a flowkit checkpoint's EMA weights when it has them (default ``True``);
+            ``False`` takes the trained weights. Reference checkpoints have none.
+
+    Returns:
+        The model, in eval mode, on ``device``.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: the file is not a checkpoint, is not of the kind ``official`` asks for, or
+            its weights do not fit its model config.
+
     Example:
         >>> from flowkit.cli import load_model
         >>> load_model("missing.pt")
@@ -347,6 +367,24 @@ def enhance_tiled(model, low: torch.Tensor, histeq: torch.Tensor, tile: int, ove
     The histogram equalization is computed once on the whole image and cropped with each tile,
     so tiles see the same conditioning input as the whole image would.
 
+    Args:
+        model: the :class:`~flowkit.models.LLFlow` (anything with its ``enhance`` method).
+        low: the low-light image, ``(1, 3, H, W)`` in ``[0, 1]`` (a larger batch is tiled the
+            same way).
+        histeq: its histogram equalisation, computed on the whole image, the same shape (see
+            :func:`~flowkit.models.llflow.histeq.histeq_image`).
+        tile: the side of the square tiles in pixels: a multiple of 8 larger than twice
+            ``overlap``, else a :class:`ValueError`. A side of the image shorter than ``tile``
+            is not cut; the last tile along a side is moved back to end at the border, so it may
+            overlap its neighbour by more than ``overlap``.
+        overlap: the pixels that neighbouring tiles share, >= 0; over them each tile's weight
+            ramps linearly, so no seams show.
+        **kwargs: passed on to ``model.enhance`` (such as ``temperature``, ``generator`` and
+            ``precision``).
+
+    Returns:
+        The enhanced image, with ``low``'s shape and dtype.
+
     Example:
         >>> import torch
         >>> from flowkit.cli import enhance_tiled
@@ -518,6 +556,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     0: success; 1: some inputs failed (each reported); 2: a usage or input mistake (one line);
     3: an internal error (a bug: the traceback follows); 130: interrupted.
+
+    Args:
+        argv: the arguments after the program name, for example ``["enhance", "dark.png", "-o",
+            "out"]``; ``None`` (default) takes them from ``sys.argv``. Arguments that argparse
+            itself rejects (an unknown option or a malformed value) end in ``SystemExit`` with
+            status 2 instead of a returned status, and ``--help`` in ``SystemExit`` with 0.
+
+    Returns:
+        The exit status above.
 
     Example:
         >>> from flowkit.cli import main

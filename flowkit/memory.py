@@ -312,6 +312,11 @@ class InvertibleSequential(Sequential):
     backward pass differs: activation memory stays that of one member, whatever the depth.
     Forward slices of it are again invertible chains. Build one directly or with :func:`invertible`.
 
+    Args:
+        flows: the members, each a :class:`~flowkit.Flow` (anything else raises a
+            :class:`TypeError`), in the order ``forward`` applies them; each is one unit
+            that the backward pass rebuilds from its output.
+
     Example:
         >>> import torch
         >>> from flowkit.layers import ActNorm, AffineCoupling, InvConv1x1
@@ -343,6 +348,14 @@ def invertible(flow: Flow) -> InvertibleSequential:
     A :class:`~flowkit.Sequential` keeps its members (and so its state-dict keys); any other flow
     becomes the single member of a chain (its keys gain the prefix ``flows.0.``).
 
+    Args:
+        flow: the flow to wrap; an :class:`InvertibleSequential` is returned as it is, and
+            anything that is not a :class:`~flowkit.Flow` raises a :class:`TypeError`. Nothing
+            is copied: the result and ``flow`` share their members.
+
+    Returns:
+        The invertible chain.
+
     Example:
         >>> import flowkit
         >>> from flowkit.layers import ActNorm, InvConv1x1
@@ -369,6 +382,20 @@ def reconstruction_errors(flow: Flow, x: Tensor, cond: Tensor | None = None) -> 
     member first, as the backward pass does (errors accumulate the same way), and returns, for each
     member in chain order, ``max |rebuilt - true| / max(1, max |true|)``. Use it to check that a
     layer of your own is invertible enough for this mode at your data's scale and dtype.
+
+    Args:
+        flow: the chain, as for :func:`invertible_forward`: a :class:`~flowkit.Sequential` gives
+            one error per member, any other :class:`~flowkit.Flow` a single one. The members run
+            as they are, so an uninitialised ActNorm in training mode initialises from ``x``.
+        x: an input batch, in the dtype and at the scale to check.
+        cond: the conditioning tensor, or ``None`` (default).
+
+    Returns:
+        The relative error of each member's rebuilt input, in chain order.
+
+    Raises:
+        TypeError: if ``flow`` is not a :class:`~flowkit.Flow` or ``cond`` is not a tensor or
+            ``None``.
 
     Example:
         >>> import torch, flowkit

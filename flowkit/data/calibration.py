@@ -70,6 +70,13 @@ def _pair(low: object, high: object) -> tuple[Tensor, Tensor]:
 class ToneFit:
     """``low_c ≈ scale * gains[c] * high_c ** gamma`` (with ``gains[1] == 1``), fitted on block means.
 
+    Args:
+        gamma: exponent of the tone curve (above 1 when the shadows are darkened more than the
+            highlights).
+        scale: the exposure factor ``s``. A fit is not bounded, so it may exceed 1;
+            :attr:`PairFit.params` and :func:`calibrate` cap it at 1.
+        gains: ``(g_R, g_G, g_B)``, the colour cast relative to green (``g_G`` is 1).
+
     Example:
         >>> ToneFit(gamma=2.0, scale=0.2, gains=(0.9, 1.0, 1.1)).gains[1]
         1.0
@@ -128,10 +135,13 @@ class NoiseProfile:
     """Noise standard deviation per channel and intensity bin.
 
     Attributes:
-        edges: the bin edges (intensity of the local mean of the low image, in [0, 1]).
-        intensity: (3, bins) mean intensity of the pixels in each bin (NaN where empty).
-        std: (3, bins) noise standard deviation in each bin (NaN where empty).
-        count: (3, bins) number of pixels in each bin.
+        edges: the bin edges (intensity of the local mean of the low image, in [0, 1]); there are
+            ``bins = len(edges) - 1`` bins, bin ``b`` holding the means in
+            ``[edges[b], edges[b + 1])``.
+        intensity: (3, bins) float64 mean intensity of the pixels in each bin (NaN where empty).
+        std: (3, bins) float64 noise standard deviation in each bin (NaN where empty).
+        count: (3, bins) int64 number of pixels in each bin, also where it is below the
+            ``min_count`` of :func:`noise_profile` and the bin is reported empty.
     """
 
     edges: tuple[float, ...]
@@ -151,6 +161,23 @@ def noise_profile(
     ``low`` minus the neighbourhood mean of ``low``, scaled by ``sqrt(n / (n - 1))`` so that the
     estimate is unbiased for white noise. Pixels are binned by the neighbourhood mean of ``low``;
     bins with fewer than ``min_count`` pixels are reported empty (NaN).
+
+    Args:
+        low: the low-light image, (3, H, W), uint8 or float in [0, 1].
+        high: its normal-light reference, the same shape (a different shape raises a
+            :class:`ValueError`); it only decides where the scene is flat.
+        window: side of the square neighbourhood (default 5); it must be odd and at least 3.
+            Pixels closer than ``window // 2`` to the border are not measured.
+        flat: the largest standard deviation of ``high`` over a neighbourhood, in the units of
+            [0, 1] intensities, for which the neighbourhood counts as flat (default 0.01).
+        edges: increasing bin edges for the neighbourhood mean of ``low``, in [0, 1] (default
+            ``DEFAULT_BINS``: 0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 1). A mean at or above the
+            last edge falls in no bin.
+        min_count: the fewest flat pixels a bin needs to get an intensity and a standard
+            deviation (default 100).
+
+    Returns:
+        The :class:`NoiseProfile`, measured for each channel separately.
 
     Example:
         >>> import torch
@@ -205,6 +232,24 @@ def fit_noise(
     noise, and its :func:`noise_profile` is compared with the real ``low``'s. Each channel takes
     its best read-noise level; the shot-noise level is shared (the best total).
 
+    Args:
+        low: the real low-light image, (3, H, W), uint8 or float in [0, 1].
+        high: its normal-light reference, the same shape; it needs flat regions (see
+            :func:`noise_profile`), or a :class:`ValueError` says there are none.
+        tone: the pair's tone curve and colour cast (from :func:`fit_tone`); its scale is capped
+            at 1 for the simulation.
+        shot_grid: the candidate shot-noise levels ``a``, each >= 0 (default
+            ``(0.0, 1e-4, 3e-4, 1e-3, 3e-3)``).
+        read_grid: the candidate read-noise standard deviations, each >= 0 and tried on all
+            three channels at once; ``None`` (default) for the 24 log-spaced values above.
+            Every combination is one simulation, so the cost grows with both grids' lengths.
+        seed: seed of the simulated noise; every candidate uses the same one, so the candidates
+            are compared on the same random draws (default 0).
+
+    Returns:
+        ``(shot, (read_R, read_G, read_B))``: the chosen shot-noise level and each channel's
+        chosen read-noise standard deviation, all values of the grids.
+
     Example:
         >>> import math, torch
         >>> from flowkit.data import LowLightParams, darken
@@ -244,11 +289,11 @@ class LowLightStatistics:
     """What the calibration figure compares between real and synthetic low-light images.
 
     Attributes:
-        mean: per-channel mean of the low image.
+        mean: per-channel mean ``(R, G, B)`` of the low image, in [0, 1].
         color_ratios: ``(mean_R / mean_G, mean_B / mean_G)`` of the low image divided by the same
             ratios of the normal-light image (1, 1 means no colour cast).
         brightness_ratio: mean of the low image over the mean of the normal-light image.
-        noise: the :func:`noise_profile`.
+        noise: the :func:`noise_profile` of the pair, with its default settings.
     """
 
     mean: tuple[float, float, float]
@@ -259,6 +304,15 @@ class LowLightStatistics:
 
 def low_light_statistics(low: Tensor, high: Tensor) -> LowLightStatistics:
     """Brightness, colour cast and noise profile of a low-light image relative to its reference.
+
+    Args:
+        low: the low-light image, (3, H, W), uint8 or float in [0, 1].
+        high: its normal-light reference, the same shape (a different shape raises a
+            :class:`ValueError`). Means of ``high`` below ``1e-6`` are raised to it, so a black
+            reference gives large ratios rather than a division by zero.
+
+    Returns:
+        The image's :class:`LowLightStatistics`.
 
     Example:
         >>> import torch
@@ -281,7 +335,16 @@ def low_light_statistics(low: Tensor, high: Tensor) -> LowLightStatistics:
 
 @dataclass(frozen=True)
 class PairFit:
-    """The fitted degradation of one real pair."""
+    """The fitted degradation of one real pair.
+
+    Args:
+        name: the pair's name, as given to :func:`calibrate`.
+        tone: its tone curve and colour cast (:func:`fit_tone`).
+        shot_noise: its shot-noise level ``a`` (:func:`fit_noise`; 0 when the pair shows none
+            that the grid can resolve).
+        read_noise: its read-noise standard deviation per channel, ``(R, G, B)``
+            (:func:`fit_noise`). :attr:`params` divides by the green value, which must not be 0.
+    """
 
     name: str
     tone: ToneFit
@@ -301,7 +364,15 @@ class PairFit:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Per-pair fits and the synthesizer ranges that span them (see :func:`calibrate`)."""
+    """Per-pair fits and the synthesizer ranges that span them (see :func:`calibrate`).
+
+    Args:
+        fits: one :class:`PairFit` per calibrated pair, in the order the pairs were given.
+        widen: the relative margin that was added on each side of every range (default 0.15);
+            a record only, :attr:`ranges` already include it.
+        ranges: ``(low, high)`` per :class:`~flowkit.data.LowLightSynthesizer` argument. The
+            default, an empty dict, makes :attr:`synthesizer` the synthesizer's default ranges.
+    """
 
     fits: tuple[PairFit, ...]
     widen: float = 0.15
@@ -328,7 +399,18 @@ def calibrate(
 
     Each range spans the fitted values of all pairs, widened multiplicatively by ``widen`` on
     each side (the scale is capped at 1). The shot-noise range's lower end is at least ``1e-5``
-    (a fit of 0 means "below what the pairs can resolve").
+    before widening (a fit of 0 means "below what the pairs can resolve").
+
+    Args:
+        pairs: ``(name, low, high)`` for each real pair, the images (3, H, W), uint8 or float in
+            [0, 1]; at least one (none raises a :class:`ValueError`). Each pair is fitted with
+            :func:`fit_tone` and :func:`fit_noise` at their default settings.
+        widen: the relative margin on each side: a range spanning ``[lo, hi]`` becomes
+            ``[lo / (1 + widen), hi * (1 + widen)]`` (default 0.15; 0 keeps the fits' span).
+        seed: the noise seed of every :func:`fit_noise` simulation (default 0).
+
+    Returns:
+        The per-pair fits and the ranges; :attr:`Calibration.synthesizer` draws from them.
 
     Example:
         >>> import torch

@@ -180,6 +180,10 @@ class PairedImageDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose crops and flips the next items use (like ``DistributedSampler``).
 
+        Args:
+            epoch: the epoch number, non-negative (a negative one raises a :class:`ValueError`);
+                together with the seed and the index it seeds each item's :func:`item_generator`.
+
         Example:
             >>> data = PairedImageDataset.__new__(PairedImageDataset)
             >>> data.set_epoch(3); data.epoch
@@ -347,6 +351,22 @@ class SyntheticPairDataset(Dataset):
     def from_folder(cls, folder: str | Path, synthesizer, *, recursive: bool = True, **kwargs) -> SyntheticPairDataset:
         """All images in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
+        Images are the files whose suffix (in any case) is in
+        :data:`~flowkit.data.io.IMAGE_SUFFIXES`, ordered by their full path. Item names are the
+        files' stems, so with ``recursive=True`` two photographs of the same stem in different
+        sub-folders get the same ``"name"``.
+
+        Args:
+            folder: the folder of normal-light photographs.
+            synthesizer: the degradation, as for the constructor.
+            recursive: also take the images in sub-folders, at any depth (default ``True``);
+                ``False`` takes only the files directly in ``folder``.
+            **kwargs: the constructor's keyword arguments (``patch_size``, ``flip``, ``seed``,
+                ``histeq``, ``multiple_of``, ``cache``).
+
+        Raises:
+            DatasetError: ``folder`` is not a folder, or holds no image files.
+
         Example:
             >>> import tempfile
             >>> from pathlib import Path
@@ -366,7 +386,13 @@ class SyntheticPairDataset(Dataset):
         return cls(images, synthesizer, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose degradations, crops and flips the next items use."""
+        """Select the epoch whose degradations, crops and flips the next items use.
+
+        Args:
+            epoch: the epoch number, non-negative (a negative one raises a :class:`ValueError`);
+                together with the seed and the index it seeds each item's :func:`item_generator`,
+                so every epoch draws new degradation parameters and noise.
+        """
         if epoch < 0:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = epoch
@@ -401,6 +427,14 @@ class CombinedDataset(Dataset):
 
     Used to mix a few real pairs into a large synthetic set (e.g. each real pair 10 times per
     epoch). ``set_epoch`` is passed on to every part that has it.
+
+    Args:
+        parts: ``(dataset, repeats)`` pairs, in order. A dataset is anything with ``len`` and
+            indexing (usually a :class:`PairedImageDataset` or :class:`SyntheticPairDataset`);
+            ``repeats`` is a positive int (anything else, a bool included, raises a
+            :class:`ValueError`, as does an empty ``parts``). Index ``i`` runs through the first
+            dataset ``repeats`` times over (all its items, then all of them again), then the
+            next part. The index is built here, so the datasets must not change length later.
 
     Example:
         >>> from flowkit.data import CombinedDataset

@@ -33,6 +33,12 @@ _GRAY_16BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 class ImageReadError(OSError):
     """An image file could not be opened or decoded; ``path`` names it.
 
+    Args:
+        path: the file that could not be read; kept as a :class:`pathlib.Path` in the ``path``
+            attribute.
+        reason: why, usually the decoder's own message; kept in the ``reason`` attribute. The
+            message is ``"cannot read image PATH: REASON"``.
+
     Example:
         >>> err = ImageReadError("photos/a.png", "not an image")
         >>> str(err), err.path.name

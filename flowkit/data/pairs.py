@@ -39,6 +39,12 @@ _MAX_LISTED = 20
 class DatasetError(ValueError):
     """A data folder is unusable; ``problems`` lists every reason, each naming its file.
 
+    Args:
+        summary: the first line of the message: what is wrong, in a few words.
+        problems: every reason, one string each, naming its file. All of them are kept in the
+            ``problems`` attribute; the message lists the first 20, one per line, and then says
+            how many more there are.
+
     Example:
         >>> err = DatasetError("2 problems", ["low/a.png has no partner", "high/b.png has no partner"])
         >>> len(err.problems)

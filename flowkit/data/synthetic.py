@@ -58,13 +58,19 @@ __all__ = ["LowLightParams", "LowLightSynthesizer", "darken", "main", "write_syn
 class LowLightParams:
     """The darkening and noise parameters applied to one image.
 
+    The values are not checked here but by :func:`darken`, which raises a :class:`ValueError`
+    for any outside the ranges below.
+
     Attributes:
         gamma: exponent of the gamma curve (> 0; > 1 darkens).
         scale: exposure factor after the gamma curve, in (0, 1].
         shot_noise: ``a``, the shot-noise variance per unit of signal (0 for none).
         read_noise: ``sigma``, the standard deviation of the green channel's read noise (0 for none).
         gains: per-channel gains ``(g_R, g_G, g_B)`` after the exposure (the colour cast), > 0.
+            Default ``(1.0, 1.0, 1.0)``, no cast. Darkened values are capped at 1 after the gains.
         noise_ratios: per-channel multipliers ``(rho_R, rho_G, rho_B)`` of the read noise, >= 0.
+            Default ``(1.0, 1.0, 1.0)``. As soon as a gain or a ratio differs from 1 (see
+            :attr:`per_channel`), the image must have 3 channels.
 
     Example:
         >>> LowLightParams(gamma=2.0, scale=0.5, shot_noise=0.0, read_noise=0.0).gains
@@ -178,15 +184,25 @@ def _uniform(generator: torch.Generator, bounds: tuple[float, float]) -> float:
 class LowLightSynthesizer:
     """Random low-light degradation: draws :class:`LowLightParams` per image and applies :func:`darken`.
 
+    Every field is a range ``(low, high)`` with ``0 < low <= high`` (a list is accepted and stored
+    as a tuple of floats; anything else raises a :class:`ValueError`). ``low == high`` fixes the
+    value. The defaults are in brackets.
+
     Attributes:
-        gamma: range of the gamma exponent, drawn uniformly.
-        scale: range of the exposure scale, drawn uniformly.
-        shot_noise: range of ``a`` (shot-noise variance per unit signal), drawn log-uniformly.
-        read_noise: range of the green channel's read-noise standard deviation, drawn log-uniformly.
-        red_gain, blue_gain: ranges of the red and blue gains relative to green (the colour
-            cast), drawn log-uniformly.
-        red_noise, blue_noise: ranges of the red and blue read-noise multipliers relative to
-            green, drawn log-uniformly.
+        gamma: range of the gamma exponent, drawn uniformly (``(1.8, 3.0)``).
+        scale: range of the exposure scale, drawn uniformly; its upper end must be at most 1
+            (``(0.15, 0.5)``).
+        shot_noise: range of ``a`` (shot-noise variance per unit signal), drawn log-uniformly
+            (``(2e-4, 4e-3)``).
+        read_noise: range of the green channel's read-noise standard deviation, drawn
+            log-uniformly (``(1e-3, 8e-3)``).
+        red_gain: range of the red gain relative to green (the colour cast), drawn log-uniformly
+            (``(1.0, 1.0)``: no cast).
+        blue_gain: range of the blue gain relative to green, drawn log-uniformly (``(1.0, 1.0)``).
+        red_noise: range of the red read-noise multiplier relative to green, drawn log-uniformly
+            (``(1.0, 1.0)``: as noisy as green).
+        blue_noise: range of the blue read-noise multiplier relative to green, drawn
+            log-uniformly (``(1.0, 1.0)``).
 
     Calling it with a ``seed`` gives the same low image and parameters every time. The default
     ranges are generic; :meth:`lol` gives ranges fitted to real LOL pairs.
@@ -239,6 +255,15 @@ class LowLightSynthesizer:
 
     def sample_params(self, generator: torch.Generator) -> LowLightParams:
         """Draw one image's parameters (gamma, scale, shot noise, read noise, gains, noise ratios).
+
+        Args:
+            generator: the CPU generator to draw from. The draws come in a fixed order: gamma and
+                scale (uniform), shot noise and read noise, then the red gain, blue gain, red
+                noise and blue noise multipliers (log-uniform). A degenerate range still takes
+                its draw for gamma and scale, but none for the log-uniform ones.
+
+        Returns:
+            The parameters, with green's gain and noise multiplier fixed at 1.
 
         Example:
             >>> import torch
@@ -398,6 +423,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Writes a low/normal-light pair folder from a folder of normal-light images, or from ``N``
     generated scenes when ``--scenes`` is given instead of ``SRC``.
+
+    Args:
+        argv: the arguments after the program name, for example ``["photos", "pairs",
+            "--multiple-of", "8"]``; ``None`` (default) takes them from ``sys.argv``. Options:
+            ``--scenes N`` (the scenes are written to ``OUT/scenes``), ``--size H W`` of the
+            scenes (default 128 128), ``--seed`` (default 0), ``--recursive``, ``--multiple-of``
+            (default 1), ``--limit`` and ``--overwrite``, as for :func:`write_synthetic_pairs`.
+            Invalid arguments end in ``SystemExit`` with status 2 (argparse's usage error).
+
+    Returns:
+        0 once the pairs are written. Errors of :func:`write_synthetic_pairs` (no images, an
+        unreadable file, an ``OUT`` that already holds pairs) are raised, not turned into a status.
 
     Example:
         >>> import tempfile

@@ -11,6 +11,13 @@ __all__ = ["affine_reference", "compute_dtype", "split_shift_scale"]
 def compute_dtype(x: Tensor) -> torch.dtype:
     """The dtype the op computes in for input ``x``: float64 for float64, float32 otherwise.
 
+    Args:
+        x: the op's input; only its dtype is read (float16 and bfloat16 inputs are computed in
+            float32).
+
+    Returns:
+        ``torch.float64`` or ``torch.float32``.
+
     Example:
         >>> import torch
         >>> from flowkit.kernels.reference import compute_dtype
@@ -27,6 +34,15 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
 
     ``"cross"``: shift at even channels, raw scale at odd ones (SRFlow/LLFlow's ``split_feature``);
     ``"half"``: the first C channels are the shift, the last C the raw scale.
+
+    Args:
+        h: ``(B, 2C, ...)`` shift and raw scale; the channel count should be even (it is not
+            checked here: ``"cross"`` fails on an odd count, ``"half"`` returns halves of
+            unequal size).
+        layout: ``"cross"`` or ``"half"``; anything else raises a :class:`ValueError`.
+
+    Returns:
+        ``(shift, raw)``, each ``(B, C, ...)`` and a view of ``h``.
 
     Example:
         >>> import torch
@@ -55,6 +71,18 @@ def affine_reference(
     (``+sum(log scale)`` forward, ``-sum`` inverse, per sample) is float32 or float64. ``shift`` and
     ``raw`` are the halves of ``h`` given by :func:`split_shift_scale`. Plain PyTorch ops, so
     autograd (to any order) and ``torch.compile`` see through it.
+
+    Args:
+        x: ``(B, C, ...)`` input (images ``(B, C, H, W)`` or vectors ``(B, C)``).
+        h: ``(B, 2C, ...)`` shift and raw scale, the same batch and spatial sizes as ``x``.
+        eps: lower bound added to the sigmoid scale (default ``1e-4``), so the scale lies in
+            ``(eps, 1 + eps)``.
+        layout: how ``h`` holds the two halves, ``"cross"`` (default) or ``"half"`` (see
+            :func:`split_shift_scale`).
+        inverse: apply the inverse map (default ``False``).
+
+    Returns:
+        ``(y, logdet)``: ``y`` of ``x``'s shape and dtype, and ``logdet`` of shape ``(B,)``.
 
     Example:
         >>> import math, torch

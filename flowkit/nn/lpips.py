@@ -91,6 +91,14 @@ class LPIPS(nn.Module):
     def load_published(self, state: dict[str, Tensor]) -> None:
         """Load weights in the published layout: ``features.{0,3,6,8,10}.{weight,bias}``, ``lin{0..4}.weight``.
 
+        Args:
+            state: tensors by name: AlexNet's five convolutions under torchvision's
+                ``alexnet.features`` indices (``features.0.weight``, ..., ``features.10.bias``)
+                and the five v0.1 heads, ``lin0.weight`` to ``lin4.weight``, each of shape
+                ``(1, C_l, 1, 1)``. It must hold exactly these keys: missing or extra ones raise a
+                :class:`ValueError` that lists them, and a tensor of the wrong shape raises
+                torch's ``RuntimeError``. The values are copied into the module.
+
         Example:
             >>> from flowkit.nn import LPIPS
             >>> LPIPS().load_published({})  # doctest: +ELLIPSIS

@@ -25,6 +25,19 @@ __all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); return the path.
 
+    Args:
+        state: what to save with ``torch.save``. To load with :func:`load_checkpoint` it must
+            hold only tensors, numbers, strings, and lists and dicts of those.
+        path: the file to write; its folder is created, and an existing file is replaced only
+            once the new one is complete.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        OSError: the write failed (a full disk included); the message names ``path``, and no
+            temporary file is left behind.
+
     Example:
         >>> import tempfile, torch
         >>> from flowkit.train.checkpoint import load_checkpoint, save_checkpoint
@@ -64,6 +77,18 @@ def _disk_full(folder: Path) -> bool:
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Save an LLFlow's weights and config (atomically) in the form ``flowkit enhance`` / ``evaluate`` load.
+
+    The file holds ``format`` (``"flowkit.model/1"``), ``model`` (the state dict) and
+    ``llflow_config``; it is not a training checkpoint, so a run cannot resume from it. Load it
+    with :func:`flowkit.cli.load_model`.
+
+    Args:
+        model: the :class:`~flowkit.models.LLFlow` to save; its ``config`` is stored with the
+            weights.
+        path: the file to write, as for :func:`save_checkpoint`.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
 
     Example:
         >>> import tempfile
@@ -152,6 +177,15 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str = "last.pt") -
     :func:`save_checkpoint` writes ``.NAME.*.tmp`` and renames it; a process killed in between
     leaves the temporary behind. Call this when a run (re)starts, before it writes checkpoints.
 
+    Args:
+        folder: the folder the checkpoints are written to; a missing folder holds nothing to
+            remove.
+        name: the checkpoint's file name (default ``"last.pt"``); only files named
+            ``.NAME.*.tmp`` are removed.
+
+    Returns:
+        The removed files, sorted (an empty list when there were none).
+
     Example:
         >>> import tempfile
         >>> from pathlib import Path
@@ -197,7 +231,14 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states captured by :func:`capture_rng_state`."""
+    """Restore the RNG states captured by :func:`capture_rng_state`.
+
+    Args:
+        state: the dict :func:`capture_rng_state` returned, as is or after a round trip through
+            :func:`save_checkpoint` and :func:`load_checkpoint`. Python's, NumPy's and torch's
+            CPU generators are set; the CUDA generators only when the state holds them and CUDA
+            is available.
+    """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]

@@ -38,6 +38,52 @@ class DataSection:
     pairs (``low/``, ``high/``) to the training set, each pair ``real_train_repeat`` times per
     epoch. Relative paths are taken from ``base`` when it is set (itself relative to the current
     directory), otherwise from the current directory.
+
+    Args:
+        root: a LOL / LOL-v2 / pair-folder root (see :func:`~flowkit.data.find_pairs`); used
+            when neither ``synthetic_source`` nor ``train_low`` and ``train_high`` are set.
+        train_low: folder of low-light training images, paired by name with ``train_high``'s
+            (both needed; they take precedence over ``root``).
+        train_high: folder of the normal-light training images.
+        val_low: folder of low-light validation images, with ``val_high``, for a run that
+            names its training folders; without both, the training folders validate (whole
+            images, no crops).
+        val_high: folder of the normal-light validation images.
+        synthetic_source: a folder of normal-light photographs (searched recursively) to
+            synthesise pairs from, or ``"scenes"`` for generated scenes; it takes precedence over
+            ``root`` and the training folders. The pairs are written under
+            ``OUTPUT/synthetic`` once (a later run reuses them).
+        synthetic_count: how many training pairs are written: the number of generated scenes,
+            or the most photographs used (default 64). Ignored with ``synthetic_online``, which
+            darkens every photograph of ``synthetic_source``.
+        synthetic_size: height and width of the generated scenes (default 96); at least
+            ``patch_size``.
+        synthetic_val_count: how many validation pairs are synthesised: generated scenes, the
+            first photographs of ``synthetic_source`` (which then train only with
+            ``synthetic_online``, which darkens every photograph), or the most photographs of
+            ``synthetic_val_source``, where 0 takes all of them (default 8).
+        patch_size: side of the square training crops, a positive multiple of 8 (default 160);
+            every training image must be at least this large.
+        batch_size: pairs per step and process, at least 1 (default 16); a step of ``N``
+            processes sees ``N * batch_size`` pairs, and the training set needs that many.
+        flip: flip training crops left-right at random (default ``True``).
+        num_workers: DataLoader worker processes; 0 (default) loads in the training process.
+        cache: keep decoded images in memory, in the training and validation sets (default
+            ``False``).
+        val_limit: validate on the first this many pairs only; 0 (default) validates on all.
+        synthesizer: the degradation's ranges: ``"default"`` (generic) or ``"lol"`` (fitted to
+            real LOL pairs); anything else raises a :class:`ValueError`.
+        synthetic_online: darken ``synthetic_source``'s photographs afresh for every item and
+            epoch instead of writing pairs once (default ``False``); needs ``synthetic_source``
+            to be a folder of photographs, not ``"scenes"``.
+        synthetic_val_source: a folder of photographs (searched recursively) for the validation
+            pairs, darkened once; ``None`` (default) takes them from ``synthetic_source``.
+        real_train: a pair folder or dataset root whose training pairs join the training set,
+            with the same crops and flips; ``None`` (default) for none.
+        real_train_repeat: how many times each pair of ``real_train`` appears per epoch, a
+            positive int (default 1).
+        base: the folder that relative data paths are taken from; ``None`` (default) for the
+            current directory.
     """
 
     root: str | None = None
@@ -65,7 +111,15 @@ class DataSection:
     """The folder that relative data paths are taken from (``None``: the current directory)."""
 
     def path(self, value: str | None) -> str | None:
-        """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is)."""
+        """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is).
+
+        Args:
+            value: one of this section's paths, or ``None``.
+
+        Returns:
+            ``base / value`` as a string when ``base`` is set and ``value`` is a relative path;
+            otherwise ``value`` unchanged (also ``None``, ``"scenes"`` and absolute paths).
+        """
         if value is None or value == "scenes" or self.base is None or Path(value).is_absolute():
             return value
         return str(Path(self.base) / value)
@@ -73,7 +127,24 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    """Adam with linear warm-up and step halving (the reference's effective settings)."""
+    """Adam with linear warm-up and step halving (the reference's effective settings).
+
+    Args:
+        lr: Adam's learning rate after the warm-up (default ``5e-4``).
+        betas: Adam's ``(beta1, beta2)`` (default ``(0.9, 0.999)``).
+        weight_decay: Adam's weight decay, an L2 term added to the gradients (not AdamW's
+            decoupled decay); default 0.
+        warmup: steps over which the rate rises linearly from 0 to ``lr``; 0 (default) for none
+            (see :func:`~flowkit.train.schedule.warmup_multistep`).
+        milestones: the steps from which the rate is multiplied by ``gamma`` once more (default
+            none).
+        gamma: the factor applied at each milestone (default 0.5).
+        grad_clip: the largest global gradient norm; larger gradients are scaled down to it, and
+            0 (default) turns clipping off. A step whose norm is not finite is skipped either way.
+        ema: decay of an exponential moving average of the weights, in (0, 1), e.g. 0.999; 0
+            (default) turns it off. With it on, validation uses the average and checkpoints keep
+            it (see :class:`~flowkit.train.ema.ExponentialMovingAverage`).
+    """
 
     lr: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -89,7 +160,24 @@ class OptimSection:
 
 @dataclass
 class RunSection:
-    """Length, precision, seeds and how often to validate, log and checkpoint."""
+    """Length, precision, seeds and how often to validate, log and checkpoint.
+
+    Args:
+        iterations: the run's total number of optimiser steps, at least 1 (default 1000); a
+            resumed run continues up to it.
+        amp: ``"none"`` (default, float32), ``"bf16"`` or ``"fp16"`` autocast (fp16 uses a
+            gradient scaler); anything else raises a :class:`ValueError`.
+        seed: seeds the initial weights, the data order, crops, flips and synthetic
+            degradations, and the per-step choice of prior (default 10).
+        val_every: validate every this many steps and after the last, at least 1 (default 200).
+        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and when
+            the run is stopped, at least 1 (default 1000).
+        log_every: record the loss every this many steps and after the last, at least 1
+            (default 10).
+        output: the run's folder (``log.csv``, ``last.pt``, ``images/``, ``tensorboard/`` and
+            synthesised pairs), relative to the current directory, not to ``[data] base``
+            (default ``"runs/llflow"``).
+    """
 
     iterations: int = 1000
     amp: str = "none"
@@ -104,6 +192,18 @@ class RunSection:
 @dataclass
 class TrainConfig:
     """A whole training run: the model preset and overrides, data, optimiser and run sections.
+
+    The sections are checked when the config is built; a mistake raises a :class:`ValueError`
+    that names the section and key. The ``model`` table is checked by :meth:`llflow_config`
+    (which :func:`load_config` calls).
+
+    Args:
+        model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"``, ``"lol_v2"`` or
+            ``"tiny"``; ``"lol_small"`` when left out) and any
+            :class:`~flowkit.models.LLFlowConfig` fields to override, e.g. ``memory``.
+        data: the ``[data]`` section.
+        optim: the ``[optim]`` section.
+        run: the ``[run]`` section.
 
     Example:
         >>> from flowkit.train import load_config
@@ -246,6 +346,19 @@ def load_config(source: str | Path) -> TrainConfig:
     """Read a training config from a TOML file, or a shipped config by name (see :func:`shipped_configs`).
 
     Unknown sections or keys are errors that name them.
+
+    Args:
+        source: a TOML file, or the name of a shipped config (a name without a suffix that is
+            not an existing file, such as ``"tiny"``).
+
+    Returns:
+        The checked config, its ``[model]`` table included; sections and keys left out take
+        their defaults.
+
+    Raises:
+        FileNotFoundError: there is no such file (and, for a bare name, no shipped config).
+        ValueError: the file is not valid TOML, or has an unknown section or key, a value of
+            the wrong type, or a value the checks refuse; the message starts with the file.
     """
     path = Path(source)
     if not path.suffix and not path.exists():

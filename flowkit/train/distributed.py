@@ -13,7 +13,17 @@ __all__ = ["DistributedContext", "init_distributed"]
 
 @dataclass(frozen=True)
 class DistributedContext:
-    """Where this process stands: its rank, the world size and its device."""
+    """Where this process stands: its rank, the world size and its device.
+
+    The defaults describe a single process on the CPU.
+
+    Args:
+        rank: the process's global rank, from 0 to ``world_size - 1`` (default 0).
+        world_size: the number of processes in the run (default 1: no process group).
+        local_rank: the process's rank on its machine, which is also the index of its GPU
+            (default 0).
+        device: the device the process computes on (default the CPU).
+    """
 
     rank: int = 0
     world_size: int = 1
@@ -34,6 +44,19 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     """Join the process group ``torchrun`` describes in the environment, or run alone.
 
     Uses NCCL with one GPU per process when CUDA is available, gloo on CPU.
+
+    The rank, world size and local rank come from ``torchrun``'s ``RANK``, ``WORLD_SIZE`` and
+    ``LOCAL_RANK`` environment variables (0, 1 and 0 when they are not set). With a world size
+    above 1 the default process group is initialised, unless it already is.
+
+    Args:
+        device: ``"cuda"`` for the GPU with the local rank's index (made the current CUDA
+            device), ``"cpu"``, or another ``torch.device`` string, used as it is; ``None``
+            (default) for ``"cuda"`` when CUDA is available and ``"cpu"`` otherwise. The
+            backend is NCCL for a CUDA device and gloo for anything else.
+
+    Returns:
+        This process's :class:`DistributedContext`.
 
     Example:
         >>> from flowkit.train.distributed import init_distributed

@@ -14,6 +14,12 @@ class ExponentialMovingAverage(nn.Module):
     """A shadow copy of ``model`` whose floating-point parameters track
     ``shadow = decay * shadow + (1 - decay) * param`` after every :meth:`update`; buffers are copied.
 
+    Args:
+        model: the model to average. A deep copy of it, in eval mode and without gradients,
+            becomes ``shadow``, so the average starts from ``model``'s current weights.
+        decay: the weight of the old average at each update, strictly between 0 and 1 (other
+            values raise a :class:`ValueError`), e.g. 0.999.
+
     Example:
         >>> import torch
         >>> from flowkit.train.ema import ExponentialMovingAverage
@@ -38,7 +44,13 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow's parameters one step toward ``model``'s and copy its buffers."""
+        """Move the shadow's parameters one step toward ``model``'s and copy its buffers.
+
+        Args:
+            model: the model being trained, with the architecture the average was made from:
+                parameters and buffers are paired by position. Parameters that are not floating
+                point are left as they are.
+        """
         for shadow, param in zip(self.shadow.parameters(), model.parameters()):
             if shadow.is_floating_point():
                 shadow.lerp_(param.detach(), 1.0 - self.decay)

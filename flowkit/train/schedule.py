@@ -24,6 +24,19 @@ def warmup_multistep(
     (a 0.03% difference for LOL); flowkit uses ``lr0``. Call ``scheduler.step()`` once per
     iteration, after ``optimizer.step()``.
 
+    Args:
+        optimizer: the optimizer to schedule; each parameter group's learning rate when the
+            scheduler is created is its ``lr0``.
+        warmup: the number of warm-up steps, >= 0 (a negative number raises a
+            :class:`ValueError`); 0 for none. With a warm-up, the first step runs at rate 0.
+        milestones: the step counts from which one more factor of ``gamma`` applies, in any
+            order (a milestone given twice counts twice); milestones within the warm-up take
+            effect when it ends.
+        gamma: the factor per milestone passed (default 0.5).
+
+    Returns:
+        A ``torch.optim.lr_scheduler.LambdaLR`` on ``optimizer``.
+
     Example:
         >>> import torch
         >>> from flowkit.train.schedule import warmup_multistep

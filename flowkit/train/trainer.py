@@ -33,7 +33,25 @@ __all__ = ["TrainResult", "build_datasets", "epoch_batches", "train", "validate"
 
 @dataclass
 class TrainResult:
-    """What a run did: its last step, logged losses, validations and last checkpoint."""
+    """What a run did: its last step, logged losses, validations and last checkpoint.
+
+    Every process of a run returns one.
+
+    Args:
+        step: the last step the run completed, counted from the start of training (a resumed
+            run's earlier steps included).
+        losses: ``(step, loss)`` at every logged step (see ``[run] log_every``); each process
+            records the loss of its own batch.
+        validations: one dict per validation, with ``step`` (as a float), ``psnr``, ``ssim``,
+            ``input_psnr`` and ``nll`` (see :func:`validate`); filled on rank 0 only.
+        skipped_steps: the steps whose optimiser step was skipped because the loss or the
+            gradient norm was not finite. Under fp16 the gradient scaler skips steps with
+            overflowing gradients itself, and those are not listed.
+        checkpoint: the checkpoint the run wrote last (``OUTPUT/last.pt``), or ``None`` when it
+            wrote none.
+        interrupted: the run stopped early on SIGINT or SIGTERM, after writing a checkpoint of
+            its last step.
+    """
 
     step: int
     losses: list[tuple[int, float]] = field(default_factory=list)
@@ -53,6 +71,21 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
     Each epoch is a permutation drawn from ``(seed, epoch)`` only, cut into ``world * batch_size``
     chunks (the remainder is dropped, so every rank does the same number of steps); rank ``r``
     takes every ``world``-th index of each chunk. A resumed run recomputes the same batches.
+
+    Args:
+        size: the number of items in the dataset.
+        batch_size: items per batch and process, positive.
+        seed: the run's seed; with ``epoch`` it seeds the permutation.
+        epoch: the epoch, from 0.
+        rank: this process's rank, from 0 to ``world - 1`` (default 0).
+        world: the number of processes (default 1).
+
+    Returns:
+        ``size // (batch_size * world)`` batches of ``batch_size`` indices each, the same number
+        on every rank; together the ranks' batches hold no index twice.
+
+    Raises:
+        ValueError: ``size`` is smaller than ``batch_size * world``, so not even one step fits.
 
     Example:
         >>> from flowkit.train.trainer import epoch_batches
@@ -138,6 +171,20 @@ def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | 
 
     Every pair is checked up front (missing partners, unreadable files and size mismatches are
     errors that name the files) before any training starts.
+
+    Args:
+        config: the run's config: its ``[data]`` section, and ``[run] seed`` for the crops,
+            flips and synthetic degradations (see :class:`~flowkit.train.config.DataSection`).
+        output: the run's folder; pairs that ``[data]`` asks to synthesise are written to
+            ``output/synthetic`` (once: a later call reuses them). Unused otherwise.
+        ctx: this process's place in a distributed run; ``None`` (default) for a single process.
+            Only rank 0 writes synthetic pairs, the others wait for it at a barrier.
+
+    Returns:
+        ``(train_set, val_set)``: the training set, with random crops and flips and
+        ``set_epoch`` (a :class:`~flowkit.data.CombinedDataset` when ``real_train`` is set), and
+        the validation set of whole images (a ``torch.utils.data.Subset`` of its first pairs
+        when ``val_limit`` is set).
     """
     from flowkit.data import CombinedDataset, PairedImageDataset
 
@@ -281,6 +328,21 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
     """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
 
     With ``image_path``, the first pair is saved as a grid: low | enhanced | reference.
+
+    Args:
+        model: the :class:`~flowkit.models.LLFlow` to evaluate; it runs in eval mode, and its
+            training mode is restored afterwards.
+        dataset: items as :class:`~flowkit.data.PairedImageDataset` gives them (``"low"``,
+            ``"high"`` and, when present, ``"histeq"``), enhanced one at a time at full size; it
+            must hold at least one item.
+        device: the device the images are moved to, the model's.
+        image_path: where to write the first pair's grid as an image file (its folder is
+            created); ``None`` (default) writes nothing.
+
+    Returns:
+        A dict of means over the pairs, ``"psnr"`` and ``"ssim"`` of the enhanced image against the
+        reference, ``"input_psnr"`` of the low image against it, and ``"nll"``, the reference's
+        negative log-likelihood in bits per pixel (:meth:`~flowkit.models.LLFlow.nll`).
     """
     from flowkit.metrics import psnr, ssim
 

@@ -51,6 +51,20 @@ def official_name(key: str, layers_per_level: int) -> str | None:
     ``layers_per_level`` is ``1 + transition_steps + steps_per_level`` (the squeeze counts as a layer
     in the reference's numbering).
 
+    Args:
+        key: a key of an :class:`~flowkit.models.LLFlow` state dict (``encoder.*`` or
+            ``flow.levels.*``).
+        layers_per_level: the reference's layers per flow level, as above; flowkit's step
+            ``position`` of level ``level`` is the reference's layer
+            ``level * layers_per_level + position``.
+
+    Returns:
+        The reference's key, or ``None`` for an ActNorm's ``initialized`` buffer, which the
+        reference does not have.
+
+    Raises:
+        ValueError: ``key`` is not one of the keys an LLFlow has.
+
     Example:
         >>> from flowkit.models.llflow.convert import official_name
         >>> official_name("flow.levels.1.flows.3.injector.subnet.4.logs", 7)
@@ -97,6 +111,17 @@ def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
     stacked trunk blocks are ``1, 3, 5, ...`` (as many as the conditioning width implies), and
     ``affine_eps`` and ``train_gt_ratio`` are the ``LOL`` values (pass ``LLFlowConfig.lol_v2()``
     for LOL-v2 training).
+
+    Args:
+        state: a reference state dict, with the reference's keys (no ``module.`` prefix: that is
+            removed by :func:`from_official`, not here).
+
+    Returns:
+        The config; it holds the default ``memory`` mode.
+
+    Raises:
+        ValueError: a tensor the sizes are read from is missing, the flow's layers do not form
+            3 levels, or the conditioning width does not fit the stacked-block pattern.
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -224,6 +249,14 @@ def from_official(
 
 def to_official(model: LLFlow) -> dict[str, Tensor]:
     """``model``'s parameters as a reference-layout state dict (without the reference's dead ones).
+
+    Args:
+        model: the model to convert; it is not changed.
+
+    Returns:
+        Detached copies of the model's tensors (its ActNorm ``initialized`` flags left out), by
+        reference key (see :func:`official_name`), on the model's device and in its dtype;
+        :func:`from_official` loads them back.
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig

@@ -24,6 +24,14 @@ COLOR_EPS = 1e-4
 def encoder_input(low: Tensor, histeq: Tensor) -> Tensor:
     """The 6-channel network input ``cat[log(low + 1e-3), histeq]``.
 
+    Args:
+        low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``; the offset keeps the log of
+            black pixels finite (``log(1e-3)``).
+        histeq: their histogram-equalised versions, the same shape, in ``[0, 1]``.
+
+    Returns:
+        ``(B, 6, H, W)``: the log image in channels 0 to 2, ``histeq`` in 3 to 5.
+
     Example:
         >>> import torch
         >>> from flowkit.models.llflow.encoder import encoder_input
@@ -35,6 +43,13 @@ def encoder_input(low: Tensor, histeq: Tensor) -> Tensor:
 
 def color_map(image: Tensor) -> Tensor:
     """``image / (sum over channels + 1e-4)``: the colour map (values about 1/3 for grey pixels).
+
+    Args:
+        image: non-negative images ``(B, C, H, W)``; each pixel is divided by the sum of its
+            channels, so a black pixel maps to 0.
+
+    Returns:
+        A tensor of ``image``'s shape.
 
     Example:
         >>> import torch
@@ -57,6 +72,13 @@ def _central_difference(x: Tensor, dim: int) -> Tensor:
 def noise_map(colors: Tensor) -> Tensor:
     """``max(|d/dH|, |d/dW|)`` of a colour map, with zero-padded central differences.
 
+    Args:
+        colors: a colour map ``(B, C, H, W)`` (see :func:`color_map`); each channel is
+            differentiated on its own, taking the pixels beyond the border as 0.
+
+    Returns:
+        A tensor of ``colors``' shape.
+
     Example:
         >>> import torch
         >>> from flowkit.models.llflow.encoder import noise_map
@@ -74,6 +96,20 @@ def _half(x: Tensor) -> Tensor:
 
 class EncoderOutput(NamedTuple):
     """What :class:`ConditionEncoder` computes (the reference's names in brackets).
+
+    Shapes are for an input ``(B, 6, H, W)`` and an encoder of width ``C`` (``channels``).
+
+    Args:
+        conditions: one tensor per flow level, ``(B, cond_channels, H/2, W/2)``, then ``H/4``,
+            then ``H/8``: the level's features with the stacked block outputs (see
+            :attr:`ConditionEncoder.cond_channels`).
+        color_map: the predicted colour map ``(B, 3, H, W)``, in ``(0, 1)``.
+        head: the stem's features, ``(B, C, H/2, W/2)``.
+        down2: the ``H/2`` features after the trunk, ``(B, C, H/2, W/2)``.
+        down4: the ``H/4`` features, after their LeakyReLU, ``(B, C, H/4, W/4)``.
+        down8: the ``H/8`` features, ``(B, C, H/8, W/8)``.
+        blocks: the outputs of the trunk blocks listed in ``stack_blocks``, in trunk order, each
+            ``(B, C, H/2, W/2)``; empty when none are stacked.
 
     Example:
         >>> import torch

@@ -122,6 +122,17 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
     The metadata holds ``llflow_config`` (JSON) and every ``card`` entry (strings). Read it back
     with :func:`read_exported`.
 
+    Args:
+        model: the model to write: its state dict and its ``config``.
+        path: the file to write; its folder is created, and the file is written to a temporary
+            file beside it and renamed into place.
+        card: model card entries stored in the metadata, strings under any key but
+            ``llflow_config`` (otherwise a :class:`ValueError`); ``None`` (default) for none.
+            :func:`read_exported` returns them as the model's ``pretrained_card``.
+
+    Returns:
+        The file's sha256 as a hex string, which :func:`read_exported` needs.
+
     Example:
         >>> import tempfile
         >>> from pathlib import Path
@@ -144,7 +155,20 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
 
 
 def read_exported(path: str | Path, sha256: str):
-    """Load a file written by :func:`export_pretrained`, checking its sha256 (see there)."""
+    """Load a file written by :func:`export_pretrained`, checking its sha256 (see there).
+
+    Args:
+        path: the safetensors file.
+        sha256: the hex sha256 the file must have (the one :func:`export_pretrained` returned);
+            the file is refused before it is parsed when it differs.
+
+    Returns:
+        The :class:`LLFlow`, in eval mode, with the file's card entries in ``pretrained_card``.
+
+    Raises:
+        flowkit._weights.WeightsError: the file is missing, its sha256 differs, it is not a
+            safetensors file, or its metadata or weights do not make a model.
+    """
     from flowkit.models.llflow.model import LLFlow
 
     tensors, metadata = load_checked(path, sha256)
