@@ -55,13 +55,13 @@ class DataSection:
             ``OUTPUT/synthetic`` once (a later run reuses them).
         synthetic_count: how many training pairs are written: the number of generated scenes,
             or the most photographs used (default 64). Ignored with ``synthetic_online``, which
-            darkens every photograph of ``synthetic_source``.
+            darkens every photograph of ``synthetic_source`` not held out for validation.
         synthetic_size: height and width of the generated scenes (default 96); at least
             ``patch_size``.
         synthetic_val_count: how many validation pairs are synthesised: generated scenes, the
-            first photographs of ``synthetic_source`` (which then train only with
-            ``synthetic_online``, which darkens every photograph), or the most photographs of
-            ``synthetic_val_source``, where 0 takes all of them (default 8).
+            first photographs of ``synthetic_source`` in sorted order (held out of training, also
+            with ``synthetic_online``), or the most photographs of ``synthetic_val_source``, where
+            0 takes all of them (default 8).
         patch_size: side of the square training crops, a positive multiple of 8 (default 160);
             every training image must be at least this large.
         batch_size: pairs per step and process, at least 1 (default 16); a step of ``N``

@@ -149,6 +149,11 @@ def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> t
         dist.barrier()
     if data.synthetic_online:
         train_set = SyntheticPairDataset.from_folder(source, synthesizer, **_train_kwargs(config))
+        if val_source is None and data.synthetic_val_count:
+            # The first synthetic_val_count photographs (the same sorted order) became the
+            # validation pairs above: training on them too would make validation meaningless.
+            held_out = train_set.images[: data.synthetic_val_count]
+            train_set = SyntheticPairDataset(train_set.images[len(held_out):], synthesizer, **_train_kwargs(config))
     else:
         train_set = PairedImageDataset.from_root(train_dir, **_train_kwargs(config))
     return train_set, PairedImageDataset.from_root(val_dir, cache=data.cache)

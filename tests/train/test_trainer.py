@@ -191,3 +191,23 @@ def test_online_synthetic_data_with_real_pairs_trains_and_resumes_exactly(tmp_pa
     assert logs and all(frozen["ema"][k].abs().sum() > 0 for k in logs)
     rows = (tmp_path / "straight" / "log.csv").read_text().splitlines()
     assert len([r for r in rows if r.endswith(",train")]) == 6
+
+
+def test_online_training_holds_out_the_photographs_that_validate(tmp_path):
+    """Without synthetic_val_source, the first synthetic_val_count photographs validate: they must
+    not also be darkened online for training."""
+    from flowkit.data import write_scenes
+    from flowkit.train.trainer import build_datasets
+
+    write_scenes(tmp_path / "data" / "photos", 5, 24, 24, seed=1)
+    text = ONLINE.format(base=(tmp_path / "data").as_posix(), iterations=1, ema=0.9,
+                         output=(tmp_path / "out").as_posix())
+    text = text.replace('synthetic_val_source = "val_photos"\n', "").replace('real_train = "real"\n', "")
+    text = text.replace("real_train_repeat = 2\n", "")
+    path = tmp_path / "held_out.toml"
+    path.write_text(text)
+    train_set, val_set = build_datasets(load_config(path), tmp_path / "out")
+    train_names = {train_set[i]["name"] for i in range(len(train_set))}
+    val_names = {val_set[i]["name"] for i in range(len(val_set))}
+    assert len(val_set) == 2 and len(train_set) == 3
+    assert not train_names & val_names, f"validation photographs also train: {train_names & val_names}"
