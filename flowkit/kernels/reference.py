@@ -51,6 +51,8 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
         >>> split_shift_scale(h, "cross"), split_shift_scale(h, "half")
         ((tensor([[0., 2.]]), tensor([[1., 3.]])), (tensor([[0., 1.]]), tensor([[2., 3.]])))
     """
+    if h.shape[1] % 2:
+        raise ValueError(f"split_shift_scale expects an even number of channels (shift, scale), got {h.shape[1]}")
     # unbind and split give the same views as strided slices, but their backward builds the
     # gradient of h as one tensor; two slices would each zero-fill an h-sized tensor and add them.
     if layout == "cross":

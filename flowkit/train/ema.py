@@ -48,11 +48,20 @@ class ExponentialMovingAverage(nn.Module):
 
         Args:
             model: the model being trained, with the architecture the average was made from:
-                parameters and buffers are paired by position. Parameters that are not floating
-                point are left as they are.
+                parameters and buffers are paired by position, and a model with another number
+                of either raises a :class:`ValueError`. Parameters that are not floating point are
+                left as they are.
         """
-        for shadow, param in zip(self.shadow.parameters(), model.parameters()):
+        params, buffers = list(model.parameters()), list(model.buffers())
+        shadow_params, shadow_buffers = list(self.shadow.parameters()), list(self.shadow.buffers())
+        if len(params) != len(shadow_params) or len(buffers) != len(shadow_buffers):
+            # zip would silently skip the rest: a different model must be an error, not a partial average
+            raise ValueError(
+                f"ExponentialMovingAverage.update: the model has {len(params)} parameters and {len(buffers)} "
+                f"buffers, the average {len(shadow_params)} and {len(shadow_buffers)}: not the model it was made from"
+            )
+        for shadow, param in zip(shadow_params, params):
             if shadow.is_floating_point():
                 shadow.lerp_(param.detach(), 1.0 - self.decay)
-        for shadow, buffer in zip(self.shadow.buffers(), model.buffers()):
+        for shadow, buffer in zip(shadow_buffers, buffers):
             shadow.copy_(buffer)

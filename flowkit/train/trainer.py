@@ -85,7 +85,8 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
         on every rank; together the ranks' batches hold no index twice.
 
     Raises:
-        ValueError: ``size`` is smaller than ``batch_size * world``, so not even one step fits.
+        ValueError: ``size`` is smaller than ``batch_size * world``, so not even one step fits; or
+            ``batch_size < 1``, or ``rank`` is not in ``range(world)``.
 
     Example:
         >>> from flowkit.train.trainer import epoch_batches
@@ -94,6 +95,9 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
         >>> len(a), sorted(sum(a, []) + sum(b, [])) == sorted(set(sum(a, []) + sum(b, [])))
         (2, True)
     """
+    if batch_size < 1 or world < 1 or not 0 <= rank < world:
+        raise ValueError(f"epoch_batches needs batch_size >= 1 and 0 <= rank < world, got batch_size={batch_size}, "
+                         f"rank={rank}, world={world}")
     per_step = batch_size * world
     if size < per_step:
         raise ValueError(

@@ -251,3 +251,11 @@ def test_compiled_default_leaves_the_affine_map_to_inductor(kernels):
     code = "\n".join(codes)
     assert "flowkit" not in code and "fused_affine" not in code
     torch.testing.assert_close((y, logdet), (eager_y, eager_logdet), rtol=1e-4, atol=1e-4)
+
+
+def test_split_shift_scale_needs_an_even_channel_count():
+    from flowkit.kernels.reference import split_shift_scale
+
+    for layout in ("half", "cross"):
+        with pytest.raises(ValueError, match="even number of channels .* got 5"):
+            split_shift_scale(torch.randn(2, 5, 3, 3), layout)

@@ -211,3 +211,19 @@ def test_online_training_holds_out_the_photographs_that_validate(tmp_path):
     val_names = {val_set[i]["name"] for i in range(len(val_set))}
     assert len(val_set) == 2 and len(train_set) == 3
     assert not train_names & val_names, f"validation photographs also train: {train_names & val_names}"
+
+
+@pytest.mark.parametrize("batch_size, rank, world", [(0, 0, 1), (2, 2, 2), (2, -1, 2), (2, 0, 0)])
+def test_epoch_batches_rejects_impossible_splits(batch_size, rank, world):
+    with pytest.raises(ValueError, match="epoch_batches needs batch_size >= 1 and 0 <= rank < world"):
+        epoch_batches(10, batch_size, seed=0, epoch=0, rank=rank, world=world)
+
+
+def test_ema_refuses_a_different_model():
+    from torch import nn
+
+    from flowkit.train.ema import ExponentialMovingAverage
+
+    ema = ExponentialMovingAverage(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), decay=0.9)
+    with pytest.raises(ValueError, match="not the model it was made from"):
+        ema.update(nn.Sequential(nn.Linear(2, 2)))
