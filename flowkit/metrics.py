@@ -439,7 +439,8 @@ def lpips(pred: Tensor, target: Tensor) -> Tensor:
     differentiable loss).
 
     Args:
-        pred, target: images ``(..., 3, H, W)`` of the same shape.
+        pred: the images to score, ``(..., 3, H, W)``.
+        target: the reference images, the same shape.
 
     Returns:
         float64 tensor of shape ``(...)``.

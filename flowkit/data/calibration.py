@@ -95,7 +95,8 @@ def fit_tone(low: Tensor, high: Tensor, *, block: int = 8, min_high: float = 0.0
     8-bit level are left out (their logarithm is dominated by noise and rounding).
 
     Args:
-        low, high: the pair, (3, H, W), uint8 or float in [0, 1].
+        low: the low-light image of the pair, (3, H, W), uint8 or float in [0, 1].
+        high: its normal-light image, the same shape and kind.
         block: the averaging block size.
         min_high: the darkest normal-light block value used.
 

@@ -289,7 +289,13 @@ class SyntheticPairDataset(Dataset):
     Args:
         images: the normal-light image files.
         synthesizer: the degradation (e.g. :meth:`~flowkit.data.LowLightSynthesizer.lol`).
-        patch_size, flip, seed, histeq: as for :class:`PairedImageDataset`.
+        patch_size: crop size ``(height, width)`` or one int for a square; ``None`` keeps full
+            images (cropped to a multiple of ``multiple_of``).
+        flip: random horizontal flips with probability 0.5.
+        seed: seed of the degradations, crops and flips (with the epoch and the index).
+        histeq: ``True`` for the LLFlow histogram equalization, ``False`` to leave it out, or a
+            function mapping a uint8 (3, H, W) tensor to a uint8 (3, H, W) tensor, as for
+            :class:`PairedImageDataset`.
         multiple_of: centre-crop sizes to a multiple of this (8 for LLFlow).
         cache: keep the decoded photographs in memory.
 
