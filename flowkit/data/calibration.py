@@ -190,6 +190,8 @@ def noise_profile(
         >>> abs(profile.std[1, bin].item() - 0.01) < 0.0005
         True
     """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 3 or window % 2 == 0:
+        raise ValueError(f"noise_profile: window must be an odd int >= 3, got {window!r}")
     low, high = _pair(low, high)
     n = window * window
     local_mean = F.avg_pool2d(low[None], window, stride=1)[0]

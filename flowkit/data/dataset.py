@@ -462,6 +462,11 @@ class CombinedDataset(Dataset):
         ]
 
     def set_epoch(self, epoch: int) -> None:
+        """Pass ``epoch`` on to every part that has a ``set_epoch`` (synthetic parts draw anew).
+
+        Args:
+            epoch: the epoch number, as for :meth:`SyntheticPairDataset.set_epoch`.
+        """
         for data, _ in self.parts:
             if hasattr(data, "set_epoch"):
                 data.set_epoch(epoch)

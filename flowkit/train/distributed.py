@@ -37,6 +37,7 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
+        """Whether more than one process trains (so gradients and statistics are all-reduced)."""
         return self.world_size > 1
 
 

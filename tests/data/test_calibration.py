@@ -102,3 +102,12 @@ def test_real_lol_pair_falls_inside_the_shipped_lol_ranges(shared_dir):
     assert ranges.read_noise[0] <= green <= ranges.read_noise[1]
     assert ranges.red_noise[0] <= read[0] / green <= ranges.red_noise[1]
     assert ranges.blue_noise[0] <= read[2] / green <= ranges.blue_noise[1]
+
+
+@pytest.mark.parametrize("window", [1, 2, 4, 0])
+def test_noise_profile_refuses_a_window_without_a_centre(window):
+    from flowkit.data.calibration import noise_profile
+
+    image = torch.rand(3, 32, 32)
+    with pytest.raises(ValueError, match=rf"window must be an odd int >= 3, got {window}"):
+        noise_profile(image * 0.1, image, window=window)
