@@ -34,6 +34,9 @@ extensions = [
 ]
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
+# Types go into the parameter list only beside a description: a class that documents its fields
+# as Attributes would otherwise also show a bare, undescribed Parameters list.
+autodoc_typehints_description_target = "documented_params"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # Members inherited from torch.nn.Module would drown the API in torch's own docs.
 autodoc_inherit_docstrings = False
