@@ -108,7 +108,7 @@ class DataSection:
     real_train: str | None = None
     real_train_repeat: int = 1
     base: str | None = None
-    """The folder that relative data paths are taken from (``None``: the current directory)."""
+    """The folder that relative data paths are taken from; ``None`` for the current directory."""
 
     def path(self, value: str | None) -> str | None:
         """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is).

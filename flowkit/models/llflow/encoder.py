@@ -121,7 +121,7 @@ class EncoderOutput(NamedTuple):
     """
 
     conditions: tuple[Tensor, ...]
-    """Per flow level (``H/2``, ``H/4``, ``H/8``): the level feature with the stacked block outputs."""
+    """One tensor per flow level (``H/2``, ``H/4``, ``H/8``), the level feature with the stacked block outputs."""
     color_map: Tensor
     """The predicted colour map ``(B, 3, H, W)``, in ``(0, 1)`` (``color_map``)."""
     head: Tensor

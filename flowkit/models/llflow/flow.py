@@ -173,7 +173,7 @@ class ConditionalFlow(Flow):
 
     @property
     def memory(self) -> str:
-        """``"standard"`` or ``"invertible"``: how the forward pass is backpropagated."""
+        """How the forward pass is backpropagated, ``"standard"`` or ``"invertible"``."""
         return self._memory
 
     @memory.setter

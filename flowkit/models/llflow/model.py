@@ -121,7 +121,7 @@ class LLFlow(nn.Module):
     """
 
     pretrained_card: dict[str, str] | None = None
-    """For a shipped model (:meth:`from_pretrained`): its model card entries; ``None`` otherwise."""
+    """The model card entries of a shipped model (:meth:`from_pretrained`), ``None`` for any other."""
 
     def __init__(self, config: LLFlowConfig | None = None) -> None:
         super().__init__()
