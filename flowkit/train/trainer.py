@@ -342,8 +342,8 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
         model: the :class:`~flowkit.models.LLFlow` to evaluate; it runs in eval mode, and its
             training mode is restored afterwards.
         dataset: items as :class:`~flowkit.data.PairedImageDataset` gives them (``"low"``,
-            ``"high"`` and, when present, ``"histeq"``), enhanced one at a time at full size; it
-            must hold at least one item.
+            ``"high"`` and, when present, ``"histeq"``), enhanced one at a time at full size; an
+            empty one raises a :class:`ValueError`.
         device: the device the images are moved to, the model's.
         image_path: where to write the first pair's grid as an image file (its folder is
             created); ``None`` (default) writes nothing.
@@ -355,6 +355,8 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
     """
     from flowkit.metrics import psnr, ssim
 
+    if len(dataset) == 0:
+        raise ValueError("validate needs at least one validation pair, got an empty dataset")
     was_training = model.training
     model.eval()
     scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "nll": []}

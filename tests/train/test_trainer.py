@@ -227,3 +227,13 @@ def test_ema_refuses_a_different_model():
     ema = ExponentialMovingAverage(nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2)), decay=0.9)
     with pytest.raises(ValueError, match="not the model it was made from"):
         ema.update(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_validate_refuses_an_empty_validation_set():
+    from flowkit.models import LLFlow, LLFlowConfig
+    from flowkit.train.trainer import validate
+
+    model = LLFlow(LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4, stack_blocks=(),
+                                steps_per_level=1, hidden_channels=4))
+    with pytest.raises(ValueError, match="at least one validation pair"):
+        validate(model, [], torch.device("cpu"))
