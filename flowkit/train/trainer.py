@@ -141,7 +141,9 @@ def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> t
                 write_synthetic_pairs(source, train_dir, seed=seed, multiple_of=8, recursive=True, overwrite=True,
                                       limit=data.synthetic_count, synthesizer=synthesizer)
         else:
-            limit = data.synthetic_count + data.synthetic_val_count
+            # Online training darkens the photographs itself: only the validation pairs are written.
+            online_val = data.synthetic_online and data.synthetic_val_count > 0
+            limit = data.synthetic_val_count if online_val else data.synthetic_count + data.synthetic_val_count
             pairs = write_synthetic_pairs(
                 source, root / "all", seed=seed, multiple_of=8, limit=limit,
                 recursive=True, overwrite=True, synthesizer=synthesizer,

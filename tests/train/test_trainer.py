@@ -211,6 +211,8 @@ def test_online_training_holds_out_the_photographs_that_validate(tmp_path):
     val_names = {val_set[i]["name"] for i in range(len(val_set))}
     assert len(val_set) == 2 and len(train_set) == 3
     assert not train_names & val_names, f"validation photographs also train: {train_names & val_names}"
+    written = tmp_path / "out" / "synthetic" / "train"
+    assert not written.exists() or not any(written.rglob("*.png")), "online training wrote unused pairs"
 
 
 @pytest.mark.parametrize("batch_size, rank, world", [(0, 0, 1), (2, 2, 2), (2, -1, 2), (2, 0, 0)])
