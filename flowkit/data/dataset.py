@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from flowkit.data.io import IMAGE_SUFFIXES, read_image, to_uint8
-from flowkit.data.pairs import DatasetError, ImagePair, check_pairs, find_pairs, pair_folders
+from flowkit.data.io import read_image, to_uint8
+from flowkit.data.pairs import DatasetError, ImagePair, check_pairs, find_pairs, image_files, pair_folders
 
 __all__ = ["CombinedDataset", "PairedImageDataset", "SyntheticPairDataset", "item_generator"]
 
@@ -357,8 +357,7 @@ class SyntheticPairDataset(Dataset):
     def from_folder(cls, folder: str | Path, synthesizer, *, recursive: bool = True, **kwargs) -> SyntheticPairDataset:
         """All images in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
-        Images are the files whose suffix (in any case) is in
-        :data:`~flowkit.data.io.IMAGE_SUFFIXES`, ordered by their full path. Item names are the
+        The images are those :func:`~flowkit.data.pairs.image_files` lists. Item names are the
         files' stems, so with ``recursive=True`` two photographs of the same stem in different
         sub-folders get the same ``"name"``.
 
@@ -382,14 +381,7 @@ class SyntheticPairDataset(Dataset):
             ...
             flowkit.data.pairs.DatasetError: expected image files in ..., found none
         """
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise DatasetError(f"expected a folder of normal-light images at {folder}, found none")
-        found = folder.rglob("*") if recursive else folder.iterdir()
-        images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise DatasetError(f"expected image files in {folder}, found none")
-        return cls(images, synthesizer, **kwargs)
+        return cls(image_files(folder, recursive=recursive), synthesizer, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose degradations, crops and flips the next items use.

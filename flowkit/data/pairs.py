@@ -27,7 +27,7 @@ import torch
 
 from flowkit.data.io import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
 
-__all__ = ["DatasetError", "ImagePair", "check_pairs", "find_pairs", "pair_folders"]
+__all__ = ["DatasetError", "ImagePair", "check_pairs", "find_pairs", "image_files", "pair_folders"]
 
 _LOW_NAMES = ("low",)
 _HIGH_NAMES = ("high", "normal")
@@ -150,6 +150,39 @@ def pair_folders(low_dir: str | Path, high_dir: str | Path, *, prefix: str = "")
 def _pair_dirs(folder: Path) -> tuple[Path, Path] | None:
     low, high = _child(folder, _LOW_NAMES), _child(folder, _HIGH_NAMES)
     return (low, high) if low is not None and high is not None else None
+
+
+def image_files(folder: str | Path, *, recursive: bool = True) -> list[Path]:
+    """The image files in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
+
+    Images are the files whose suffix (in any case) is in :data:`~flowkit.data.io.IMAGE_SUFFIXES`,
+    ordered by their full path. Every reader of a photograph folder (synthetic pairs written once
+    or darkened online) lists it here, so they agree on which image is the ``k``-th.
+
+    Args:
+        folder: the folder of normal-light photographs.
+        recursive: also take the images in sub-folders, at any depth (default ``True``).
+
+    Raises:
+        DatasetError: ``folder`` is not a folder, or holds no image files.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from flowkit.data.pairs import image_files
+        >>> image_files(Path(tempfile.mkdtemp()))
+        Traceback (most recent call last):
+        ...
+        flowkit.data.pairs.DatasetError: expected image files in ..., found none
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"expected a folder of normal-light images at {folder}, found none")
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    images = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DatasetError(f"expected image files in {folder}, found none")
+    return images
 
 
 def find_pairs(root: str | Path, split: str = "train") -> list[ImagePair]:

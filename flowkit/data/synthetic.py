@@ -47,8 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from flowkit.data.io import IMAGE_SUFFIXES, read_image, write_image
-from flowkit.data.pairs import DatasetError, ImagePair
+from flowkit.data.io import read_image, write_image
+from flowkit.data.pairs import DatasetError, ImagePair, image_files
 from flowkit.data.scenes import write_scenes
 
 __all__ = ["LowLightParams", "LowLightSynthesizer", "darken", "main", "write_synthetic_pairs"]
@@ -381,10 +381,7 @@ def write_synthetic_pairs(
     synthesizer = synthesizer if synthesizer is not None else LowLightSynthesizer()
     if multiple_of < 1:
         raise ValueError(f"multiple_of must be a positive int, got {multiple_of}")
-    if not src_dir.is_dir():
-        raise DatasetError(f"expected a folder of normal-light images at {src_dir}, found none")
-    found = src_dir.rglob("*") if recursive else src_dir.iterdir()
-    sources = sorted(p for p in found if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    sources = image_files(src_dir, recursive=recursive)
     if limit is not None:
         sources = sources[:limit]
     if not sources:

@@ -117,6 +117,7 @@ def _synthesizer(config: TrainConfig):
 
 def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
     from flowkit.data import PairedImageDataset, SyntheticPairDataset, write_scenes, write_synthetic_pairs
+    from flowkit.data.pairs import image_files
 
     data = config.data
     source, val_source = data.path(data.synthetic_source), data.path(data.synthetic_val_source)
@@ -154,12 +155,13 @@ def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> t
     if ctx.enabled:
         dist.barrier()
     if data.synthetic_online:
-        train_set = SyntheticPairDataset.from_folder(source, synthesizer, **_train_kwargs(config))
-        if val_source is None and data.synthetic_val_count:
-            # The first synthetic_val_count photographs (the same sorted order) became the
-            # validation pairs above: training on them too would make validation meaningless.
-            held_out = train_set.images[: data.synthetic_val_count]
-            train_set = SyntheticPairDataset(train_set.images[len(held_out):], synthesizer, **_train_kwargs(config))
+        photographs = image_files(source)
+        if val_source is None:
+            # The first synthetic_val_count photographs (image_files' order, which the pairs
+            # written above follow too) validate: training on them as well would make
+            # validation meaningless.
+            photographs = photographs[data.synthetic_val_count :]
+        train_set = SyntheticPairDataset(photographs, synthesizer, **_train_kwargs(config))
     else:
         train_set = PairedImageDataset.from_root(train_dir, **_train_kwargs(config))
     return train_set, PairedImageDataset.from_root(val_dir, cache=data.cache)
