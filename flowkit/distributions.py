@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from flowkit._validation import check_no_cond
 from flowkit.kernels.reference import split_shift_scale
 
 __all__ = ["BoxUniform", "DiagGaussian", "GaussianMixture", "StandardNormal", "diag_gaussian_log_prob"]
@@ -49,12 +50,6 @@ def _check_event(name: str, z: Tensor, event_shape: tuple[int, ...]) -> None:
             f"{name} expects samples of shape (B, {', '.join(map(str, event_shape))}), "
             f"got {tuple(z.shape)}"
         )
-
-
-def _reject_cond(name: str, cond: Tensor | None) -> None:
-    if cond is not None:
-        raise ValueError(f"{name} is unconditional, but was given cond (for a conditional prior use "
-                         "DiagGaussian(cond_net=...) with FlowModel(prior_uses_cond=True))")
 
 
 class StandardNormal(nn.Module):
@@ -94,7 +89,7 @@ class StandardNormal(nn.Module):
             cond: must be ``None`` (the argument exists for the prior interface); a tensor raises
                 a :class:`ValueError`, as this prior is unconditional.
         """
-        _reject_cond("StandardNormal", cond)
+        check_no_cond("StandardNormal", cond)
         _check_event("StandardNormal", z, self.event_shape)
         return diag_gaussian_log_prob(z)
 
@@ -114,7 +109,7 @@ class StandardNormal(nn.Module):
             temperature: :math:`T`, the factor on the standard deviation (default 1).
             generator: the random generator (default: torch's global one).
         """
-        _reject_cond("StandardNormal", cond)
+        check_no_cond("StandardNormal", cond)
         shape = (n, *self.event_shape)
         eps = torch.randn(shape, generator=generator, device=self._anchor.device, dtype=self._anchor.dtype)
         return eps * temperature
@@ -183,8 +178,7 @@ class DiagGaussian(nn.Module):
                 otherwise (a tensor raises a :class:`ValueError`).
         """
         if self.cond_net is None:
-            if cond is not None:
-                raise ValueError("DiagGaussian without cond_net is unconditional, but was given cond")
+            check_no_cond("DiagGaussian without cond_net", cond)
             return self.mean.unsqueeze(0), self.log_std.unsqueeze(0)
         if cond is None:
             raise ValueError("DiagGaussian with a cond_net expects a conditioning tensor, got None")
@@ -297,8 +291,7 @@ class GaussianMixture(nn.Module):
         k, d = self.components, self.features
         logits, means, log_stds = self.logits[None], self.means[None], self.log_stds[None]
         if self.cond_net is None:
-            if cond is not None:
-                raise ValueError("GaussianMixture without cond_net is unconditional, but was given cond")
+            check_no_cond("GaussianMixture without cond_net", cond)
         else:
             if cond is None:
                 raise ValueError("GaussianMixture with a cond_net expects a conditioning tensor, got None")
@@ -400,8 +393,7 @@ class BoxUniform(nn.Module):
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         _check_event("BoxUniform", z, self.event_shape)
-        if cond is not None:
-            raise ValueError("BoxUniform is unconditional, but was given cond")
+        check_no_cond("BoxUniform", cond)
         dtype = torch.promote_types(z.dtype, torch.float32)
         inside = ((z >= self.low) & (z < self.high)).flatten(1).all(1)
         density = -torch.log(self.high - self.low).sum().to(dtype)
@@ -424,8 +416,7 @@ class BoxUniform(nn.Module):
                 :class:`ValueError`.
             generator: the random generator (default: torch's global one).
         """
-        if cond is not None:
-            raise ValueError("BoxUniform is unconditional, but was given cond")
+        check_no_cond("BoxUniform", cond)
         if temperature != 1.0:
             raise ValueError(f"BoxUniform has no temperature; sample with temperature=1.0, got {temperature}")
         u = torch.rand((n, *self.event_shape), generator=generator, device=self.low.device, dtype=self.low.dtype)

@@ -128,7 +128,7 @@ def test_box_uniform_errors():
 
 def test_standard_normal_rejects_a_conditioning_it_would_ignore():
     prior = StandardNormal((3,))
-    with pytest.raises(ValueError, match="StandardNormal is unconditional, but was given cond"):
+    with pytest.raises(ValueError, match="StandardNormal is unconditional but was given a conditioning tensor"):
         prior.log_prob(torch.randn(2, 3), torch.randn(2, 1))
-    with pytest.raises(ValueError, match="StandardNormal is unconditional, but was given cond"):
+    with pytest.raises(ValueError, match="StandardNormal is unconditional but was given a conditioning tensor"):
         prior.sample(2, torch.randn(2, 1))
