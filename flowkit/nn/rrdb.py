@@ -59,10 +59,10 @@ class ResidualDenseBlock(nn.Module):
         # Without autograd nothing needs the pre-activation or unscaled tensors, so the activation
         # and the residual update work in place: the same values, a third fewer large allocations
         # (each a round of page faults at LOL sizes on CPU).
-        inplace, slope = not torch.is_grad_enabled(), self.lrelu.negative_slope
+        slope = self.lrelu.negative_slope
 
         def act(t: Tensor) -> Tensor:
-            return F.leaky_relu(t, slope, inplace=inplace)
+            return leaky_relu_when_no_grad_in_place(t, slope)
 
         x1 = act(self.conv1(x))
         x2 = act(self.conv2(torch.cat([x, x1], dim=1)))
@@ -70,6 +70,11 @@ class ResidualDenseBlock(nn.Module):
         x4 = act(self.conv4(torch.cat([x, x1, x2, x3], dim=1)))
         x5 = self.conv5(torch.cat([x, x1, x2, x3, x4], dim=1))
         return _scaled_residual(x5, self.residual_scale, x)
+
+
+def leaky_relu_when_no_grad_in_place(t: Tensor, slope: float) -> Tensor:
+    """LeakyReLU of ``t``, written over ``t`` when autograd is off (nothing needs the input then)."""
+    return F.leaky_relu(t, slope, inplace=not torch.is_grad_enabled())
 
 
 def _scaled_residual(branch: Tensor, scale: float, x: Tensor) -> Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit.nn.rrdb import RRDB
+from flowkit.nn.rrdb import RRDB, leaky_relu_when_no_grad_in_place
 
 __all__ = ["ConditionEncoder", "EncoderOutput", "color_map", "encoder_input", "noise_map"]
 
@@ -209,9 +209,8 @@ class ConditionEncoder(nn.Module):
         colors = color_map(torch.exp(x[:, :3]))
         # One expression, so that no full-resolution temporary outlives the stem: they are the
         # largest tensors of the whole network at inference (the reference keeps one alive).
-        inplace = not torch.is_grad_enabled()
-        head = F.max_pool2d(self.conv_second(F.leaky_relu(
-            self.conv_first(torch.cat([x, colors, noise_map(colors)], dim=1)), 0.2, inplace=inplace)), 2)
+        head = F.max_pool2d(self.conv_second(leaky_relu_when_no_grad_in_place(
+            self.conv_first(torch.cat([x, colors, noise_map(colors)], dim=1)), self.lrelu.negative_slope)), 2)
         del colors
         f, stacked = head, []
         for index, block in enumerate(self.trunk):
