@@ -23,6 +23,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from _output import save_png
 
 from flowkit.data import LowLightSynthesizer, darken, read_image
 from flowkit.data.calibration import calibrate, low_light_statistics
@@ -102,12 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         ax.set(xlabel="local mean intensity", ylabel="noise std (fraction of full scale)", title=title,
                xscale="log", xlim=(0.003, 0.25), ylim=(0, 0.014))
         ax.legend(fontsize=7, ncol=2)
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.out / "calibration.png"
-    temporary = target.with_suffix(".tmp.png")
-    figure.savefig(temporary, dpi=110)
-    temporary.replace(target)
-    print(f"\nwrote {target}")
+    print()
+    save_png(figure, args.out / "calibration.png", dpi=110)
     return 0
 
 

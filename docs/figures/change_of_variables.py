@@ -19,6 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from _output import save_png
 
 
 def f(x: torch.Tensor) -> torch.Tensor:
@@ -62,12 +63,7 @@ def main() -> None:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "change_of_variables.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
-    fig.savefig(temporary, dpi=110)
-    temporary.replace(path)
-    print(f"wrote {out / 'change_of_variables.png'}")
+    save_png(fig, out / "change_of_variables.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from _output import save_png
 
 LEVELS = 8
 
@@ -65,12 +66,7 @@ def main() -> None:
     for a in axes:
         a.grid(alpha=0.3)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "dequantization.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
-    fig.savefig(temporary, dpi=110, bbox_inches="tight")
-    temporary.replace(path)
-    print(f"wrote {out / 'dequantization.png'}")
+    save_png(fig, out / "dequantization.png", dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _output import save_png
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 
 from flowkit.models import LLFlow, LLFlowConfig
@@ -110,12 +111,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
     args = parser.parse_args()
     fig = draw(LLFlowConfig())
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "llflow_architecture.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(temporary, dpi=130, bbox_inches="tight")
-    temporary.replace(path)
-    print(f"wrote {path}")
+    save_png(fig, args.out / "llflow_architecture.png", dpi=130, bbox_inches="tight")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from _output import save_png
 
 
 def main() -> None:
@@ -60,12 +61,7 @@ def main() -> None:
                  f"{environment.get('cpu', environment.get('device', ''))}, commit {environment.get('commit', '?')}",
                  fontsize=9)
     fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "llflow_speed.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
-    fig.savefig(temporary, dpi=110, bbox_inches="tight")
-    temporary.replace(path)
-    print(f"wrote {args.out / 'llflow_speed.png'}")
+    save_png(fig, args.out / "llflow_speed.png", dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from _output import save_png
 
 from flowkit.data import read_image
 from flowkit.models import LLFlow
@@ -49,12 +50,7 @@ def main() -> None:
         ax.set_title(title, fontsize=10)
         ax.axis("off")
     fig.tight_layout()
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "llflow_temperature.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(temporary, dpi=110)
-    temporary.replace(path)
-    print(f"wrote {path}")
+    save_png(fig, args.out / "llflow_temperature.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from _output import save_png
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 import flowkit
@@ -116,12 +117,7 @@ def main() -> None:
     ax.set_title("forward (data to latent): each level trades resolution for channels,\n"
                  "and each split hands half of them to a learned prior", fontsize=9)
     fig.tight_layout()
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "multiscale.png"
-    temporary = path.with_name(f".{path.name}.tmp.png")  # written whole, then renamed into place
-    fig.savefig(temporary, dpi=110, bbox_inches="tight")
-    temporary.replace(path)
-    print(f"wrote {out / 'multiscale.png'}")
+    save_png(fig, out / "multiscale.png", dpi=110, bbox_inches="tight")
 
 
 if __name__ == "__main__":
