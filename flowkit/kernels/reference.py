@@ -36,9 +36,8 @@ def split_shift_scale(h: Tensor, layout: str) -> tuple[Tensor, Tensor]:
     ``"half"``: the first C channels are the shift, the last C the raw scale.
 
     Args:
-        h: ``(B, 2C, ...)`` shift and raw scale; the channel count should be even (it is not
-            checked here: ``"cross"`` fails on an odd count, ``"half"`` returns halves of
-            unequal size).
+        h: ``(B, 2C, ...)`` shift and raw scale; an odd channel count raises a
+            :class:`ValueError`.
         layout: ``"cross"`` or ``"half"``; anything else raises a :class:`ValueError`.
 
     Returns:
