@@ -242,7 +242,8 @@ def fit_noise(
         tone: the pair's tone curve and colour cast (from :func:`fit_tone`); its scale is capped
             at 1 for the simulation.
         shot_grid: the candidate shot-noise levels ``a``, each >= 0 (default
-            ``(0.0, 1e-4, 3e-4, 1e-3, 3e-3)``).
+            ``(0.0, 1e-4, 3e-4, 1e-3, 3e-3)``); an empty grid or a negative level raises a
+            :class:`ValueError`, as for ``read_grid``.
         read_grid: the candidate read-noise standard deviations, each >= 0 and tried on all
             three channels at once; ``None`` (default) for the 24 log-spaced values above.
             Every combination is one simulation, so the cost grows with both grids' lengths.
@@ -266,11 +267,14 @@ def fit_noise(
         >>> [abs(math.log(r / (0.006 * t))) <= math.log(step) for r, t in zip(read, (2.0, 1.0, 1.5))]
         [True, True, True]
     """
+    reads = list(read_grid) if read_grid is not None else torch.logspace(-3, math.log10(4e-2), 24).tolist()
+    for grid_name, grid in (("shot_grid", list(shot_grid)), ("read_grid", reads)):
+        if not grid or not all(math.isfinite(v) and v >= 0 for v in grid):
+            raise ValueError(f"fit_noise: {grid_name} must be a non-empty sequence of finite levels >= 0, got {grid}")
     low, high = _pair(low, high)
     real = noise_profile(low, high)
     if not torch.isfinite(real.std).any():
         raise ValueError("fit_noise: the normal-light image has no flat regions to measure noise in")
-    reads = list(read_grid) if read_grid is not None else torch.logspace(-3, math.log10(4e-2), 24).tolist()
     best: tuple[float, float, tuple[float, float, float]] | None = None
     for shot in shot_grid:
         scores = torch.empty(len(reads), 3, dtype=torch.float64)

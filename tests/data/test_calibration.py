@@ -111,3 +111,12 @@ def test_noise_profile_refuses_a_window_without_a_centre(window):
     image = torch.rand(3, 32, 32)
     with pytest.raises(ValueError, match=rf"window must be an odd int >= 3, got {window}"):
         noise_profile(image * 0.1, image, window=window)
+
+
+@pytest.mark.parametrize("grids", [{"shot_grid": ()}, {"read_grid": []}, {"read_grid": (0.01, -0.01)},
+                                   {"shot_grid": (float("nan"),)}])
+def test_noise_fit_refuses_an_empty_or_negative_grid(grids):
+    name = next(iter(grids))
+    image = _scene(0, 64)
+    with pytest.raises(ValueError, match=rf"fit_noise: {name} must be a non-empty sequence of finite levels >= 0"):
+        fit_noise(image * 0.1, image, ToneFit(2.0, 0.2, (1.0, 1.0, 1.0)), **grids)
