@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -218,6 +219,18 @@ class PairedImageDataset(Dataset):
         return _item(low, high, histeq, self.pairs[index].name, self.patch_size, self.flip, generator)
 
 
+def _item_names(paths: Sequence[Path]) -> list[str]:
+    """The files' stems; where two share a stem, every name is the path relative to the files' common
+    folder with ``_`` between its parts (as :func:`~flowkit.data.write_synthetic_pairs` names them), so
+    that no two items write their results over each other."""
+    stems = [p.stem for p in paths]
+    if len(set(stems)) == len(stems):
+        return stems
+    resolved = [p.resolve() for p in paths]
+    root = Path(os.path.commonpath([p.parent for p in resolved]))
+    return ["_".join(p.relative_to(root).with_suffix("").parts) for p in resolved]
+
+
 def _check_index(index: int, size: int) -> int:
     if not -size <= index < size:
         raise IndexError(f"index {index} is out of range for a dataset of {size} pairs")
@@ -282,6 +295,9 @@ class SyntheticPairDataset(Dataset):
     the whole low image, and crops. So every epoch shows the network new noise and new exposures
     of the same scenes, and an item is reproducible whatever the DataLoader's workers do. Items
     are dicts like :class:`PairedImageDataset`'s (``"low"``, ``"high"``, ``"histeq"``, ``"name"``).
+    An item's name (``names[index]``) is its photograph's stem; where two photographs share a
+    stem, every name is instead the file's path relative to the photographs' common folder, its
+    parts joined with ``_``, so no two items share a name.
 
     Each photograph is centre-cropped to a multiple of ``multiple_of`` once, when first read, and
     kept in memory as uint8 (``cache``).
@@ -333,6 +349,7 @@ class SyntheticPairDataset(Dataset):
         self.images = [Path(p) for p in images]
         if not self.images:
             raise DatasetError("SyntheticPairDataset needs at least one normal-light image")
+        self.names = _item_names(self.images)
         self.synthesizer = synthesizer
         self.patch_size = _patch_option(patch_size)
         self.flip = flip
@@ -358,8 +375,8 @@ class SyntheticPairDataset(Dataset):
         """All images in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
         The images are those :func:`~flowkit.data.pairs.image_files` lists. Item names are the
-        files' stems, so with ``recursive=True`` two photographs of the same stem in different
-        sub-folders get the same ``"name"``.
+        files' stems; where two photographs in different sub-folders share a stem, each name is
+        the file's path under the folder with ``_`` between its parts (``day_0001``, ``night_0001``).
 
         Args:
             folder: the folder of normal-light photographs.
@@ -416,7 +433,7 @@ class SyntheticPairDataset(Dataset):
         generator = item_generator(self.seed, self.epoch, index)
         low_u8, _ = self.synthesizer(high_u8, generator=generator)
         histeq = _equalize(self.equalizer, low_u8) if self.equalizer is not None else None
-        name = self.images[index].stem
+        name = self.names[index]
         return _item(low_u8.float() / 255, high_u8.float() / 255, histeq, name, self.patch_size, self.flip, generator)
 
 

@@ -218,6 +218,22 @@ def test_synthetic_dataset_rejects_small_or_missing_images(tmp_path):
         SyntheticPairDataset.from_folder(tmp_path / "photos", "lol")
 
 
+def test_synthetic_items_of_the_same_stem_in_different_folders_get_different_names(tmp_path):
+    from flowkit.data import LowLightSynthesizer, SyntheticPairDataset, write_scenes
+
+    write_scenes(tmp_path / "day", 1, 16, 16)
+    write_scenes(tmp_path / "night", 1, 16, 16)
+    write_scenes(tmp_path / "night" / "rain", 1, 16, 16)
+    data = SyntheticPairDataset.from_folder(tmp_path, LowLightSynthesizer(), histeq=False)
+    assert [data[i]["name"] for i in range(len(data))] == [
+        "day_scene_0000", "night_rain_scene_0000", "night_scene_0000"]
+    # Distinct stems keep their short names, wherever the files are.
+    (tmp_path / "night" / "scene_0000.png").rename(tmp_path / "night" / "other.png")
+    (tmp_path / "night" / "rain" / "scene_0000.png").rename(tmp_path / "night" / "rain" / "third.png")
+    data = SyntheticPairDataset.from_folder(tmp_path, LowLightSynthesizer(), histeq=False)
+    assert sorted(data.names) == ["other", "scene_0000", "third"]
+
+
 def test_combined_dataset_repeats_parts_and_forwards_the_epoch(tmp_path):
     from flowkit.data import CombinedDataset, LowLightSynthesizer, SyntheticPairDataset, write_scenes
 
