@@ -47,6 +47,10 @@ def test_non_finite_data_is_rejected():
     model = flowkit.FlowModel(ActNorm(1), StandardNormal((1,)))
     with pytest.raises(ValueError, match="non-finite"):
         model.log_prob(torch.tensor([[float("nan")]]))
+    with pytest.raises(ValueError, match="2 NaN/inf values"):
+        model.log_prob(torch.tensor([[float("inf")], [1.0], [-float("inf")]]))
+    # Finite values whose sum overflows are data, not an error.
+    assert model.log_prob(torch.tensor([[3e38], [3e38]])).shape == (2,)
 
 
 def test_multiscale_sampling_uses_the_temperature_everywhere():
