@@ -74,6 +74,19 @@ def zero_logdet(x: Tensor) -> Tensor:
     return x.new_zeros(x.shape[0], dtype=dtype)
 
 
+def _add_logdet(total: Tensor | None, logdet: Tensor, given: Tensor) -> Tensor:
+    """``total + logdet``, with ``None`` for the zeros of :func:`zero_logdet` (``given``).
+
+    The first member's log-det is kept as it is when it already has the zeros' ``(B,)`` shape and
+    dtype, since adding zeros would change nothing: one allocation and one op less per call.
+    """
+    if total is None:
+        if logdet.shape == given.shape[:1] and logdet.dtype == torch.promote_types(given.dtype, torch.float32):
+            return logdet
+        total = zero_logdet(given)
+    return total + logdet
+
+
 class Sequential(Flow):
     """A chain of flows applied in order; the inverse runs them in reverse order.
 
@@ -134,19 +147,19 @@ class Sequential(Flow):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._reject_unused_cond(cond)
-        total = zero_logdet(x)
+        given, total = x, None
         for flow in self.flows:
             x, logdet = flow(x, cond if flow.conditional else None)
-            total = total + logdet
-        return x, total
+            total = _add_logdet(total, logdet, given)
+        return x, zero_logdet(given) if total is None else total
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         self._reject_unused_cond(cond)
-        total = zero_logdet(y)
+        given, total = y, None
         for flow in reversed(self.flows):
             y, logdet = flow.inverse(y, cond if flow.conditional else None)
-            total = total + logdet
-        return y, total
+            total = _add_logdet(total, logdet, given)
+        return y, zero_logdet(given) if total is None else total
 
     @property
     def inverse_flow(self) -> Inverse:

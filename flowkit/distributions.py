@@ -38,6 +38,12 @@ def diag_gaussian_log_prob(z: Tensor, mean: Tensor | float = 0.0, log_std: Tenso
     """
     dtype = torch.promote_types(z.dtype, torch.float32)
     z = z.to(dtype)
+    if not isinstance(mean, Tensor) and not isinstance(log_std, Tensor):
+        # Numbers (the standard normal prior of every recipe): one reduction and a constant, in
+        # four ops instead of two new tensors and ten ops on the hot path of training.
+        centred = z - mean if mean else z
+        constant = math.prod(z.shape[1:]) * (0.5 * LOG_2PI + log_std)
+        return centred.flatten(1).square().sum(1) * (-0.5 * math.exp(-2.0 * log_std)) - constant
     log_std = torch.as_tensor(log_std, dtype=dtype, device=z.device)
     mean = torch.as_tensor(mean, dtype=dtype, device=z.device)
     squared = ((z - mean) * torch.exp(-log_std)) ** 2

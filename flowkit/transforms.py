@@ -126,7 +126,9 @@ class MonotoneTransform(nn.Module):
                 f"{type(self).__name__} expects {p} parameters per element: an h of shape {expected} "
                 f"for an input of shape {tuple(like.shape)}, got {tuple(h.shape)}"
             )
-        return h.unflatten(1, (like.shape[1], p)).movedim(2, -1)
+        grouped = h.unflatten(1, (like.shape[1], p))
+        # Vectors are already (B, C, P); skipping the no-op movedim saves an op on every call.
+        return grouped if like.dim() == 2 else grouped.movedim(2, -1)
 
     def map(
         self, x: Tensor, h: Tensor, *, inverse: bool = False, keep: Tensor | None = None
@@ -188,11 +190,12 @@ class AdditiveTransform(MonotoneTransform):
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         self._check_params(x, params)
-        return x + params[..., 0], torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
+        # squeeze, not params[..., 0]: a view whose backward is a view too (no zero-filled gradient).
+        return x + params.squeeze(-1), torch.zeros_like(x, dtype=torch.promote_types(x.dtype, torch.float32))
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         self._check_params(y, params)
-        return y - params[..., 0], torch.zeros_like(y, dtype=torch.promote_types(y.dtype, torch.float32))
+        return y - params.squeeze(-1), torch.zeros_like(y, dtype=torch.promote_types(y.dtype, torch.float32))
 
 
 class AffineTransform(MonotoneTransform):
@@ -257,17 +260,21 @@ class AffineTransform(MonotoneTransform):
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         self._check_params(x, params)
-        log_scale = self._log_scale(params[..., 1])
+        # unbind, not params[..., 0] and params[..., 1]: the backward stacks the two gradients into
+        # one tensor, where two selects would each zero-fill a tensor of params' size and add them.
+        shift, raw = params.unbind(-1)
+        log_scale = self._log_scale(raw)
         if self.shift_first:
-            return (x + params[..., 0]) * torch.exp(log_scale), log_scale
-        return x * torch.exp(log_scale) + params[..., 0], log_scale
+            return (x + shift) * torch.exp(log_scale), log_scale
+        return x * torch.exp(log_scale) + shift, log_scale
 
     def inverse(self, y: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         self._check_params(y, params)
-        log_scale = self._log_scale(params[..., 1])
+        shift, raw = params.unbind(-1)
+        log_scale = self._log_scale(raw)
         if self.shift_first:
-            return y * torch.exp(-log_scale) - params[..., 0], -log_scale
-        return (y - params[..., 0]) * torch.exp(-log_scale), -log_scale
+            return y * torch.exp(-log_scale) - shift, -log_scale
+        return (y - shift) * torch.exp(-log_scale), -log_scale
 
     def map(
         self, x: Tensor, h: Tensor, *, inverse: bool = False, keep: Tensor | None = None

@@ -14,6 +14,17 @@ def test_diag_gaussian_log_prob_matches_torch_distributions():
     torch.testing.assert_close(diag_gaussian_log_prob(z, mean, log_std), expected)
 
 
+@pytest.mark.parametrize("mean, log_std", [(0.0, 0.0), (0.7, -0.4), (-2, 1)])
+def test_diag_gaussian_log_prob_with_numbers_matches_torch_distributions(mean, log_std):
+    z = torch.randn(5, 3, 2, dtype=torch.float64)
+    normal = torch.distributions.Normal(torch.tensor(float(mean), dtype=torch.float64),
+                                       torch.tensor(float(log_std), dtype=torch.float64).exp())
+    torch.testing.assert_close(diag_gaussian_log_prob(z, mean, log_std), normal.log_prob(z).flatten(1).sum(1),
+                               rtol=1e-14, atol=1e-12)
+    assert diag_gaussian_log_prob(z[:0], mean, log_std).shape == (0,)
+    assert diag_gaussian_log_prob(z.half(), mean, log_std).dtype == torch.float32
+
+
 def test_standard_normal_log_prob_and_sample_temperature():
     prior = StandardNormal((2, 3))
     z = torch.randn(4, 2, 3)
