@@ -35,10 +35,11 @@ def _reference_knots(raw: list[float], minimum: float, bound: float) -> list[flo
 class ReferenceSpline:
     """One element's spline, from the paper's formulas, in float64 Python arithmetic."""
 
-    def __init__(self, params: list[float], bins: int, bound: float, min_w: float, min_h: float, min_d: float):
+    def __init__(self, params: list[float], bins: int, bound: float, min_w: float, min_h: float, min_d: float,
+                 logit_scale: float = 1.0):
         self.bound = bound
-        self.xs = _reference_knots(params[:bins], min_w, bound)
-        self.ys = _reference_knots(params[bins : 2 * bins], min_h, bound)
+        self.xs = _reference_knots([logit_scale * r for r in params[:bins]], min_w, bound)
+        self.ys = _reference_knots([logit_scale * r for r in params[bins : 2 * bins]], min_h, bound)
         # delta = min_d + softplus(raw + b), with b such that raw = 0 gives delta = 1.
         b = math.log(math.exp(1 - min_d) - 1)
         inner = [min_d + math.log1p(math.exp(r + b)) for r in params[2 * bins :]]
@@ -77,7 +78,8 @@ class ReferenceSpline:
 
 def _reference_for(spline: RationalQuadraticSpline, params: torch.Tensor) -> ReferenceSpline:
     return ReferenceSpline(
-        params.tolist(), spline.bins, spline.bound, spline.min_bin_width, spline.min_bin_height, spline.min_derivative
+        params.tolist(), spline.bins, spline.bound, spline.min_bin_width, spline.min_bin_height, spline.min_derivative,
+        spline.bin_logit_scale,
     )
 
 
@@ -90,9 +92,11 @@ def _probe_points(ref: ReferenceSpline) -> list[float]:
 
 @pytest.mark.parametrize("bins", [1, 2, 5])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_spline_matches_the_reference_values_derivatives_and_inverse(bins, seed):
-    spline = RationalQuadraticSpline(bins, bound=2.5, min_bin_width=0.01, min_bin_height=0.02, min_derivative=0.05)
-    params = 1.5 * randn((spline.params_per_element,), seed, torch.float64)
+@pytest.mark.parametrize("logit_scale", [1.0, 0.3])
+def test_spline_matches_the_reference_values_derivatives_and_inverse(bins, seed, logit_scale):
+    spline = RationalQuadraticSpline(bins, bound=2.5, min_bin_width=0.01, min_bin_height=0.02, min_derivative=0.05,
+                                     bin_logit_scale=logit_scale)
+    params = (1.5 / logit_scale) * randn((spline.params_per_element,), seed, torch.float64)
     ref = _reference_for(spline, params)
     points = _probe_points(ref)
     x = torch.tensor(points, dtype=torch.float64).view(1, -1)
@@ -192,6 +196,8 @@ def test_spline_gradients_are_finite_in_the_tails():
         ({"bins": 4, "min_bin_height": -0.1}, r"min_bin_height must be in"),
         ({"min_derivative": 0.0}, r"min_derivative must be in \(0, 1\).*got 0.0"),
         ({"min_derivative": 1.0}, r"min_derivative must be in \(0, 1\)"),
+        ({"bin_logit_scale": 0.0}, r"bin_logit_scale must be positive and finite, got 0.0"),
+        ({"bin_logit_scale": math.nan}, r"bin_logit_scale must be positive and finite, got nan"),
     ],
 )
 def test_bad_spline_settings_are_errors_that_say_what_was_expected(kwargs, message):
