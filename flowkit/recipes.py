@@ -74,12 +74,13 @@ def _couplings(
 
 def _autoregressive(
     features: int, context: int, transforms: int, hidden_features: Sequence[int],
-    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform],
+    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform], zero_output: bool = True,
 ) -> Sequential:
     # Alternating the order lets each feature condition the others somewhere in the chain.
     return Sequential(*(
         MaskedAutoregressive(
-            features, transform(), hidden_features, context, "sequential" if t % 2 == 0 else "reverse", activation
+            features, transform(), hidden_features, context, "sequential" if t % 2 == 0 else "reverse", activation,
+            zero_output,
         )
         for t in range(transforms)
     ))
@@ -138,6 +139,12 @@ class MAF(FlowModel):
     context. Density evaluation is one pass per layer; sampling is ``features`` passes per layer.
     The prior is :math:`\mathcal N(0, I)`.
 
+    Unlike the other recipes, a fresh MAF is not the identity: the MADEs' output layers are drawn
+    like their hidden layers (``zero_output=False``), as in the MAF paper and zuko. Zero output
+    layers trained to a worse optimum on two moons (``benchmarks/density.py`` settings, 1000
+    steps: 1.980 against 1.956 nats, the mean of seeds 5 to 14; 2.002 against 1.979 on seeds 0
+    to 4) and did no better on the 10-dimensional set (8.641 against 8.640).
+
     Args:
         features: size ``D`` of the ``(B, D)`` data.
         context: size of the ``(B, context)`` conditioning, 0 for none.
@@ -163,7 +170,9 @@ class MAF(FlowModel):
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
         _check_vector_sizes("MAF", features, context, transforms)
-        flow = _autoregressive(features, context, transforms, hidden_features, activation, _scale_then_shift)
+        flow = _autoregressive(
+            features, context, transforms, hidden_features, activation, _scale_then_shift, zero_output=False
+        )
         super().__init__(flow, StandardNormal((features,)))
 
 

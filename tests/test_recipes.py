@@ -36,6 +36,9 @@ def test_vector_recipes_are_built_from_the_layers_they_name():
     assert [type(layer) for layer in RealNVP(4, transforms=2).flow] == [Coupling, Coupling]
     assert [layer.split for layer in RealNVP(5, transforms=2).flow] == [2, 3]  # alternating halves
     assert all(isinstance(layer, MaskedAutoregressive) for layer in MAF(2).flow)
+    # MAF draws its MADEs' output layers (as the paper and zuko); the other recipes start at the identity.
+    assert all(layer.made.net[-1].weight.abs().max() > 0 for layer in MAF(2).flow)
+    assert all(layer.made.net[-1].weight.abs().max() == 0 for layer in NSF(2).flow)
     nsf = NSF(2, transforms=2, bins=5, bound=3.0)
     assert all(isinstance(layer.transform, RationalQuadraticSpline) for layer in nsf.flow)
     assert [layer.made.degrees.tolist() for layer in nsf.flow] == [[1, 2], [2, 1]]  # alternating orders

@@ -85,8 +85,9 @@ class MADE(nn.Module):
 
     Every allowed connection exists as soon as the hidden layers have ``D - 1`` units (``D`` with
     a context); :meth:`inputs_of` reads the dependencies off the masks. The hidden layers keep
-    PyTorch's default initialisation; the output layer is zero-initialised, so a flow built on a
-    fresh MADE starts as the identity (for the exp-affine, additive and spline transforms).
+    PyTorch's default initialisation; the output layer is zero-initialised (``zero_output``), so a
+    flow built on a fresh MADE starts as the identity (for the exp-affine, additive and spline
+    transforms).
 
     Use it as the conditioner of :class:`MaskedAutoregressive` and :class:`InverseAutoregressive`
     (which build one), or alone as an autoregressive model whose ``D`` conditionals come from one
@@ -104,6 +105,8 @@ class MADE(nn.Module):
             ``range(D)`` listing the features in the order they are generated; anything else
             raises a :class:`ValueError`.
         activation: constructor of the nonlinearity between layers (default :class:`torch.nn.ReLU`).
+        zero_output: zero-initialise the output layer (default ``True``); ``False`` keeps
+            PyTorch's default initialisation there too, as the MAF paper and zuko do.
 
     References:
         M. Germain, K. Gregor, I. Murray, H. Larochelle. MADE: Masked Autoencoder for
@@ -127,6 +130,7 @@ class MADE(nn.Module):
         context_features: int = 0,
         order: OrderSpec = "sequential",
         activation: Callable[[], nn.Module] = nn.ReLU,
+        zero_output: bool = True,
     ) -> None:
         super().__init__()
         if features < 1 or out_per_feature < 1 or context_features < 0:
@@ -155,8 +159,9 @@ class MADE(nn.Module):
             previous = hidden
         outputs = degrees.repeat_interleave(out_per_feature)
         last = _MaskedLinear(outputs[:, None] > previous[None, :])
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
+        if zero_output:
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
         layers.append(last)
         self.net = nn.Sequential(*layers)
 
@@ -230,6 +235,9 @@ class MaskedAutoregressive(Flow):
         order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
             :class:`MADE`).
         activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
+        zero_output: zero-initialise the MADE's output layer, so that a fresh layer is the
+            identity (default ``True``); ``False`` draws it like the hidden layers (see
+            :class:`~flowkit.recipes.MAF` for when that trains better).
 
     References:
         G. Papamakarios, T. Pavlakou, I. Murray. Masked Autoregressive Flow for Density
@@ -255,13 +263,16 @@ class MaskedAutoregressive(Flow):
         cond_features: int = 0,
         order: OrderSpec = "sequential",
         activation: Callable[[], nn.Module] = nn.ReLU,
+        zero_output: bool = True,
     ) -> None:
         super().__init__()
         transform = transform_or_default(type(self).__name__, transform)
         self.conditional = cond_features > 0
         self.features = features
         self.transform = transform
-        self.made = MADE(features, transform.params_per_element, hidden_features, cond_features, order, activation)
+        self.made = MADE(
+            features, transform.params_per_element, hidden_features, cond_features, order, activation, zero_output
+        )
 
     def extra_repr(self) -> str:
         return f"{self.features}, cond_features={self.made.context_features}"
@@ -313,6 +324,8 @@ class InverseAutoregressive(MaskedAutoregressive):
         order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
             :class:`MADE`).
         activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
+        zero_output: zero-initialise the MADE's output layer, so that a fresh layer is the
+            identity (default ``True``).
 
     References:
         D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling. Improved

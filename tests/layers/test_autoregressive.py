@@ -97,6 +97,17 @@ def test_a_fresh_layer_is_the_identity():
     torch.testing.assert_close((y, logdet), (x, torch.zeros(5)))
 
 
+def test_a_layer_without_a_zero_output_layer_starts_random_and_stays_autoregressive():
+    torch.manual_seed(0)
+    layer = MaskedAutoregressive(3, hidden_features=(8,), order="reverse", zero_output=False).double()
+    last = layer.made.net[-1]
+    assert last.weight.abs().max() > 0 and last.bias.abs().max() > 0
+    x = randn((4, 3), 1, torch.float64)
+    assert not torch.allclose(layer(x)[0], x)
+    check_flow(layer, x)
+    assert [sorted(layer.made.inputs_of(d)) for d in range(3)] == [[1, 2], [2], []]
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
