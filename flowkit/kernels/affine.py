@@ -144,8 +144,10 @@ class _TritonAffine(torch.autograd.Function):
             grad_out = torch.zeros_like(x)
         if grad_logdet is None:
             grad_logdet = x.new_zeros(x.shape[0], dtype=compute_dtype(x))
+        # Only the gradients autograd asks for: the first coupling of a flow gets data that needs
+        # none, and a frozen sub-network's output needs none either.
         dx, dh = triton_affine.affine_backward(
-            x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse
+            x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse, needs=ctx.needs_input_grad[:2]
         )
         return dx, dh, None, None, None
 

@@ -116,7 +116,8 @@ def _affine_backward_kernel(
     sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn,
     sdb, sdc, sdn, dtb, dtc, dtn, drb, drc, drn,
     eps,
-    INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    INVERSE: tl.constexpr, NEED_DX: tl.constexpr, NEED_DH: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
@@ -141,9 +142,12 @@ def _affine_backward_kernel(
         dshift = dx
         dscale = gy * (x + shift) + gl / scale
     draw = dscale * dsig
-    _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask)
-    _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask)
-    _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask)
+    # A gradient nobody asked for is not written: its traffic is a third to a half of the kernel's.
+    if NEED_DX:
+        _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask)
+    if NEED_DH:
+        _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask)
+        _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask)
 
 
 def is_interpreted() -> bool:
@@ -325,14 +329,16 @@ def affine_forward(
 
 def affine_backward(
     x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
-    inverse: bool, block: int | None = None,
-) -> tuple[Tensor, Tensor]:
+    inverse: bool, block: int | None = None, needs: tuple[bool, bool] = (True, True),
+) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of the forward (or inverse) map for ``x`` and ``h`` in one pass: ``(dx, dh)``.
 
     ``x`` and ``h`` are the inputs of the differentiated call, ``grad_out`` the gradient of its
     output (``x``'s shape) and ``grad_logdet`` that of its log-det (``(B,)``). The log-det term
     enters through the raw scale: ``d/draw sum(log s) = sigmoid'(raw + 2) / s``. ``dx`` has ``x``'s
-    dtype, ``dh`` ``h``'s; both are contiguous.
+    dtype, ``dh`` ``h``'s; both are contiguous. ``needs`` says which of ``(dx, dh)`` to compute
+    (autograd's ``needs_input_grad``); one that is not needed is neither allocated nor written, and
+    comes back as ``None``.
 
     Example:
         >>> import torch
@@ -351,17 +357,19 @@ def affine_backward(
         (True, True)
     """
     _check(x, h, grad_out)
+    need_dx, need_dh = (bool(v) for v in needs)
     b, c, n, geometry = _launch_geometry(x, block)
     blocks, grid_size = geometry.blocks, geometry.grid_size
-    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    if dx.numel() == 0:
+    dx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_dx else None
+    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device) if need_dh else None
+    if x.numel() == 0 or not (need_dx or need_dh):
         # No element of x: the raw scales have no log-det term either, so every gradient is 0.
-        return dx, dh.zero_()
+        return dx, None if dh is None else dh.zero_()
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
-    # .view, not reshape: the kernel must write into dx and dh themselves, never into copies.
-    dxv = dx.view(b, c, n)
-    dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout))
+    # .view, not reshape: the kernel must write into dx and dh themselves, never into copies. A
+    # gradient that is not needed hands the kernel a stand-in pointer it never writes through.
+    dxv = dx.view(b, c, n) if need_dx else raw
+    dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout)) if need_dh else (raw, raw)
     xv, gy = _bcn(x, b, c, n, blocks), _bcn(grad_out, b, c, n, blocks)
     with _on_device(x):
         _affine_backward_kernel[(math.prod(grid_size),)](
@@ -370,7 +378,8 @@ def affine_backward(
             *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(),
             *dxv.stride(), *dshift.stride(), *draw.stride(),
             eps,
-            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+            INVERSE=inverse, NEED_DX=need_dx, NEED_DH=need_dh,
+            BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
             num_warps=geometry.num_warps,
         )
     return dx, dh

@@ -69,6 +69,29 @@ def test_eager_kernels_skip_the_custom_op(kernels):
     assert_close(h.grad, hr.grad, what="dh")
 
 
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+@pytest.mark.parametrize("wanted", ["x", "h"])
+def test_eager_kernels_compute_only_the_gradients_autograd_needs(kernels, wanted, inverse):
+    x = randn(2, 3, 4, 4, seed=21, device=KERNEL_DEVICE)
+    h = 2 * randn(2, 6, 4, 4, seed=22, device=KERNEL_DEVICE)
+    inputs = {"x": x.clone(), "h": h.clone()}
+    inputs[wanted].requires_grad_()
+    y, logdet = fused_affine(inputs["x"], inputs["h"], inverse=inverse, backend="triton")
+    (y.square().sum() + logdet.sum()).backward()
+    expected = {"x": x.clone().requires_grad_(), "h": h.clone().requires_grad_()}
+    yr, logdetr = affine_reference(expected["x"], expected["h"], inverse=inverse)
+    (yr.square().sum() + logdetr.sum()).backward()
+    assert_close(inputs[wanted].grad, expected[wanted].grad, what=f"d{wanted}")
+    # The kernel module's own call: what is not needed is None, and no input is written through.
+    gy, gl = randn(2, 3, 4, 4, seed=23, device=KERNEL_DEVICE), randn(2, seed=24, device=KERNEL_DEVICE)
+    needs = (wanted == "x", wanted == "h")
+    got = kernels.affine_backward(x, h, gy, gl, eps=1e-4, layout="cross", inverse=inverse, needs=needs)
+    full = kernels.affine_backward(x, h, gy, gl, eps=1e-4, layout="cross", inverse=inverse)
+    assert [g is None for g in got] == [not n for n in needs]
+    assert_close(got[needs.index(True)], full[needs.index(True)], what="the needed gradient")
+    assert torch.equal(h, 2 * randn(2, 6, 4, 4, seed=22, device=KERNEL_DEVICE))
+
+
 @pytest.mark.parametrize("layout", ["cross", "half"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
 def test_gradcheck_of_the_op_in_float64(layout, inverse):
