@@ -43,9 +43,6 @@ def test_vector_recipes_are_built_from_the_layers_they_name():
     assert all(isinstance(layer.transform, RationalQuadraticSpline) for layer in nsf.flow)
     assert [layer.made.degrees.tolist() for layer in nsf.flow] == [[1, 2], [2, 1]]  # alternating orders
     assert nsf.flow[0].transform.bins == 5 and nsf.flow[0].transform.bound == 3.0
-    # The bin logits are scaled by 1/sqrt(last hidden width), as in the paper's code.
-    assert NSF(2, hidden_features=(8, 25), coupling=True).flow[1].transform.bin_logit_scale == 0.2
-    assert NSF(2, hidden_features=()).flow[0].transform.bin_logit_scale == 1.0
 
 
 def test_glow_infers_every_shape():
