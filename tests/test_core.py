@@ -79,6 +79,25 @@ def test_sequential_adds_logdets_and_inverts_in_reverse_order():
     torch.testing.assert_close(chain.inverse(y)[0], x, atol=1e-5, rtol=1e-5)
 
 
+class _ScalarLogdet(flowkit.Flow):
+    """A (sloppy) user layer: identity map, log-det a float32 scalar whatever the input."""
+
+    def forward(self, x, cond=None):
+        return x, torch.tensor(0.5)
+
+    def inverse(self, y, cond=None):
+        return y, torch.tensor(-0.5)
+
+
+def test_sequential_log_det_has_the_batch_shape_and_dtype_whatever_its_first_member_returns():
+    x = torch.randn(3, 2, dtype=torch.float64)
+    for chain in (flowkit.Sequential(_ScalarLogdet()), flowkit.Sequential(_ScalarLogdet(), _ScalarLogdet())):
+        for logdet, value in ((chain(x)[1], 0.5), (chain.inverse(x)[1], -0.5)):
+            assert logdet.shape == (3,) and logdet.dtype == torch.float64
+            torch.testing.assert_close(logdet, torch.full((3,), value * len(chain), dtype=torch.float64))
+    assert flowkit.Sequential()(x)[1].tolist() == [0.0, 0.0, 0.0]
+
+
 def test_sequential_indexing_slicing_and_iteration():
     layers = [ActNorm(2), InvConv1x1(2), Permute(2)]
     chain = flowkit.Sequential(*layers)
