@@ -9,6 +9,7 @@ Channel counts, masks and orders are inferred from the sizes given; every recipe
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -90,6 +91,11 @@ def _scale_then_shift() -> AffineTransform:
     return AffineTransform(shift_first=False)
 
 
+def _scale_then_shift_rational() -> AffineTransform:
+    # zuko's bound on the log-scale, log(1 / slope) with a minimum slope of 1e-3 (see MAF).
+    return AffineTransform(shift_first=False, clamp=math.log(1e3), clamp_shape="rational")
+
+
 class RealNVP(FlowModel):
     r"""RealNVP on vectors: affine couplings on alternating halves of the features (Dinh et al., 2017).
 
@@ -144,6 +150,14 @@ class MAF(FlowModel):
     steps: 1.980 against 1.956 nats, the mean of seeds 5 to 14; 2.002 against 1.979 on seeds 0
     to 4) and did no better on the 10-dimensional set (8.641 against 8.640).
 
+    The log-scale is bounded by the ``"rational"`` :func:`~flowkit.transforms.soft_clamp` with
+    :math:`c = \log 1000`, as zuko bounds it, rather than the default ``3 tanh(raw / 3)``: with
+    the same batches and initial weights (12 seeds, 1000 steps) the test NLL went from 2.245 to
+    2.207 nats on eight Gaussians and from 8.630 to 8.612 on the 10-dimensional set, and stayed
+    at 1.969 against 1.968 on two moons. With this bound the recipe is zuko's ``MAF`` of the same
+    sizes: built from the same seed and trained on the same batches, the two reach test NLLs
+    within 1e-6 of each other (36 runs).
+
     Args:
         features: size ``D`` of the ``(B, D)`` data.
         context: size of the ``(B, context)`` conditioning, 0 for none.
@@ -170,7 +184,7 @@ class MAF(FlowModel):
     ) -> None:
         _check_vector_sizes("MAF", features, context, transforms)
         flow = _autoregressive(
-            features, context, transforms, hidden_features, activation, _scale_then_shift, zero_output=False
+            features, context, transforms, hidden_features, activation, _scale_then_shift_rational, zero_output=False
         )
         super().__init__(flow, StandardNormal((features,)))
 

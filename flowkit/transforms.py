@@ -38,25 +38,39 @@ __all__ = [
 ]
 
 
-def soft_clamp(raw: Tensor, clamp: float | None) -> Tensor:
-    r"""``clamp * tanh(raw / clamp)``: a smooth bound on a log-scale (``None``: no bound).
+_CLAMP_SHAPES = ("tanh", "rational")
+
+
+def soft_clamp(raw: Tensor, clamp: float | None, shape: Literal["tanh", "rational"] = "tanh") -> Tensor:
+    r"""A smooth bound :math:`c` on a log-scale: ``c * tanh(raw / c)`` or ``raw / (1 + |raw| / c)``.
 
     A soft bound keeps ``exp(log_scale)`` in ``[e^{-c}, e^{c}]`` without the zero gradient of a hard
-    clip, which is what keeps affine flows from diverging early in training.
+    clip, which is what keeps affine flows from diverging early in training. Both shapes have slope
+    1 at 0 (zero stays the identity). ``"tanh"`` is all but flat beyond ``|raw| = 2c``;
+    ``"rational"`` reaches only half the bound at ``|raw| = c`` and its slope decays as
+    :math:`1 / (1 + |\text{raw}| / c)^2`, so large log-scales keep a gradient (zuko's affine
+    transforms use it with :math:`c = \log 1000`).
 
     Args:
         raw: the unbounded values (a sub-network's raw log-scales).
         clamp: the bound :math:`c > 0`, or ``None`` to return ``raw`` unchanged.
+        shape: ``"tanh"`` (default) or ``"rational"``.
 
     Example:
         >>> import torch
         >>> from flowkit.transforms import soft_clamp
         >>> soft_clamp(torch.tensor([0.0, 100.0]), 2.0).tolist()
         [0.0, 2.0]
+        >>> soft_clamp(torch.tensor([0.0, 2.0, -6.0]), 2.0, shape="rational").tolist()
+        [0.0, 1.0, -1.5]
     """
     if clamp is None:
         return raw
-    return clamp * torch.tanh(raw / clamp)
+    if shape == "tanh":
+        return clamp * torch.tanh(raw / clamp)
+    if shape == "rational":
+        return raw / (1 + raw.abs() / clamp)
+    raise ValueError(f"soft_clamp: shape must be 'tanh' or 'rational', got {shape!r}")
 
 
 def transform_or_default(owner: str, transform: MonotoneTransform | None) -> MonotoneTransform:
@@ -211,7 +225,8 @@ class AffineTransform(MonotoneTransform):
     on four of five sets, but raised MAF's by 0.03 nats on two moons, within about one standard error.
 
     ``scale="exp"`` (default): :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp``
-    (``None``: plain ``exp``), so zero parameters are the identity. ``scale="sigmoid"``:
+    (``None``: plain ``exp``), or :math:`s = \exp(\text{raw} / (1 + |\text{raw}| / c))` with
+    ``clamp_shape="rational"`` (see :func:`soft_clamp`), so zero parameters are the identity. ``scale="sigmoid"``:
     :math:`s = \sigma(\text{raw} + 2) + \epsilon`, Glow's choice, computed by
     :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA) when no ``keep`` mask is given
     and the shift comes first (the fused op's form).
@@ -219,6 +234,7 @@ class AffineTransform(MonotoneTransform):
     Args:
         scale: ``"exp"`` or ``"sigmoid"``.
         clamp: the soft bound on ``|log s|`` for ``"exp"`` (positive, or ``None``).
+        clamp_shape: ``"tanh"`` (default) or ``"rational"``, the :func:`soft_clamp` shape.
         eps: the floor added to the sigmoid scale.
         shift_first: ``y = (x + t) * s`` if true, ``y = x * s + t`` if false.
 
@@ -235,11 +251,13 @@ class AffineTransform(MonotoneTransform):
 
     def __init__(
         self, scale: Literal["exp", "sigmoid"] = "exp", clamp: float | None = 3.0, eps: float = 1e-4,
-        shift_first: bool = True,
+        shift_first: bool = True, clamp_shape: Literal["tanh", "rational"] = "tanh",
     ) -> None:
         super().__init__()
         if scale not in ("exp", "sigmoid"):
             raise ValueError(f"AffineTransform: scale must be 'exp' or 'sigmoid', got {scale!r}")
+        if clamp_shape not in _CLAMP_SHAPES:
+            raise ValueError(f"AffineTransform: clamp_shape must be 'tanh' or 'rational', got {clamp_shape!r}")
         if clamp is not None and not clamp > 0:
             raise ValueError(f"AffineTransform: clamp must be positive or None, got {clamp}")
         if not eps >= 0:
@@ -248,14 +266,18 @@ class AffineTransform(MonotoneTransform):
         self.clamp = clamp
         self.eps = eps
         self.shift_first = bool(shift_first)
+        self.clamp_shape = clamp_shape
 
     def extra_repr(self) -> str:
-        text = f"scale={self.scale!r}, clamp={self.clamp}" if self.scale == "exp" else f"scale='sigmoid', eps={self.eps}"
+        if self.scale == "exp":
+            text = f"scale='exp', clamp={self.clamp}" + (", clamp_shape='rational'" if self.clamp_shape == "rational" else "")
+        else:
+            text = f"scale='sigmoid', eps={self.eps}"
         return text if self.shift_first else text + ", shift_first=False"
 
     def _log_scale(self, raw: Tensor) -> Tensor:
         if self.scale == "exp":
-            return soft_clamp(raw, self.clamp)
+            return soft_clamp(raw, self.clamp, self.clamp_shape)
         return torch.log(torch.sigmoid(raw + 2.0) + self.eps)
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:

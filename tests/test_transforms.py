@@ -218,13 +218,18 @@ def test_parameters_of_the_wrong_shape_are_an_error():
 
 
 @pytest.mark.parametrize("shift_first", [True, False])
-@pytest.mark.parametrize("scale", ["exp", "sigmoid"])
-def test_affine_transform_formulas(scale, shift_first):
-    transform = AffineTransform(scale, clamp=2.0, eps=1e-3, shift_first=shift_first)
+@pytest.mark.parametrize(("scale", "clamp_shape"), [("exp", "tanh"), ("exp", "rational"), ("sigmoid", "tanh")])
+def test_affine_transform_formulas(scale, clamp_shape, shift_first):
+    transform = AffineTransform(scale, clamp=2.0, eps=1e-3, shift_first=shift_first, clamp_shape=clamp_shape)
     x = randn((4, 3), 0, torch.float64)
-    params = randn((4, 3, 2), 1, torch.float64)
+    params = randn((4, 3, 2), 1, torch.float64) * 3  # log-scales out to where the two bounds differ
     shift, raw = params[..., 0], params[..., 1]
-    s = torch.exp(2.0 * torch.tanh(raw / 2.0)) if scale == "exp" else torch.sigmoid(raw + 2) + 1e-3
+    if scale == "sigmoid":
+        s = torch.sigmoid(raw + 2) + 1e-3
+    elif clamp_shape == "tanh":
+        s = torch.exp(2.0 * torch.tanh(raw / 2.0))
+    else:
+        s = torch.exp(raw / (1 + raw.abs() / 2.0))
     y, log_derivative = transform(x, params)
     torch.testing.assert_close(y, (x + shift) * s if shift_first else x * s + shift)
     # map(), what the layers call, agrees (through the fused op, which shifts first, only where it applies)
@@ -256,8 +261,26 @@ def test_map_unpacks_parameters_grouped_by_element_and_honours_keep():
     assert spline.unpack(h, torch.zeros(1, 2))[0, 1].tolist() == list(range(5, 10))
 
 
+def test_soft_clamp_shapes_keep_the_identity_at_zero_and_stay_inside_the_bound():
+    raw = torch.linspace(-50, 50, 1001, dtype=torch.float64, requires_grad=True)
+    for shape in ("tanh", "rational"):
+        bounded = soft_clamp(raw, 4.0, shape)
+        assert bounded.abs().max() < 4.0
+        (slope,) = torch.autograd.grad(bounded.sum(), raw)
+        assert slope[500].item() == pytest.approx(1.0)  # raw[500] is 0 up to rounding
+        assert soft_clamp(torch.zeros(1), 4.0, shape).item() == 0.0
+        assert (slope > 0).all()  # strictly increasing: the bound never flattens into a clip
+    # The rational shape is half the bound at |raw| = c; tanh is at 0.76 of it.
+    assert soft_clamp(torch.tensor(4.0), 4.0, "rational").item() == pytest.approx(2.0)
+    assert soft_clamp(torch.tensor(4.0), 4.0, "tanh").item() == pytest.approx(4 * math.tanh(1.0))
+    with pytest.raises(ValueError, match="shape must be 'tanh' or 'rational', got 'clip'"):
+        soft_clamp(raw, 4.0, "clip")  # type: ignore[arg-type]
+
+
 def test_soft_clamp_and_bad_affine_settings():
     assert soft_clamp(torch.tensor(1e6), None).item() == 1e6
+    with pytest.raises(ValueError, match="clamp_shape must be 'tanh' or 'rational', got 'hard'"):
+        AffineTransform(clamp_shape="hard")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="scale must be 'exp' or 'sigmoid', got 'tanh'"):
         AffineTransform("tanh")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="clamp must be positive or None, got 0"):

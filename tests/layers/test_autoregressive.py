@@ -13,6 +13,8 @@ from flowkit.transforms import AdditiveTransform, AffineTransform, RationalQuadr
 
 TRANSFORMS = {
     "affine": lambda: AffineTransform(),
+    # the MAF recipe's: scale then shift, zuko's rational bound on the log-scale
+    "affine_rational": lambda: AffineTransform(clamp=6.9, clamp_shape="rational", shift_first=False),
     "additive": lambda: AdditiveTransform(),
     "spline": lambda: RationalQuadraticSpline(bins=4, bound=2.0),
 }
