@@ -1,7 +1,8 @@
 """Fused element-wise ops behind the coupling layers.
 
-``fused_affine`` is the one public primitive; the PyTorch reference in
-:mod:`flowkit.kernels.reference` is its specification.
+``fused_affine`` is the primitive, ``fused_affine_coupling`` the same map written straight into a
+coupling's concatenated output; the PyTorch reference in :mod:`flowkit.kernels.reference` is their
+specification.
 
 **Choosing a backend.** :func:`fused_affine` runs either the **PyTorch reference** (``"torch"``) or
 the **Triton kernels** (``"triton"``, one fused kernel forward, one backward, behind the opaque custom op
@@ -15,12 +16,13 @@ only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``flowkit.ker
 is imported), which is for testing; elsewhere forcing ``"triton"`` on CPU tensors is an error.
 """
 
-from flowkit.kernels.affine import affine_backward_formula, fused_affine
+from flowkit.kernels.affine import affine_backward_formula, fused_affine, fused_affine_coupling
 from flowkit.kernels.backend import get_backend, resolve_backend, set_backend, use_backend
 
 __all__ = [
     "affine_backward_formula",
     "fused_affine",
+    "fused_affine_coupling",
     "get_backend",
     "resolve_backend",
     "set_backend",

@@ -26,7 +26,7 @@ from torch import Tensor
 from flowkit.kernels.backend import resolve_backend
 from flowkit.kernels.reference import affine_reference, compute_dtype, split_shift_scale
 
-__all__ = ["affine_backward_formula", "fused_affine"]
+__all__ = ["affine_backward_formula", "fused_affine", "fused_affine_coupling"]
 
 _LAYOUTS = ("cross", "half")
 
@@ -150,6 +150,113 @@ class _TritonAffine(torch.autograd.Function):
             x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse, needs=ctx.needs_input_grad[:2]
         )
         return dx, dh, None, None, None
+
+
+def fused_affine_coupling(
+    x1: Tensor, x2: Tensor, h: Tensor, *, eps: float = 1e-4, layout: str = "cross", inverse: bool = False,
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor]:
+    r"""One affine coupling step: ``(cat([x1, y2], dim=1), logdet)`` with ``(y2, logdet) = fused_affine(x2, h)``.
+
+    The same result as :func:`fused_affine` followed by :func:`torch.cat`, and on the ``"torch"``
+    backend exactly that. The Triton path in eager mode allocates the concatenated output once,
+    copies ``x1`` into its first channels and lets the kernel write ``y2`` straight into the rest,
+    which saves the concatenation's read and write of ``y2``. Its backward hands ``x1`` the first
+    channels of the output gradient as they are (a view, no copy) and runs the fused backward kernel
+    on the rest, skipping the gradients autograd does not need. Under ``torch.compile`` the
+    ``"auto"`` backend leaves the whole step to Inductor, which fuses the concatenation itself.
+
+    Args:
+        x1: ``(B, C1, ...)`` passed-through channels (the conditioning half of a coupling).
+        x2: ``(B, C2, ...)`` channels to transform, same batch, spatial size, dtype and device.
+        h: ``(B, 2 C2, ...)`` shift and raw scale for ``x2`` (see :func:`fused_affine`).
+        eps: lower bound added to the sigmoid scale.
+        layout: ``"cross"`` or ``"half"``.
+        inverse: apply the inverse map to ``x2``.
+        backend: ``"auto"``, ``"triton"`` or ``"torch"``.
+
+    Returns:
+        ``(y, logdet)``: ``y`` of shape ``(B, C1 + C2, ...)`` (channels-last when ``x2`` is) and the
+        log-det of the map of ``x2``.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import fused_affine, fused_affine_coupling
+        >>> x, h = torch.randn(2, 4, 3, 3), torch.randn(2, 4, 3, 3)
+        >>> x1, x2 = x.split([2, 2], dim=1)
+        >>> y, logdet = fused_affine_coupling(x1, x2, h)
+        >>> y2, expected_logdet = fused_affine(x2, h)
+        >>> torch.equal(y, torch.cat([x1, y2], dim=1)), torch.equal(logdet, expected_logdet)
+        (True, True)
+    """
+    _check_args(x2, h, layout)
+    _check_passive(x1, x2)
+    compiling = torch.compiler.is_compiling()
+    if resolve_backend(backend, x2, h, compiling=compiling) == "torch":
+        y2, logdet = affine_reference(x2, h, eps=eps, layout=layout, inverse=inverse)
+    elif compiling:
+        # The custom op cannot write into a slice of another tensor; Inductor handles the cat.
+        y2, logdet = torch.ops.flowkit.fused_affine(x2, h, eps, layout, inverse, "triton")
+    else:
+        return _TritonAffineCoupling.apply(x1, x2, h, eps, layout, inverse)
+    return torch.cat([x1, y2], dim=1), logdet
+
+
+def _check_passive(x1: Tensor, x2: Tensor) -> None:
+    if x1.dim() != x2.dim() or x1.shape[0] != x2.shape[0] or x1.shape[2:] != x2.shape[2:]:
+        raise ValueError(
+            f"fused_affine_coupling expects x1 of shape (B, C1, ...) with x2's batch and spatial sizes "
+            f"{(x2.shape[0], '*', *x2.shape[2:])}, got x1 {tuple(x1.shape)} and x2 {tuple(x2.shape)}"
+        )
+    if x1.dtype != x2.dtype or x1.device != x2.device:
+        raise ValueError(
+            f"fused_affine_coupling expects x1 and x2 of one dtype on one device, got x1 {x1.dtype} on "
+            f"{x1.device} and x2 {x2.dtype} on {x2.device}"
+        )
+
+
+def _concatenated_like(x1: Tensor, x2: Tensor) -> Tensor:
+    # Channels-last when x2 is (channel stride 1, as in a slice of a channels-last tensor), as
+    # torch.cat of such halves would be, so that the next layer sees the layout it was given.
+    shape = (x1.shape[0], x1.shape[1] + x2.shape[1], *x1.shape[2:])
+    channels_last = x2.dim() == 4 and x2.stride(1) == 1 and x2.shape[1] > 1 and x2.stride(3) > 1
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return torch.empty(shape, dtype=x2.dtype, device=x2.device, memory_format=fmt)
+
+
+class _TritonAffineCoupling(torch.autograd.Function):
+    """The kernels writing into the concatenated output; the backward splits its gradient by views."""
+
+    @staticmethod
+    def forward(ctx, x1: Tensor, x2: Tensor, h: Tensor, eps: float, layout: str, inverse: bool):
+        from flowkit.kernels import triton_affine
+
+        out = _concatenated_like(x1, x2)
+        passive, active = out.split([x1.shape[1], x2.shape[1]], dim=1)
+        passive.copy_(x1)
+        _, logdet = triton_affine.affine_forward(x2, h, eps=eps, layout=layout, inverse=inverse, out=active)
+        ctx.save_for_backward(x2, h)
+        ctx.options = (eps, layout, inverse, x1.shape[1])
+        return out, logdet
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor | None, grad_logdet: Tensor | None):
+        from flowkit.kernels import triton_affine
+
+        x2, h = ctx.saved_tensors
+        eps, layout, inverse, c1 = ctx.options
+        need_x1, need_x2, need_h = ctx.needs_input_grad[:3]
+        if grad_out is None:
+            grad_out = x2.new_zeros(x2.shape[0], c1 + x2.shape[1], *x2.shape[2:])
+        if grad_logdet is None:
+            grad_logdet = x2.new_zeros(x2.shape[0], dtype=compute_dtype(x2))
+        g1, g2 = grad_out.split([c1, x2.shape[1]], dim=1)
+        dx2 = dh = None
+        if need_x2 or need_h:
+            dx2, dh = triton_affine.affine_backward(
+                x2, h, g2, grad_logdet, eps=eps, layout=layout, inverse=inverse, needs=(need_x2, need_h)
+            )
+        return g1 if need_x1 else None, dx2, dh, None, None, None
 
 
 def affine_backward_formula(

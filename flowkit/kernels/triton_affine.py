@@ -276,13 +276,30 @@ def _check(x: Tensor, h: Tensor, *more: Tensor) -> None:
         raise RuntimeError(reason)
 
 
+def _checked_out(out: Tensor, x: Tensor) -> Tensor:
+    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
+        raise ValueError(
+            f"affine_forward: out must have x's shape {tuple(x.shape)}, dtype {x.dtype} and device "
+            f"{x.device}, got {tuple(out.shape)}, {out.dtype} on {out.device}"
+        )
+    try:
+        out.view(out.shape[0], out.shape[1], math.prod(out.shape[2:]))
+    except RuntimeError:
+        raise ValueError(
+            f"affine_forward: out's spatial dimensions must collapse into one stride (a contiguous or "
+            f"channels-last tensor, or a channel slice of one), got strides {out.stride()}"
+        ) from None
+    return out
+
+
 def affine_forward(
-    x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int | None = None
+    x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int | None = None,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run the forward (or, with ``inverse=True``, the inverse) kernel; return ``(out, logdet)``.
 
     Same math and conventions as :func:`flowkit.kernels.reference.affine_reference`: ``out`` has
-    ``x``'s dtype and shape (contiguous), ``logdet`` is float32 of shape ``(B,)``.
+    ``x``'s dtype and shape (contiguous unless given), ``logdet`` is float32 of shape ``(B,)``.
 
     Args:
         x: ``(B, C, ...)`` tensor, any strides.
@@ -292,6 +309,10 @@ def affine_forward(
         inverse: compute ``x / scale - shift`` and ``-sum(log scale)`` instead.
         block: elements per tile (a power of two); smaller tiles make more programs. ``None``:
             :data:`DEFAULT_BLOCK`, halved on a GPU while the grid would not fill it.
+        out: where to write the result instead of a new tensor: ``x``'s shape and dtype, on its
+            device, with strides that view as ``(B, C, N)`` (e.g. the channel slice of a
+            concatenated output, which is how :func:`flowkit.kernels.fused_affine_coupling` saves
+            the concatenation).
 
     Example:
         >>> import torch
@@ -309,11 +330,12 @@ def affine_forward(
     b, c, n, geometry = _launch_geometry(x, block)
     blocks, grid_size = geometry.blocks, geometry.grid_size
     n_tiles = grid_size[1] * grid_size[2]
-    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else _checked_out(out, x)
     partials = torch.empty(b, n_tiles, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
         return y, partials.new_zeros(b)
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
+    # .view, not reshape: the kernel must write into y itself (checked viewable for a given out).
     xv, yv = _bcn(x, b, c, n, blocks), y.view(b, c, n)
     with _on_device(x):
         _affine_forward_kernel[(math.prod(grid_size),)](

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from flowkit._validation import check_channels, check_cond, check_no_cond
 from flowkit.core import Flow, zero_logdet
-from flowkit.kernels import fused_affine
+from flowkit.kernels import fused_affine, fused_affine_coupling
 from flowkit.kernels.reference import split_shift_scale
 from flowkit.layers._subnet import SubnetSpec, build_subnet, run_subnet
 from flowkit.transforms import MonotoneTransform, soft_clamp, transform_or_default
@@ -426,17 +426,20 @@ class AffineCoupling(_Coupling):
             return x2 * torch.exp(-log_scale) - shift, -logdet
         return (x2 + shift) * torch.exp(log_scale), logdet
 
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _coupling(self, x: Tensor, cond: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         x1, x2 = self._halves(x)
         h = self._subnet_output(x1, cond, x2)
-        y2, logdet = self._affine(x2, h, inverse=False)
+        if self.scale == "sigmoid" and self._blocks == "first":
+            # The Triton path writes the transformed half straight into the joined output.
+            return fused_affine_coupling(x1, x2, h, eps=self.eps, layout=self.layout, inverse=inverse)
+        y2, logdet = self._affine(x2, h, inverse=inverse)
         return self._join(x1, y2), logdet
 
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._coupling(x, cond, inverse=False)
+
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y1, y2 = self._halves(y)
-        h = self._subnet_output(y1, cond, y2)
-        x2, logdet = self._affine(y2, h, inverse=True)
-        return self._join(y1, x2), logdet
+        return self._coupling(y, cond, inverse=True)
 
 
 class AdditiveCoupling(_Coupling):
