@@ -9,10 +9,14 @@ forward and forward+backward, at the shapes LLFlow runs:
 * inference (the inverse direction, no gradient): LOL 1x3x400x600, 1080p and 4K, each at the three
   levels.
 
-The coupling's ``x`` is what the layer really passes, the channel slice ``z[:, C:]`` of the level's
-tensor (strided); the injector's is the whole tensor. On CUDA a fourth variant replays the two
-kernels alone (forward, and backward for training) from a CUDA graph: their device time without any
-host work, the bound the eager route approaches as host overhead vanishes.
+A coupling case times the whole coupling step of :class:`~flowkit.layers.AffineCoupling` around its
+sub-network: split the level's tensor ``z`` into ``x1, x2``, map ``x2`` (a strided channel slice, as
+the layer passes it) and join ``cat([x1, y2])``; with gradients, back into ``z``. On CUDA it is
+timed both as the layer runs it, :func:`~flowkit.kernels.fused_affine_coupling` (the kernel writes
+``y2`` into the joined output), and as the Triton map followed by ``torch.cat``. The injector's
+``x`` is the whole tensor and it has no join. On CUDA one more variant replays the kernels alone
+(forward, and backward for training) from a CUDA graph: their device time without any host work,
+the bound the eager route approaches as host overhead vanishes.
 
 For each it reports the median time and interquartile range, images/s, the effective bandwidth
 (the bytes a perfectly fused op must move, divided by the time) and that bandwidth as a fraction of
@@ -40,7 +44,7 @@ from pathlib import Path
 import torch
 from _timing import copy_bandwidth, device_tag, environment, interleaved, markdown_table, write_results
 
-from flowkit.kernels import fused_affine
+from flowkit.kernels import fused_affine, fused_affine_coupling
 from flowkit.kernels.reference import affine_reference
 
 # LLFlow: three levels, each a squeeze (x2 down, x4 channels) of the 3-channel image.
@@ -99,11 +103,12 @@ def quick_cases() -> list[Case]:
 
 
 def bytes_moved(case: Case, dtype: torch.dtype) -> int:
-    """The traffic of a perfectly fused op: read x and h, write y (plus, backward, read x, h and dy,
-    write dx and dh)."""
+    """The traffic of a perfectly fused step: read x and h, write y (a coupling also reads x1 and
+    writes it into the joined output); backward, read x, h and dy, write dx and dh (a coupling's
+    gradient for x1 is a view of the output gradient: no traffic)."""
     elements = case.batch * case.channels * case.height * case.width
     size = torch.finfo(dtype).bits // 8
-    forward = elements * size * 4          # x, y, and h's 2C channels
+    forward = elements * size * (6 if case.layer == "coupling" else 4)   # x, y, h's 2C (+ x1 twice)
     backward = elements * size * 7         # x, dy, dx, and h, dh at 2C channels each
     return forward + (backward if case.backward else 0)
 
@@ -111,57 +116,86 @@ def bytes_moved(case: Case, dtype: torch.dtype) -> int:
 def make_variants(case: Case, device: torch.device, dtype: torch.dtype) -> dict[str, Callable[[], object]]:
     gen = torch.Generator(device="cpu").manual_seed(0)
     b, c, hh, ww = case.shape
-    if case.layer == "coupling":
-        # What AffineCoupling passes: x is the second half of the level's channels, a strided view.
-        x = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)[:, c:]
-    else:
-        x = torch.randn(b, c, hh, ww, generator=gen).to(device, dtype)
+    coupling = case.layer == "coupling"
+    # A coupling acts on the second half of the level's tensor z (a strided view) and joins the
+    # first half back; an injector acts on the whole tensor.
+    z = torch.randn(b, 2 * c if coupling else c, hh, ww, generator=gen).to(device, dtype)
     h = torch.randn(b, 2 * c, hh, ww, generator=gen).to(device, dtype)
     inverse = not case.backward and case.group != "train"
-    reference = functools.partial(affine_reference, layout="cross", inverse=inverse)
+    options = dict(layout="cross", inverse=inverse)
+
+    def halves(z):
+        return z.split([c, c], dim=1) if coupling else (None, z)
+
+    def joined(affine):
+        def step(z, h):
+            x1, x2 = halves(z)
+            y2, logdet = affine(x2, h, **options)
+            return (y2 if x1 is None else torch.cat([x1, y2], dim=1)), logdet
+        return step
+
+    reference = joined(affine_reference)
     impls: dict[str, Callable] = {
         "eager": reference,
         "compile": torch.compile(reference, fullgraph=True, dynamic=False),
     }
     if device.type == "cuda":
-        impls["triton"] = functools.partial(fused_affine, layout="cross", inverse=inverse, backend="triton")
+        if coupling:
+            impls["triton"] = lambda z, h: fused_affine_coupling(*halves(z), h, backend="triton", **options)
+            impls["triton map + cat"] = joined(functools.partial(fused_affine, backend="triton"))
+        else:
+            impls["triton"] = joined(functools.partial(fused_affine, backend="triton"))
     else:
         # What the layers call by default: on the CPU it must cost what eager does.
-        impls["flowkit default"] = functools.partial(fused_affine, layout="cross", inverse=inverse)
+        impls["flowkit default"] = (
+            (lambda z, h: fused_affine_coupling(*halves(z), h, **options)) if coupling else joined(fused_affine)
+        )
 
-    graphed = _graphed_kernels(case, x, h, inverse, gen) if device.type == "cuda" else {}
+    graphed = _graphed_kernels(case, z, h, inverse, gen) if device.type == "cuda" else {}
 
     if not case.backward:
         def forward_only(fn):
             def run():
                 with torch.no_grad():
-                    return fn(x, h)
+                    return fn(z, h)
             return run
         return {**{name: forward_only(fn) for name, fn in impls.items()}, **graphed}
 
-    xg, hg = x.clone().requires_grad_(), h.clone().requires_grad_()
-    gy = torch.randn(x.shape, generator=gen).to(device, dtype)
+    zg, hg = z.clone().requires_grad_(), h.clone().requires_grad_()
+    gy = torch.randn(z.shape, generator=gen).to(device, dtype)
     gl = torch.randn(b, generator=gen).to(device)
 
     def with_backward(fn):
         def run():
-            y, logdet = fn(xg, hg)
-            return torch.autograd.grad((y, logdet), (xg, hg), (gy, gl))
+            y, logdet = fn(zg, hg)
+            return torch.autograd.grad((y, logdet), (zg, hg), (gy, gl))
         return run
     return {**{name: with_backward(fn) for name, fn in impls.items()}, **graphed}
 
 
-def _graphed_kernels(case: Case, x: torch.Tensor, h: torch.Tensor, inverse: bool,
+def _graphed_kernels(case: Case, z: torch.Tensor, h: torch.Tensor, inverse: bool,
                      gen: torch.Generator) -> dict[str, Callable[[], object]]:
-    """The kernels alone (no autograd, no host work) replayed from a CUDA graph: their device time."""
+    """The kernels alone (no autograd, no host work) replayed from a CUDA graph: their device time.
+
+    For a coupling: the copy of ``x1`` into the joined output and the forward kernel writing into
+    its other half, then the backward kernel on the output gradient's second half."""
     from flowkit.kernels import triton_affine
 
     options = dict(eps=1e-4, layout="cross", inverse=inverse)
-    gy = torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
-    gl = torch.randn(x.shape[0], generator=gen).to(x.device)
+    c = case.channels
+    coupling = case.layer == "coupling"
+    x1, x = z.split([c, c], dim=1) if coupling else (None, z)
+    joined = torch.empty_like(z)
+    gz = torch.randn(z.shape, generator=gen).to(z.device, z.dtype)
+    gy = gz[:, c:] if coupling else gz
+    gl = torch.randn(z.shape[0], generator=gen).to(z.device)
 
     def kernels():
-        out = triton_affine.affine_forward(x, h, **options)
+        if coupling:
+            joined[:, :c].copy_(x1)
+            out = triton_affine.affine_forward(x, h, **options, out=joined[:, c:])
+        else:
+            out = triton_affine.affine_forward(x, h, **options)
         return (out, triton_affine.affine_backward(x, h, gy, gl, **options)) if case.backward else out
 
     try:
