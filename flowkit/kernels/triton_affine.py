@@ -276,20 +276,20 @@ def _check(x: Tensor, h: Tensor, *more: Tensor) -> None:
         raise RuntimeError(reason)
 
 
-def _checked_out(out: Tensor, x: Tensor) -> Tensor:
+def _out_view(out: Tensor, x: Tensor, b: int, c: int, n: int) -> Tensor:
+    """A given ``out`` as the kernel's ``(B, C, N)`` view, checked against ``x``."""
     if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device:
         raise ValueError(
             f"affine_forward: out must have x's shape {tuple(x.shape)}, dtype {x.dtype} and device "
             f"{x.device}, got {tuple(out.shape)}, {out.dtype} on {out.device}"
         )
     try:
-        out.view(out.shape[0], out.shape[1], math.prod(out.shape[2:]))
+        return out.view(b, c, n)
     except RuntimeError:
         raise ValueError(
             f"affine_forward: out's spatial dimensions must collapse into one stride (a contiguous or "
             f"channels-last tensor, or a channel slice of one), got strides {out.stride()}"
         ) from None
-    return out
 
 
 def affine_forward(
@@ -330,13 +330,14 @@ def affine_forward(
     b, c, n, geometry = _launch_geometry(x, block)
     blocks, grid_size = geometry.blocks, geometry.grid_size
     n_tiles = grid_size[1] * grid_size[2]
-    y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else _checked_out(out, x)
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
+    # .view, not reshape: the kernel must write into y itself.
+    yv = y.view(b, c, n) if out is None else _out_view(out, x, b, c, n)
     partials = torch.empty(b, n_tiles, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
         return y, partials.new_zeros(b)
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
-    # .view, not reshape: the kernel must write into y itself (checked viewable for a given out).
-    xv, yv = _bcn(x, b, c, n, blocks), y.view(b, c, n)
+    xv = _bcn(x, b, c, n, blocks)
     with _on_device(x):
         _affine_forward_kernel[(math.prod(grid_size),)](
             xv, shift, raw, yv, partials,
