@@ -153,6 +153,16 @@ def _temperature(text: str) -> float:
     return value
 
 
+def _stops(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of stops such as 0.5 or -1, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of stops, got {text}")
+    return value
+
+
 def _device(name: str | None) -> str:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available (use --device cpu)")
@@ -215,36 +225,22 @@ def _train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ evaluate
 def _evaluate(args: argparse.Namespace) -> int:
     from flowkit.data import PairedImageDataset
-    from flowkit.metrics import gt_mean_align, lpips, psnr, reference_metrics, ssim
+    from flowkit.metrics import SCORE_COLUMNS, score_enhancement
 
     _folder_option("--output", args.output)
     device = _device(args.device)
     data = PairedImageDataset.from_root(args.data, args.split)
     model, source = _model_for(args, device)
     rows: list[dict[str, Any]] = []
-    columns = ["psnr", "ssim", "lpips", "ref_psnr", "ref_ssim_gray", "ref_ssim_rgb",
-               "gtmean_psnr", "gtmean_ssim_gray", "gtmean_ssim_rgb", "gtmean_lpips"]
+    columns = list(SCORE_COLUMNS)
     with torch.no_grad():
         for index in _progress(range(len(data)), "evaluate"):
             item = data[index]
             low, high = item["low"][None].to(device), item["high"][None].to(device)
             raw = model.enhance(low, histeq=item["histeq"][None].to(device), clamp=False)
-            enhanced = raw.clamp(0, 1)
-            plain = reference_metrics(raw, high)
-            aligned = reference_metrics(raw, high, gt_mean=True)
-            rows.append({
-                "name": item["name"],
-                "psnr": float(psnr(enhanced, high)[0]),
-                "ssim": float(ssim(enhanced, high)[0]),
-                "lpips": _lpips(lpips, enhanced, high),
-                "ref_psnr": float(plain["psnr"][0]),
-                "ref_ssim_gray": float(plain["ssim_gray"][0]),
-                "ref_ssim_rgb": float(plain["ssim_rgb"][0]),
-                "gtmean_psnr": float(aligned["psnr"][0]),
-                "gtmean_ssim_gray": float(aligned["ssim_gray"][0]),
-                "gtmean_ssim_rgb": float(aligned["ssim_rgb"][0]),
-                "gtmean_lpips": _lpips(lpips, gt_mean_align(raw, high).clamp(0, 1), high),
-            })
+            scores = score_enhancement(raw, high)
+            # LPIPS's AlexNet needs 32x32 pixels at least; smaller images get no value (null, "n/a").
+            rows.append({"name": item["name"]} | {c: float(scores[c][0]) if c in scores else None for c in columns})
     mean = {c: _mean([r[c] for r in rows]) for c in columns}
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -252,17 +248,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     _write_text(output / "metrics.json", json.dumps(report, indent=2) + "\n")
     table = _markdown([*rows, {"name": "**mean**", **mean}], columns)
     _write_text(output / "metrics.md", (
-        f"Model: {source}. Columns: `psnr`/`ssim` standard (float images, Gaussian SSIM on RGB), `lpips` "
-        "LPIPS-alex v0.1; `ref_*` the reference protocol (uint8 truncation, 7x7 uniform SSIM); `gtmean_*` "
-        "the same after GT-mean brightness alignment (as the reference's published numbers).\n\n" + table
+        f"Model: {source}. Columns (flowkit.metrics.score_enhancement): `psnr`, `ssim` (Gaussian, RGB) and "
+        "`lpips` (AlexNet v0.1) of the saved 8-bit image; `gtmean_*` the same after GT-mean brightness "
+        "alignment; `paper_*` LLFlow's test.py protocol (uint8 truncation, the published gray SSIM), "
+        "`paper_gtmean_*` with its GT-mean rescale, as the reference's published numbers.\n\n" + table
     ))
     print(table)
     return 0
-
-
-def _lpips(metric, pred: torch.Tensor, target: torch.Tensor) -> float | None:
-    # LPIPS's AlexNet needs 32x32 pixels at least; smaller images get no value (null, "n/a").
-    return float(metric(pred, target)[0]) if min(pred.shape[-2:]) >= 32 else None
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -430,6 +422,7 @@ def _ramp(size: int, overlap: int, fade_in: bool, fade_out: bool) -> torch.Tenso
 
 def _enhance(args: argparse.Namespace) -> int:
     from flowkit.data import read_image, write_image
+    from flowkit.models.llflow.exposure import adjust_exposure
     from flowkit.models.llflow.histeq import histeq_image
 
     if args.tile and (args.tile % 8 or args.tile <= 2 * args.overlap):
@@ -477,7 +470,10 @@ def _enhance(args: argparse.Namespace) -> int:
                         result = enhance_tiled(model, low, histeq, args.tile, args.overlap, **kwargs)
                     else:
                         result = model.enhance(low, histeq=histeq, **kwargs)
-                write_image(target, result[0].clamp(0, 1).cpu(), text={SOURCE_KEY: source})
+                    result = result.clamp(0, 1)
+                    if args.exposure is not None:  # after tiling: the tone curve sees the blended image
+                        result = adjust_exposure(result, args.exposure)
+                write_image(target, result[0].cpu(), text={SOURCE_KEY: source})
         except (OSError, ValueError) as error:
             failures += 1
             message = str(error)
@@ -546,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                          help="bfloat16: convolutions under autocast, about 1.5x faster on CPUs with AMX or "
                               "AVX512-BF16 and within 0.007 of the float32 image (default float32)")
+    enhance.add_argument("--exposure", type=_stops, metavar="STOPS",
+                         help="brighten (> 0) or darken (< 0) the model's result by this many stops (EV), "
+                              "keeping hue and highlights (default: the model's own exposure)")
     enhance.add_argument("--device", choices=["cpu", "cuda"])
     enhance.set_defaults(run=_enhance)
     return parser

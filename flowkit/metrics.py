@@ -24,6 +24,10 @@ repository), which produced the published numbers:
    columns (:func:`ssim_columns`), while scikit-image >= 0.20 ignores the argument and computes
    the 2-D SSIM. :func:`reference_metrics` reports both.
 
+**Every number of a report** (``flowkit evaluate``, the model card, the training campaign's
+validation) comes from :func:`score_enhancement`, so that one image gets one value per metric
+wherever it is quoted.
+
 **Perceptual distance**: :func:`lpips`, LPIPS with AlexNet and the v0.1 heads
 (:class:`flowkit.nn.LPIPS`, weights shipped with flowkit), as the LLFlow paper and most
 low-light papers report it.
@@ -44,12 +48,14 @@ from flowkit.data.io import to_uint8
 
 __all__ = [
     "GRAY_WEIGHTS",
+    "SCORE_COLUMNS",
     "gt_mean_align",
     "lpips",
     "psnr",
     "reference_metrics",
     "rgb_to_gray",
     "rgb_to_gray_uint8",
+    "score_enhancement",
     "ssim",
     "ssim_columns",
 ]
@@ -465,3 +471,60 @@ def lpips(pred: Tensor, target: Tensor) -> Tensor:
         flat_pred, flat_target = flat_pred.float() / 255, flat_target.float() / 255
     with torch.no_grad():
         return _LPIPS[device](flat_pred.float(), flat_target.float()).double().reshape(lead)
+
+
+SCORE_COLUMNS = (
+    "psnr", "ssim", "lpips", "gtmean_psnr", "gtmean_ssim", "gtmean_lpips",
+    "paper_psnr", "paper_ssim_gray", "paper_gtmean_psnr", "paper_gtmean_ssim_gray",
+)
+"""The metrics :func:`score_enhancement` returns, in the order reports list them."""
+
+
+def score_enhancement(output: Tensor, target: Tensor, *, perceptual: bool = True) -> dict[str, Tensor]:
+    """Every metric flowkit reports for an enhanced image, from one place.
+
+    *Standard* metrics score the 8-bit image a user saves (``output`` clamped and rounded to
+    uint8): ``psnr``, ``ssim`` (:func:`psnr`, :func:`ssim`) and ``lpips``; the ``gtmean_``
+    versions score it after :func:`gt_mean_align` (BT.601 gray weights) instead. *Paper* metrics
+    follow LLFlow's ``test.py`` (:func:`reference_metrics`): ``paper_psnr`` and
+    ``paper_ssim_gray``, the published gray SSIM (:func:`ssim_columns`, the reference's pinned
+    scikit-image), and the same after the reference's own GT-mean rescale (its swapped gray
+    weights) as ``paper_gtmean_psnr`` and ``paper_gtmean_ssim_gray``.
+
+    Args:
+        output: the model's raw output ``(..., 3, H, W)``, float (values outside [0, 1] are
+            allowed: each protocol clamps where the reference does).
+        target: the ground truth, same shape, float in [0, 1] or uint8.
+        perceptual: compute the two LPIPS columns (default ``True``); ``False`` leaves them out,
+            as does an image smaller than LPIPS's 32x32.
+
+    Returns:
+        One float64 tensor of shape ``(...)`` per column of :data:`SCORE_COLUMNS` (less the
+        LPIPS columns when they are left out).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.metrics import score_enhancement
+        >>> gt = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        >>> scores = score_enhancement(gt * 0.5, gt, perceptual=False)
+        >>> bool(scores["gtmean_psnr"] > scores["psnr"]), sorted(scores)[:3]
+        (True, ['gtmean_psnr', 'gtmean_ssim', 'paper_gtmean_psnr'])
+    """
+    _check_pair("score_enhancement", output, target, min_size=7)
+    if not output.dtype.is_floating_point:
+        raise ValueError(f"score_enhancement expects the model's float output, got dtype {output.dtype}")
+    target_float = target.to(torch.float64) / 255 if target.dtype == torch.uint8 else target.to(torch.float64)
+    saved = to_uint8(output.clamp(0, 1)).to(torch.float64) / 255
+    aligned = to_uint8(gt_mean_align(output, target).clamp(0, 1)).to(torch.float64) / 255
+    paper = reference_metrics(output, target)
+    paper_aligned = reference_metrics(output, target, gt_mean=True, gt_mean_weights="reference_swapped")
+    scores = {
+        "psnr": psnr(saved, target_float), "ssim": ssim(saved, target_float),
+        "gtmean_psnr": psnr(aligned, target_float), "gtmean_ssim": ssim(aligned, target_float),
+        "paper_psnr": paper["psnr"], "paper_ssim_gray": paper["ssim_gray_columns"],
+        "paper_gtmean_psnr": paper_aligned["psnr"], "paper_gtmean_ssim_gray": paper_aligned["ssim_gray_columns"],
+    }
+    if perceptual and min(output.shape[-2:]) >= 32:
+        scores["lpips"] = lpips(saved.float(), target_float.float()).to(torch.float64)
+        scores["gtmean_lpips"] = lpips(aligned.float(), target_float.float()).to(torch.float64)
+    return {name: scores[name] for name in SCORE_COLUMNS if name in scores}

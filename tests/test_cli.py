@@ -85,6 +85,23 @@ def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):
     assert difference.max() < 0.1 and difference.mean() < 0.02
 
 
+def test_enhance_exposure_brightens_darkens_and_rejects_a_non_number(tmp_path, checkpoint, capsys):
+    [source] = _images(tmp_path / "in", 1)
+    images = {}
+    for stops in ("-1", None, "1.5"):
+        out = tmp_path / f"out{stops}"
+        extra = ["--exposure", stops] if stops else []
+        assert main(["enhance", str(source), "-o", str(out), "--checkpoint", str(checkpoint), *extra]) == 0
+        images[stops] = read_image(out / "img0.png").float()
+    assert images["-1"].mean() < images[None].mean() < images["1.5"].mean()
+    # 8-bit rounding aside, every pixel moves the same way.
+    assert (images["1.5"] >= images[None] - 1 / 255).all() and (images["-1"] <= images[None] + 1 / 255).all()
+    with pytest.raises(SystemExit) as stop:
+        main(["enhance", str(source), "-o", str(tmp_path / "x"), "--exposure", "bright"])
+    assert stop.value.code == 2
+    assert "argument --exposure: expected a number of stops such as 0.5 or -1, got 'bright'" in capsys.readouterr().err
+
+
 def test_tiles_cover_the_image_and_a_single_tile_equals_the_whole(checkpoint):
     model = load_model(checkpoint)
     low = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(0)) * 0.3
@@ -107,7 +124,7 @@ def test_evaluate_writes_a_table(tmp_path, checkpoint):
     assert main(argv) == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert [row["name"] for row in report["images"]] == ["p0", "p1"]
-    assert 0 < report["mean"]["psnr"] < 60 and -1 <= report["mean"]["gtmean_ssim_gray"] <= 1
+    assert 0 < report["mean"]["psnr"] < 60 and -1 <= report["mean"]["paper_gtmean_ssim_gray"] <= 1
     # LPIPS is undefined below 32x32 pixels: null in the JSON, n/a in the table.
     assert report["mean"]["lpips"] is None and report["images"][0]["lpips"] is None
     table = (tmp_path / "eval" / "metrics.md").read_text()

@@ -16,6 +16,7 @@ from flowkit.metrics import (
     reference_metrics,
     rgb_to_gray,
     rgb_to_gray_uint8,
+    score_enhancement,
     ssim,
     ssim_columns,
 )
@@ -206,3 +207,28 @@ def test_real_lol_image_metrics_match_skimage_and_published_facts(shared_dir):
         assert ours[key].item() == pytest.approx(value, abs=TIGHT), key
     # data/README.md: the GT's (BT.601) grey mean is 89.07.
     assert rgb_to_gray(gt).mean().item() * 255 == pytest.approx(89.07, abs=0.005)
+
+
+def test_score_enhancement_scores_the_saved_image_and_the_published_protocol():
+    x, y = noisy_pair(8, (2, 3, 30, 36), noise=0.08)
+    raw = (y * 0.7 - 0.02).float()  # a raw output, partly below 0
+    scores = score_enhancement(raw, x, perceptual=False)
+    assert list(scores) == ["psnr", "ssim", "gtmean_psnr", "gtmean_ssim", "paper_psnr", "paper_ssim_gray",
+                            "paper_gtmean_psnr", "paper_gtmean_ssim_gray"]
+    for i in range(2):
+        # Standard: the PNG a user saves (clamped, rounded to 8 bits) against the float GT.
+        saved = np.round(np.clip(raw[i].double().numpy(), 0, 1) * 255) / 255
+        assert scores["psnr"][i].item() == pytest.approx(sk_psnr(x[i].numpy(), saved, data_range=1), abs=TIGHT)
+        assert scores["ssim"][i].item() == pytest.approx(
+            sk_ssim(saved, x[i].numpy(), channel_axis=0, gaussian_weights=True, sigma=1.5,
+                    use_sample_covariance=False, data_range=1), abs=TIGHT)
+        # Paper: the reference's numbers, its published (column) gray SSIM and swapped GT-mean weights.
+        plain = reference_protocol_numpy(raw[i], to_hwc_uint8(x[i]), False, None)
+        aligned = reference_protocol_numpy(raw[i], to_hwc_uint8(x[i]), True, GRAY_WEIGHTS["reference_swapped"])
+        assert scores["paper_psnr"][i].item() == pytest.approx(plain["psnr"], abs=TIGHT)
+        assert scores["paper_ssim_gray"][i].item() == pytest.approx(plain["ssim_gray_columns"], abs=TIGHT)
+        assert scores["paper_gtmean_psnr"][i].item() == pytest.approx(aligned["psnr"], abs=5e-3)
+        assert scores["paper_gtmean_ssim_gray"][i].item() == pytest.approx(aligned["ssim_gray_columns"], abs=5e-3)
+    assert (scores["gtmean_psnr"] > scores["psnr"]).all()
+    with pytest.raises(ValueError, match="expects the model's float output, got dtype torch.uint8"):
+        score_enhancement(torch.zeros(1, 3, 30, 36, dtype=torch.uint8), x[:1])

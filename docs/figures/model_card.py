@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from flowkit.data import LowLightSynthesizer, PairedImageDataset, read_image, to_uint8, write_synthetic_pairs
-from flowkit.metrics import gt_mean_align, lpips, psnr, reference_metrics, ssim
+from flowkit.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
+from flowkit.metrics import psnr, score_enhancement
 from flowkit.models import LLFlow
 from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, PRETRAINED, export_pretrained
 
@@ -35,23 +35,9 @@ DARKEST_DICM = 6  # DICM is mixed (means 4-195 of 255): show its darkest images
 LIME_SELECTION = ("1", "3", "9")
 
 
-def standard(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
-    """PSNR/SSIM/LPIPS of the 8-bit image a user gets (rounded), without and with GT-mean alignment."""
-    saved = to_uint8(output.clamp(0, 1)).float() / 255
-    aligned = to_uint8(gt_mean_align(output, high).clamp(0, 1)).float() / 255
-    return {
-        "psnr": float(psnr(saved, high)), "ssim": float(ssim(saved, high)), "lpips": float(lpips(saved, high)),
-        "gtmean_psnr": float(psnr(aligned, high)), "gtmean_ssim": float(ssim(aligned, high)),
-        "gtmean_lpips": float(lpips(aligned, high)),
-    }
-
-
-def paper(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
-    """LLFlow's test.py protocol (truncation, gray SSIM), without and with its GT-mean rescale."""
-    plain = reference_metrics(output, high)
-    aligned = reference_metrics(output, high, gt_mean=True, gt_mean_weights="reference_swapped")
-    return {"ref_psnr": float(plain["psnr"]), "ref_ssim_gray": float(plain["ssim_gray_columns"]),
-            "ref_gtmean_psnr": float(aligned["psnr"]), "ref_gtmean_ssim_gray": float(aligned["ssim_gray_columns"])}
+def scores(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
+    """Every reported metric, from flowkit.metrics.score_enhancement (as `flowkit evaluate` prints them)."""
+    return {name: float(value) for name, value in score_enhancement(output, high).items()}
 
 
 def lol778(model: LLFlow, data: Path) -> dict[str, dict[str, float]]:
@@ -61,9 +47,9 @@ def lol778(model: LLFlow, data: Path) -> dict[str, dict[str, float]]:
     published = read_image(lol / "eval15_reference_outputs" / "LLFlow_official" / "778.png")[None]
     ours = model.enhance(low, clamp=False)
     return {
-        "flowkit": {**standard(ours, high), **paper(ours, high)},
-        "llflow_published": {**standard(published, high), **paper(published, high)},
-        "input": {**standard(low, high), **paper(low, high)},
+        "flowkit": scores(ours, high),
+        "llflow_published": scores(published, high),
+        "input": scores(low, high),
     }
 
 
@@ -76,7 +62,7 @@ def kodak24(model: LLFlow, data: Path) -> dict[str, float]:
         rows = []
         for item in pairs:
             low, high = item["low"][None], item["high"][None]
-            rows.append(standard(model.enhance(low, histeq=item["histeq"][None], clamp=False), high)
+            rows.append(scores(model.enhance(low, histeq=item["histeq"][None], clamp=False), high)
                         | {"input_psnr": float(psnr(low, high))})
     return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} | {"images": len(rows)}
 

@@ -18,7 +18,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["DataSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-SYNTHESIZERS = ("default", "lol")
+SYNTHESIZERS = ("default", "lol", "lol_wide")
 
 
 @dataclass
@@ -32,7 +32,8 @@ class DataSection:
     ``root`` is ignored: written once into the run's output folder, or, with
     ``synthetic_online``, darkened afresh for every item and epoch
     (:class:`~flowkit.data.SyntheticPairDataset`). ``synthesizer`` picks the degradation's
-    ranges: ``"default"`` or ``"lol"`` (fitted to real LOL pairs). Validation pairs are
+    ranges: ``"default"``, ``"lol"`` (fitted to real LOL pairs) or ``"lol_wide"`` (the same with
+    darker exposures). Validation pairs are
     synthesised from ``synthetic_val_source`` when given, otherwise from the first
     ``synthetic_val_count`` images of ``synthetic_source``. ``real_train`` adds a folder of real
     pairs (``low/``, ``high/``) to the training set, each pair ``real_train_repeat`` times per
@@ -52,7 +53,8 @@ class DataSection:
         synthetic_source: a folder of normal-light photographs (searched recursively) to
             synthesise pairs from, or ``"scenes"`` for generated scenes; it takes precedence over
             ``root`` and the training folders. The pairs are written under
-            ``OUTPUT/synthetic`` once (a later run reuses them).
+            ``OUTPUT/synthetic`` once (a later run reuses them). With ``synthetic_online`` it may
+            be a list of folders, whose photographs are taken in the order given.
         synthetic_count: how many training pairs are written: the number of generated scenes,
             or the most photographs used (default 64). Ignored with ``synthetic_online``, which
             darkens every photograph of ``synthetic_source`` not held out for validation.
@@ -71,8 +73,10 @@ class DataSection:
         cache: keep decoded images in memory, in the training and validation sets (default
             ``False``).
         val_limit: validate on the first this many pairs only; 0 (default) validates on all.
-        synthesizer: the degradation's ranges: ``"default"`` (generic) or ``"lol"`` (fitted to
-            real LOL pairs); anything else raises a :class:`ValueError`.
+        synthesizer: the degradation's ranges: ``"default"`` (generic), ``"lol"`` (fitted to
+            real LOL pairs, :meth:`~flowkit.data.LowLightSynthesizer.lol`) or ``"lol_wide"``
+            (:meth:`~flowkit.data.LowLightSynthesizer.lol_wide`); anything else raises a
+            :class:`ValueError`.
         synthetic_online: darken ``synthetic_source``'s photographs afresh for every item and
             epoch instead of writing pairs once (default ``False``); needs ``synthetic_source``
             to be a folder of photographs, not ``"scenes"``.
@@ -91,7 +95,7 @@ class DataSection:
     train_high: str | None = None
     val_low: str | None = None
     val_high: str | None = None
-    synthetic_source: str | None = None
+    synthetic_source: str | tuple[str, ...] | None = None
     synthetic_count: int = 64
     synthetic_size: int = 96
     synthetic_val_count: int = 8
@@ -110,16 +114,19 @@ class DataSection:
     base: str | None = None
     """The folder that relative data paths are taken from; ``None`` for the current directory."""
 
-    def path(self, value: str | None) -> str | None:
+    def path(self, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
         """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is).
 
         Args:
-            value: one of this section's paths, or ``None``.
+            value: one of this section's paths, a tuple of them (each is taken from
+                :attr:`base`), or ``None``.
 
         Returns:
             ``base / value`` as a string when ``base`` is set and ``value`` is a relative path;
             otherwise ``value`` unchanged (also ``None``, ``"scenes"`` and absolute paths).
         """
+        if isinstance(value, tuple):
+            return tuple(self.path(item) for item in value)
         if value is None or value == "scenes" or self.base is None or Path(value).is_absolute():
             return value
         return str(Path(self.base) / value)
@@ -233,8 +240,13 @@ class TrainConfig:
         if isinstance(self.data.real_train_repeat, bool) or not isinstance(self.data.real_train_repeat, int) \
                 or self.data.real_train_repeat < 1:
             raise ValueError(f"[data] real_train_repeat must be a positive int, got {self.data.real_train_repeat!r}")
-        if self.data.synthetic_online and (not self.data.synthetic_source or self.data.synthetic_source == "scenes"):
+        source = self.data.synthetic_source
+        if self.data.synthetic_online and (not source or source == "scenes" or "scenes" in source):
             raise ValueError("[data] synthetic_online needs synthetic_source to be a folder of photographs")
+        if isinstance(source, tuple) and not self.data.synthetic_online:
+            raise ValueError(f"[data] synthetic_source can be a list of folders only with synthetic_online, got {list(source)}")
+        if isinstance(source, tuple) and not self.data.synthetic_val_source:
+            raise ValueError("[data] a list of synthetic_source folders needs synthetic_val_source for validation")
         has_folders = self.data.train_low is not None and self.data.train_high is not None
         if not (self.data.root or has_folders or self.data.synthetic_source):
             raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")

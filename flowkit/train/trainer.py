@@ -112,7 +112,8 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
 def _synthesizer(config: TrainConfig):
     from flowkit.data import LowLightSynthesizer
 
-    return LowLightSynthesizer.lol() if config.data.synthesizer == "lol" else LowLightSynthesizer()
+    named = {"lol": LowLightSynthesizer.lol, "lol_wide": LowLightSynthesizer.lol_wide}
+    return named.get(config.data.synthesizer, LowLightSynthesizer)()
 
 
 def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
@@ -155,7 +156,8 @@ def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> t
     if ctx.enabled:
         dist.barrier()
     if data.synthetic_online:
-        photographs = image_files(source)
+        sources = source if isinstance(source, tuple) else (source,)
+        photographs = [path for folder in sources for path in image_files(folder)]
         if val_source is None:
             # The first synthetic_val_count photographs (image_files' order, which the pairs
             # written above follow too) validate: training on them as well would make

@@ -227,3 +227,22 @@ def test_lol_preset_draws_casts_and_noise_ratios_within_its_ranges():
     assert (first.gamma, first.scale, first.read_noise) == (wider.gamma, wider.scale, wider.read_noise)
     with pytest.raises(ValueError, match="red_gain"):
         LowLightSynthesizer(red_gain=(1.2, 1.0))
+
+
+def test_lol_wide_darkens_further_than_lol_with_the_refitted_noise():
+    """Same photograph, same seeds: lol_wide reaches the 20x and darker ratios real pairs have."""
+    from flowkit.data.synthetic import LOL_FIT
+
+    photo = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.6 + 0.2
+    ratios = {}
+    for name in ("lol", "lol_wide"):
+        synth = getattr(LowLightSynthesizer, name)()
+        lows = [synth(photo, seed=seed)[0].float().mean() / 255 for seed in range(200)]
+        ratios[name] = torch.tensor([photo.mean() / max(low, 1e-4) for low in lows])
+    assert ratios["lol_wide"].quantile(0.9) > 1.2 * ratios["lol"].quantile(0.9)
+    assert ratios["lol_wide"].max() > 20 > ratios["lol_wide"].min()
+    wide = LowLightSynthesizer.lol_wide()
+    # Only the exposure and the refitted red/blue read-noise ranges change.
+    unchanged = {k: v for k, v in LOL_FIT.items() if k not in ("scale", "red_noise", "blue_noise")}
+    assert all(getattr(wide, k) == v for k, v in unchanged.items())
+    assert wide.scale[1] == LOL_FIT["scale"][1] and wide.scale[0] < LOL_FIT["scale"][0]

@@ -74,7 +74,7 @@ def test_default_recipe_trains_the_slim_small_net_on_calibrated_online_synthetic
 def test_new_data_keys_are_validated_with_their_names(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[data]\nsynthetic_source = 'photos'\nsynthesizer = 'lool'\n")
-    with pytest.raises(ValueError, match=r"\[data\] synthesizer must be one of \['default', 'lol'\]"):
+    with pytest.raises(ValueError, match=r"\[data\] synthesizer must be one of \['default', 'lol', 'lol_wide'\]"):
         load_config(bad)
     bad.write_text("[data]\nsynthetic_source = 'photos'\nreal_train_repeat = 0\n")
     with pytest.raises(ValueError, match="real_train_repeat must be a positive int"):
@@ -82,3 +82,27 @@ def test_new_data_keys_are_validated_with_their_names(tmp_path):
     bad.write_text("[data]\nsynthetic_source = 'scenes'\nsynthetic_online = true\n")
     with pytest.raises(ValueError, match="synthetic_online needs synthetic_source to be a folder"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ("synthetic_source = ['a', 'b']\nsynthetic_val_source = 'c'",
+         r"a list of folders only with synthetic_online, got \['a', 'b'\]"),
+        ("synthetic_source = ['a', 'b']\nsynthetic_online = true", "needs synthetic_val_source"),
+        ("synthetic_source = ['a', 3]\nsynthetic_online = true", "synthetic_source must be a string or a list of strings"),
+    ],
+)
+def test_a_list_of_photograph_folders_is_checked(tmp_path, data, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"[data]\n{data}\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(bad)
+
+
+def test_a_list_of_photograph_folders_is_taken_from_base(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text("[data]\nbase = '/data'\nsynthetic_source = ['a', '/b']\nsynthetic_online = true\n"
+                    "synthetic_val_source = 'c'\nsynthesizer = 'lol_wide'\n")
+    data = load_config(good).data
+    assert data.path(data.synthetic_source) == ("/data/a", "/b") and data.synthesizer == "lol_wide"

@@ -193,6 +193,25 @@ def test_online_synthetic_data_with_real_pairs_trains_and_resumes_exactly(tmp_pa
     assert len([r for r in rows if r.endswith(",train")]) == 6
 
 
+def test_online_training_darkens_the_photographs_of_every_listed_folder(tmp_path):
+    from flowkit.data import write_scenes
+    from flowkit.train.trainer import build_datasets
+
+    write_scenes(tmp_path / "data" / "first", 3, 24, 24, seed=1)
+    write_scenes(tmp_path / "data" / "second", 2, 24, 24, seed=4)
+    write_scenes(tmp_path / "data" / "val_photos", 2, 24, 24, seed=2)
+    text = ONLINE.format(base=(tmp_path / "data").as_posix(), iterations=1, ema=0.9,
+                         output=(tmp_path / "run").as_posix())
+    text = text.replace('synthetic_source = "photos"', 'synthetic_source = ["first", "second"]')
+    text = text.replace('real_train = "real"\nreal_train_repeat = 2\n', "").replace('"lol"', '"lol_wide"')
+    (tmp_path / "two.toml").write_text(text)
+    train_set, val_set = build_datasets(load_config(tmp_path / "two.toml"), tmp_path / "run")
+    assert len(train_set) == 5 and len(val_set) == 2
+    # Scenes of both folders share names (scene_0000...): the item names keep them apart.
+    names = [train_set[i]["name"] for i in range(len(train_set))]
+    assert len(set(names)) == 5 and {n.split("_")[0] for n in names} == {"first", "second"}
+
+
 def test_online_training_holds_out_the_photographs_that_validate(tmp_path):
     """Without synthetic_val_source, the first synthetic_val_count photographs validate: they must
     not also be darkened online for training."""

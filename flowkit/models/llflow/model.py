@@ -14,6 +14,7 @@ from flowkit.distributions import diag_gaussian_log_prob
 from flowkit.layers import Squeeze
 from flowkit.models.llflow.config import LLFlowConfig
 from flowkit.models.llflow.encoder import ConditionEncoder, EncoderOutput, color_map, encoder_input
+from flowkit.models.llflow.exposure import adjust_exposure
 from flowkit.models.llflow.flow import ConditionalFlow
 from flowkit.models.llflow.histeq import histeq_image
 
@@ -371,7 +372,7 @@ class LLFlow(nn.Module):
     def enhance(
         self, low: Tensor, *, temperature: float = 0.0, clamp: bool = True,
         generator: torch.Generator | None = None, histeq: Tensor | None = None,
-        precision: Literal["float32", "bfloat16"] = "float32",
+        precision: Literal["float32", "bfloat16"] = "float32", exposure: float | None = None,
     ) -> Tensor:
         """Enhance low-light images ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, 3, H, W)``.
 
@@ -391,6 +392,11 @@ class LLFlow(nn.Module):
         (1.2-2.4x faster per convolution than on NCHW tensors); the output is float32 (or
         ``low``'s dtype) in the usual layout.
 
+        ``exposure`` changes the model's choice of brightness by that many stops (EV) with
+        :func:`~flowkit.models.llflow.exposure.adjust_exposure`: a tone curve that brightens or
+        darkens shadows and mid-tones, compresses highlights instead of clipping them, and keeps
+        every pixel's hue and saturation.
+
         Args:
             low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``, any ``H`` and ``W``.
             temperature: ``T``, a finite number ``>= 0`` (default 0, the deterministic output).
@@ -398,6 +404,8 @@ class LLFlow(nn.Module):
             generator: the random generator for ``eps`` when ``T > 0`` (default: torch's global one).
             histeq: the histogram-equalised ``low`` (same shape), or ``None`` (default) to compute it.
             precision: ``"float32"`` (default) or ``"bfloat16"``.
+            exposure: ``None`` (default) for the model's own exposure, or a finite number of
+                stops: positive brightens, negative darkens. Needs ``clamp=True``.
 
         Example:
             >>> import torch
@@ -414,6 +422,11 @@ class LLFlow(nn.Module):
             raise ValueError(f"LLFlow.enhance: temperature must be a finite number >= 0, got {temperature!r}")
         if precision not in _PRECISIONS:
             raise ValueError(f"LLFlow.enhance: precision must be one of {_PRECISIONS}, got {precision!r}")
+        if exposure is not None:
+            if isinstance(exposure, bool) or not isinstance(exposure, (int, float)) or not math.isfinite(exposure):
+                raise ValueError(f"LLFlow.enhance: exposure must be None or a finite number of stops, got {exposure!r}")
+            if not clamp:
+                raise ValueError("LLFlow.enhance: exposure needs clamp=True (the tone curve works on [0, 1])")
         dtype = low.dtype if isinstance(low, Tensor) else None
         low, histeq = self._low_and_histeq("enhance", low, histeq)
         h, w = low.shape[2:]
@@ -440,6 +453,8 @@ class LLFlow(nn.Module):
         x = x[:, :, :h, :w].to(torch.promote_types(x.dtype, torch.float32)).contiguous()
         if clamp:
             x = x.clamp(0.0, 1.0)
+        if exposure is not None:
+            x = adjust_exposure(x, exposure)
         return x.to(dtype)
 
     # -- checkpoints ------------------------------------------------------------------------------
