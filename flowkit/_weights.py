@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from torch import Tensor
+
+from flowkit._files import write_atomically
 
 __all__ = ["WeightsError", "load_checked", "save_safetensors", "sha256_of"]
 
@@ -100,15 +100,5 @@ def save_safetensors(path: str | Path, tensors: dict[str, Tensor], metadata: dic
     # Cloned: safetensors refuses tensors that share storage (e.g. tied or sliced weights).
     data = _safetensors().save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()}, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp creates 0600; a weight file is meant to be shared
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data)
     return sha256_of(data)

@@ -26,16 +26,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import stat
 import sys
-import tempfile
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from flowkit._files import write_atomically
 
 __all__ = ["enhance_tiled", "load_model", "main"]
 
@@ -177,18 +177,7 @@ def _folder_option(option: str, value: str | None) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
-        raise
+    write_atomically(path, text.encode())
 
 
 # --------------------------------------------------------------------------------------- train

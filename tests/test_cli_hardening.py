@@ -237,6 +237,60 @@ def test_a_full_disk_keeps_earlier_outputs_and_names_the_file(tmp_path, checkpoi
         subprocess.run(["umount", str(disk)], check=False)
 
 
+TRAIN_ON_PAIRS = """
+[model]
+preset = "tiny"
+encoder_channels = 48
+growth_channels = 16
+hidden_channels = 96
+steps_per_level = 1
+
+[data]
+train_low = "{pairs}/low"
+train_high = "{pairs}/high"
+patch_size = 16
+batch_size = 2
+
+[run]
+iterations = {iterations}
+val_every = 1000
+checkpoint_every = 1
+output = "{output}"
+"""
+
+
+def test_a_checkpoint_that_fills_the_disk_is_one_line_and_the_previous_one_survives(tmp_path, capsys):
+    from flowkit.data import write_scenes, write_synthetic_pairs
+    from flowkit.train import load_checkpoint
+
+    write_scenes(tmp_path / "scenes", 2, 24, 24, seed=1)
+    write_synthetic_pairs(tmp_path / "scenes", tmp_path / "pairs", multiple_of=8)
+
+    def config(name: str, iterations: int, output: Path) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(TRAIN_ON_PAIRS.format(pairs=(tmp_path / "pairs").as_posix(), iterations=iterations,
+                                              output=output.as_posix()))
+        return path
+
+    # The size of one checkpoint of this run (24 MiB: torch.save's large writes come back short
+    # on a full disk, which it reports as an "enforce fail"), measured on the ordinary disk.
+    assert _run(["train", "--config", config("probe", 1, tmp_path / "probe"), "--no-progress"], capsys)[0] == 0
+    size = (tmp_path / "probe" / "last.pt").stat().st_size
+    disk = tmp_path / "disk"
+    # A disk of 1.5 checkpoints: step 1's checkpoint fits, step 2's fills the disk half-way through.
+    if not _tmpfs(disk, str(size * 3 // 2)):
+        pytest.skip("needs root and a mountable tmpfs to make a small full disk")
+    try:
+        status, err = _run(["train", "--config", config("full", 3, disk / "run"), "--no-progress"], capsys)
+        last = disk / "run" / "last.pt"
+        assert status == 1
+        assert err.strip().splitlines()[-1] == f"flowkit train: {last}: No space left on device"
+        assert load_checkpoint(last)["step"] == 1
+        assert [p.name for p in (disk / "run").iterdir() if p.name.endswith(".tmp")] == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
 def test_a_genuine_internal_error_says_it_is_a_bug(tmp_path, checkpoint, capsys, monkeypatch):
     monkeypatch.setattr("flowkit.cli._enhance", lambda args: 1 / 0)
     status = main(["enhance", "x.png", "-o", str(tmp_path / "o")])

@@ -57,9 +57,10 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("flowkit._weights.os.replace", broken_replace)
-    with pytest.raises(OSError, match="No space"):
+    monkeypatch.setattr("flowkit._files.os.replace", broken_replace)
+    with pytest.raises(OSError, match="No space") as error:
         save_safetensors(path, {"a": torch.ones(2)})
+    assert error.value.filename == str(path)
     assert load_checked(path, digest)[0]["a"].tolist() == [0.0, 0.0]
     assert [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]  # no temporary left behind
 

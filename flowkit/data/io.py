@@ -8,8 +8,6 @@ it and carry on.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 import zlib
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from flowkit._files import write_atomically
 from flowkit.data._png16 import read_png16_rgb
 
 __all__ = ["IMAGE_SUFFIXES", "ImageReadError", "image_size", "read_image", "to_uint8", "write_image"]
@@ -253,14 +252,4 @@ def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None 
         options["pnginfo"] = info
     # Written beside the target and renamed into place: a crash or a full disk never leaves a
     # half-written file under the final name, and an earlier file survives a failed write.
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            Image.fromarray(pixels).save(out, format=image_format, **options)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError) and not isinstance(error, ImageReadError):
-            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
-        raise
+    write_atomically(path, lambda out: Image.fromarray(pixels).save(out, format=image_format, **options))

@@ -9,14 +9,16 @@ checkpoint never runs code.
 
 from __future__ import annotations
 
+import io
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from flowkit._files import write_atomically
 
 __all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "restore_rng_state", "save_checkpoint",
            "save_model"]
@@ -35,7 +37,7 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
         ``path`` as a :class:`pathlib.Path`.
 
     Raises:
-        OSError: the write failed (a full disk included); the message names ``path``, and no
+        OSError: the write failed (a full disk included); its ``filename`` is ``path``, and no
             temporary file is left behind.
 
     Example:
@@ -48,31 +50,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        if isinstance(error, RuntimeError) and not isinstance(error, OSError) and _disk_full(path.parent):
-            # torch.save reports a full disk as a C++ "enforce fail"; say what happened instead.
-            raise OSError(28, f"cannot write {path}: no space left on device") from error
-        if isinstance(error, OSError):
-            raise OSError(error.errno, f"cannot write {path}: {error.strerror or error}") from error
-        raise
-    return path
-
-
-def _disk_full(folder: Path) -> bool:
-    try:
-        stats = os.statvfs(folder)
-    except OSError:
-        return False
-    return stats.f_bavail * stats.f_frsize < 1 << 20
+    # Serialised in memory first: torch.save reports a failed write (a full disk) as a C++
+    # "enforce fail" RuntimeError, while a plain write raises the system's OSError.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_atomically(path, buffer.getbuffer())
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:

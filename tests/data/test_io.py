@@ -147,9 +147,10 @@ def test_a_failed_write_keeps_the_earlier_file_and_names_the_target(tmp_path, mo
     def full_disk(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("flowkit.data.io.os.replace", full_disk)
-    with pytest.raises(OSError, match=r"cannot write .*out.png: No space left on device"):
+    monkeypatch.setattr("flowkit._files.os.replace", full_disk)
+    with pytest.raises(OSError, match=r"No space left on device: '.*out.png'") as error:
         write_image(path, torch.ones(3, 4, 4))
+    assert error.value.filename == str(path) and error.value.strerror == "No space left on device"
     monkeypatch.undo()
     assert torch.equal(read_image(path, dtype=torch.uint8), first)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]  # no temporary left behind
