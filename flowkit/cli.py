@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
+from tqdm import tqdm
 
 from flowkit._files import write_atomically
 
@@ -223,7 +225,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     columns = list(SCORE_COLUMNS)
     with torch.no_grad():
-        for index in _progress(range(len(data)), "evaluate"):
+        for index in _Progress(range(len(data)), "evaluate"):
             item = data[index]
             low, high = item["low"][None].to(device), item["high"][None].to(device)
             raw = model.enhance(low, histeq=item["histeq"][None].to(device), clamp=False)
@@ -260,29 +262,16 @@ def _markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 class _Progress:
-    """A progress bar on stderr (when tqdm is installed) whose messages get lines of their own."""
+    """A progress bar on stderr whose messages get lines of their own."""
 
     def __init__(self, items, desc: str) -> None:
-        self.items, self.bar = items, None
-        try:
-            from tqdm import tqdm
-
-            self.bar = tqdm(items, desc=desc, dynamic_ncols=True, file=sys.stderr)
-        except ImportError:  # tqdm is optional
-            pass
+        self.bar = tqdm(items, desc=desc, dynamic_ncols=True, file=sys.stderr)
 
     def __iter__(self):
-        return iter(self.bar if self.bar is not None else self.items)
+        return iter(self.bar)
 
     def write(self, message: str) -> None:
-        if self.bar is not None:
-            self.bar.write(message, file=sys.stderr)
-        else:
-            print(message, file=sys.stderr)
-
-
-def _progress(iterable, desc: str) -> _Progress:
-    return _Progress(iterable, desc)
+        self.bar.write(message, file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------- enhance
@@ -334,8 +323,6 @@ def _targets(inputs: list[Path], output: Path) -> dict[Path, Path]:
 def _written_for(target: Path) -> str | None:
     """The input a PNG in the output folder was enhanced from, if flowkit wrote it."""
     try:
-        from PIL import Image
-
         with Image.open(target) as image:
             return getattr(image, "text", {}).get(SOURCE_KEY)
     except Exception:  # any unreadable or foreign file: not flowkit's
@@ -434,7 +421,7 @@ def _enhance(args: argparse.Namespace) -> int:
     protected = {p.resolve() for p in inputs}
     failures = 0
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    progress = _progress(inputs, "enhance")
+    progress = _Progress(inputs, "enhance")
     for path in progress:
         base = names[path]
         try:
@@ -482,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
         >>> build_parser().parse_args(["enhance", "a.png", "-o", "out"]).tile
         0
     """
+    from flowkit.train.config import shipped_configs
+
     parser = argparse.ArgumentParser(prog="flowkit", description="Train, evaluate and run LLFlow.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -489,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train LLFlow. Under torchrun, trains with DDP on every process. "
                                             "Ctrl-C stops after the current step with a checkpoint.")
     train.add_argument("--config", required=True,
-                       help="a TOML file, or a shipped config: default, lol, lol_small, lol_v2, tiny")
+                       help="a TOML file, or a shipped config: " + ", ".join(shipped_configs()))
     train.add_argument("--resume", help="continue from this checkpoint (OUTPUT/last.pt)")
     train.add_argument("--output", help="run folder (overrides [run] output)")
     train.add_argument("--iterations", type=_positive_int, help="override [run] iterations")

@@ -24,19 +24,15 @@ The forward outputs are bit-identical to the standard path's (the same operation
 without recording). The gradients are exact up to how exactly the members invert in floating point:
 each rebuilt input differs from the true one by a few rounding errors, amplified by the inverses of
 the members after it (a member that contracts strongly, such as an affine coupling whose scale nears
-its ``eps``, amplifies most). In the tests, a 50-member conditional multi-scale chain of every
-flowkit layer type, perturbed away from the identity, rebuilds its inputs within ``1e-12``
-(float64) and ``1e-5`` (float32) of the true ones, relative to their scale, and its gradients agree
-with standard backpropagation within ``1e-9`` and ``1e-4`` (measured: about ``4e-15`` and
-``4e-6``). :func:`reconstruction_errors` measures the first number for any chain.
+its ``eps``, amplifies most); :ref:`measured-design-choices` gives the errors of a deep chain.
+:func:`reconstruction_errors` measures them for any chain.
 
 Under autocast, a member whose output is rounded to a narrower dtype than its input (such as
 :class:`~flowkit.layers.InvConv1x1`, whose convolution runs in bfloat16) has lost information that
 no inverse recovers: its rebuilt input is off by about that rounding, and such errors accumulate
 over depth. To lose no more than that, members rebuild their inputs with autocast off, in the wider
-of the activation's and the parameters' dtype, and round them to the dtype the input had. In the
-tests, the whole gradient's relative error under bfloat16 autocast stays within twice that of
-standard autocast backpropagation (about 0.6% against 0.5% for a 24-member chain).
+of the activation's and the parameters' dtype, and round them to the dtype the input had: the
+gradient's error under bfloat16 autocast then stays close to standard autocast backpropagation's.
 
 What composes with it, and how:
 

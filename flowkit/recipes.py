@@ -102,12 +102,8 @@ class RealNVP(FlowModel):
     :math:`\mathcal N(0, I)`. A fresh model is the identity flow.
 
     The log-scale is bounded as in :class:`MAF` (zuko's ``"rational"``
-    :func:`~flowkit.transforms.soft_clamp`, :math:`c = \log 1000`). Against ``3 tanh(raw / 3)``,
-    with the same batches and initial weights (12 seeds, 1000 steps of
-    ``benchmarks/density.py``), the test NLL went from 2.251 to 2.190 nats on eight Gaussians
-    (and its spread over seeds from 0.15 to 0.07), from 8.722 to 8.707 on the 10-dimensional set
-    from 1.984 to 1.977 on two moons and from 3.256 to 3.247 on the checkerboard; conditional two
-    moons stayed at 1.149 against 1.150.
+    :func:`~flowkit.transforms.soft_clamp`, :math:`c = \log 1000`), which trains to lower NLLs
+    than ``3 tanh(raw / 3)`` (:ref:`measured-design-choices`).
 
     Args:
         features: size ``D >= 2`` of the ``(B, D)`` data.
@@ -149,19 +145,10 @@ class MAF(FlowModel):
     The prior is :math:`\mathcal N(0, I)`.
 
     Unlike the other recipes, a fresh MAF is not the identity: the MADEs' output layers are drawn
-    like their hidden layers (``zero_output=False``), as in the MAF paper and zuko. Zero output
-    layers trained to a worse optimum on two moons (``benchmarks/density.py`` settings, 1000
-    steps: 1.980 against 1.956 nats, the mean of seeds 5 to 14; 2.002 against 1.979 on seeds 0
-    to 4) and did no better on the 10-dimensional set (8.641 against 8.640).
-
-    The log-scale is bounded by the ``"rational"`` :func:`~flowkit.transforms.soft_clamp` with
-    :math:`c = \log 1000`, as zuko bounds it, rather than the default ``3 tanh(raw / 3)``: with
-    the same batches and initial weights (12 seeds, 1000 steps) the test NLL went from 2.245 to
-    2.207 nats on eight Gaussians and from 8.630 to 8.612 on the 10-dimensional set, and moved
-    by less than 0.005 on the other three sets (two moons 1.969 to 1.968, conditional two moons
-    1.159 to 1.156, checkerboard 3.251 to 3.255). With this bound the recipe is zuko's ``MAF`` of
-    the same sizes: built from the same seed and trained on the same batches, the two reach test
-    NLLs within 1e-6 of each other (60 runs).
+    like their hidden layers (``zero_output=False``), as in the MAF paper and zuko. The log-scale
+    is bounded by the ``"rational"`` :func:`~flowkit.transforms.soft_clamp` with
+    :math:`c = \log 1000`, as zuko bounds it, rather than the default ``3 tanh(raw / 3)``; with
+    both, the recipe is zuko's ``MAF`` of the same sizes (:ref:`measured-design-choices`).
 
     Args:
         features: size ``D`` of the ``(B, D)`` data.

@@ -220,9 +220,8 @@ class AffineTransform(MonotoneTransform):
     as RealNVP and MAF are written (Dinh et al., 2017; Papamakarios et al., 2017). The two families
     of maps are the same, but not their training: in the first form a shift is multiplied by the
     scale, which couples the two outputs of the sub-network. :class:`~flowkit.recipes.RealNVP` and
-    :class:`~flowkit.recipes.MAF` use the papers' form. Measured with ``benchmarks/density.py``
-    (3 seeds, 1000 steps): it lowered MAF's test NLL on eight Gaussians by 0.18 nats and RealNVP's
-    on four of five sets, but raised MAF's by 0.03 nats on two moons, within about one standard error.
+    :class:`~flowkit.recipes.MAF` use the papers' form, which trained to lower NLLs
+    (:ref:`measured-design-choices`).
 
     ``scale="exp"`` (default): :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp``
     (``None``: plain ``exp``), or :math:`s = \exp(\text{raw} / (1 + |\text{raw}| / c))` with
@@ -332,17 +331,13 @@ class RationalQuadraticSpline(MonotoneTransform):
     :math:`b` chosen so that a zero raw value gives :math:`\delta = 1`: zero parameters are the
     identity. The unnormalised widths and heights are multiplied by ``bin_logit_scale`` before
     the softmax: a value below 1 makes the bins move more slowly in training than the
-    derivatives. :class:`~flowkit.recipes.NSF` keeps 1: with ``benchmarks/density.py``'s
-    settings (autoregressive, 1000 steps) a scale of 1/8 lowered the test NLL by 0.008 nats on
-    two moons and eight Gaussians (5 seeds) but raised it by 0.12 on the checkerboard (4 seeds).
+    derivatives. :class:`~flowkit.recipes.NSF` keeps 1 (:ref:`measured-design-choices`).
 
     The map is nflows' ``unconstrained_rational_quadratic_spline`` with linear tails, up to
     the raw derivatives: nflows' equal these plus :math:`\log(e^{1 - \delta_{\min}} - 1)`
     (so that a zero there gives :math:`\delta \approx 0.69`). Shifting them so, flowkit's
     :class:`~flowkit.recipes.NSF` given nflows' weights returns nflows' log-probabilities to
-    1e-13 in float64. (nflows 0.14 does not rescale the bin logits: its autoregressive spline
-    divides them by the square root of the MADE's width only when the MADE has a
-    ``hidden_features`` attribute, which its MADE lacks.)
+    1e-13 in float64.
 
     Args:
         bins: number of bins ``K`` (>= 1).

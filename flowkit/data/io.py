@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from torch import Tensor
 
 from flowkit._files import write_atomically
@@ -50,15 +52,6 @@ class ImageReadError(OSError):
         super().__init__(f"cannot read image {path}: {reason}")
 
 
-def _pil():
-    # Pillow is an optional dependency (the ``images`` extra); say how to get it.
-    try:
-        from PIL import Image
-    except ImportError as exc:  # pragma: no cover - exercised only without Pillow
-        raise ImportError("reading images needs Pillow: pip install 'flowkit[images]'") from exc
-    return Image
-
-
 def image_size(path: str | Path) -> tuple[int, int]:
     """Return ``(height, width)`` of an image from its header, without decoding the pixels.
 
@@ -78,7 +71,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
         >>> image_size(path)
         (4, 6)
     """
-    Image = _pil()
     try:
         with Image.open(path) as im:
             width, height = im.size
@@ -89,7 +81,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 def _decode(path: str | Path) -> tuple[np.ndarray, float]:
     """Decode to an (H, W, 3) integer array and the value that maps to 1.0."""
-    Image = _pil()
     try:
         with Image.open(path) as im:
             # The tile list (with the raw sample layout) is only there before load().
@@ -224,7 +215,6 @@ def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None 
         >>> torch.equal(read_image(path, dtype=torch.uint8), image)
         True
     """
-    Image = _pil()
     if image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"write_image expects a (3, H, W) image, got shape {tuple(image.shape)}")
     path = Path(path)
@@ -244,8 +234,6 @@ def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None 
     if text:
         if image_format != "PNG":
             raise ValueError(f"write_image: text chunks need a PNG file, got {path}")
-        from PIL.PngImagePlugin import PngInfo
-
         info = PngInfo()
         for key, value in text.items():
             info.add_text(key, value)

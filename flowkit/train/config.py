@@ -343,13 +343,13 @@ def shipped_configs() -> list[str]:
     """Names of the configs shipped with flowkit.
 
     ``lol``, ``lol_small`` and ``lol_v2`` are the reference's recipes; ``default`` trains the model
-    shipped with flowkit (:meth:`~flowkit.models.LLFlow.from_pretrained`); ``tiny`` trains in
-    minutes on CPU.
+    shipped with flowkit (:meth:`~flowkit.models.LLFlow.from_pretrained`); ``synthetic_v2`` is the
+    longer recipe of its successor; ``tiny`` trains in minutes on CPU.
 
     Example:
         >>> from flowkit.train import shipped_configs
         >>> shipped_configs()
-        ['default', 'lol', 'lol_small', 'lol_v2', 'tiny']
+        ['default', 'lol', 'lol_small', 'lol_v2', 'synthetic_v2', 'tiny']
     """
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
 
 from flowkit.train.checkpoint import (
     capture_rng_state,
@@ -288,12 +289,7 @@ class _Logger:
         if new:
             self.writer.writerow(["step", "loss", "lr", "it_per_s", "kind"])
         if progress:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
-            except ImportError:  # tqdm is optional; the CSV log is always written
-                pass
+            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
         try:
             from torch.utils.tensorboard import SummaryWriter
 

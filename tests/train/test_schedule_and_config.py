@@ -26,7 +26,7 @@ def test_warm_up_is_linear_then_halves_at_each_milestone():
 
 def test_shipped_configs_follow_the_reference_training_table():
     # SPEC section 6: niter, milestones, warm-up, batch, patch, optimiser per config.
-    assert shipped_configs() == ["default", "lol", "lol_small", "lol_v2", "tiny"]
+    assert shipped_configs() == ["default", "lol", "lol_small", "lol_v2", "synthetic_v2", "tiny"]
     lol, small, v2 = load_config("lol"), load_config("lol_small"), load_config("lol_v2")
     assert (lol.run.iterations, lol.optim.milestones, lol.optim.warmup) == (40000, (20000, 30000, 36000, 38000), 3000)
     assert (small.run.iterations, small.optim.milestones, small.optim.warmup) == (
@@ -106,3 +106,18 @@ def test_a_list_of_photograph_folders_is_taken_from_base(tmp_path):
                     "synthetic_val_source = 'c'\nsynthesizer = 'lol_wide'\n")
     data = load_config(good).data
     assert data.path(data.synthetic_source) == ("/data/a", "/b") and data.synthesizer == "lol_wide"
+
+
+def test_synthetic_v2_recipe_is_ten_times_v1_on_the_widened_darkening():
+    v1, v2 = load_config("default"), load_config("synthetic_v2")
+    patches = {name: c.run.iterations * c.data.batch_size * c.data.patch_size**2 / 128**2 for name, c in
+               (("v1", v1), ("v2", v2))}
+    assert patches["v2"] >= 10 * patches["v1"] >= 112_000
+    assert v2.llflow_config() == v1.llflow_config()  # the slim width (the pilot's choice)
+    data = v2.data
+    assert data.synthesizer == "lol_wide" and data.synthetic_online and data.real_train == "LOL/our485_subset"
+    assert data.path(data.synthetic_source) == tuple(
+        f"../shared/data/photos/{name}" for name in ("BSDS500", "CSun_Hays80", "Urban100_half"))
+    # Kodak24 validates and is never trained on.
+    assert data.synthetic_val_source == "photos/Kodak24" and "photos/Kodak24" not in data.synthetic_source
+    assert v2.optim.milestones[-1] < v2.run.iterations

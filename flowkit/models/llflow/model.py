@@ -385,12 +385,10 @@ class LLFlow(nn.Module):
         ``[0, 1]``. Runs without autograd; use :meth:`decode` for a differentiable reverse pass.
 
         ``precision="bfloat16"`` runs the network under ``torch.autocast`` in bfloat16 (the
-        convolutions in bfloat16; the prior mean, the affine maps and the output stay float32):
-        1.8-2.3x faster than float32 on a CPU with AMX (measured with ``benchmarks/llflow.py``),
-        within 0.007 of the float32 output (59 dB PSNR between the two on LOL #778 with the shipped
-        model). On CPU the network runs on channels-last tensors, which oneDNN's convolutions want
-        (1.2-2.4x faster per convolution than on NCHW tensors); the output is float32 (or
-        ``low``'s dtype) in the usual layout.
+        convolutions in bfloat16; the prior mean, the affine maps and the output stay float32),
+        faster on CPUs with AMX and close to the float32 output (:ref:`measured-design-choices`).
+        On CPU the network runs on channels-last tensors, which oneDNN's convolutions want; the
+        output is float32 (or ``low``'s dtype) in the usual layout.
 
         ``exposure`` changes the model's choice of brightness by that many stops (EV) with
         :func:`~flowkit.models.llflow.exposure.adjust_exposure`: a tone curve that brightens or
