@@ -23,7 +23,7 @@ row names the first shape that produced it and how many calls share it.
 
 Usage::
 
-    python benchmarks/kernel_report.py                       # everything (about 10 minutes on 2 cores)
+    python benchmarks/kernel_report.py                       # everything (15 min on 2 cores, cold cache)
     python benchmarks/kernel_report.py --targets sm_90 --dtypes float32 bfloat16 \\
         --layouts contiguous --shapes train --json rows.json   # a subset, rows as a JSON list
 
@@ -103,9 +103,15 @@ class Launch:
     options: dict[str, object]
 
     def key(self) -> tuple:
-        """What decides the compiled code: launches with equal keys share one binary."""
-        return (self.kernel, self.target, tuple(self.signature.items()), tuple(sorted(self.constexprs.items())),
-                tuple(sorted((k, str(v)) for k, v in self.attrs.items())), self.num_warps)
+        """What decides the compiled code, and the layout: launches with equal keys share one row.
+
+        The layout is part of it so that each layout's rows are complete: a channel slice that
+        specialises like a contiguous tensor shares its binary (Triton's cache compiles it once)
+        but is listed under its own layout.
+        """
+        return (self.kernel, self.target, self.layout, tuple(self.signature.items()),
+                tuple(sorted(self.constexprs.items())), tuple(sorted((k, str(v)) for k, v in self.attrs.items())),
+                self.num_warps)
 
     def specialisation(self) -> str:
         """The integer arguments the JIT made constant 1 or marked divisible by 16."""
@@ -305,8 +311,13 @@ class _Serial:
     map = staticmethod(map)
 
 
-def _bits(widths: dict[int, int] | None) -> str:
-    return "-" if not widths else " ".join(f"{bits}x{count}" for bits, count in sorted(widths.items(), reverse=True))
+def _kernel_variant(row: dict[str, object]) -> str:
+    return f"{row['kernel']} {row['direction']}" + (f" {row['needs']}" if row["needs"] else "")
+
+
+def _widest(widths: dict) -> int:
+    # int(): the keys are strings once the rows have been through JSON.
+    return max(map(int, widths))
 
 
 def summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -320,8 +331,8 @@ def summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
         regs = sorted(r["registers"] for r in ok)
         # The widest load of each variant: the width of its bulk tile accesses (the per-sample
         # log-det partials are 32-bit scalars in every variant).
-        widest_load = sorted({max(r["loads"]) for r in ok if r["loads"]})
-        widest_store = sorted({max(r["stores"]) for r in ok if r["stores"]})
+        widest_load = sorted({_widest(r["loads"]) for r in ok if r["loads"]})
+        widest_store = sorted({_widest(r["stores"]) for r in ok if r["stores"]})
         lines.append({
             "kernel": kernel, "target": target, "dtype": dtype, "layout": layout,
             "variants": len(members), "compiled": len(ok),
@@ -337,7 +348,22 @@ def summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
 def markdown(rows: list[dict[str, object]], env: dict[str, object], command: str) -> str:
     failures = [r for r in rows if not r["compiled"] or r["spills"]]
     contiguous = [r for r in rows if r["layout"] == "contiguous" and r["compiled"]]
-    narrow = [r for r in contiguous if max(r["loads"]) < 64 or max(r["stores"]) < 64]
+    narrow = [r for r in contiguous if _widest(r["loads"]) < 64 or _widest(r["stores"]) < 64]
+    # The narrow variants by call: directions, gradients and targets share the reason.
+    narrow_calls: dict[tuple, dict[str, object]] = {}
+    for r in narrow:
+        line = narrow_calls.setdefault((r["dtype"], r["shape"], tuple(r["block"])), {
+            "dtype": r["dtype"], "shape": r["shape"], "block": "x".join(map(str, r["block"])), "variants": 0,
+            "kernels": set(), "load_bits": set(), "store_bits": set()})
+        line["variants"] += 1
+        line["kernels"].add(_kernel_variant(r))
+        line["load_bits"].add(_widest(r["loads"]))
+        line["store_bits"].add(_widest(r["stores"]))
+    every_kernel = {_kernel_variant(r) for r in rows}
+    for line in narrow_calls.values():
+        line["kernels"] = "all" if line["kernels"] == every_kernel else ", ".join(sorted(line["kernels"]))
+        line["load_bits"] = "/".join(map(str, sorted(line["load_bits"])))
+        line["store_bits"] = "/".join(map(str, sorted(line["store_bits"])))
     text = [
         "# Triton kernels compiled ahead of time for NVIDIA GPUs",
         "",
@@ -359,10 +385,11 @@ def markdown(rows: list[dict[str, object]], env: dict[str, object], command: str
         ]),
     ]
     if narrow:
-        text += ["", "Contiguous variants without a 64-bit access:", "",
-                 markdown_table(narrow, [("kernel", "kernel", ""), ("target", "target", ""), ("dtype", "dtype", ""),
-                                         ("variant", "variant", ""), ("shape", "example shape", ""),
-                                         ("specialisation", "specialisation", "")])]
+        text += ["", "Contiguous variants without a 64-bit access, by call (both targets):", "",
+                 markdown_table(list(narrow_calls.values()), [
+                     ("dtype", "dtype", ""), ("shape", "example shape", ""), ("block", "tile", ""),
+                     ("variants", "variants", "d"), ("kernels", "kernels", ""), ("load_bits", "load bits", ""),
+                     ("store_bits", "store bits", "")])]
     return "\n".join(text)
 
 
