@@ -116,6 +116,7 @@ class Launch:
     def specialisation(self) -> str:
         """The integer arguments the JIT made constant 1 or marked divisible by 16."""
         names = list(self.signature)
+        # Strides (s...) and sizes (n_...) only: the constexpr flags and tile sizes are in the variant.
         ones = [names[k[0]] for k, v in self.constexprs.items() if v == 1 and names[k[0]][0] in "sn"]
         ints = [names[k[0]] for k, v in self.attrs.items() if v and self.signature[names[k[0]]] == "i32"]
         return f"=1: {','.join(ones) or '-'}; %16: {','.join(ints) or '-'}"
@@ -151,7 +152,7 @@ def recorded_launches(multiprocessors: int) -> Iterator[list]:
             setattr(triton_affine, name, value)
 
 
-def _tensors(shape: tuple[int, ...], coupling: bool, layout: str, dtype: torch.dtype):
+def _tensors(shape: tuple[int, ...], layout: str, dtype: torch.dtype):
     """``x``, ``h``, the forward's ``out`` (or ``None``) and the output gradient, laid out as ``layout``.
 
     ``torch.empty``: the launches are only recorded, nothing reads the values, and untouched pages
@@ -168,8 +169,8 @@ def _tensors(shape: tuple[int, ...], coupling: bool, layout: str, dtype: torch.d
         return empty(c), h, None, empty(c)
     # The coupling's x2 = z[:, c:]; fused_affine_coupling writes y2 into the joined output's second
     # half and hands the backward that half of the joined output's gradient.
-    half = lambda t: t[:, c:]  # noqa: E731
-    return half(empty(2 * c)), h, half(empty(2 * c)), half(empty(2 * c))
+    x, out, grad = (empty(2 * c)[:, c:] for _ in range(3))
+    return x, h, out, grad
 
 
 def record(target: str, groups: list[str] | None, dtypes: list[str], layouts: list[str],
@@ -189,7 +190,7 @@ def record(target: str, groups: list[str] | None, dtypes: list[str], layouts: li
                 for layout in layouts:
                     if (layout == "channels_last" and len(shape) != 4) or (layout == "channel_split" and not coupling):
                         continue
-                    x, h, out, grad = _tensors(shape, coupling, layout, DTYPES[dtype_name])
+                    x, h, out, grad = _tensors(shape, layout, DTYPES[dtype_name])
                     grad_logdet = torch.empty(shape[0])
                     for inverse, direction in DIRECTIONS.items():
                         options = dict(eps=1e-4, layout="cross", inverse=inverse)
