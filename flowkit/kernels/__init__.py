@@ -14,6 +14,9 @@ process (:func:`set_backend`, or ``FLOWKIT_KERNEL_BACKEND=torch`` in the environ
 ``import flowkit``) or for a block (``with use_backend("triton"): ...``). The kernels run on CPU
 only under Triton's interpreter (``TRITON_INTERPRET=1`` set before ``flowkit.kernels.triton_affine``
 is imported), which is for testing; elsewhere forcing ``"triton"`` on CPU tensors is an error.
+``"auto"`` checks the kernels once per device and dtype against the reference before it first
+uses them (:func:`flowkit.kernels.self_check.check_triton_kernels`) and keeps to the reference,
+with one warning, where they fail; a forced ``"triton"`` fails loudly instead.
 """
 
 from flowkit.kernels.affine import affine_backward_formula, fused_affine, fused_affine_coupling

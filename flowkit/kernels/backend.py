@@ -12,7 +12,10 @@ Backends:
 * ``"auto"``: ``"triton"`` for CUDA tensors of a supported dtype when the ``triton`` package is
   installed, ``"torch"`` otherwise. On CPU it is therefore exactly eager PyTorch, never slower.
   Under ``torch.compile`` it is ``"torch"`` on every device: Inductor then fuses the affine map
-  with its neighbours itself.
+  with its neighbours itself. The first time it would run the kernels for a device and dtype it
+  checks them once against the reference (:mod:`flowkit.kernels.self_check`); if they raise or
+  disagree it warns once, saying what failed, and uses ``"torch"`` for that device and dtype from
+  then on. A forced ``"triton"`` is not checked: it fails loudly.
 
 An explicit ``backend=`` argument other than ``"auto"`` wins; otherwise the process-wide default
 applies. That default starts as the environment variable ``FLOWKIT_KERNEL_BACKEND`` (read once, when
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -62,6 +66,32 @@ def _checked(name: object, what: str) -> str:
 
 
 _default = _checked(os.environ.get(ENV_VAR, "auto"), f"the environment variable {ENV_VAR}")
+
+# (device, x's dtype, h's dtype) -> whether the kernels passed their self-check there.
+_self_checked: dict[tuple[torch.device, torch.dtype, torch.dtype], bool] = {}
+
+
+def _kernels_trusted(x: Tensor, h: Tensor) -> bool:
+    key = (x.device, x.dtype, h.dtype)
+    trusted = _self_checked.get(key)
+    if trusted is None:
+        if x.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            # The check synchronises, which a CUDA graph capture forbids: trust the kernels for
+            # this call and check at the first call outside a capture (captures follow warm-ups).
+            return True
+        from flowkit.kernels.self_check import check_triton_kernels
+
+        failure = check_triton_kernels(x.device, x.dtype, h.dtype)
+        trusted = _self_checked[key] = failure is None
+        if failure is not None:
+            dtypes = str(x.dtype) if x.dtype == h.dtype else f"{x.dtype} x with {h.dtype} h"
+            warnings.warn(
+                f"flowkit's Triton kernels failed their self-check on {x.device} for {dtypes}: {failure}. "
+                f"flowkit now uses the PyTorch reference there (backend='torch') for the rest of this "
+                f"process; backend='triton' forces the kernels and shows the failure",
+                RuntimeWarning, stacklevel=4,
+            )
+    return trusted
 
 
 def get_backend() -> str:
@@ -122,10 +152,12 @@ def resolve_backend(backend: str, x: Tensor, h: Tensor, *, compiling: bool = Fal
     """The backend that will run for these tensors: ``"triton"`` or ``"torch"``.
 
     ``backend`` is the argument of the call; ``"auto"`` defers to the process-wide default, and a
-    default of ``"auto"`` picks Triton for CUDA tensors of a supported dtype when Triton is installed,
-    except while ``torch.compile`` traces (``compiling=True``): there it picks the reference, which
-    Inductor fuses with the neighbouring ops into one kernel, where the opaque Triton op would cost
-    copies and a separate pass.
+    default of ``"auto"`` picks Triton for CUDA tensors of a supported dtype when Triton is installed
+    and the kernels passed their one-time self-check on that device for these dtypes (run here, the
+    first time; a failure warns once and picks the reference from then on), except while
+    ``torch.compile`` traces (``compiling=True``): there it picks the reference, which Inductor
+    fuses with the neighbouring ops into one kernel, where the opaque Triton op would cost copies
+    and a separate pass.
     Forcing ``"triton"`` for a dtype it does not support, or without Triton installed, raises. (Whether
     a CPU tensor may run the kernels, i.e. whether the interpreter is on, is checked where the kernel
     is launched.)
@@ -148,7 +180,10 @@ def resolve_backend(backend: str, x: Tensor, h: Tensor, *, compiling: bool = Fal
     """
     name = _checked(backend, "backend") if backend != "auto" else _default
     if name == "auto":
-        if not compiling and x.is_cuda and _TRITON_INSTALLED and x.dtype in TRITON_DTYPES and h.dtype in TRITON_DTYPES:
+        if (
+            not compiling and x.is_cuda and _TRITON_INSTALLED and x.dtype in TRITON_DTYPES
+            and h.dtype in TRITON_DTYPES and _kernels_trusted(x, h)
+        ):
             return "triton"
         return "torch"
     if name == "triton":

@@ -8,7 +8,10 @@ tiny ``sum`` over those partials gives the per-sample log-det deterministically 
 The tensors are viewed as ``(B, C, N)`` with ``N`` the product of the spatial sizes (``N = 1`` for
 ``(B, C)`` vectors) and cut into ``[BLOCK_B, BLOCK_C, BLOCK_N]`` tiles, so no per-element integer
 division is needed and images and vectors both fill a tile. Everything is computed in float32 with
-``tl.sigmoid``/``tl.log``, which Triton's interpreter also runs (libdevice functions do not).
+``tl.sigmoid``/``tl.log``, which Triton's interpreter also runs (libdevice functions do not). The
+plane size and the batch and channel strides are passed in units of their alignment (``ROW_ALIGN``,
+up to 8 elements), so that the compiler can prove a row's accesses aligned and issue 128-bit loads
+and stores even where the JIT's own divisible-by-16 mark does not apply (a 100x150 plane).
 
 This module imports ``triton`` and decorates the kernels when it is imported, which is when Triton
 reads ``TRITON_INTERPRET``: with ``TRITON_INTERPRET=1`` set beforehand the kernels are executed by
@@ -66,39 +69,43 @@ def _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 
 
 @triton.jit
-def _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn):
+def _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN: tl.constexpr):
+    # sb and sc come in units of ROW_ALIGN elements (see _row_units): multiplied back by the
+    # constant, they tell the compiler that every row of the tile starts ROW_ALIGN-aligned.
+    sb, sc = sb * ROW_ALIGN, sc * ROW_ALIGN
     return ptr + (b0 * sb + c0 * sc + n0 * sn) + (bl * sb + cl * sc + nl * sn)
 
 
 @triton.jit
-def _load(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask):
-    return tl.load(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn), mask=mask, other=0.0).to(tl.float32)
+def _load(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask, ROW_ALIGN: tl.constexpr):
+    return tl.load(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN), mask=mask, other=0.0).to(tl.float32)
 
 
 @triton.jit
-def _store(ptr, value, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask):
-    tl.store(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn), value.to(ptr.dtype.element_ty), mask=mask)
+def _store(ptr, value, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask, ROW_ALIGN: tl.constexpr):
+    tl.store(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN), value.to(ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _affine_forward_kernel(
     x_ptr, shift_ptr, raw_ptr, y_ptr, partial_ptr,
-    B, C, N, n_cb, n_nb,
+    B, C, n_units, n_cb, n_nb,
     sxb, sxc, sxn, stb, stc, stn, srb, src, srn, syb, syc, syn,
     eps,
     INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROW_ALIGN: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask)
-    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask)
-    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask)
+    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, n_units * ROW_ALIGN, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask, ROW_ALIGN)
+    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask, ROW_ALIGN)
+    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask, ROW_ALIGN)
     scale = tl.sigmoid(raw + 2.0) + eps
     if INVERSE:
         y = x / scale - shift
     else:
         y = (x + shift) * scale
-    _store(y_ptr, y, b0, c0, n0, bl, cl, nl, syb, syc, syn, mask)
+    _store(y_ptr, y, b0, c0, n0, bl, cl, nl, syb, syc, syn, mask, ROW_ALIGN)
     log_scale = tl.where(mask, tl.log(scale), 0.0)
     partial = tl.sum(tl.sum(log_scale, axis=2), axis=1)
     if INVERSE:
@@ -112,19 +119,19 @@ def _affine_forward_kernel(
 @triton.jit
 def _affine_backward_kernel(
     x_ptr, shift_ptr, raw_ptr, gy_ptr, gl_ptr, dx_ptr, dshift_ptr, draw_ptr,
-    B, C, N, n_cb, n_nb,
+    B, C, n_units, n_cb, n_nb,
     sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn,
     sdb, sdc, sdn, dtb, dtc, dtn, drb, drc, drn,
     eps,
     INVERSE: tl.constexpr, NEED_DX: tl.constexpr, NEED_DH: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, ROW_ALIGN: tl.constexpr,
 ):
     pid = tl.program_id(0)
-    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask)
-    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask)
-    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask)
-    gy = _load(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, mask)
+    b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, n_units * ROW_ALIGN, BLOCK_B, BLOCK_C, BLOCK_N)
+    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask, ROW_ALIGN)
+    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask, ROW_ALIGN)
+    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask, ROW_ALIGN)
+    gy = _load(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, mask, ROW_ALIGN)
     gl = tl.load(gl_ptr + b0 + bl, mask=bl < B - b0, other=0.0).to(tl.float32)
     sig = tl.sigmoid(raw + 2.0)
     # sigmoid' = sig * (1 - sig), with 1 - sig taken as sigmoid(-z): for a large raw scale sig
@@ -144,10 +151,10 @@ def _affine_backward_kernel(
     draw = dscale * dsig
     # A gradient nobody asked for is not written: its traffic is a third to a half of the kernel's.
     if NEED_DX:
-        _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask)
+        _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask, ROW_ALIGN)
     if NEED_DH:
-        _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask)
-        _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask)
+        _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask, ROW_ALIGN)
+        _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask, ROW_ALIGN)
 
 
 def is_interpreted() -> bool:
@@ -208,6 +215,27 @@ def _bcn(t: Tensor, b: int, c: int, n: int, blocks: tuple[int, int, int]) -> Ten
     return view
 
 
+@functools.lru_cache(maxsize=4096)
+def _row_units(n: int, strides: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
+    """``(align, n // align, strides)`` with the row strides divided by ``align``.
+
+    ``strides`` are those of the ``(B, C, N)`` views, as ``(sb, sc, sn)`` triples; ``align`` is the
+    largest power of two up to 8 that divides ``n`` and every ``sb`` and ``sc``. The JIT marks an
+    integer argument only when it is divisible by 16: with a plane of 100x150 = 15000 elements
+    (divisible by 8, not 16) the compiler could prove neither that a row of the tile starts on a
+    16-byte boundary nor that the mask of the last tile is constant over 4 elements, and every
+    access would be scalar. Passed in units of ``align`` and multiplied back by the constant, the
+    sizes carry their alignment into the kernel: 128-bit accesses for float32 and for the 16-bit
+    dtypes (8 elements of 2 bytes) alike. Sizes past int32 keep ``align = 1``: the kernel multiplies
+    back in int32, and the JIT passes such sizes as int64 with their own divisibility anyway.
+    """
+    rows = strides[0::3] + strides[1::3]
+    align = 8 if n <= _INT32_MAX and all(abs(s) <= _INT32_MAX for s in rows) else 1
+    while align > 1 and (n % align or any(s % align for s in rows)):
+        align //= 2
+    return align, n // align, tuple(s if i % 3 == 2 else s // align for i, s in enumerate(strides))
+
+
 def _next_power_of_2(v: int) -> int:
     return 1 << (v - 1).bit_length() if v > 1 else 1
 
@@ -258,9 +286,15 @@ def _geometry(b: int, c: int, n: int, block: int | None, multiprocessors: int) -
 def _launch_geometry(x: Tensor, block: int | None) -> tuple[int, int, int, _Geometry]:
     # math.prod, not x[0, 0].numel(): an empty batch or channel dimension has no x[0, 0].
     b, c, n = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-    sms = _multiprocessors(x.device.index if x.device.index is not None else torch.cuda.current_device()) \
-        if x.device.type == "cuda" and block is None else 0
-    return b, c, n, _geometry(b, c, n, block, sms)
+    return b, c, n, _geometry(b, c, n, block, _multiprocessors_of(x) if block is None else 0)
+
+
+def _multiprocessors_of(x: Tensor) -> int:
+    # The SM count the default tile size adapts to; 0 (nothing to fill) on the interpreter. Apart so
+    # that benchmarks/kernel_report.py can choose the geometry a given GPU would get without one.
+    if x.device.type != "cuda":
+        return 0
+    return _multiprocessors(x.device.index if x.device.index is not None else torch.cuda.current_device())
 
 
 def _on_device(x: Tensor) -> contextlib.AbstractContextManager:
@@ -338,13 +372,14 @@ def affine_forward(
         return y, partials.new_zeros(b)
     shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
     xv = _bcn(x, b, c, n, blocks)
+    row_align, n_units, strides = _row_units(n, (*xv.stride(), *shift.stride(), *raw.stride(), *yv.stride()))
     with _on_device(x):
         _affine_forward_kernel[(math.prod(grid_size),)](
             xv, shift, raw, yv, partials,
-            b, c, n, grid_size[1], grid_size[2],
-            *xv.stride(), *shift.stride(), *raw.stride(), *yv.stride(),
+            b, c, n_units, grid_size[1], grid_size[2],
+            *strides,
             eps,
-            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2], ROW_ALIGN=row_align,
             num_warps=geometry.num_warps,
         )
     return y, partials.sum(1)
@@ -394,15 +429,17 @@ def affine_backward(
     dxv = dx.view(b, c, n) if need_dx else raw
     dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout)) if need_dh else (raw, raw)
     xv, gy = _bcn(x, b, c, n, blocks), _bcn(grad_out, b, c, n, blocks)
+    row_align, n_units, strides = _row_units(n, (
+        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(), *dxv.stride(), *dshift.stride(), *draw.stride(),
+    ))
     with _on_device(x):
         _affine_backward_kernel[(math.prod(grid_size),)](
             xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dshift, draw,
-            b, c, n, grid_size[1], grid_size[2],
-            *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(),
-            *dxv.stride(), *dshift.stride(), *draw.stride(),
+            b, c, n_units, grid_size[1], grid_size[2],
+            *strides,
             eps,
             INVERSE=inverse, NEED_DX=need_dx, NEED_DH=need_dh,
-            BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2],
+            BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2], ROW_ALIGN=row_align,
             num_warps=geometry.num_warps,
         )
     return dx, dh

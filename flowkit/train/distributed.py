@@ -23,12 +23,15 @@ class DistributedContext:
         local_rank: the process's rank on its machine, which is also the index of its GPU
             (default 0).
         device: the device the process computes on (default the CPU).
+        launched: started by ``torchrun`` (its environment variables are set), which makes a
+            process group even of one process (default ``False``).
     """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")  # noqa: RUF009 (an immutable value)
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -37,8 +40,9 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
-        """Whether more than one process trains (so gradients and statistics are all-reduced)."""
-        return self.world_size > 1
+        """Whether this process trains in a process group (so gradients and statistics are all-reduced
+        and the model is wrapped in DDP): with more than one process, or alone under ``torchrun``."""
+        return self.world_size > 1 or self.launched
 
 
 def init_distributed(device: str | None = None) -> DistributedContext:
@@ -47,8 +51,10 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     Uses NCCL with one GPU per process when CUDA is available, gloo on CPU.
 
     The rank, world size and local rank come from ``torchrun``'s ``RANK``, ``WORLD_SIZE`` and
-    ``LOCAL_RANK`` environment variables (0, 1 and 0 when they are not set). With a world size
-    above 1 the default process group is initialised, unless it already is.
+    ``LOCAL_RANK`` environment variables (0, 1 and 0 when they are not set). When they are set the
+    default process group is initialised, unless it already is, even for a world size of 1:
+    ``torchrun --nproc_per_node 1`` trains with DDP over NCCL on one GPU, the same code path as
+    on many (so a one-GPU machine can check it); without them the process runs alone.
 
     Args:
         device: ``"cuda"`` for the GPU with the local rank's index (made the current CUDA
@@ -64,6 +70,7 @@ def init_distributed(device: str | None = None) -> DistributedContext:
         >>> init_distributed("cpu").world_size     # not launched by torchrun
         1
     """
+    launched = "WORLD_SIZE" in os.environ
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -74,6 +81,6 @@ def init_distributed(device: str | None = None) -> DistributedContext:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device(device)
-    if world_size > 1 and not dist.is_initialized():
+    if (launched or world_size > 1) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return DistributedContext(rank, world_size, local_rank, dev)
+    return DistributedContext(rank, world_size, local_rank, dev, launched)

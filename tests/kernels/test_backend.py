@@ -7,12 +7,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from flowkit.kernels import get_backend, resolve_backend, set_backend, use_backend
+from flowkit.kernels import backend, fused_affine, get_backend, resolve_backend, set_backend, use_backend
 
 
 def test_auto_is_the_reference_on_cpu():
@@ -26,9 +27,16 @@ def test_auto_sends_float64_to_the_reference():
     assert resolve_backend("auto", x, h) == "torch"
 
 
-def test_auto_leaves_compiled_code_to_inductor():
-    # Only the attributes the rule reads: a CUDA float32 pair, without needing a GPU.
-    cuda_tensor = SimpleNamespace(is_cuda=True, dtype=torch.float32)
+def cuda_like(dtype: torch.dtype) -> SimpleNamespace:
+    """Only the attributes the "auto" rule reads: a CUDA tensor's route without a GPU (the self-check
+    runs on its ``device``, the CPU, where the kernels run under the interpreter)."""
+    return SimpleNamespace(is_cuda=True, dtype=dtype, device=torch.device("cpu"))
+
+
+def test_auto_leaves_compiled_code_to_inductor(monkeypatch):
+    # The kernels passed their self-check on this "device": what is left is the compile rule.
+    monkeypatch.setattr(backend, "_self_checked", {(torch.device("cpu"), torch.float32, torch.float32): True})
+    cuda_tensor = cuda_like(torch.float32)
     eager = resolve_backend("auto", cuda_tensor, cuda_tensor)
     assert eager == ("triton" if importlib.util.find_spec("triton") else "torch")
     assert resolve_backend("auto", cuda_tensor, cuda_tensor, compiling=True) == "torch"
@@ -55,6 +63,53 @@ def test_explicit_argument_beats_the_default():
     x, h = torch.randn(2, 3), torch.randn(2, 6)
     with use_backend("triton"):
         assert resolve_backend("torch", x, h) == "torch"
+
+
+def test_auto_checks_the_kernels_once_per_device_and_dtype_and_falls_back(monkeypatch):
+    from flowkit.kernels import self_check
+
+    checked = []
+
+    def fake_check(device, dtype, h_dtype):
+        checked.append(dtype)
+        return "the forward kernel raised RuntimeError: boom" if dtype == torch.bfloat16 else None
+
+    monkeypatch.setattr(self_check, "check_triton_kernels", fake_check)
+    monkeypatch.setattr(backend, "_self_checked", {})
+    monkeypatch.setattr(backend, "_TRITON_INSTALLED", True)
+    fp32, bf16 = cuda_like(torch.float32), cuda_like(torch.bfloat16)
+    assert [resolve_backend("auto", fp32, fp32) for _ in range(3)] == ["triton"] * 3
+    with pytest.warns(RuntimeWarning) as caught:
+        assert resolve_backend("auto", bf16, bf16) == "torch"
+    message = str(caught[0].message)
+    assert "self-check on cpu for torch.bfloat16: the forward kernel raised RuntimeError: boom" in message
+    assert "now uses the PyTorch reference" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: no second warning
+        assert resolve_backend("auto", bf16, bf16) == "torch"
+        assert resolve_backend("auto", fp32, fp32) == "triton"
+    assert checked == [torch.float32, torch.bfloat16]
+    # Forcing the kernels skips the check: a broken kernel then fails loudly where it runs.
+    assert resolve_backend("triton", bf16, bf16) == "triton"
+    with use_backend("triton"):
+        assert resolve_backend("auto", bf16, bf16) == "triton"
+    assert checked == [torch.float32, torch.bfloat16]
+
+
+def test_a_kernel_that_raises_sends_auto_to_the_reference(kernels, device, monkeypatch):
+    # The real self-check, with the backward kernel failing as an unsupported GPU would make it.
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of resources: shared memory")
+
+    monkeypatch.setattr(kernels, "affine_backward", broken)
+    monkeypatch.setattr(backend, "_self_checked", {})
+    with pytest.warns(RuntimeWarning, match="the forward map's backward kernel raised RuntimeError: out of resources"):
+        assert resolve_backend("auto", cuda_like(torch.float32), cuda_like(torch.float32)) == "torch"
+    # backend="triton" keeps the kernels and their error.
+    x = torch.randn(2, 3, 4, device=device, requires_grad=True)
+    y, logdet = fused_affine(x, torch.randn(2, 6, 4, device=device), backend="triton")
+    with pytest.raises(RuntimeError, match="out of resources"):
+        (y.sum() + logdet.sum()).backward()
 
 
 def run_fresh(code: str, **env: str) -> subprocess.CompletedProcess:

@@ -216,6 +216,21 @@ def test_cached_geometry_matches_tritons_helpers(kernels, b, c, n, block, sms):
     assert geometry.num_warps == max(1, min(8, math.prod(geometry.blocks) // 256))
 
 
+@pytest.mark.parametrize(("n", "strides", "expected"), [
+    # A LOL level of 100x150: N = 15000 is divisible by 8, not by 16 (the JIT's only mark).
+    (15000, (48 * 15000, 15000, 1), (8, 1875, (48 * 1875, 1875, 1))),
+    # 50x75 = 3750: 2 is all; the cross layout's shift has channel stride 2N, the spatial stride stays.
+    (3750, (3750, 3750, 1, 2 * 3750, 2 * 3750, 1), (2, 1875, (1875, 1875, 1, 3750, 3750, 1))),
+    (7, (21, 7, 1), (1, 7, (21, 7, 1))),
+    # Channels-last: the channel stride is 1, so nothing is aligned; N's stride (C) is never divided.
+    (64, (64 * 16, 1, 16), (1, 64, (64 * 16, 1, 16))),
+    # Past int32 the kernel could not multiply back: left alone.
+    (2**31 + 8, (2**31 + 8, 2**31 + 8, 1), (1, 2**31 + 8, (2**31 + 8, 2**31 + 8, 1))),
+])
+def test_row_strides_are_passed_in_units_of_their_alignment(kernels, n, strides, expected):
+    assert kernels._row_units(n, strides) == expected
+
+
 def test_launches_on_the_tensors_device(kernels, device):
     # Triton launches on the current CUDA device: a tensor on another GPU needs a device guard.
     x = torch.zeros(2, 3, device=device)
