@@ -253,7 +253,7 @@ def write_results(
     Each file is written through a temporary file and renamed into place, so an interrupted run
     never leaves a half-written result beside the committed ones.
     """
-    from flowkit.cli import _write_text
+    from flowkit.models.llflow.cli import _write_text
 
     directory.mkdir(parents=True, exist_ok=True)
     json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cpu")
 
     if SHARED_LOW.exists():
-        from flowkit.data import read_image
+        from flowkit.models.llflow.data import read_image
 
         low, source = read_image(SHARED_LOW)[None], "LOL eval15 #778 (600x400)"
     else:

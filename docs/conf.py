@@ -135,7 +135,7 @@ def _resolve_by_object(app, env, node, contnode):
 
     Objects are documented under one name each (``flowkit.core.Sequential``,
     ``flowkit.layers.Split``), but docstrings refer to them as users import them
-    (``flowkit.Sequential``, ``flowkit.data.read_image``) or by the names visible in their own
+    (``flowkit.Sequential``, ``flowkit.models.llflow.data.read_image``) or by the names visible in their own
     module (``LLFlow`` in ``flowkit.models.llflow.pretrained``). A reference the Python domain
     cannot find is resolved like Python would resolve it there, and linked to the documented name
     of the same object; one that names nothing documented stays an error.

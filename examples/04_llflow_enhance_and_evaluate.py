@@ -12,18 +12,18 @@ flowkit's low-light model, so that the ground truth is known and the metrics can
 import matplotlib.pyplot as plt
 import torch
 
-from flowkit.data import LowLightSynthesizer, darken, make_scene
-from flowkit.metrics import psnr, reference_metrics, ssim
 from flowkit.models import LLFlow
+from flowkit.models.llflow.data import LowLightSynthesizer, darken, make_scene
+from flowkit.models.llflow.metrics import psnr, reference_metrics, ssim
 
 # %%
 # A dark image with its ground truth
 # ----------------------------------
-# :func:`~flowkit.data.make_scene` draws a random scene of shapes (8-bit RGB);
-# :meth:`LowLightSynthesizer.lol() <flowkit.data.LowLightSynthesizer.lol>` draws darkening
+# :func:`~flowkit.models.llflow.data.make_scene` draws a random scene of shapes (8-bit RGB);
+# :meth:`LowLightSynthesizer.lol() <flowkit.models.llflow.data.LowLightSynthesizer.lol>` draws darkening
 # parameters (exposure, gamma, colour cast, sensor noise) from the ranges fitted to real LOL
-# pairs, and :func:`~flowkit.data.darken` applies them. A photo of your own loads with
-# :func:`flowkit.data.read_image` instead.
+# pairs, and :func:`~flowkit.models.llflow.data.darken` applies them. A photo of your own loads with
+# :func:`flowkit.models.llflow.data.read_image` instead.
 
 generator = torch.Generator().manual_seed(3)
 bright = make_scene(128, 192, seed=3).float() / 255
@@ -65,7 +65,7 @@ plt.show()
 # Evaluation protocols: why papers' numbers differ
 # ------------------------------------------------
 # The same enhancement gets different PSNR and SSIM depending on how they are computed.
-# :mod:`flowkit.metrics` has the standard definitions (float images, SSIM with an 11-tap Gaussian
+# :mod:`flowkit.models.llflow.metrics` has the standard definitions (float images, SSIM with an 11-tap Gaussian
 # window per RGB channel, as scikit-image computes it) and LLFlow's reference protocol, which
 # produced the published numbers: the prediction is truncated (not rounded) to 8 bits, SSIM is
 # computed on grayscale images with a 7x7 uniform window, and with the scikit-image version the

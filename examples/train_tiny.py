@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from flowkit.cli import main as flowkit
-from flowkit.train import load_config, train
+from flowkit.models.llflow.cli import main as flowkit
+from flowkit.models.llflow.train import load_config, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from flowkit.cli import main
+from flowkit.models.llflow.cli import main
 
 sys.exit(main())

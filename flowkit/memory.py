@@ -65,8 +65,8 @@ import torch
 from torch import Tensor, nn
 
 from flowkit.core import Flow, Sequential, WithCond, zero_logdet
-from flowkit.layers.actnorm import ActNorm
 from flowkit.layers.split import Split
+from flowkit.nn.normalization import ActivationNorm
 
 __all__ = ["MEMORY_MODES", "InvertibleSequential", "invertible", "invertible_forward", "reconstruction_errors"]
 
@@ -122,7 +122,7 @@ def _needs_standard_path(members: Sequence[Flow]) -> bool:
                     f"contains {module!r} in training mode: the rebuilt activations would not match"
                 )
             # ActNorm's Python-side mirror of its buffer avoids a device sync once it is known.
-            if isinstance(module, ActNorm) and module.training and not getattr(module, "_known_initialized", False):
+            if isinstance(module, ActivationNorm) and module.training and not getattr(module, "_known_initialized", False):
                 pending = pending or not bool(module.initialized)
     return pending
 

@@ -90,8 +90,8 @@ def micro_config(tmp_path: Path):
 def toy_checkpoint(tmp_path) -> Path:
     """A small LLFlow with perturbed (non-identity) weights, saved as ``flowkit enhance`` loads it."""
     from flowkit.models import LLFlow, LLFlowConfig
+    from flowkit.models.llflow.train import save_model
     from flowkit.testing import perturb_parameters
-    from flowkit.train import save_model
 
     torch.manual_seed(0)
     model = LLFlow(LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),

@@ -11,8 +11,8 @@ def run(rank: int, world: int, port: int, config_path: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from flowkit.train import load_config as load
-    from flowkit.train import trainer
+    from flowkit.models.llflow.train import load_config as load
+    from flowkit.models.llflow.train import trainer
 
     config = load(config_path)
     captured = {}

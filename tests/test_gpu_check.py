@@ -63,7 +63,7 @@ def test_dry_run_commands_match_the_scripts_and_files(dry_run):
 
 
 def test_ddp_config_is_a_valid_bf16_training_config():
-    from flowkit.train import load_config
+    from flowkit.models.llflow.train import load_config
 
     config = load_config(ROOT / "benchmarks" / "gpu_check_ddp.toml")
     assert config.run.amp == "bf16"

@@ -5,8 +5,8 @@ cores)::
 
     python docs/figures/calibration.py [--data ../shared/data] [--out docs/_static/figures]
 
-It prints each pair's fit and the ranges :meth:`flowkit.data.LowLightSynthesizer.lol` ships
-(``LOL_FIT`` in ``flowkit/data/synthetic.py``), and writes ``calibration.png``: image means,
+It prints each pair's fit and the ranges :meth:`flowkit.models.llflow.data.LowLightSynthesizer.lol` ships
+(``LOL_FIT`` in ``flowkit/models/llflow/data/synthetic.py``), and writes ``calibration.png``: image means,
 colour casts and noise standard deviation against intensity, for the real LOL low-light images
 and for synthetic ones (the same normal-light images darkened with each pair's own fit, and
 BSDS500 photographs darkened by ``LowLightSynthesizer.lol()`` as in training).
@@ -25,9 +25,9 @@ import matplotlib.pyplot as plt
 import torch
 from _output import save_png
 
-from flowkit.data import LowLightSynthesizer, darken, read_image
-from flowkit.data.calibration import calibrate, low_light_statistics
-from flowkit.data.synthetic import LOL_FIT
+from flowkit.models.llflow.data import LowLightSynthesizer, darken, read_image
+from flowkit.models.llflow.data.calibration import calibrate, low_light_statistics
+from flowkit.models.llflow.data.synthetic import LOL_FIT
 
 PAIRS = [("eval15", "778"), ("our485_subset", "697"), ("our485_subset", "717"), ("our485_subset", "776")]
 CHANNELS = ("red", "green", "blue")

@@ -23,8 +23,8 @@ import matplotlib.pyplot as plt
 import torch
 from _output import save_png
 
-from flowkit.data import read_image
 from flowkit.models import LLFlow
+from flowkit.models.llflow.data import read_image
 
 DEFAULT_IMAGE = Path("../shared/data/LOL/eval15/low/778.png")
 TEMPERATURES = (0.0, 0.4, 0.8)

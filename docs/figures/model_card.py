@@ -25,9 +25,9 @@ from pathlib import Path
 
 import torch
 
-from flowkit.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
-from flowkit.metrics import psnr, score_enhancement
 from flowkit.models import LLFlow
+from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
+from flowkit.models.llflow.metrics import psnr, score_enhancement
 from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, PRETRAINED, export_pretrained
 
 FIGURES = Path("docs/_static/figures")
@@ -36,7 +36,7 @@ LIME_SELECTION = ("1", "3", "9")
 
 
 def scores(output: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
-    """Every reported metric, from flowkit.metrics.score_enhancement (as `flowkit evaluate` prints them)."""
+    """Every reported metric, from flowkit.models.llflow.metrics.score_enhancement (as `flowkit evaluate` prints them)."""
     return {name: float(value) for name, value in score_enhancement(output, high).items()}
 
 
@@ -88,7 +88,7 @@ def grid(images: list[torch.Tensor], columns: int, height: int) -> torch.Tensor:
 
 
 def figures(model: LLFlow, data: Path, out: Path) -> None:
-    from flowkit.data import write_image
+    from flowkit.models.llflow.data import write_image
 
     lows = sorted((data / "LOL" / "eval15_low_only" / "low").glob("*.png"), key=lambda p: int(p.stem))
     tiles = []
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
 
     if args.export:
-        from flowkit.cli import load_model
+        from flowkit.models.llflow.cli import load_model
 
         model = load_model(args.export, ema=args.weights == "ema")
         state = torch.load(args.export, weights_only=True, map_location="cpu")

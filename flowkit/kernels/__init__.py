@@ -19,8 +19,9 @@ uses them (:func:`flowkit.kernels.self_check.check_triton_kernels`) and keeps to
 with one warning, where they fail; a forced ``"triton"`` fails loudly instead.
 """
 
-from flowkit.kernels.affine import affine_backward_formula, fused_affine, fused_affine_coupling
+from flowkit.kernels.affine import fused_affine, fused_affine_coupling
 from flowkit.kernels.backend import get_backend, resolve_backend, set_backend, use_backend
+from flowkit.kernels.reference import affine_backward_formula
 
 __all__ = [
     "affine_backward_formula",

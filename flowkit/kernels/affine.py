@@ -24,9 +24,9 @@ import torch
 from torch import Tensor
 
 from flowkit.kernels.backend import resolve_backend
-from flowkit.kernels.reference import affine_reference, compute_dtype, split_shift_scale
+from flowkit.kernels.reference import affine_backward_formula, affine_reference, compute_dtype
 
-__all__ = ["affine_backward_formula", "fused_affine", "fused_affine_coupling"]
+__all__ = ["fused_affine", "fused_affine_coupling"]
 
 _LAYOUTS = ("cross", "half")
 
@@ -122,13 +122,20 @@ def fused_affine(
     return _TritonAffine.apply(x, h, eps, layout, inverse)
 
 
+def _triton_affine():
+    # Imported on first use: the module imports triton (an optional dependency), and importing it
+    # fixes for the process whether Triton's interpreter runs the kernels.
+    from flowkit.kernels import triton_affine
+
+    return triton_affine
+
+
 class _TritonAffine(torch.autograd.Function):
     """The Triton kernels in eager mode: forward and one fused backward, no dispatcher in between."""
 
     @staticmethod
     def forward(ctx, x: Tensor, h: Tensor, eps: float, layout: str, inverse: bool) -> tuple[Tensor, Tensor]:
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         # Only the inputs are saved: the backward recomputes the scale from h, cheaper than storing it.
         ctx.save_for_backward(x, h)
         ctx.options = (eps, layout, inverse)
@@ -136,8 +143,7 @@ class _TritonAffine(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_logdet: Tensor | None):
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         x, h = ctx.saved_tensors
         eps, layout, inverse = ctx.options
         if grad_out is None:
@@ -229,8 +235,7 @@ class _TritonAffineCoupling(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x1: Tensor, x2: Tensor, h: Tensor, eps: float, layout: str, inverse: bool):
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         out = _concatenated_like(x1, x2)
         passive, active = out.split([x1.shape[1], x2.shape[1]], dim=1)
         passive.copy_(x1)
@@ -241,8 +246,7 @@ class _TritonAffineCoupling(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor | None, grad_logdet: Tensor | None):
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         x2, h = ctx.saved_tensors
         eps, layout, inverse, c1 = ctx.options
         need_x1, need_x2, need_h = ctx.needs_input_grad[:3]
@@ -259,74 +263,6 @@ class _TritonAffineCoupling(torch.autograd.Function):
         return g1 if need_x1 else None, dx2, dh, None, None, None
 
 
-def affine_backward_formula(
-    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
-    inverse: bool,
-) -> tuple[Tensor, Tensor]:
-    r"""The fused backward of :func:`fused_affine` in PyTorch: gradients ``(dx, dh)``.
-
-    ``x`` and ``h`` are the inputs of the differentiated call, ``grad_out`` and ``grad_logdet`` the
-    gradients of its two outputs. With :math:`\sigma = \sigma(\text{raw} + 2)`, :math:`s = \sigma
-    + \epsilon` and :math:`g_y, g_l` the output gradients:
-
-    * forward: ``dx = dshift = g_y s`` and ``ds = g_y (x + shift) + g_l / s``,
-    * inverse: ``dx = g_y / s``, ``dshift = -g_y`` and ``ds = -(g_y x / s + g_l) / s``,
-
-    and ``draw = ds * sigma * sigmoid(-raw - 2)``, which is :math:`\sigma (1 - \sigma)` without the
-    cancellation of ``1 - sigma`` once a large raw scale rounds ``sigma`` to 1. This is the formula
-    the Triton backward kernel implements; it is also the custom op's backward on the ``"torch"``
-    backend.
-
-    Args:
-        x: the ``(B, C, ...)`` input of the differentiated call.
-        h: its ``(B, 2C, ...)`` shift and raw scale.
-        grad_out: gradient of the call's output, ``x``'s shape.
-        grad_logdet: gradient of the call's log-det, ``(B,)``.
-        eps: the call's ``eps``.
-        layout: the call's ``layout``.
-        inverse: whether the call was the inverse map.
-
-    Returns:
-        ``(dx, dh)`` in the dtypes and shapes of ``x`` and ``h`` (both contiguous).
-
-    Example:
-        >>> import torch
-        >>> from flowkit.kernels import affine_backward_formula
-        >>> from flowkit.kernels.reference import affine_reference
-        >>> x, h = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 6, 4, dtype=torch.float64)
-        >>> gy, gl = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
-        >>> dx, dh = affine_backward_formula(x, h, gy, gl, eps=1e-4, layout="cross", inverse=True)
-        >>> xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
-        >>> out, logdet = affine_reference(xr, hr, inverse=True)
-        >>> ex, eh = torch.autograd.grad((out, logdet), (xr, hr), (gy, gl))
-        >>> torch.allclose(dx, ex), torch.allclose(dh, eh)
-        (True, True)
-    """
-    compute = compute_dtype(x)
-    shift, raw = split_shift_scale(h, layout)
-    z = raw.to(compute) + 2.0
-    sig = torch.sigmoid(z)
-    scale = sig + eps
-    gy = grad_out.to(compute)
-    gl = grad_logdet.to(compute).view(-1, *([1] * (x.dim() - 1)))
-    xc = x.to(compute)
-    if inverse:
-        dx = gy / scale
-        dshift = -gy
-        dscale = -(dx * xc + gl) / scale
-    else:
-        dx = gy * scale
-        dshift = dx
-        dscale = gy * (xc + shift.to(compute)) + gl / scale
-    # 1 - sig as sigmoid(-z): the subtraction cancels to 0 once sig rounds to 1 (z > ~17 in float32).
-    draw = dscale * sig * torch.sigmoid(-z)
-    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
-    dh_shift, dh_raw = split_shift_scale(dh, layout)
-    dh_shift.copy_(dshift)
-    dh_raw.copy_(draw)
-    return dx.to(x.dtype).contiguous(), dh
-
-
 # The custom ops. Their outputs are always contiguous, so the fake implementations can say so.
 
 
@@ -335,8 +271,7 @@ def _fused_affine_op(
     x: Tensor, h: Tensor, eps: float, layout: str, inverse: bool, backend: str
 ) -> tuple[Tensor, Tensor]:
     if backend == "triton":
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         return triton_affine.affine_forward(x, h, eps=eps, layout=layout, inverse=inverse)
     if backend != "torch":
         raise ValueError(f"flowkit::fused_affine: backend must be 'triton' or 'torch', got {backend!r}")
@@ -357,8 +292,7 @@ def _fused_affine_backward_op(
     inverse: bool, backend: str,
 ) -> tuple[Tensor, Tensor]:
     if backend == "triton":
-        from flowkit.kernels import triton_affine
-
+        triton_affine = _triton_affine()
         return triton_affine.affine_backward(
             x, h, grad_out, grad_logdet, eps=eps, layout=layout, inverse=inverse
         )

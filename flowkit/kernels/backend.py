@@ -35,6 +35,9 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
+from flowkit.kernels.reference import TRITON_DTYPES
+from flowkit.kernels.self_check import check_triton_kernels
+
 __all__ = [
     "BACKENDS",
     "ENV_VAR",
@@ -51,8 +54,6 @@ BACKENDS = ("auto", "triton", "torch")
 ENV_VAR = "FLOWKIT_KERNEL_BACKEND"
 """The environment variable that sets the initial process-wide backend."""
 
-TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-"""Tensor dtypes the Triton kernels accept (they compute in float32)."""
 
 # find_spec answers "is it installed" without importing triton, which takes a second and, once done,
 # fixes whether kernels are interpreted: the kernel module is only imported when a kernel runs.
@@ -79,8 +80,6 @@ def _kernels_trusted(x: Tensor, h: Tensor) -> bool:
             # The check synchronises, which a CUDA graph capture forbids: trust the kernels for
             # this call and check at the first call outside a capture (captures follow warm-ups).
             return True
-        from flowkit.kernels.self_check import check_triton_kernels
-
         failure = check_triton_kernels(x.device, x.dtype, h.dtype)
         trusted = _self_checked[key] = failure is None
         if failure is not None:

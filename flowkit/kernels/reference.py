@@ -5,7 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["affine_reference", "compute_dtype", "split_shift_scale"]
+__all__ = ["TRITON_DTYPES", "affine_backward_formula", "affine_reference", "compute_dtype", "split_shift_scale"]
+
+TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+"""Tensor dtypes the Triton kernels accept (they compute in float32, as this reference does)."""
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -107,3 +110,71 @@ def affine_reference(
         y = (xc + shift) * scale
     logdet = torch.log(scale).flatten(1).sum(1)
     return y.to(x.dtype), (-logdet if inverse else logdet)
+
+
+def affine_backward_formula(
+    x: Tensor, h: Tensor, grad_out: Tensor, grad_logdet: Tensor, *, eps: float, layout: str,
+    inverse: bool,
+) -> tuple[Tensor, Tensor]:
+    r"""The fused backward of :func:`fused_affine` in PyTorch: gradients ``(dx, dh)``.
+
+    ``x`` and ``h`` are the inputs of the differentiated call, ``grad_out`` and ``grad_logdet`` the
+    gradients of its two outputs. With :math:`\sigma = \sigma(\text{raw} + 2)`, :math:`s = \sigma
+    + \epsilon` and :math:`g_y, g_l` the output gradients:
+
+    * forward: ``dx = dshift = g_y s`` and ``ds = g_y (x + shift) + g_l / s``,
+    * inverse: ``dx = g_y / s``, ``dshift = -g_y`` and ``ds = -(g_y x / s + g_l) / s``,
+
+    and ``draw = ds * sigma * sigmoid(-raw - 2)``, which is :math:`\sigma (1 - \sigma)` without the
+    cancellation of ``1 - sigma`` once a large raw scale rounds ``sigma`` to 1. This is the formula
+    the Triton backward kernel implements; it is also the custom op's backward on the ``"torch"``
+    backend.
+
+    Args:
+        x: the ``(B, C, ...)`` input of the differentiated call.
+        h: its ``(B, 2C, ...)`` shift and raw scale.
+        grad_out: gradient of the call's output, ``x``'s shape.
+        grad_logdet: gradient of the call's log-det, ``(B,)``.
+        eps: the call's ``eps``.
+        layout: the call's ``layout``.
+        inverse: whether the call was the inverse map.
+
+    Returns:
+        ``(dx, dh)`` in the dtypes and shapes of ``x`` and ``h`` (both contiguous).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.kernels import affine_backward_formula
+        >>> from flowkit.kernels.reference import affine_reference
+        >>> x, h = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, 6, 4, dtype=torch.float64)
+        >>> gy, gl = torch.randn(2, 3, 4, dtype=torch.float64), torch.randn(2, dtype=torch.float64)
+        >>> dx, dh = affine_backward_formula(x, h, gy, gl, eps=1e-4, layout="cross", inverse=True)
+        >>> xr, hr = x.clone().requires_grad_(), h.clone().requires_grad_()
+        >>> out, logdet = affine_reference(xr, hr, inverse=True)
+        >>> ex, eh = torch.autograd.grad((out, logdet), (xr, hr), (gy, gl))
+        >>> torch.allclose(dx, ex), torch.allclose(dh, eh)
+        (True, True)
+    """
+    compute = compute_dtype(x)
+    shift, raw = split_shift_scale(h, layout)
+    z = raw.to(compute) + 2.0
+    sig = torch.sigmoid(z)
+    scale = sig + eps
+    gy = grad_out.to(compute)
+    gl = grad_logdet.to(compute).view(-1, *([1] * (x.dim() - 1)))
+    xc = x.to(compute)
+    if inverse:
+        dx = gy / scale
+        dshift = -gy
+        dscale = -(dx * xc + gl) / scale
+    else:
+        dx = gy * scale
+        dshift = dx
+        dscale = gy * (xc + shift.to(compute)) + gl / scale
+    # 1 - sig as sigmoid(-z): the subtraction cancels to 0 once sig rounds to 1 (z > ~17 in float32).
+    draw = dscale * sig * torch.sigmoid(-z)
+    dh = torch.empty(h.shape, dtype=h.dtype, device=h.device)
+    dh_shift, dh_raw = split_shift_scale(dh, layout)
+    dh_shift.copy_(dshift)
+    dh_raw.copy_(draw)
+    return dx.to(x.dtype).contiguous(), dh

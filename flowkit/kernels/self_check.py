@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from flowkit.kernels.reference import affine_reference
+from flowkit.kernels.reference import affine_backward_formula, affine_reference
 
 __all__ = ["check_triton_kernels"]
 
@@ -59,8 +59,6 @@ def check_triton_kernels(device: torch.device | str, dtype: torch.dtype, h_dtype
 
 
 def _check(device: torch.device | str, dtype: torch.dtype, h_dtype: torch.dtype) -> str | None:
-    from flowkit.kernels.affine import affine_backward_formula
-
     # Imported here (it imports triton, which only a check on a GPU route needs), and like every
     # other step below, a failure is reported: a broken Triton install is a reason to fall back too.
     try:

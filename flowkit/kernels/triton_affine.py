@@ -32,8 +32,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from flowkit.kernels.backend import TRITON_DTYPES
-from flowkit.kernels.reference import split_shift_scale
+from flowkit.kernels.reference import TRITON_DTYPES, split_shift_scale
 
 __all__ = [
     "DEFAULT_BLOCK",
@@ -174,7 +173,7 @@ def unsupported_reason(*tensors: Tensor) -> str | None:
     """Why the kernels cannot run on these tensors, or ``None`` when they can.
 
     They need CUDA tensors (or CPU tensors under the interpreter) of a dtype in
-    :data:`flowkit.kernels.backend.TRITON_DTYPES`, all on one device.
+    :data:`flowkit.kernels.reference.TRITON_DTYPES`, all on one device.
 
     Example:
         >>> import torch

@@ -5,16 +5,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
-from flowkit._validation import check_channels, check_finite, check_no_cond
+from flowkit._validation import check_channels, check_no_cond
 from flowkit.core import Flow
+from flowkit.nn.normalization import ActivationNorm
 
 __all__ = ["ActNorm"]
 
 
-class ActNorm(Flow):
+class ActNorm(ActivationNorm, Flow):
     r"""Per-channel affine normalisation, ``y = (x + bias) * exp(logs)``.
 
     With :math:`b_k` = ``bias[k]`` and :math:`\ell_k` = ``logs[k]`` for channel :math:`k`, and
@@ -25,24 +25,17 @@ class ActNorm(Flow):
         y_k = (x_k + b_k)\, e^{\ell_k}, \qquad x_k = y_k\, e^{-\ell_k} - b_k, \qquad
         \log|\det J| = N \sum_k \ell_k.
 
-    On the first forward pass in training mode, ``bias`` and ``logs`` are set from that batch so
-    that ``y`` has zero mean and standard deviation ``scale`` per channel (Glow's data-dependent
-    initialisation): ``bias = -mean``, ``logs = log(scale / (std + 1e-6))``, with the statistics
-    taken over the batch and all positions, in float64; a batch holding NaN or infinity raises a
-    :class:`ValueError`, and an empty batch leaves the layer to the next batch. Whether this
-    happened is the buffer ``initialized``, which is saved in ``state_dict``: loading a checkpoint
-    never re-initialises. A layer left uninitialised (eval mode, or :meth:`inverse` before any
-    forward pass) is the identity, as its parameters start at zero. Under ``torch.distributed``
-    the statistics are pooled over the values of all ranks, whatever their batch sizes, so every
-    rank starts from the same parameters. :meth:`initialize_from` does the same on demand.
+    The parameters start at zero (the identity) and are set from the first batch seen in training
+    mode so that ``y`` has zero mean and standard deviation ``scale`` per channel (Glow's
+    data-dependent initialisation, described with :class:`~flowkit.nn.ActivationNorm`, the plain
+    module this layer extends); :meth:`initialize_from` does the same on demand, and the buffer
+    ``initialized`` (saved in ``state_dict``) records it.
 
     Use it where Glow does, first in each flow step, to normalise activations without the batch
     dependence of batch normalisation at sampling time; give the first training batch a
     representative size, since it fixes the initial scale.
 
-    Args:
-        channels: number of channels (dimension 1 of the input), at least 1.
-        scale: the per-channel standard deviation the initialisation aims for (default 1).
+    Args: ``channels`` and ``scale``, as for :class:`~flowkit.nn.ActivationNorm`.
 
     Example:
         >>> import torch
@@ -53,79 +46,7 @@ class ActNorm(Flow):
         (True, True)
     """
 
-    initialized: Tensor
-
     conditional = False
-
-    def __init__(self, channels: int, scale: float = 1.0) -> None:
-        super().__init__()
-        if channels < 1:
-            raise ValueError(f"ActNorm expects a positive channel count, got {channels}")
-        self.channels = channels
-        self.scale = scale
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.logs = nn.Parameter(torch.zeros(1, channels, 1, 1))
-        self.register_buffer("initialized", torch.tensor(False))
-        # A Python mirror of the buffer so that, once initialised, forward has no device sync and
-        # no data-dependent branch (torch.compile(fullgraph=True) friendly). Reset on load.
-        self._known_initialized = False
-        self._register_load_state_dict_pre_hook(self._forget_known_state)
-
-    def _forget_known_state(self, *args, **kwargs) -> None:
-        self._known_initialized = False
-
-    def extra_repr(self) -> str:
-        return f"{self.channels}"
-
-    def _params_for(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        shape = (1, self.channels) + (1,) * (x.dim() - 2)
-        return self.bias.view(shape), self.logs.view(shape)
-
-    def initialize_from(self, x: Tensor) -> None:
-        """Set ``bias`` and ``logs`` from the batch ``x`` and mark the layer initialised.
-
-        Args:
-            x: a batch ``(B, channels, ...)`` with at least one value per channel, all finite;
-                under ``torch.distributed`` every rank must call it (the statistics are pooled).
-        """
-        if not self._initialize(x):
-            raise ValueError(f"ActNorm initialisation needs at least one value per channel, got a batch of "
-                             f"shape {tuple(x.shape)}")
-
-    @torch.no_grad()
-    def _initialize(self, x: Tensor) -> bool:
-        """:meth:`initialize_from`; False (nothing changed) when no rank's batch holds any value."""
-        check_channels("ActNorm", x, self.channels)
-        check_finite("ActNorm initialisation", x, what="batch")
-        dims = [0, *range(2, x.dim())]
-        x = x.detach().to(torch.float64)
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        # Sums and counts, not per-rank means: ranks may hold batches of different sizes (or none).
-        totals = torch.stack([x.sum(dims), torch.full((self.channels,), x.numel() / self.channels,
-                                                      dtype=torch.float64, device=x.device)])
-        if distributed:
-            dist.all_reduce(totals)
-        count = totals[1]
-        if count[0] == 0:
-            return False
-        mean = totals[0] / count
-        squares = ((x - mean.view(1, -1, *[1] * (x.dim() - 2))) ** 2).sum(dims)
-        if distributed:
-            dist.all_reduce(squares)
-        var = squares / count
-        self.bias.copy_((-mean).view_as(self.bias))
-        self.logs.copy_(torch.log(self.scale / (var.sqrt() + 1e-6)).view_as(self.logs))
-        self.initialized.fill_(True)
-        self._known_initialized = True
-        return True
-
-    def _maybe_initialize(self, x: Tensor) -> None:
-        if self._known_initialized:
-            return
-        if bool(self.initialized):
-            self._known_initialized = True
-        elif self.training:
-            self._initialize(x)  # an empty batch leaves the layer for the next one to initialise
 
     def _logdet(self, x: Tensor) -> Tensor:
         positions = math.prod(x.shape[2:])  # not x[0, 0].numel(): an empty batch has no x[0]

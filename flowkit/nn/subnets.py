@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowkit.layers.actnorm import ActNorm
+from flowkit.nn.normalization import ActivationNorm
 
 __all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subnet"]
 
@@ -23,12 +23,11 @@ def _check_same_kernel(name: str, kernel_size: int) -> None:
 
 
 class Conv2dActNorm(nn.Conv2d):
-    """A bias-free "same" convolution followed by an :class:`~flowkit.layers.ActNorm` (Glow's ``Conv2d``).
+    """A bias-free "same" convolution followed by an :class:`ActivationNorm` (Glow's ``Conv2d``).
 
-    Weights start from N(0, 0.05^2). The ActNorm acts as a learned normalisation (its bias
-    replaces the convolution's) and is initialised from the first batch seen in training mode, as
-    :class:`~flowkit.layers.ActNorm` describes; its log-determinant is irrelevant here (this is a
-    sub-network, not a flow) and is dropped. The hidden layers of :func:`conv_subnet`.
+    Weights start from N(0, 0.05^2). The normalisation's bias replaces the convolution's, and it
+    is initialised from the first batch seen in training mode. The hidden layers of
+    :func:`conv_subnet`.
 
     Args:
         in_channels: channels of the input.
@@ -47,10 +46,10 @@ class Conv2dActNorm(nn.Conv2d):
         _check_same_kernel("Conv2dActNorm", kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         nn.init.normal_(self.weight, 0.0, 0.05)
-        self.actnorm = ActNorm(out_channels)
+        self.actnorm = ActivationNorm(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.actnorm(super().forward(x))[0]
+        return self.actnorm(super().forward(x))
 
 
 class ZeroConv2d(nn.Conv2d):

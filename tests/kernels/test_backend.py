@@ -66,15 +66,13 @@ def test_explicit_argument_beats_the_default():
 
 
 def test_auto_checks_the_kernels_once_per_device_and_dtype_and_falls_back(monkeypatch):
-    from flowkit.kernels import self_check
-
     checked = []
 
     def fake_check(device, dtype, h_dtype):
         checked.append(dtype)
         return "the forward kernel raised RuntimeError: boom" if dtype == torch.bfloat16 else None
 
-    monkeypatch.setattr(self_check, "check_triton_kernels", fake_check)
+    monkeypatch.setattr(backend, "check_triton_kernels", fake_check)
     monkeypatch.setattr(backend, "_self_checked", {})
     monkeypatch.setattr(backend, "_TRITON_INSTALLED", True)
     fp32, bf16 = cuda_like(torch.float32), cuda_like(torch.bfloat16)

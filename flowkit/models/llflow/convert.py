@@ -9,15 +9,15 @@ kind, written out below; the reference's never-used parameters (:data:`DEAD_PREF
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from flowkit.layers import ActNorm
+from flowkit.models.llflow.checkpoint import load_checkpoint
 from flowkit.models.llflow.config import LLFlowConfig
-from flowkit.models.llflow.model import LLFlow
+from flowkit.nn import ActivationNorm
 
 __all__ = ["DEAD_PREFIXES", "from_official", "infer_config", "official_name", "to_official"]
 
@@ -164,8 +164,6 @@ def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
 
 def _load(checkpoint: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
     if isinstance(checkpoint, (str, Path)):
-        from flowkit.train.checkpoint import load_checkpoint
-
         # weights_only loading (a checkpoint file never runs code), errors that name the file.
         checkpoint = load_checkpoint(checkpoint)
     if not isinstance(checkpoint, Mapping):
@@ -185,14 +183,19 @@ def _layers_per_level(config: LLFlowConfig) -> int:
 
 
 def from_official(
-    checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowConfig | None = None
-) -> LLFlow:
+    checkpoint: str | Path | Mapping[str, Tensor], config: LLFlowConfig | None = None, *,
+    model_class: Callable[[LLFlowConfig], nn.Module],
+) -> nn.Module:
     """Build an :class:`~flowkit.models.LLFlow` holding the weights of a reference checkpoint.
+
+    :meth:`LLFlow.from_official <flowkit.models.LLFlow.from_official>` is this function with
+    ``model_class=LLFlow``.
 
     Args:
         checkpoint: a path to a ``torch.save``-d state dict (loaded with ``weights_only=True``),
             or the state dict itself; keys may carry a ``module.`` prefix (DataParallel).
         config: the model's config; inferred with :func:`infer_config` when ``None``.
+        model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
 
     Every parameter of the model must be in the checkpoint with the right shape, and the checkpoint
     must hold nothing else apart from the known-dead :data:`DEAD_PREFIXES`; otherwise a
@@ -206,16 +209,16 @@ def from_official(
         ...                       stack_blocks=(1,), steps_per_level=1, hidden_channels=4)
         >>> official = to_official(LLFlow(config))
         >>> official["RRDB.HRconv.weight"] = official["RRDB.trunk_conv.weight"]   # dead: ignored
-        >>> model = from_official({"module." + k: v for k, v in official.items()})
+        >>> model = from_official({"module." + k: v for k, v in official.items()}, model_class=LLFlow)
         >>> del official["RRDB.conv_first.bias"]
-        >>> from_official(official, config)  # doctest: +ELLIPSIS
+        >>> from_official(official, config, model_class=LLFlow)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: from_official: the checkpoint does not match ...: missing keys: ['RRDB.conv_first.bias']
     """
     state = _load(checkpoint)
     config = infer_config(state) if config is None else config
-    model = LLFlow(config)
+    model = model_class(config)
     per_level = _layers_per_level(config)
     target = model.state_dict()
     expected = {}
@@ -242,12 +245,12 @@ def from_official(
         target[key] = state[name].to(target[key].dtype)
     model.load_state_dict(target, strict=True)
     for module in model.modules():
-        if isinstance(module, ActNorm):
+        if isinstance(module, ActivationNorm):
             module.initialized.fill_(True)
     return model
 
 
-def to_official(model: LLFlow) -> dict[str, Tensor]:
+def to_official(model: nn.Module) -> dict[str, Tensor]:
     """``model``'s parameters as a reference-layout state dict (without the reference's dead ones).
 
     Args:

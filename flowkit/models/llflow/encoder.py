@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit.nn.rrdb import RRDB, leaky_relu_when_no_grad_in_place
+from flowkit.models.llflow.rrdb import RRDB, leaky_relu_when_no_grad_in_place
 
 __all__ = ["ConditionEncoder", "EncoderOutput", "color_map", "encoder_input", "noise_map"]
 

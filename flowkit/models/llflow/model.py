@@ -12,11 +12,13 @@ from torch import Tensor, nn
 
 from flowkit.distributions import diag_gaussian_log_prob
 from flowkit.layers import Squeeze
+from flowkit.models.llflow import convert, pretrained
 from flowkit.models.llflow.config import LLFlowConfig
 from flowkit.models.llflow.encoder import ConditionEncoder, EncoderOutput, color_map, encoder_input
 from flowkit.models.llflow.exposure import adjust_exposure
 from flowkit.models.llflow.flow import ConditionalFlow
 from flowkit.models.llflow.histeq import histeq_image
+from flowkit.models.llflow.tiling import enhance_in_tiles
 
 __all__ = ["LLFlow"]
 
@@ -373,6 +375,7 @@ class LLFlow(nn.Module):
         self, low: Tensor, *, temperature: float = 0.0, clamp: bool = True,
         generator: torch.Generator | None = None, histeq: Tensor | None = None,
         precision: Literal["float32", "bfloat16"] = "float32", exposure: float | None = None,
+        tile: int | None = None, overlap: int = 32,
     ) -> Tensor:
         """Enhance low-light images ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, 3, H, W)``.
 
@@ -395,6 +398,10 @@ class LLFlow(nn.Module):
         darkens shadows and mid-tones, compresses highlights instead of clipping them, and keeps
         every pixel's hue and saturation.
 
+        ``tile`` enhances an image larger than ``tile`` pixels on a side in overlapping square
+        tiles (:func:`~flowkit.models.llflow.tiling.enhance_in_tiles`), which bounds the memory
+        that a large photograph needs; the histogram equalization still sees the whole image.
+
         Args:
             low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``, any ``H`` and ``W``.
             temperature: ``T``, a finite number ``>= 0`` (default 0, the deterministic output).
@@ -404,6 +411,9 @@ class LLFlow(nn.Module):
             precision: ``"float32"`` (default) or ``"bfloat16"``.
             exposure: ``None`` (default) for the model's own exposure, or a finite number of
                 stops: positive brightens, negative darkens. Needs ``clamp=True``.
+            tile: ``None`` (default) for the whole image at once, or the side of the tiles in
+                pixels, a multiple of 8 larger than ``2 * overlap``.
+            overlap: the pixels neighbouring tiles share and blend over (default 32).
 
         Example:
             >>> import torch
@@ -427,6 +437,12 @@ class LLFlow(nn.Module):
                 raise ValueError("LLFlow.enhance: exposure needs clamp=True (the tone curve works on [0, 1])")
         dtype = low.dtype if isinstance(low, Tensor) else None
         low, histeq = self._low_and_histeq("enhance", low, histeq)
+        if tile is not None:
+            options = {"temperature": temperature, "clamp": clamp, "generator": generator, "precision": precision}
+            x = enhance_in_tiles(lambda part, part_histeq: self.enhance(part, histeq=part_histeq, **options),
+                                 low, histeq, tile, overlap)
+            # The tone curve after blending: it sees the image the tiles make up.
+            return (x if exposure is None else adjust_exposure(x, exposure)).to(dtype)
         h, w = low.shape[2:]
         inputs = encoder_input(_pad_to_multiple(low), _pad_to_multiple(histeq))
         if inputs.device.type == "cpu":
@@ -479,9 +495,7 @@ class LLFlow(nn.Module):
             >>> model.training, model.enhance(torch.full((1, 3, 24, 40), 0.03)).shape
             (False, torch.Size([1, 3, 24, 40]))
         """
-        from flowkit.models.llflow.pretrained import load_pretrained
-
-        return load_pretrained(name)
+        return pretrained.load_pretrained(name, model_class=cls)
 
     @classmethod
     def from_official(
@@ -506,6 +520,4 @@ class LLFlow(nn.Module):
             >>> LLFlow.from_official(official).config == config
             True
         """
-        from flowkit.models.llflow.convert import from_official
-
-        return from_official(checkpoint, config)
+        return convert.from_official(checkpoint, config, model_class=cls)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowkit._weights import WeightsError, load_checked, save_safetensors
+from torch import nn
+
+from flowkit.models.llflow._weights import WeightsError, load_checked, save_safetensors
 from flowkit.models.llflow.config import LLFlowConfig
 
 __all__ = ["DEFAULT_PRETRAINED", "PRETRAINED", "PretrainedModel", "export_pretrained", "load_pretrained",
@@ -76,28 +79,34 @@ def pretrained_names() -> list[str]:
     return sorted(PRETRAINED, key=lambda name: (name != DEFAULT_PRETRAINED, name))
 
 
-def load_pretrained(name: str | None = None):
+def load_pretrained(name: str | None = None, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """The shipped model ``name`` (default :data:`DEFAULT_PRETRAINED`) as an eval-mode :class:`LLFlow`.
+
+    :meth:`LLFlow.from_pretrained <flowkit.models.LLFlow.from_pretrained>` is this function with
+    ``model_class=LLFlow``.
+
+    Args:
+        name: the shipped model's name, or ``None`` for the default.
+        model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
 
     Raises:
         ValueError: no shipped model has that name (the message lists them).
-        flowkit._weights.WeightsError: the weight file is missing, damaged or replaced.
+        flowkit.models.llflow._weights.WeightsError: the weight file is missing, damaged or replaced.
 
     Example:
+        >>> from flowkit.models import LLFlow
         >>> from flowkit.models.llflow.pretrained import load_pretrained
-        >>> load_pretrained("nope")  # doctest: +ELLIPSIS
+        >>> load_pretrained("nope", model_class=LLFlow)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         ValueError: no shipped LLFlow model is called 'nope'; shipped: ['llflow-small-synthetic'...]
     """
-    from flowkit.models.llflow.model import LLFlow
-
     name = DEFAULT_PRETRAINED if name is None else name
     if name not in PRETRAINED:
         raise ValueError(f"no shipped LLFlow model is called {name!r}; shipped: {pretrained_names()}")
     entry = PRETRAINED[name]
     tensors, metadata = load_checked(entry.path, entry.sha256)
-    return _build(tensors, metadata, entry.path, LLFlow)
+    return _build(tensors, metadata, entry.path, model_class)
 
 
 def _build(tensors, metadata: dict[str, str], path: Path, cls):
@@ -142,7 +151,7 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
         ...                       steps_per_level=1, hidden_channels=4)
         >>> path = Path(tempfile.mkdtemp()) / "m.safetensors"
         >>> digest = export_pretrained(LLFlow(config), path, {"data": "scenes"})
-        >>> model = read_exported(path, digest)
+        >>> model = read_exported(path, digest, model_class=LLFlow)
         >>> model.config == config, model.pretrained_card["data"], model.training
         (True, 'scenes', False)
     """
@@ -154,22 +163,21 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
     return save_safetensors(path, model.state_dict(), metadata)
 
 
-def read_exported(path: str | Path, sha256: str):
+def read_exported(path: str | Path, sha256: str, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """Load a file written by :func:`export_pretrained`, checking its sha256 (see there).
 
     Args:
         path: the safetensors file.
         sha256: the hex sha256 the file must have (the one :func:`export_pretrained` returned);
             the file is refused before it is parsed when it differs.
+        model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
 
     Returns:
         The :class:`LLFlow`, in eval mode, with the file's card entries in ``pretrained_card``.
 
     Raises:
-        flowkit._weights.WeightsError: the file is missing, its sha256 differs, it is not a
+        flowkit.models.llflow._weights.WeightsError: the file is missing, its sha256 differs, it is not a
             safetensors file, or its metadata or weights do not make a model.
     """
-    from flowkit.models.llflow.model import LLFlow
-
     tensors, metadata = load_checked(path, sha256)
-    return _build(tensors, metadata, Path(path), LLFlow)
+    return _build(tensors, metadata, Path(path), model_class)

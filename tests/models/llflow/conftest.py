@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.layers import ActNorm
 from flowkit.models import LLFlow, LLFlowConfig
+from flowkit.nn import ActivationNorm
 
 
 @functools.lru_cache(maxsize=1)
@@ -40,7 +40,7 @@ def perturbed(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> tor
     """Mark every ActNorm initialised and move every parameter away from its identity-like init."""
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
-        if isinstance(module, ActNorm):
+        if isinstance(module, ActivationNorm):
             module.initialized.fill_(True)
     for param in model.parameters():
         param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype))

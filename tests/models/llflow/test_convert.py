@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.layers import ActNorm
 from flowkit.models import LLFlow, LLFlowConfig
+from flowkit.nn import ActivationNorm
 
 DEAD = ("RRDB.downconv3.", "RRDB.HRconv.", "RRDB.conv_last.", "RRDB.awb_para.", "flowUpsamplerNet.f.")
 # SPEC.md section 8: the dead 3x3 conv flowUpsamplerNet.f.0 has 384 outputs and these inputs.
@@ -95,7 +95,7 @@ def check_loaded(model: LLFlow, state: dict[str, torch.Tensor], per_level: int) 
     # Every used reference tensor is in the model exactly once, and the model holds nothing else.
     used = sorted(fingerprint(t) for k, t in state.items() if not k.startswith(DEAD))
     assert sorted(fingerprint(p.detach()) for p in params.values()) == used
-    assert all(bool(m.initialized) for m in model.modules() if isinstance(m, ActNorm))
+    assert all(bool(m.initialized) for m in model.modules() if isinstance(m, ActivationNorm))
 
 
 @pytest.mark.parametrize(("preset", "file"), [("lol_small", "official_keys_small.txt"), ("lol", "official_keys_lol.txt")])

@@ -1,4 +1,4 @@
-"""The conditional encoder, its hand-made maps, and the RRDB blocks it is built from (flowkit.nn.rrdb)."""
+"""The conditional encoder, its hand-made maps, and the RRDB blocks it is built from (flowkit.models.llflow.rrdb)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from flowkit.models.llflow.encoder import ConditionEncoder, color_map, encoder_input, noise_map
-from flowkit.nn import RRDB, ResidualDenseBlock
+from flowkit.models.llflow.rrdb import RRDB, ResidualDenseBlock
 
 
 def test_residual_dense_block_wiring():

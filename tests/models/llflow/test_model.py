@@ -84,9 +84,10 @@ def test_sampling_is_reproducible_and_centred_on_the_mean(toy_model):
     assert torch.equal(first, again) and not torch.equal(first, other)
     eps = torch.randn(2, 192, 2, 3, generator=torch.Generator().manual_seed(5))
     mean = toy_model.prior_mean(toy_model.condition(low).color_map)
-    # enhance runs channels-last on CPU: the same values summed in another order
+    # enhance runs channels-last on CPU: the same values summed in another order, which also
+    # depends on the thread count (1.3e-5 apart on one thread, within 1e-5 on two).
     decoded = toy_model.decode(mean + 0.8 * eps, low)[0].detach()
-    torch.testing.assert_close(first, decoded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(first, decoded, rtol=3e-5, atol=3e-5)
 
 
 def test_loss_selects_the_prior_once_per_batch_with_probability_train_gt_ratio():

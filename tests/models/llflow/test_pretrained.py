@@ -8,10 +8,10 @@ import pickle
 import pytest
 import torch
 
-from flowkit._weights import WeightsError, sha256_of
-from flowkit.data import read_image
-from flowkit.metrics import psnr
 from flowkit.models import LLFlow, LLFlowConfig
+from flowkit.models.llflow._weights import WeightsError, sha256_of
+from flowkit.models.llflow.data import read_image
+from flowkit.models.llflow.metrics import psnr
 from flowkit.models.llflow.pretrained import (
     DEFAULT_PRETRAINED,
     PRETRAINED,
@@ -74,7 +74,7 @@ def test_unknown_names_and_damaged_files_are_refused(tmp_path):
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(WeightsError, match="damaged or was replaced"):
-        read_exported(path, digest)
+        read_exported(path, digest, model_class=LLFlow)
 
 
 def test_export_round_trip_keeps_every_tensor_and_the_config(tmp_path):
@@ -83,7 +83,7 @@ def test_export_round_trip_keeps_every_tensor_and_the_config(tmp_path):
     with torch.no_grad():
         model.loss(torch.rand(2, 3, 16, 16) * 0.2, torch.rand(2, 3, 16, 16))  # ActNorm initialisation
     digest = export_pretrained(model, tmp_path / "m.safetensors", {"data": "scenes"})
-    again = read_exported(tmp_path / "m.safetensors", digest)
+    again = read_exported(tmp_path / "m.safetensors", digest, model_class=LLFlow)
     assert again.config == TOY and again.pretrained_card == {"data": "scenes"}
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, again.state_dict()[name]), name
@@ -94,14 +94,14 @@ def test_export_round_trip_keeps_every_tensor_and_the_config(tmp_path):
 
 
 def test_a_file_whose_metadata_does_not_fit_is_a_clear_error(tmp_path):
-    from flowkit._weights import save_safetensors
+    from flowkit.models.llflow._weights import save_safetensors
 
     state = LLFlow(TOY).state_dict()
     wrong = json.dumps({**{f: getattr(TOY, f) for f in ("encoder_channels", "encoder_blocks")},
                         "growth_channels": 8, "stack_blocks": [1], "steps_per_level": 1, "hidden_channels": 4})
     digest = save_safetensors(tmp_path / "m.safetensors", state, {"llflow_config": wrong})
     with pytest.raises(WeightsError, match="do not fit the config"):
-        read_exported(tmp_path / "m.safetensors", digest)
+        read_exported(tmp_path / "m.safetensors", digest, model_class=LLFlow)
     digest = save_safetensors(tmp_path / "n.safetensors", state, {})
     with pytest.raises(WeightsError, match="no valid llflow_config"):
-        read_exported(tmp_path / "n.safetensors", digest)
+        read_exported(tmp_path / "n.safetensors", digest, model_class=LLFlow)

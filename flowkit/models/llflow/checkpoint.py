@@ -1,0 +1,245 @@
+"""Atomic, code-free training checkpoints that restore every random state.
+
+A checkpoint is written to a temporary file in the target directory, flushed to disk and then
+renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a process killed
+mid-write leaves the previous checkpoint intact. Everything in it is a tensor, a number, a string
+or a container of those, so it loads with ``torch.load(..., weights_only=True)``: opening a
+checkpoint never runs code.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from flowkit.models.llflow._files import write_atomically
+
+__all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "restore_rng_state", "save_checkpoint",
+           "save_model"]
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); return the path.
+
+    Args:
+        state: what to save with ``torch.save``. To load with :func:`load_checkpoint` it must
+            hold only tensors, numbers, strings, and lists and dicts of those.
+        path: the file to write; its folder is created, and an existing file is replaced only
+            once the new one is complete.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Raises:
+        OSError: the write failed (a full disk included); its ``filename`` is ``path``, and no
+            temporary file is left behind.
+
+    Example:
+        >>> import tempfile, torch
+        >>> from flowkit.models.llflow.checkpoint import load_checkpoint, save_checkpoint
+        >>> folder = tempfile.mkdtemp()
+        >>> path = save_checkpoint({"step": 3, "w": torch.ones(2)}, f"{folder}/last.pt")
+        >>> load_checkpoint(path)["step"]
+        3
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Serialised in memory first: torch.save reports a failed write (a full disk) as a C++
+    # "enforce fail" RuntimeError, while a plain write raises the system's OSError.
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return write_atomically(path, buffer.getbuffer())
+
+
+def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
+    """Save an LLFlow's weights and config (atomically) in the form ``flowkit enhance`` / ``evaluate`` load.
+
+    The file holds ``format`` (``"flowkit.model/1"``), ``model`` (the state dict) and
+    ``llflow_config``; it is not a training checkpoint, so a run cannot resume from it. Load it
+    with :func:`flowkit.models.llflow.cli.load_model`.
+
+    Args:
+        model: the :class:`~flowkit.models.LLFlow` to save; its ``config`` is stored with the
+            weights.
+        path: the file to write, as for :func:`save_checkpoint`.
+
+    Returns:
+        ``path`` as a :class:`pathlib.Path`.
+
+    Example:
+        >>> import tempfile
+        >>> from flowkit.models import LLFlow, LLFlowConfig
+        >>> from flowkit.models.llflow.cli import load_model
+        >>> config = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4,
+        ...                       stack_blocks=(1,), steps_per_level=1, hidden_channels=8)
+        >>> path = save_model(LLFlow(config), tempfile.mkdtemp() + "/model.pt")
+        >>> load_model(path).config == config
+        True
+    """
+    import dataclasses
+
+    config = dataclasses.asdict(model.config)
+    config["stack_blocks"] = list(config["stack_blocks"])
+    return save_checkpoint({"format": "flowkit.model/1", "model": model.state_dict(), "llflow_config": config}, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
+
+    A file that torch's safe loader refuses (a pickle with code in it, a foreign format, a
+    truncated file) is reported as not a checkpoint, naming it; torch's own advice to load it
+    with ``weights_only=False``, which would run whatever code it holds, never reaches the user.
+
+    Raises:
+        FileNotFoundError: naming the path, if there is no such file.
+        ValueError: naming the path, if the file is empty, not a readable checkpoint, or holds
+            non-finite weights.
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> empty = Path(tempfile.mkdtemp()) / "empty.pt"
+        >>> empty.write_bytes(b"")
+        0
+        >>> load_checkpoint(empty)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../empty.pt is empty, not a checkpoint
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file, expected a checkpoint")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty, not a checkpoint")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise ValueError(
+            f"{path} is not a flowkit or LLFlow reference checkpoint (it is truncated, in another format, "
+            "or holds objects other than tensors, which flowkit never loads)"
+        ) from error
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, expected a checkpoint dict")
+    bad = _non_finite(state)
+    if bad:
+        raise ValueError(f"{path} holds non-finite values (NaN or infinity) in {bad}; refusing to use it")
+    return state
+
+
+def _non_finite(value: Any, name: str = "") -> str | None:
+    """The first floating-point tensor in a nested state that holds NaN or infinity, by its key path."""
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name or "the checkpoint"
+        return None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _non_finite(item, f"{name}.{key}" if name else str(key))
+        if found:
+            return found
+    return None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str = "last.pt") -> list[Path]:
+    """Delete the temporary files that killed runs left beside ``folder/name``; return them.
+
+    :func:`save_checkpoint` writes ``.NAME.*.tmp`` and renames it; a process killed in between
+    leaves the temporary behind. Call this when a run (re)starts, before it writes checkpoints.
+
+    Args:
+        folder: the folder the checkpoints are written to; a missing folder holds nothing to
+            remove.
+        name: the checkpoint's file name (default ``"last.pt"``); only files named
+            ``.NAME.*.tmp`` are removed.
+
+    Returns:
+        The removed files, sorted (an empty list when there were none).
+
+    Example:
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".last.pt.abc123.tmp").write_bytes(b"partial")
+        >>> [p.name for p in remove_stale_temporaries(folder)]
+        ['.last.pt.abc123.tmp']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = sorted(p for p in folder.glob(f".{name}.*.tmp") if p.is_file())
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The state of every global RNG a training run draws from: Python, NumPy, torch CPU and CUDA.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.models.llflow.checkpoint import capture_rng_state, restore_rng_state
+        >>> state = capture_rng_state()
+        >>> a = torch.rand(2)
+        >>> restore_rng_state(state)
+        >>> torch.equal(a, torch.rand(2))
+        True
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": _to_lists(random.getstate()),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore the RNG states captured by :func:`capture_rng_state`.
+
+    Args:
+        state: the dict :func:`capture_rng_state` returned, as is or after a round trip through
+            :func:`save_checkpoint` and :func:`load_checkpoint`. Python's, NumPy's and torch's
+            CPU generators are set; the CUDA generators only when the state holds them and CUDA
+            is available.
+    """
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached"],
+        )
+    )
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_lists(value: Any) -> Any:
+    # weights_only loading accepts lists, not arbitrary tuples-of-tuples from random.getstate().
+    if isinstance(value, tuple):
+        return [_to_lists(v) for v in value]
+    return value

@@ -1,0 +1,400 @@
+"""Training configuration: a TOML file read into typed, validated sections."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowkit.models.llflow.config import LLFlowConfig
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = ["DataSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SYNTHESIZERS = ("default", "lol", "lol_wide")
+
+
+@dataclass
+class DataSection:
+    """Where the training pairs come from and how they are batched.
+
+    ``root`` is a LOL / LOL-v2 / pair-folder root (its train split trains, its test split
+    validates); or ``train_low``/``train_high`` (and ``val_low``/``val_high``) name folders
+    directly. With ``synthetic_source`` set, low-light pairs are synthesised from the
+    normal-light images in that folder (or from generated scenes when it is ``"scenes"``) and
+    ``root`` is ignored: written once into the run's output folder, or, with
+    ``synthetic_online``, darkened afresh for every item and epoch
+    (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`). ``synthesizer`` picks the degradation's
+    ranges: ``"default"``, ``"lol"`` (fitted to real LOL pairs) or ``"lol_wide"`` (the same with
+    darker exposures). Validation pairs are
+    synthesised from ``synthetic_val_source`` when given, otherwise from the first
+    ``synthetic_val_count`` images of ``synthetic_source``. ``real_train`` adds a folder of real
+    pairs (``low/``, ``high/``) to the training set, each pair ``real_train_repeat`` times per
+    epoch. Relative paths are taken from ``base`` when it is set (itself relative to the current
+    directory), otherwise from the current directory.
+
+    Args:
+        root: a LOL / LOL-v2 / pair-folder root (see :func:`~flowkit.models.llflow.data.find_pairs`); used
+            when neither ``synthetic_source`` nor ``train_low`` and ``train_high`` are set.
+        train_low: folder of low-light training images, paired by name with ``train_high``'s
+            (both needed; they take precedence over ``root``).
+        train_high: folder of the normal-light training images.
+        val_low: folder of low-light validation images, with ``val_high``, for a run that
+            names its training folders; without both, the training folders validate (whole
+            images, no crops).
+        val_high: folder of the normal-light validation images.
+        synthetic_source: a folder of normal-light photographs (searched recursively) to
+            synthesise pairs from, or ``"scenes"`` for generated scenes; it takes precedence over
+            ``root`` and the training folders. The pairs are written under
+            ``OUTPUT/synthetic`` once (a later run reuses them). With ``synthetic_online`` it may
+            be a list of folders, whose photographs are taken in the order given.
+        synthetic_count: how many training pairs are written: the number of generated scenes,
+            or the most photographs used (default 64). Ignored with ``synthetic_online``, which
+            darkens every photograph of ``synthetic_source`` not held out for validation.
+        synthetic_size: height and width of the generated scenes (default 96); at least
+            ``patch_size``.
+        synthetic_val_count: how many validation pairs are synthesised: generated scenes, the
+            first photographs of ``synthetic_source`` in sorted order (held out of training, also
+            with ``synthetic_online``), or the most photographs of ``synthetic_val_source``, where
+            0 takes all of them (default 8).
+        patch_size: side of the square training crops, a positive multiple of 8 (default 160);
+            every training image must be at least this large.
+        batch_size: pairs per step and process, at least 1 (default 16); a step of ``N``
+            processes sees ``N * batch_size`` pairs, and the training set needs that many.
+        flip: flip training crops left-right at random (default ``True``).
+        num_workers: DataLoader worker processes; 0 (default) loads in the training process.
+        cache: keep decoded images in memory, in the training and validation sets (default
+            ``False``).
+        val_limit: validate on the first this many pairs only; 0 (default) validates on all.
+        synthesizer: the degradation's ranges: ``"default"`` (generic), ``"lol"`` (fitted to
+            real LOL pairs, :meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol`) or ``"lol_wide"``
+            (:meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol_wide`); anything else raises a
+            :class:`ValueError`.
+        synthetic_online: darken ``synthetic_source``'s photographs afresh for every item and
+            epoch instead of writing pairs once (default ``False``); needs ``synthetic_source``
+            to be a folder of photographs, not ``"scenes"``.
+        synthetic_val_source: a folder of photographs (searched recursively) for the validation
+            pairs, darkened once; ``None`` (default) takes them from ``synthetic_source``.
+        real_train: a pair folder or dataset root whose training pairs join the training set,
+            with the same crops and flips; ``None`` (default) for none.
+        real_train_repeat: how many times each pair of ``real_train`` appears per epoch, a
+            positive int (default 1).
+        base: the folder that relative data paths are taken from; ``None`` (default) for the
+            current directory.
+    """
+
+    root: str | None = None
+    train_low: str | None = None
+    train_high: str | None = None
+    val_low: str | None = None
+    val_high: str | None = None
+    synthetic_source: str | tuple[str, ...] | None = None
+    synthetic_count: int = 64
+    synthetic_size: int = 96
+    synthetic_val_count: int = 8
+    patch_size: int = 160
+    batch_size: int = 16
+    flip: bool = True
+    num_workers: int = 0
+    cache: bool = False
+    val_limit: int = 0
+    """Validate on at most this many pairs; 0 validates on all of them."""
+    synthesizer: str = "default"
+    synthetic_online: bool = False
+    synthetic_val_source: str | None = None
+    real_train: str | None = None
+    real_train_repeat: int = 1
+    base: str | None = None
+    """The folder that relative data paths are taken from; ``None`` for the current directory."""
+
+    def path(self, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
+        """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is).
+
+        Args:
+            value: one of this section's paths, a tuple of them (each is taken from
+                :attr:`base`), or ``None``.
+
+        Returns:
+            ``base / value`` as a string when ``base`` is set and ``value`` is a relative path;
+            otherwise ``value`` unchanged (also ``None``, ``"scenes"`` and absolute paths).
+        """
+        if isinstance(value, tuple):
+            return tuple(self.path(item) for item in value)
+        if value is None or value == "scenes" or self.base is None or Path(value).is_absolute():
+            return value
+        return str(Path(self.base) / value)
+
+
+@dataclass
+class OptimSection:
+    """Adam with linear warm-up and step halving (the reference's effective settings).
+
+    Args:
+        lr: Adam's learning rate after the warm-up (default ``5e-4``).
+        betas: Adam's ``(beta1, beta2)`` (default ``(0.9, 0.999)``).
+        weight_decay: Adam's weight decay, an L2 term added to the gradients (not AdamW's
+            decoupled decay); default 0.
+        warmup: steps over which the rate rises linearly from 0 to ``lr``; 0 (default) for none
+            (see :func:`~flowkit.models.llflow.train.schedule.warmup_multistep`).
+        milestones: the steps from which the rate is multiplied by ``gamma`` once more (default
+            none).
+        gamma: the factor applied at each milestone (default 0.5).
+        grad_clip: the largest global gradient norm; larger gradients are scaled down to it, and
+            0 (default) turns clipping off. A step whose norm is not finite is skipped either way.
+        ema: decay of an exponential moving average of the weights, in (0, 1), e.g. 0.999; 0
+            (default) turns it off. With it on, validation uses the average and checkpoints keep
+            it (see :class:`~flowkit.models.llflow.train.ema.ExponentialMovingAverage`).
+    """
+
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    warmup: int = 0
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.5
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 turns clipping off."""
+    ema: float = 0.0
+    """Decay of an exponential moving average of the weights, e.g. 0.999; 0 turns it off."""
+
+
+@dataclass
+class RunSection:
+    """Length, precision, seeds and how often to validate, log and checkpoint.
+
+    Args:
+        iterations: the run's total number of optimiser steps, at least 1 (default 1000); a
+            resumed run continues up to it.
+        amp: ``"none"`` (default, float32), ``"bf16"`` or ``"fp16"`` autocast (fp16 uses a
+            gradient scaler); anything else raises a :class:`ValueError`.
+        seed: seeds the initial weights, the data order, crops, flips and synthetic
+            degradations, and the per-step choice of prior (default 10).
+        val_every: validate every this many steps and after the last, at least 1 (default 200).
+        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and when
+            the run is stopped, at least 1 (default 1000).
+        log_every: record the loss every this many steps and after the last, at least 1
+            (default 10).
+        output: the run's folder (``log.csv``, ``last.pt``, ``images/``, ``tensorboard/`` and
+            synthesised pairs), relative to the current directory, not to ``[data] base``
+            (default ``"runs/llflow"``).
+    """
+
+    iterations: int = 1000
+    amp: str = "none"
+    """``"none"``, ``"bf16"`` or ``"fp16"`` (fp16 uses a gradient scaler)."""
+    seed: int = 10
+    val_every: int = 200
+    checkpoint_every: int = 1000
+    log_every: int = 10
+    output: str = "runs/llflow"
+
+
+@dataclass
+class TrainConfig:
+    """A whole training run: the model preset and overrides, data, optimiser and run sections.
+
+    The sections are checked when the config is built; a mistake raises a :class:`ValueError`
+    that names the section and key. The ``model`` table is checked by :meth:`llflow_config`
+    (which :func:`load_config` calls).
+
+    Args:
+        model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"``, ``"lol_v2"`` or
+            ``"tiny"``; ``"lol_small"`` when left out) and any
+            :class:`~flowkit.models.LLFlowConfig` fields to override, e.g. ``memory``.
+        data: the ``[data]`` section.
+        optim: the ``[optim]`` section.
+        run: the ``[run]`` section.
+
+    Example:
+        >>> from flowkit.models.llflow.train import load_config
+        >>> config = load_config("tiny")
+        >>> config.model["preset"], config.run.iterations > 0
+        ('tiny', True)
+    """
+
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "lol_small"})
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        if self.run.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"[run] amp must be 'none', 'bf16' or 'fp16', got {self.run.amp!r}")
+        for name in ("iterations", "val_every", "checkpoint_every", "log_every"):
+            if getattr(self.run, name) < 1:
+                raise ValueError(f"[run] {name} must be >= 1, got {getattr(self.run, name)}")
+        if self.data.batch_size < 1 or self.data.patch_size < 8 or self.data.patch_size % 8:
+            raise ValueError(
+                "[data] needs batch_size >= 1 and a patch_size that is a positive multiple of 8, got "
+                f"batch_size={self.data.batch_size}, patch_size={self.data.patch_size}"
+            )
+        if self.data.synthesizer not in SYNTHESIZERS:
+            raise ValueError(f"[data] synthesizer must be one of {sorted(SYNTHESIZERS)}, got {self.data.synthesizer!r}")
+        if isinstance(self.data.real_train_repeat, bool) or not isinstance(self.data.real_train_repeat, int) \
+                or self.data.real_train_repeat < 1:
+            raise ValueError(f"[data] real_train_repeat must be a positive int, got {self.data.real_train_repeat!r}")
+        source = self.data.synthetic_source
+        if self.data.synthetic_online and (not source or source == "scenes" or "scenes" in source):
+            raise ValueError("[data] synthetic_online needs synthetic_source to be a folder of photographs")
+        if isinstance(source, tuple) and not self.data.synthetic_online:
+            raise ValueError(f"[data] synthetic_source can be a list of folders only with synthetic_online, got {list(source)}")
+        if isinstance(source, tuple) and not self.data.synthetic_val_source:
+            raise ValueError("[data] a list of synthetic_source folders needs synthetic_val_source for validation")
+        has_folders = self.data.train_low is not None and self.data.train_high is not None
+        if not (self.data.root or has_folders or self.data.synthetic_source):
+            raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")
+
+    def llflow_config(self):
+        """The :class:`~flowkit.models.LLFlowConfig` this run trains."""
+        overrides = dict(self.model)
+        preset = overrides.pop("preset", "lol_small")
+        presets = {"lol": LLFlowConfig.lol, "lol_small": LLFlowConfig.lol_small,
+                   "lol_v2": LLFlowConfig.lol_v2, "tiny": _tiny_llflow}
+        if preset not in presets:
+            raise ValueError(f"[model] preset must be one of {sorted(presets)}, got {preset!r}")
+        known = {f.name for f in dataclasses.fields(LLFlowConfig)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"[model] has unknown keys {unknown}; known keys: {sorted(known | {'preset'})}")
+        if isinstance(overrides.get("stack_blocks"), list):
+            overrides["stack_blocks"] = tuple(overrides["stack_blocks"])
+        try:
+            return dataclasses.replace(presets[preset](), **overrides)
+        except ValueError as error:
+            raise ValueError(f"[model] {str(error).removeprefix('LLFlowConfig.')}") from error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _tiny_llflow():
+    return dataclasses.replace(
+        LLFlowConfig.lol_small(), encoder_channels=16, encoder_blocks=2, growth_channels=8,
+        stack_blocks=(1,), steps_per_level=2, hidden_channels=16,
+    )
+
+
+def _section(cls, table: dict[str, Any], name: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"[{name}] has unknown keys {unknown}; known keys: {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for key, value in table.items():
+        values[key] = _typed(value, hints[key], f"[{name}] {key}")
+    return cls(**values)
+
+
+def _typed(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against a field's type hint (TOML gives str, int, float, bool, lists)."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return value
+    for option in options:
+        if option is type(None):
+            continue
+        if typing.get_origin(option) is tuple:
+            items = typing.get_args(option)
+            if isinstance(value, (list, tuple)) and (items[-1] is Ellipsis or len(value) == len(items)):
+                try:
+                    return tuple(_typed(v, items[0], where) for v in value)
+                except ValueError:
+                    pass  # reported below for the whole list
+            continue
+        if option is bool and isinstance(value, bool):
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is str and isinstance(value, str):
+            return value
+    expected = " or ".join(_type_name(o) for o in options if o is not type(None))
+    raise ValueError(f"{where} must be {expected}, got {value!r} ({_toml_type(value)})")
+
+
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is tuple:
+        items = typing.get_args(hint)
+        plural = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}.get(items[0], str(items[0]))
+        return f"a list of {plural}" if items[-1] is Ellipsis else f"a list of {len(items)} {plural}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
+def _toml_type(value: Any) -> str:
+    kinds = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a table"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with flowkit.
+
+    ``lol``, ``lol_small`` and ``lol_v2`` are the reference's recipes; ``default`` trains the model
+    shipped with flowkit (:meth:`~flowkit.models.LLFlow.from_pretrained`); ``synthetic_v2`` is the
+    longer recipe of its successor; ``tiny`` trains in minutes on CPU.
+
+    Example:
+        >>> from flowkit.models.llflow.train import shipped_configs
+        >>> shipped_configs()
+        ['default', 'lol', 'lol_small', 'lol_v2', 'synthetic_v2', 'tiny']
+    """
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def load_config(source: str | Path) -> TrainConfig:
+    """Read a training config from a TOML file, or a shipped config by name (see :func:`shipped_configs`).
+
+    Unknown sections or keys are errors that name them.
+
+    Args:
+        source: a TOML file, or the name of a shipped config (a name without a suffix that is
+            not an existing file, such as ``"tiny"``).
+
+    Returns:
+        The checked config, its ``[model]`` table included; sections and keys left out take
+        their defaults.
+
+    Raises:
+        FileNotFoundError: there is no such file (and, for a bare name, no shipped config).
+        ValueError: the file is not valid TOML, or has an unknown section or key, a value of
+            the wrong type, or a value the checks refuse; the message starts with the file.
+    """
+    path = Path(source)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{source}.toml"
+        if not path.exists():
+            raise FileNotFoundError(f"no config file {source!r} and no shipped config of that name "
+                                    f"(shipped: {shipped_configs()})")
+    with open(path, "rb") as handle:
+        try:
+            table = tomllib.load(handle)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from error
+    unknown = sorted(set(table) - {"model", "data", "optim", "run"})
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {unknown}; expected [model], [data], [optim], [run]")
+    for name in ("model", "data", "optim", "run"):
+        if not isinstance(table.get(name, {}), dict):
+            raise ValueError(f"{path}: {name} must be a [{name}] table, got {table[name]!r}")
+    try:
+        config = TrainConfig(
+            model=dict(table.get("model", {"preset": "lol_small"})),
+            data=_section(DataSection, table.get("data", {}), "data"),
+            optim=_section(OptimSection, table.get("optim", {}), "optim"),
+            run=_section(RunSection, table.get("run", {}), "run"),
+        )
+        config.llflow_config()  # the model section is checked now, not when training starts
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
+    return config

@@ -1,0 +1,613 @@
+"""The LLFlow training loop: one process or many (``torchrun`` + DDP), resumable bit for bit."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from flowkit.models.llflow import LLFlow
+from flowkit.models.llflow.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    remove_stale_temporaries,
+    restore_rng_state,
+    save_checkpoint,
+)
+from flowkit.models.llflow.config import LLFlowConfig
+from flowkit.models.llflow.data import (
+    CombinedDataset,
+    LowLightSynthesizer,
+    PairedImageDataset,
+    SyntheticPairDataset,
+    write_image,
+    write_scenes,
+    write_synthetic_pairs,
+)
+from flowkit.models.llflow.data.pairs import image_files
+from flowkit.models.llflow.metrics import psnr, ssim
+from flowkit.models.llflow.train.config import TrainConfig
+from flowkit.models.llflow.train.distributed import DistributedContext, init_distributed
+from flowkit.models.llflow.train.ema import ExponentialMovingAverage
+from flowkit.models.llflow.train.schedule import warmup_multistep
+
+__all__ = ["TrainResult", "build_datasets", "epoch_batches", "train", "validate"]
+
+
+@dataclass
+class TrainResult:
+    """What a run did: its last step, logged losses, validations and last checkpoint.
+
+    Every process of a run returns one.
+
+    Args:
+        step: the last step the run completed, counted from the start of training (a resumed
+            run's earlier steps included).
+        losses: ``(step, loss)`` at every logged step (see ``[run] log_every``); each process
+            records the loss of its own batch.
+        validations: one dict per validation, with ``step`` (as a float), ``psnr``, ``ssim``,
+            ``input_psnr`` and ``nll`` (see :func:`validate`); filled on rank 0 only.
+        skipped_steps: the steps whose optimiser step was skipped because the loss or the
+            gradient norm was not finite. Under fp16 the gradient scaler skips steps with
+            overflowing gradients itself, and those are not listed.
+        checkpoint: the checkpoint the run wrote last (``OUTPUT/last.pt``), or ``None`` when it
+            wrote none.
+        interrupted: the run stopped early on SIGINT or SIGTERM, after writing a checkpoint of
+            its last step.
+    """
+
+    step: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    """``(step, loss)`` at every logged step (rank 0)."""
+    validations: list[dict[str, float]] = field(default_factory=list)
+    """One dict per validation, with ``step``, ``psnr``, ``ssim``, ``input_psnr`` and ``nll``."""
+    skipped_steps: list[int] = field(default_factory=list)
+    """Steps whose loss or gradients were not finite (the optimiser step was skipped)."""
+    checkpoint: Path | None = None
+    interrupted: bool = False
+    """The run stopped early on SIGINT or SIGTERM, after writing a checkpoint of its last step."""
+
+
+def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """This rank's batches of dataset indices for ``epoch``: a seeded shuffle, split across ranks.
+
+    Each epoch is a permutation drawn from ``(seed, epoch)`` only, cut into ``world * batch_size``
+    chunks (the remainder is dropped, so every rank does the same number of steps); rank ``r``
+    takes every ``world``-th index of each chunk. A resumed run recomputes the same batches.
+
+    Args:
+        size: the number of items in the dataset.
+        batch_size: items per batch and process, positive.
+        seed: the run's seed; with ``epoch`` it seeds the permutation.
+        epoch: the epoch, from 0.
+        rank: this process's rank, from 0 to ``world - 1`` (default 0).
+        world: the number of processes (default 1).
+
+    Returns:
+        ``size // (batch_size * world)`` batches of ``batch_size`` indices each, the same number
+        on every rank; together the ranks' batches hold no index twice.
+
+    Raises:
+        ValueError: ``size`` is smaller than ``batch_size * world``, so not even one step fits; or
+            ``batch_size < 1``, or ``rank`` is not in ``range(world)``.
+
+    Example:
+        >>> from flowkit.models.llflow.train.trainer import epoch_batches
+        >>> a = epoch_batches(10, 2, seed=0, epoch=0, rank=0, world=2)
+        >>> b = epoch_batches(10, 2, seed=0, epoch=0, rank=1, world=2)
+        >>> len(a), sorted(sum(a, []) + sum(b, [])) == sorted(set(sum(a, []) + sum(b, [])))
+        (2, True)
+    """
+    if batch_size < 1 or world < 1 or not 0 <= rank < world:
+        raise ValueError(f"epoch_batches needs batch_size >= 1 and 0 <= rank < world, got batch_size={batch_size}, "
+                         f"rank={rank}, world={world}")
+    per_step = batch_size * world
+    if size < per_step:
+        raise ValueError(
+            f"the training set has {size} pairs, fewer than one step needs "
+            f"(batch_size {batch_size} x {world} processes)"
+        )
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).tolist()
+    steps = size // per_step
+    return [order[s * per_step : (s + 1) * per_step][rank::world] for s in range(steps)]
+
+
+def _synthesizer(config: TrainConfig):
+    named = {"lol": LowLightSynthesizer.lol, "lol_wide": LowLightSynthesizer.lol_wide}
+    return named.get(config.data.synthesizer, LowLightSynthesizer)()
+
+
+def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
+    data = config.data
+    source, val_source = data.path(data.synthetic_source), data.path(data.synthetic_val_source)
+    synthesizer = _synthesizer(config)
+    root = output / "synthetic"
+    train_dir, val_dir = root / "train", root / "val"
+    if ctx.is_main and not (root / "done").exists():
+        seed = config.run.seed
+        if source == "scenes":
+            size = data.synthetic_size
+            write_scenes(root / "scenes_train", data.synthetic_count, size, size, seed=seed)
+            write_scenes(root / "scenes_val", data.synthetic_val_count, size, size, seed=seed + 1)
+            write_synthetic_pairs(root / "scenes_train", train_dir, seed=seed, multiple_of=8, overwrite=True,
+                                  synthesizer=synthesizer)
+            write_synthetic_pairs(root / "scenes_val", val_dir, seed=seed + 1, multiple_of=8, overwrite=True,
+                                  synthesizer=synthesizer)
+        elif val_source is not None:
+            # Validation pairs from their own photographs, degraded once with a seed of their own.
+            write_synthetic_pairs(val_source, val_dir, seed=seed + 1, multiple_of=8, recursive=True,
+                                  overwrite=True, limit=data.synthetic_val_count or None, synthesizer=synthesizer)
+            if not data.synthetic_online:
+                write_synthetic_pairs(source, train_dir, seed=seed, multiple_of=8, recursive=True, overwrite=True,
+                                      limit=data.synthetic_count, synthesizer=synthesizer)
+        else:
+            # Online training darkens the photographs itself: only the validation pairs are written.
+            online_val = data.synthetic_online and data.synthetic_val_count > 0
+            limit = data.synthetic_val_count if online_val else data.synthetic_count + data.synthetic_val_count
+            pairs = write_synthetic_pairs(
+                source, root / "all", seed=seed, multiple_of=8, limit=limit,
+                recursive=True, overwrite=True, synthesizer=synthesizer,
+            )
+            _move_pairs(pairs[: data.synthetic_val_count], val_dir)
+            _move_pairs(pairs[data.synthetic_val_count :], train_dir)
+        (root / "done").write_text("synthetic pairs complete\n")
+    if ctx.enabled:
+        dist.barrier()
+    if data.synthetic_online:
+        sources = source if isinstance(source, tuple) else (source,)
+        photographs = [path for folder in sources for path in image_files(folder)]
+        if val_source is None:
+            # The first synthetic_val_count photographs (image_files' order, which the pairs
+            # written above follow too) validate: training on them as well would make
+            # validation meaningless.
+            photographs = photographs[data.synthetic_val_count :]
+        train_set = SyntheticPairDataset(photographs, synthesizer, **_train_kwargs(config))
+    else:
+        train_set = PairedImageDataset.from_root(train_dir, **_train_kwargs(config))
+    return train_set, PairedImageDataset.from_root(val_dir, cache=data.cache)
+
+
+def _move_pairs(pairs: list, folder: Path) -> None:
+    for pair in pairs:
+        for side, path in (("low", pair.low), ("high", pair.high)):
+            (folder / side).mkdir(parents=True, exist_ok=True)
+            path.replace(folder / side / path.name)
+
+
+def _train_kwargs(config: TrainConfig) -> dict[str, Any]:
+    data = config.data
+    return {"patch_size": data.patch_size, "flip": data.flip, "seed": config.run.seed, "cache": data.cache}
+
+
+def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | None = None) -> tuple[Dataset, Dataset]:
+    """The training and validation datasets that ``config``'s ``[data]`` section describes.
+
+    Every pair is checked up front (missing partners, unreadable files and size mismatches are
+    errors that name the files) before any training starts.
+
+    Args:
+        config: the run's config: its ``[data]`` section, and ``[run] seed`` for the crops,
+            flips and synthetic degradations (see :class:`~flowkit.models.llflow.train.config.DataSection`).
+        output: the run's folder; pairs that ``[data]`` asks to synthesise are written to
+            ``output/synthetic`` (once: a later call reuses them). Unused otherwise.
+        ctx: this process's place in a distributed run; ``None`` (default) for a single process.
+            Only rank 0 writes synthetic pairs, the others wait for it at a barrier.
+
+    Returns:
+        ``(train_set, val_set)``: the training set, with random crops and flips and
+        ``set_epoch`` (a :class:`~flowkit.models.llflow.data.CombinedDataset` when ``real_train`` is set), and
+        the validation set of whole images (a ``torch.utils.data.Subset`` of its first pairs
+        when ``val_limit`` is set).
+    """
+    ctx = ctx or DistributedContext()
+    data = config.data
+    if data.synthetic_source:
+        train_set, val_set = _synthesise(config, output, ctx)
+    elif data.train_low and data.train_high:
+        train_low, train_high = data.path(data.train_low), data.path(data.train_high)
+        train_set = PairedImageDataset.from_folders(train_low, train_high, **_train_kwargs(config))
+        if data.val_low and data.val_high:
+            val_set = PairedImageDataset.from_folders(data.path(data.val_low), data.path(data.val_high),
+                                                      cache=data.cache)
+        else:
+            val_set = PairedImageDataset.from_folders(train_low, train_high, cache=data.cache)
+    else:
+        root = data.path(data.root)
+        train_set = PairedImageDataset.from_root(root, "train", **_train_kwargs(config))
+        val_set = PairedImageDataset.from_root(root, "test", cache=data.cache)
+    if data.real_train:
+        real = PairedImageDataset.from_root(data.path(data.real_train), **_train_kwargs(config))
+        train_set = CombinedDataset([(train_set, 1), (real, data.real_train_repeat)])
+    if data.val_limit:
+        val_set = Subset(val_set, range(min(data.val_limit, len(val_set))))
+    return train_set, val_set
+
+
+class _Objective(nn.Module):
+    """Routes a batch through ``LLFlow.loss`` inside ``forward``, so that DDP sees the call."""
+
+    def __init__(self, model: nn.Module, selector: torch.Generator) -> None:
+        super().__init__()
+        self.model = model
+        self.selector = selector
+
+    def forward(self, low: Tensor, high: Tensor, histeq: Tensor) -> Tensor:
+        return self.model.loss(low, high, histeq=histeq, generator=self.selector)
+
+
+def _batches(dataset, config: TrainConfig, ctx: DistributedContext, start_step: int) -> Iterator[dict[str, Any]]:
+    data, step = config.data, start_step
+    per_epoch = len(dataset) // (data.batch_size * ctx.world_size)  # as epoch_batches cuts an epoch
+    if per_epoch == 0:
+        epoch_batches(len(dataset), data.batch_size, config.run.seed, 0, ctx.rank, ctx.world_size)  # raises, naming sizes
+    while True:
+        epoch, offset = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        batches = epoch_batches(len(dataset), data.batch_size, config.run.seed, epoch, ctx.rank, ctx.world_size)
+        # The loader's own generator keeps it from drawing on the global RNG (worker seeds).
+        loader = DataLoader(dataset, batch_sampler=batches[offset:], num_workers=data.num_workers,
+                            generator=torch.Generator().manual_seed(config.run.seed + epoch))
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def _autocast(config: TrainConfig, device: torch.device):
+    if config.run.amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.bfloat16 if config.run.amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _all_finite(value: Tensor, ctx: DistributedContext) -> bool:
+    # Every rank must take the same decision, or the next collective would hang.
+    flag = torch.tensor([1.0 if bool(torch.isfinite(value).all()) else 0.0], device=value.device)
+    if ctx.enabled:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+class _Logger:
+    """Rank 0's CSV log, progress bar and (when installed) TensorBoard events."""
+
+    def __init__(self, output: Path, total: int, start: int, enabled: bool, progress: bool) -> None:
+        self.enabled = enabled
+        self.bar = None
+        self.board = None
+        if not enabled:
+            return
+        output.mkdir(parents=True, exist_ok=True)
+        new = not (output / "log.csv").exists() or start == 0
+        # Open for the whole run and closed in close(): a context manager cannot span the loop.
+        self.csv = open(output / "log.csv", "w" if new else "a", newline="")  # noqa: SIM115
+        self.writer = csv.writer(self.csv)
+        if new:
+            self.writer.writerow(["step", "loss", "lr", "it_per_s", "kind"])
+        if progress:
+            self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True, mininterval=1.0)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(output / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            pass
+
+    def step(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if not self.enabled:
+            return
+        self.writer.writerow([step, f"{loss:.6f}", f"{lr:.6g}", f"{rate:.3f}", "train"])
+        self.csv.flush()  # a killed run loses at most the row being written
+        if self.board is not None:
+            self.board.add_scalar("train/loss", loss, step)
+            self.board.add_scalar("train/lr", lr, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+
+    def advance(self) -> None:
+        if self.enabled and self.bar is not None:
+            self.bar.update(1)
+
+    def note(self, step: int, kind: str, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        for name, value in values.items():
+            self.writer.writerow([step, f"{value:.6f}", "", "", f"{kind}/{name}"])
+            if self.board is not None:
+                self.board.add_scalar(f"{kind}/{name}", value, step)
+        self.csv.flush()
+        if self.bar is not None:
+            message = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+            self.bar.write(f"step {step} {kind}: {message}")
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.csv.close()
+        if self.bar is not None:
+            self.bar.close()
+        if self.board is not None:
+            self.board.close()
+
+
+@torch.no_grad()
+def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None) -> dict[str, float]:
+    """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
+
+    With ``image_path``, the first pair is saved as a grid: low | enhanced | reference.
+
+    Args:
+        model: the :class:`~flowkit.models.LLFlow` to evaluate; it runs in eval mode, and its
+            training mode is restored afterwards.
+        dataset: items as :class:`~flowkit.models.llflow.data.PairedImageDataset` gives them (``"low"``,
+            ``"high"`` and, when present, ``"histeq"``), enhanced one at a time at full size; an
+            empty one raises a :class:`ValueError`.
+        device: the device the images are moved to, the model's.
+        image_path: where to write the first pair's grid as an image file (its folder is
+            created); ``None`` (default) writes nothing.
+
+    Returns:
+        A dict of means over the pairs, ``"psnr"`` and ``"ssim"`` of the enhanced image against the
+        reference, ``"input_psnr"`` of the low image against it, and ``"nll"``, the reference's
+        negative log-likelihood in bits per pixel (:meth:`~flowkit.models.LLFlow.nll`).
+    """
+    if len(dataset) == 0:
+        raise ValueError("validate needs at least one validation pair, got an empty dataset")
+    was_training = model.training
+    model.eval()
+    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "input_psnr": [], "nll": []}
+    for index in range(len(dataset)):
+        item = dataset[index]
+        low, high = item["low"][None].to(device), item["high"][None].to(device)
+        histeq = item["histeq"][None].to(device) if "histeq" in item else None
+        enhanced = model.enhance(low, histeq=histeq)
+        scores["psnr"].append(float(psnr(enhanced, high)[0]))
+        scores["ssim"].append(float(ssim(enhanced, high)[0]))
+        scores["input_psnr"].append(float(psnr(low, high)[0]))
+        scores["nll"].append(float(model.nll(low, high, histeq=histeq)[0]))
+        if index == 0 and image_path is not None:
+            write_image(image_path, torch.cat([low[0], enhanced[0], high[0]], dim=2).cpu())
+    model.train(was_training)
+    return {name: sum(values) / len(values) for name, values in scores.items()}
+
+
+def train(
+    config: TrainConfig,
+    *,
+    resume: str | Path | None = None,
+    device: str | None = None,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train LLFlow as ``config`` says; under ``torchrun``, with DDP across the processes.
+
+    Args:
+        config: the run (see :class:`~flowkit.models.llflow.train.TrainConfig`).
+        resume: a checkpoint to continue from (``OUTPUT/last.pt`` of an earlier run): model,
+            optimiser, scheduler, gradient scaler, EMA, step and every random state are restored, so
+            the continued run matches an uninterrupted one bit for bit on the same machine.
+        device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
+        stop_after: stop (with a checkpoint) after this step, as if the run were interrupted.
+        progress: show a progress bar.
+    """
+    ctx = init_distributed(device)
+    output = Path(config.run.output)
+    run = config.run
+    torch.manual_seed(run.seed)  # identical initial weights on every rank
+    model = LLFlow(config.llflow_config()).to(ctx.device)
+    train_set, val_set = build_datasets(config, output, ctx)
+
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=config.optim.lr, betas=tuple(config.optim.betas), weight_decay=config.optim.weight_decay
+    )
+    scheduler = warmup_multistep(optimizer, warmup=config.optim.warmup, milestones=config.optim.milestones,
+                                 gamma=config.optim.gamma)
+    scaler = torch.amp.GradScaler(ctx.device.type, enabled=run.amp == "fp16")
+    # The same seed on every rank: all ranks pick the same prior for a step, one draw per global batch.
+    selector = torch.Generator().manual_seed(run.seed)
+    ema = ExponentialMovingAverage(model, config.optim.ema) if config.optim.ema else None
+
+    step = 0
+    if ctx.is_main:
+        remove_stale_temporaries(output)  # partial checkpoints of killed runs
+    if resume is not None:
+        state = load_checkpoint(resume, map_location=ctx.device)
+        _check_resumable(state, resume, config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None and "ema" in state:
+            ema.shadow.load_state_dict(state["ema"])
+        step = int(state["step"])
+        selector.set_state(state["selector"][ctx.rank] if ctx.rank < len(state["selector"]) else state["selector"][0])
+        restore_rng_state(state["rng"])
+
+    batches = _batches(train_set, config, ctx, step)
+    objective: nn.Module = _Objective(model, selector)
+    if step == 0:
+        # ActNorm's data-dependent initialisation, from the first batch, before DDP takes over;
+        # under torch.distributed the statistics are averaged over every rank's batch.
+        first = next(_batches(train_set, config, ctx, 0))
+        with torch.no_grad():
+            model.loss(first["low"].to(ctx.device), first["high"].to(ctx.device),
+                       histeq=first["histeq"].to(ctx.device), generator=torch.Generator().manual_seed(0))
+        if ema is not None:
+            # The average starts from the initialised model, not from ActNorm's placeholders.
+            ema.shadow.load_state_dict(model.state_dict())
+    if ctx.enabled:
+        # The colour-map head is unused in steps that take the ground truth's prior.
+        objective = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None,
+            find_unused_parameters=True,
+        )
+
+    result = TrainResult(step=step)
+    logger = _Logger(output, run.iterations, step, enabled=ctx.is_main, progress=progress)
+    last_time, last_step = time.perf_counter(), step
+    model.train()
+    stop = _StopRequest()
+    try:
+        while step < run.iterations:
+            batch = next(batches)
+            low, high, histeq = (batch[k].to(ctx.device) for k in ("low", "high", "histeq"))
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(config, ctx.device):
+                loss = objective(low, high, histeq)
+            step += 1
+            if _all_finite(loss.detach(), ctx):
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                # The total norm serves the guard; an infinite bound clips nothing.
+                norm = nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip or float("inf"))
+                if run.amp == "fp16" or _all_finite(norm, ctx):
+                    scaler.step(optimizer)  # with fp16 the scaler itself skips non-finite steps
+                    scaler.update()
+                    if ema is not None:
+                        ema.update(model)
+                else:
+                    result.skipped_steps.append(step)
+            else:
+                result.skipped_steps.append(step)
+                if ctx.is_main:
+                    logger.note(step, "skipped", {"loss": float(loss.detach())})
+            scheduler.step()
+            logger.advance()
+
+            if step % run.log_every == 0 or step == run.iterations:
+                now = time.perf_counter()
+                rate = (step - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, step
+                value = float(loss.detach())
+                result.losses.append((step, value))
+                logger.step(step, value, optimizer.param_groups[0]["lr"], rate)
+            if step % run.val_every == 0 or step == run.iterations:
+                if ctx.is_main:
+                    evaluated = ema.shadow if ema is not None else model
+                    scores = validate(evaluated, val_set, ctx.device, output / "images" / f"step_{step:06d}.png")
+                    result.validations.append({"step": float(step), **scores})
+                    logger.note(step, "val", scores)
+                if ctx.enabled:
+                    dist.barrier()
+            result.interrupted = stop.requested(ctx)
+            stopping = (stop_after is not None and step >= stop_after) or result.interrupted
+            if step % run.checkpoint_every == 0 or step == run.iterations or stopping:
+                result.checkpoint = _checkpoint(output, step, model, optimizer, scheduler, scaler, ema,
+                                                selector, config, ctx)
+            if stopping:
+                break
+    finally:
+        stop.restore()
+        logger.close()
+    result.step = step
+    return result
+
+
+class _StopRequest:
+    """Turns SIGINT and SIGTERM into a request to stop after the current step (with a checkpoint).
+
+    Installed only in the main thread of the main interpreter (where Python delivers signals);
+    the previous handlers come back in :meth:`restore`. A second signal while stopping falls
+    through to the previous handler (Ctrl-C twice still interrupts at once).
+    """
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for number in (signal.SIGINT, signal.SIGTERM):
+            self._previous[number] = signal.signal(number, self._handle)
+
+    def _handle(self, number: int, frame: Any) -> None:
+        if self._flag:
+            previous = self._previous.get(number)
+            signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+            signal.raise_signal(number)
+            return
+        self._flag = True
+
+    def requested(self, ctx: DistributedContext) -> bool:
+        flag = self._flag
+        if ctx.enabled:  # every rank stops at the same step, or the next collective would hang
+            value = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+            flag = bool(value.item() > 0)
+        return flag
+
+    def restore(self) -> None:
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous.clear()
+
+
+def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
+    """A checkpoint resumes a run only if it is a training checkpoint of the same model config."""
+    if state.get("format") == "flowkit.model/1" or "optimizer" not in state or "step" not in state:
+        raise ValueError(
+            f"{path} is not a training checkpoint (it holds no optimiser state or step; a model saved for "
+            "enhancement cannot resume a run): pass OUTPUT/last.pt of the run to resume"
+        )
+    import dataclasses
+
+    wanted = _plain(config.llflow_config())
+    # Fields added to LLFlowConfig after the checkpoint was written take their defaults.
+    saved = {**_plain(LLFlowConfig()), **dict(state.get("llflow_config") or {})}
+    if set(saved) - {f.name for f in dataclasses.fields(LLFlowConfig)} or saved != wanted:
+        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ValueError(
+            f"{path} was written by a run with another model config (differs in {differing}); resume it with "
+            "the config that wrote it"
+        )
+
+
+def _checkpoint(output, step, model, optimizer, scheduler, scaler, ema, selector, config, ctx) -> Path:
+    selectors = [selector.get_state()]
+    if ctx.enabled:
+        gathered: list[Any] = [None] * ctx.world_size
+        dist.all_gather_object(gathered, selector.get_state())
+        selectors = gathered
+    path = output / "last.pt"
+    if ctx.is_main:
+        state = {
+            "format": "flowkit.models.llflow.train/1",
+            "step": step,
+            "model": model.state_dict(),
+            "llflow_config": _plain(config.llflow_config()),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "selector": selectors,
+            "rng": capture_rng_state(),
+            "config": _plain(config.to_dict()),
+        }
+        if ema is not None:
+            state["ema"] = ema.shadow.state_dict()
+        save_checkpoint(state, path)
+    if ctx.enabled:
+        dist.barrier()
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses and tuples as dicts and lists, so the checkpoint loads with ``weights_only``."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value):
+        return _plain(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
