@@ -64,7 +64,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowkit.core import Flow, Sequential, WithCond, zero_logdet
+from flowkit.core import Flow, Sequential, WithCond, _add_logdet, zero_logdet
 from flowkit.layers.actnorm import ActNorm
 from flowkit.layers.split import Split
 
@@ -80,7 +80,7 @@ def _members(flow: Flow, cond: Tensor | None) -> list[Flow]:
     if cond is not None and not isinstance(cond, Tensor):
         raise TypeError(
             f"invertible_forward expects cond to be a tensor or None, got {type(cond).__name__}; "
-            "give each sub-chain its own tensor (as LLFlow's ConditionalFlow does per level)"
+            "give each sub-chain its own tensor (as LLFlow's ConditionalFlow does with WithCond and Pick)"
         )
     if isinstance(flow, Sequential):
         flow._reject_unused_cond(cond)
@@ -97,15 +97,6 @@ def _factor_out(member: Flow) -> Split | None:
 
 def _member_cond(member: Flow, cond: Tensor | None) -> Tensor | None:
     return cond if member.conditional else None
-
-
-def _standard_forward(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-    # Exactly Sequential.forward's operations, in its order, so that both paths agree bit for bit.
-    total = zero_logdet(x)
-    for member in members:
-        x, logdet = member(x, _member_cond(member, cond))
-        total = total + logdet
-    return x, total
 
 
 def _needs_standard_path(members: Sequence[Flow]) -> bool:
@@ -239,13 +230,12 @@ class _InvertibleStep(torch.autograd.Function):
 
 def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
     """The chain as one autograd node per member, summing log-dets as Sequential does."""
-    handover = _Handover()
-    total = zero_logdet(x)
+    handover, given, total = _Handover(), x, None
     for index, member in enumerate(members):
         params = [p for p in member.parameters() if p.requires_grad]
         x, logdet = _InvertibleStep.apply(x, cond, member, index, handover, index == len(members) - 1, *params)
-        total = total + logdet
-    return x, total
+        total = _add_logdet(total, logdet, given)
+    return x, zero_logdet(given) if total is None else total
 
 
 def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -297,7 +287,8 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
         x.requires_grad or (cond is not None and cond.requires_grad) or bool(params)
     )
     if not members or not tracked or _needs_standard_path(members):
-        return _standard_forward(members, x, cond) if isinstance(flow, Sequential) else flow(x, cond)
+        # Sequential's own forward (an InvertibleSequential's forward would come back here).
+        return Sequential.forward(flow, x, cond) if isinstance(flow, Sequential) else flow(x, cond)
     return _run_invertible(members, x, cond)
 
 
