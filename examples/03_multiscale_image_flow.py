@@ -63,12 +63,13 @@ plt.show()
 # The model
 # ---------
 # Two levels of four steps each (ActNorm, invertible 1x1 convolution, affine coupling). The
-# latent of the last level has shape :attr:`~flowkit.recipes.Glow.latent_shape`; the first level's
-# split-off half has its own learned prior.
+# first level's split-off half is standardised under its own learned prior and the second level
+# runs on the other half (:class:`~flowkit.layers.FactorOut`); the latent holds both and has the
+# image's shape, :attr:`~flowkit.recipes.Glow.latent_shape`.
 
 model = Glow((1, SIZE, SIZE), levels=2, steps=4, hidden_channels=32)
 parameters = sum(p.numel() for p in model.parameters())
-print(f"{parameters:,} parameters; last latent {model.latent_shape}")
+print(f"{parameters:,} parameters; latent {model.latent_shape}")
 
 # %%
 # Training
@@ -100,10 +101,10 @@ plt.show()
 # %%
 # Samples at several temperatures
 # -------------------------------
-# Sampling draws latents from the priors and inverts the flow. The temperature scales the
-# priors' standard deviations: at 0 every level gives its prior mean (one image, the most likely
-# latent, not the most likely image), and lower temperatures trade variety for cleaner samples,
-# as in the Glow paper.
+# Sampling draws the latent from the prior and inverts the flow. The temperature scales the
+# prior's standard deviation, and so that of every split's learned prior: at 0 every level gives
+# its prior mean (one image, the most likely latent, not the most likely image), and lower
+# temperatures trade variety for cleaner samples, as in the Glow paper.
 
 model.eval()
 temperatures = (0.0, 0.5, 0.8, 1.0)

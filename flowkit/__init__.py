@@ -8,7 +8,7 @@ MAF and Glow models are in :mod:`flowkit.recipes`. The flagship model is
 """
 
 from flowkit import distributions, layers, memory, nn, recipes, testing, transforms
-from flowkit.core import Flow, Inverse, Sequential, WithCond
+from flowkit.core import Flow, Inverse, Pick, Sequential, WithCond
 from flowkit.flow_model import FlowModel
 
 __version__ = "0.1.0"
@@ -17,6 +17,7 @@ __all__ = [
     "Flow",
     "FlowModel",
     "Inverse",
+    "Pick",
     "Sequential",
     "WithCond",
     "distributions",

@@ -7,12 +7,12 @@ The contract is stated once, here, and checked for any layer by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Flow", "Inverse", "Sequential", "WithCond"]
+__all__ = ["Flow", "Inverse", "Pick", "Sequential", "WithCond"]
 
 
 class Flow(nn.Module):
@@ -141,7 +141,7 @@ class Sequential(Flow):
     def _reject_unused_cond(self, cond: Tensor | None) -> None:
         if cond is not None and not self.conditional:
             raise ValueError(
-                "Sequential has no conditional member but was given a conditioning tensor of "
+                f"{type(self).__name__} has no conditional member but was given a conditioning tensor of "
                 f"shape {tuple(cond.shape)}"
             )
 
@@ -244,3 +244,41 @@ class WithCond(Flow):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.flow.inverse(y, self._cond(cond))
+
+
+class Pick(nn.Module):
+    """A ``cond_net`` for :class:`WithCond` that picks item ``index`` of a sequence of conditionings.
+
+    Use it when a model computes one conditioning per level (LLFlow's encoder gives a feature map
+    per resolution): the model's ``cond`` is then the list of them, which :class:`Sequential`
+    passes on as it is, and ``WithCond(level, Pick(l))`` hands level ``l`` its own tensor.
+
+    Args:
+        index: which item to pick.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from flowkit.layers import AffineInjector
+        >>> flow = flowkit.Sequential(*(flowkit.WithCond(AffineInjector(2, c), flowkit.Pick(i))
+        ...                             for i, c in enumerate((1, 3))))
+        >>> cond = [torch.randn(4, 1, 5, 5), torch.randn(4, 3, 5, 5)]
+        >>> flow(torch.randn(4, 2, 5, 5), cond)[0].shape
+        torch.Size([4, 2, 5, 5])
+    """
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+
+    def extra_repr(self) -> str:
+        return str(self.index)
+
+    def forward(self, cond: Sequence[Tensor]) -> Tensor:
+        if isinstance(cond, Tensor) or not isinstance(cond, Sequence) or len(cond) <= self.index:
+            got = f"a tensor of shape {tuple(cond.shape)}" if isinstance(cond, Tensor) else (
+                f"{len(cond)} items" if isinstance(cond, Sequence) else type(cond).__name__)
+            raise ValueError(
+                f"Pick({self.index}) expects a list or tuple of at least {self.index + 1} conditioning "
+                f"tensors (one per level), got {got}"
+            )
+        return cond[self.index]

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from typing import Literal
 
 import torch
@@ -12,7 +10,6 @@ from torch import Tensor, nn
 
 from flowkit._validation import check_finite
 from flowkit.core import Flow
-from flowkit.layers.split import Split
 
 __all__ = ["FlowModel"]
 
@@ -88,18 +85,6 @@ class FlowModel(nn.Module):
             return nll / (math.log(2) * math.prod(x.shape[1:]))
         raise ValueError(f"FlowModel.nll: unit must be 'bits/dim' or 'nats', got {unit!r}")
 
-    @contextlib.contextmanager
-    def _split_temperature(self, temperature: float) -> Iterator[None]:
-        splits = [m for m in self.flow.modules() if isinstance(m, Split)]
-        saved = [s.temperature for s in splits]
-        for s in splits:
-            s.temperature = temperature
-        try:
-            yield
-        finally:
-            for s, t in zip(splits, saved):
-                s.temperature = t
-
     @torch.no_grad()
     def sample(
         self,
@@ -112,8 +97,9 @@ class FlowModel(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         r"""Draw samples: ``n`` of them, or one per row of ``cond`` for a conditional model.
 
-        ``temperature`` scales the prior's standard deviation, and that of every
-        :class:`~flowkit.layers.Split` in the flow.
+        ``temperature`` scales the prior's standard deviation. In a multi-scale flow the
+        factored-out channels (a :class:`~flowkit.layers.Split`'s ``eps``) are part of the latent,
+        so it scales theirs too: Glow's temperature at every level.
 
         With ``return_log_prob=True`` it returns ``(x, log_prob)``: the model's log-density of each
         sample (what :meth:`log_prob` gives in eval mode, at temperature 1 whatever the sampling
@@ -123,8 +109,8 @@ class FlowModel(nn.Module):
             n: number of samples (a positive int); may be left out when ``cond`` is given, which
                 then sets one sample per row.
             cond: the conditioning tensor, one row per sample, or ``None``.
-            temperature: factor on the standard deviation of the prior and of every split's
-                prior, a finite number ``>= 0`` (default 1; 0 decodes the means).
+            temperature: factor on the standard deviation of the prior, a finite number ``>= 0``
+                (default 1; 0 decodes the means).
             generator: the random generator for the latent draws (default: torch's global one).
             return_log_prob: also return each sample's log-density (default ``False``).
 
@@ -150,8 +136,7 @@ class FlowModel(nn.Module):
             raise ValueError(f"FlowModel.sample: n={n} but cond has {cond.shape[0]} rows (one sample per row)")
         prior_cond = cond if self.prior_uses_cond else None
         z = self.prior.sample(n, prior_cond, temperature=temperature, generator=generator)
-        with self._split_temperature(temperature):
-            x, inverse_logdet = self.flow.inverse(z, cond)
+        x, inverse_logdet = self.flow.inverse(z, cond)
         if not return_log_prob:
             return x
         correction = 0.0 if self.dequantize is None else -math.prod(x.shape[1:]) * math.log(self.dequantize)

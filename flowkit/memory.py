@@ -7,8 +7,7 @@ need to: each layer's input can be computed again from its output with :meth:`Fl
 flows that way:
 
 * **forward**: the members run one after the other without autograd recording anything; only the
-  chain's output is kept (plus, for each :class:`~flowkit.layers.Split`, the half it factors out,
-  which leaves the chain and so cannot be recomputed from what follows);
+  chain's output is kept;
 * **backward**: from the last member to the first, the member's input is rebuilt from its output
   with ``inverse``, the member's forward is run again on it with autograd on, and that small graph
   is differentiated for the input, ``cond`` and the member's parameters, with the gradients of both
@@ -47,9 +46,9 @@ What composes with it, and how:
 
 Requirements on the members: their forward must be a deterministic function of ``(x, cond)`` and
 their parameters (no dropout in training mode, which is rejected), their parameters must not change
-between forward and backward, and they must not change the number of elements, except
-:class:`~flowkit.layers.Split`. Higher-order gradients (``create_graph=True``) are not supported.
-Modules with running statistics (batch norm) would update them twice per step.
+between forward and backward, and they must not change the number of elements (no flowkit layer
+does, :class:`~flowkit.layers.Split` included). Higher-order gradients (``create_graph=True``) are
+not supported. Modules with running statistics (batch norm) would update them twice per step.
 
 References:
     Gomez, Ren, Urtasun, Grosse, "The Reversible Residual Network: Backpropagation Without Storing
@@ -64,8 +63,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from flowkit.core import Flow, Sequential, WithCond, zero_logdet
-from flowkit.layers.split import Split
+from flowkit.core import Flow, Sequential, _add_logdet, zero_logdet
 from flowkit.nn.normalization import ActivationNorm
 
 __all__ = ["MEMORY_MODES", "InvertibleSequential", "invertible", "invertible_forward", "reconstruction_errors"]
@@ -80,7 +78,7 @@ def _members(flow: Flow, cond: Tensor | None) -> list[Flow]:
     if cond is not None and not isinstance(cond, Tensor):
         raise TypeError(
             f"invertible_forward expects cond to be a tensor or None, got {type(cond).__name__}; "
-            "give each sub-chain its own tensor (as LLFlow's ConditionalFlow does per level)"
+            "give each sub-chain its own tensor (as LLFlow's ConditionalFlow does with WithCond and Pick)"
         )
     if isinstance(flow, Sequential):
         flow._reject_unused_cond(cond)
@@ -88,24 +86,8 @@ def _members(flow: Flow, cond: Tensor | None) -> list[Flow]:
     return [flow]
 
 
-def _factor_out(member: Flow) -> Split | None:
-    """The Split a member is (possibly behind WithCond wrappers), or None."""
-    while isinstance(member, WithCond):
-        member = member.flow
-    return member if isinstance(member, Split) else None
-
-
 def _member_cond(member: Flow, cond: Tensor | None) -> Tensor | None:
     return cond if member.conditional else None
-
-
-def _standard_forward(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-    # Exactly Sequential.forward's operations, in its order, so that both paths agree bit for bit.
-    total = zero_logdet(x)
-    for member in members:
-        x, logdet = member(x, _member_cond(member, cond))
-        total = total + logdet
-    return x, total
 
 
 def _needs_standard_path(members: Sequence[Flow]) -> bool:
@@ -136,11 +118,8 @@ def _rebuild_dtype(member: Flow, y: Tensor) -> torch.dtype:
     return y.dtype
 
 
-def _rebuild_input(member: Flow, y: Tensor, cond: Tensor | None, kept_half: Tensor | None,
-                   device_type: str) -> Tensor:
-    """The member's input, computed from its output (for a Split: the output and its kept half)."""
-    if kept_half is not None:
-        return torch.cat([y, kept_half.to(y.dtype)], dim=1)
+def _rebuild_input(member: Flow, y: Tensor, cond: Tensor | None, device_type: str) -> Tensor:
+    """The member's input, computed from its output."""
     dtype = _rebuild_dtype(member, y)
     with torch.autocast(device_type, enabled=False):
         return member.inverse(y.to(dtype), None if cond is None else cond.to(dtype))[0]
@@ -182,17 +161,14 @@ class _InvertibleStep(torch.autograd.Function):
                         torch.is_autocast_cache_enabled())
         ctx.member, ctx.index, ctx.handover, ctx.last = member, index, handover, last
         ctx.input_meta = (x.shape, x.dtype)
-        split = _factor_out(member)
-        # A Split's factored-out half leaves the chain: it is an output to keep, not an activation.
-        kept = None if split is None else x[:, split.keep :].clone()
         y, logdet = member(x, _member_cond(member, cond))
-        if y.numel() != x.numel() and split is None:
+        if y.numel() != x.numel():
             raise ValueError(
                 f"invertible backpropagation needs bijective members; member {index} "
                 f"({type(member).__name__}) maps {tuple(x.shape)} to {tuple(y.shape)}"
             )
         # Only the chain's last output is stored; every other one is rebuilt by the next member.
-        ctx.save_for_backward(y if last else None, cond, kept, *params)
+        ctx.save_for_backward(y if last else None, cond, *params)
         return y, logdet
 
     @staticmethod
@@ -200,13 +176,13 @@ class _InvertibleStep(torch.autograd.Function):
         if torch.is_grad_enabled():
             raise RuntimeError("invertible backpropagation does not support higher-order gradients "
                                "(backward with create_graph=True)")
-        saved_y, cond, kept, *params = ctx.saved_tensors
+        saved_y, cond, *params = ctx.saved_tensors
         member, index = ctx.member, ctx.index
         y = saved_y if ctx.last else ctx.handover.take(index)
         member_cond = _member_cond(member, cond)
         shape, dtype = ctx.input_meta
         with torch.no_grad():
-            x = _rebuild_input(member, y, member_cond, kept, ctx.device_type).to(dtype).detach()
+            x = _rebuild_input(member, y, member_cond, ctx.device_type).to(dtype).detach()
         del y
         if x.shape != shape:
             raise RuntimeError(
@@ -239,13 +215,12 @@ class _InvertibleStep(torch.autograd.Function):
 
 def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
     """The chain as one autograd node per member, summing log-dets as Sequential does."""
-    handover = _Handover()
-    total = zero_logdet(x)
+    handover, given, total = _Handover(), x, None
     for index, member in enumerate(members):
         params = [p for p in member.parameters() if p.requires_grad]
         x, logdet = _InvertibleStep.apply(x, cond, member, index, handover, index == len(members) - 1, *params)
-        total = total + logdet
-    return x, total
+        total = _add_logdet(total, logdet, given)
+    return x, zero_logdet(given) if total is None else total
 
 
 def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -268,8 +243,7 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
 
     Raises:
         TypeError: if ``flow`` is not a :class:`~flowkit.Flow` or ``cond`` is not a tensor or ``None``.
-        ValueError: if a member contains dropout in training mode or changes the number of elements
-            (other than :class:`~flowkit.layers.Split`).
+        ValueError: if a member contains dropout in training mode or changes the number of elements.
 
     Example:
         >>> import torch, flowkit
@@ -297,7 +271,8 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
         x.requires_grad or (cond is not None and cond.requires_grad) or bool(params)
     )
     if not members or not tracked or _needs_standard_path(members):
-        return _standard_forward(members, x, cond) if isinstance(flow, Sequential) else flow(x, cond)
+        # Sequential's own forward (an InvertibleSequential's forward would come back here).
+        return Sequential.forward(flow, x, cond) if isinstance(flow, Sequential) else flow(x, cond)
     return _run_invertible(members, x, cond)
 
 
@@ -403,15 +378,13 @@ def reconstruction_errors(flow: Flow, x: Tensor, cond: Tensor | None = None) -> 
         (3, True)
     """
     members = _members(flow, cond)
-    inputs, kept = [], []
+    inputs = []
     for member in members:
         inputs.append(x)
-        split = _factor_out(member)
-        kept.append(None if split is None else x[:, split.keep :])
         x, _ = member(x, _member_cond(member, cond))
     errors = []
-    for member, true, half in zip(reversed(members), reversed(inputs), reversed(kept)):
-        x = _rebuild_input(member, x, _member_cond(member, cond), half, x.device.type).to(true.dtype)
+    for member, true in zip(reversed(members), reversed(inputs)):
+        x = _rebuild_input(member, x, _member_cond(member, cond), x.device.type).to(true.dtype)
         scale = max(1.0, float(true.abs().max()))
         errors.append(float((x.to(torch.float64) - true.to(torch.float64)).abs().max()) / scale)
     return errors[::-1]

@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from flowkit.core import Flow, Sequential, WithCond
+from flowkit.core import Flow, Inverse, Sequential, WithCond
 from flowkit.distributions import DiagGaussian, StandardNormal
 from flowkit.flow_model import FlowModel
 from flowkit.layers import (
     ActNorm,
     AffineCoupling,
     Coupling,
+    FactorOut,
     InvConv1x1,
     MaskedAutoregressive,
     Split,
@@ -237,10 +238,12 @@ class Glow(FlowModel):
     ``steps`` flow steps (:class:`~flowkit.layers.ActNorm`, :class:`~flowkit.layers.InvConv1x1`,
     an affine coupling with a :func:`~flowkit.nn.conv_subnet` of ``hidden_channels``), and, except
     after the last level and when ``split_priors`` is set, a :class:`~flowkit.layers.Split` that
-    factors out half of the channels under a learned Gaussian prior conditioned on the other half.
-    The channel count of every level and the latent shape (:attr:`latent_shape`) are inferred from
-    ``input_shape``; the top prior is a learned :class:`~flowkit.distributions.DiagGaussian`
-    (starting as the standard normal).
+    factors out half of the channels under a learned Gaussian prior conditioned on the other half,
+    and a :class:`~flowkit.layers.FactorOut` that runs the next levels on the other half only. Each
+    level ends by undoing its squeeze, so the latent (:attr:`latent_shape`) has the input's shape
+    and keeps the factored-out channels where they left. The channel count of every level is
+    inferred from ``input_shape``; the prior is a learned
+    :class:`~flowkit.distributions.DiagGaussian` (starting as the standard normal).
 
     With ``context_channels > 0`` the model is conditional on an image-shaped
     ``cond`` of shape ``(B, context_channels, H, W)``: every coupling and split prior of level
@@ -263,7 +266,7 @@ class Glow(FlowModel):
         >>> from flowkit.recipes import Glow
         >>> model = Glow((3, 8, 8), levels=2, steps=2, hidden_channels=16, context_channels=1)
         >>> model.latent_shape
-        (24, 2, 2)
+        (3, 8, 8)
         >>> model.nll(torch.rand(2, 3, 8, 8), torch.randn(2, 1, 8, 8)).shape
         torch.Size([2])
     """
@@ -298,25 +301,30 @@ class Glow(FlowModel):
                 f"by {factor}, got input_shape {shape}"
             )
         subnet = functools.partial(conv_subnet, hidden_channels=hidden_channels)
-        level_flows: list[Flow] = []
-        for level in range(levels):
+        widths = []  # the channels of each level's steps
+        for _ in range(levels):
             channels *= 4
+            widths.append(channels)
+            channels //= 2 if split_priors else 1
+        flow: Flow | None = None
+        for width in reversed(widths):  # coarsest first: each level holds the coarser ones
             layers: list[Flow] = [Squeeze()]
             for _ in range(steps):
                 coupling: Flow = (
-                    AffineCoupling(channels, subnet, context_channels)
+                    AffineCoupling(width, subnet, context_channels)
                     if transform is None
-                    else Coupling(channels, transform, subnet, context_channels)
+                    else Coupling(width, transform, subnet, context_channels)
                 )
-                layers += [ActNorm(channels), InvConv1x1(channels), coupling]
-            if split_priors and level < levels - 1:
-                layers.append(Split(channels, cond_channels=context_channels))
-                channels //= 2
-            chain = Sequential(*layers)
-            # Each level sees the conditioning image at its own resolution.
-            level_flows.append(WithCond(chain, nn.AvgPool2d(2 ** (level + 1))) if context_channels else chain)
-        latent_shape = (channels, height // factor, width // factor)
-        super().__init__(Sequential(*level_flows), DiagGaussian(latent_shape))
+                layers += [ActNorm(width), InvConv1x1(width), coupling]
+            if flow is not None and split_priors:
+                layers += [Split(width, cond_channels=context_channels), FactorOut(flow, width // 2)]
+            elif flow is not None:
+                layers.append(flow)
+            chain = Sequential(*layers, Inverse(Squeeze()))
+            # Each level sees the conditioning image at its own resolution, pooled once more per level.
+            flow = WithCond(chain, nn.AvgPool2d(2)) if context_channels else chain
+        assert flow is not None  # levels >= 1
+        super().__init__(flow, DiagGaussian(shape))
         self.input_shape = shape
-        #: Shape ``(C, H, W)`` of the last level's latent (the prior's shape).
-        self.latent_shape = latent_shape
+        #: Shape ``(C, H, W)`` of the latent, the prior's shape: the input's.
+        self.latent_shape = shape

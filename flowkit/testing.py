@@ -124,7 +124,7 @@ def check_flow(
             _fail(
                 "shape",
                 f"forward maps {tuple(x.shape)} to {tuple(y.shape)}: a dimension-changing layer is "
-                "not a bijection (for flowkit.layers.Split, check split.bijection())",
+                "not a bijection",
             )
         if logdet.shape != (x.shape[0],):
             _fail("logdet shape", f"expected ({x.shape[0]},), got {tuple(logdet.shape)}")

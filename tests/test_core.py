@@ -149,3 +149,18 @@ def test_with_cond_requires_cond():
     flow = flowkit.WithCond(AffineInjector(2, 1), nn.Identity())
     with pytest.raises(ValueError, match="got None"):
         flow(torch.randn(1, 2, 2, 2))
+
+
+def test_pick_gives_each_level_its_own_conditioning_through_a_chain():
+    first, second = (perturbed(AffineInjector(2, c), c, 0.3, torch.float64) for c in (1, 3))
+    chain = flowkit.Sequential(flowkit.WithCond(first, flowkit.Pick(0)), flowkit.WithCond(second, flowkit.Pick(1))).eval()
+    x, cond = randn((2, 2, 3, 3), 0, torch.float64), tuple(randn((2, c, 3, 3), c, torch.float64) for c in (1, 3))
+    y, logdet = chain(x, cond)
+    h, expected = first(x, cond[0])
+    torch.testing.assert_close(y, second(h, cond[1])[0])
+    torch.testing.assert_close(logdet, expected + second(h, cond[1])[1])
+    torch.testing.assert_close(chain.inverse(y, list(cond))[0], x)
+    with pytest.raises(ValueError, match=r"Pick\(1\) expects .* at least 2 .* got 1 items"):
+        chain(x, cond[:1])
+    with pytest.raises(ValueError, match="got a tensor of shape"):
+        chain(x, cond[0])

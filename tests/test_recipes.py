@@ -6,7 +6,7 @@ import pytest
 import torch
 from flow_strategies import perturbed, randn, seeded
 
-from flowkit.layers import AffineCoupling, Coupling, MaskedAutoregressive, Split
+from flowkit.layers import AffineCoupling, Coupling, FactorOut, MaskedAutoregressive, Split
 from flowkit.recipes import MAF, NSF, Glow, RealNVP
 from flowkit.testing import check_flow
 from flowkit.transforms import RationalQuadraticSpline
@@ -47,19 +47,38 @@ def test_vector_recipes_are_built_from_the_layers_they_name():
 
 def test_glow_infers_every_shape():
     model = Glow((3, 8, 8), levels=3, steps=2, hidden_channels=8)
-    assert model.latent_shape == (48, 1, 1)
+    assert model.latent_shape == (3, 8, 8)
     channels = [m.channels for m in model.flow.modules() if isinstance(m, (AffineCoupling, Split))]
     assert channels == [12, 12, 12, 24, 24, 24, 48, 48]
+    assert [m.keep for m in model.flow.modules() if isinstance(m, FactorOut)] == [6, 12]
     assert model.nll(torch.rand(2, 3, 8, 8)).shape == (2,)
     flat = Glow((1, 4, 4), levels=2, steps=1, hidden_channels=4, split_priors=False)
-    assert flat.latent_shape == (16, 1, 1)
+    assert flat.latent_shape == (1, 4, 4)
+    assert not any(isinstance(m, (Split, FactorOut)) for m in flat.flow.modules())
 
 
-def test_conditional_glow_without_splits_is_a_flow():
-    model = Glow((2, 4, 4), levels=2, steps=1, hidden_channels=4, context_channels=1, split_priors=False)
+@pytest.mark.parametrize("split_priors", [True, False])
+def test_conditional_glow_is_a_flow(split_priors):
+    model = Glow((2, 4, 4), levels=2, steps=1, hidden_channels=4, context_channels=1, split_priors=split_priors)
     model = perturbed(model, 3, 0.2, torch.float64)
     x, cond = randn((2, 2, 4, 4), 0, torch.float64), randn((2, 1, 4, 4), 1, torch.float64)
     check_flow(model.flow, x, cond)
+
+
+def test_glow_log_density_is_the_sum_of_its_levels_and_split_priors():
+    """Glow's log p(x): the top latent's prior plus each factored-out half under its split's Gaussian."""
+    model = perturbed(Glow((1, 4, 4), levels=2, steps=1, hidden_channels=4), 5, 0.2, torch.float64).eval()
+    with torch.no_grad():
+        model.prior.mean.zero_(), model.prior.log_std.zero_()  # the standard normal, as in Glow's splits
+    x = randn((3, 1, 4, 4), 6, torch.float64)
+    outer = model.flow
+    h, logdet = outer[:4](x)  # squeeze and one step: 4 channels at 2x2
+    split = outer[4]
+    mean, log_std = split.prior(h[:, :2])
+    expected = torch.distributions.Normal(mean, log_std.exp()).log_prob(h[:, 2:]).flatten(1).sum(1)
+    top, top_logdet = outer[5].flow(h[:, :2])
+    expected = expected + logdet + top_logdet + torch.distributions.Normal(0, 1).log_prob(top).flatten(1).sum(1)
+    torch.testing.assert_close(model.log_prob(x), expected)
 
 
 def test_conditional_spline_glow_samples_with_their_log_prob():
@@ -75,7 +94,7 @@ COMPILE_CASES = {
     "RealNVP": lambda: (RealNVP(3, 2, 2, (8,)), torch.randn(4, 3), torch.randn(4, 2)),
     "MAF": lambda: (MAF(3, 2, 2, (8,)), torch.randn(4, 3), torch.randn(4, 2)),
     "NSF": lambda: (NSF(3, 2, 2, (8,), bins=4), torch.randn(4, 3), torch.randn(4, 2)),
-    "Glow": lambda: (Glow((2, 4, 4), 2, 1, 4, 1, split_priors=False), torch.rand(2, 2, 4, 4), torch.randn(2, 1, 4, 4)),
+    "Glow": lambda: (Glow((2, 4, 4), 2, 1, 4, 1), torch.rand(2, 2, 4, 4), torch.randn(2, 1, 4, 4)),
 }
 
 

@@ -26,7 +26,7 @@ from matplotlib.patches import FancyArrowPatch, Rectangle
 
 import flowkit
 from flowkit.distributions import StandardNormal
-from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1, Split, Squeeze
+from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, FactorOut, InvConv1x1, Split, Squeeze
 
 
 def readme_flow() -> flowkit.FlowModel:
@@ -34,14 +34,13 @@ def readme_flow() -> flowkit.FlowModel:
     def step(c: int, k: int = 3) -> flowkit.Sequential:
         return flowkit.Sequential(ActNorm(c), InvConv1x1(c), AffineInjector(c, k), AffineCoupling(c, cond_channels=k))
 
-    levels, c = [], 3
-    for level in range(3):
+    def level(c: int, coarser: flowkit.Flow | None = None) -> flowkit.Flow:
         c *= 4
-        split = [Split(c, cond_channels=3)] if level < 2 else []
-        body = flowkit.Sequential(Squeeze(), step(c), step(c), *split)
-        c = c // 2 if split else c
-        levels.append(flowkit.WithCond(body, torch.nn.AvgPool2d(2 ** (level + 1))))
-    return flowkit.FlowModel(flowkit.Sequential(*levels), StandardNormal((c, 4, 4)))
+        out = [Split(c, cond_channels=3), FactorOut(coarser, c // 2)] if coarser is not None else []
+        body = flowkit.Sequential(Squeeze(), step(c), step(c), *out, flowkit.Inverse(Squeeze()))
+        return flowkit.WithCond(body, torch.nn.AvgPool2d(2))
+
+    return flowkit.FlowModel(level(3, level(6, level(12))), StandardNormal((3, 32, 32)))
 
 
 def traced_shapes(model: flowkit.FlowModel, x: torch.Tensor, cond: torch.Tensor) -> list[tuple[str, tuple]]:
@@ -54,7 +53,7 @@ def traced_shapes(model: flowkit.FlowModel, x: torch.Tensor, cond: torch.Tensor)
                 lambda m, i, o: events.append(("squeeze", tuple(o[0].shape[1:])))))
         if isinstance(module, Split):
             def record(m, i, o):
-                events.append(("split", tuple(o[0].shape[1:]), (m.channels - m.keep, *o[0].shape[2:])))
+                events.append(("split", (m.keep, *o[0].shape[2:]), (m.channels - m.keep, *o[0].shape[2:])))
             hooks.append(module.register_forward_hook(record))
     with torch.no_grad():
         model.eval().log_prob(x, cond)

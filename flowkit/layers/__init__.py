@@ -14,7 +14,7 @@ from flowkit.layers.haar import HaarDownsample
 from flowkit.layers.injector import AffineInjector
 from flowkit.layers.logit import Logit
 from flowkit.layers.permute import Permute
-from flowkit.layers.split import Split
+from flowkit.layers.split import FactorOut, Split
 from flowkit.layers.squeeze import Squeeze
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "AffineInjector",
     "CheckerboardCoupling",
     "Coupling",
+    "FactorOut",
     "HaarDownsample",
     "InvConv1x1",
     "InverseAutoregressive",

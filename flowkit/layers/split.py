@@ -1,86 +1,72 @@
-"""Multi-scale factor-out (Glow's ``Split2d``) with a learned, optionally conditional, Gaussian prior."""
+"""Multi-scale factor-out (Glow's ``Split2d``) as bijections: :class:`Split` and :class:`FactorOut`."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from flowkit._validation import check_channels, check_cond, check_no_cond
 from flowkit.core import Flow
-from flowkit.distributions import diag_gaussian_log_prob
 from flowkit.kernels.reference import split_shift_scale
 from flowkit.layers._subnet import SubnetSpec, build_subnet, run_subnet
 from flowkit.nn.subnets import ZeroConv2d
 
-__all__ = ["Split"]
+__all__ = ["FactorOut", "Split"]
 
 
 class Split(Flow):
-    r"""Factors out ``x2 = x[:, keep:]`` and models it with a Gaussian given ``x1 = x[:, :keep]``.
+    r"""Standardises ``x2 = x[:, keep:]`` under a Gaussian predicted from ``x1 = x[:, :keep]``.
 
-    ``forward(x)`` returns ``(x1, log p(x2 | x1, cond))``: the second element is the
-    log-density of the factored-out half under the prior
-    :math:`\mathcal N(\mu, \sigma^2)` with ``(mu, log sigma) = prior_net(cat[x1, cond])``, which
-    plays the role of a log-determinant in the total (Glow's convention): for a flow ending in
-    latent ``z``, ``log p(x) = log p(z) + sum(logdets)``. The output has fewer channels than the
-    input, so this layer is *not* a bijection on its own; :meth:`factor` and :meth:`merge` are,
-    and :func:`flowkit.testing.check_flow` checks them through :meth:`bijection`. In equations,
-    with :math:`(\mu, \log\sigma) = \mathrm{NN}(x_1, c)`:
+    With :math:`(\mu, \log\sigma) = \mathrm{NN}(x_1, c)` (``prior_net`` on ``cat[x1, cond]``):
 
     .. math::
 
-        \text{forward:} \quad x \mapsto x_1, \qquad
-        \log \mathcal N(x_2; \mu, \sigma^2) = \log \mathcal N(\epsilon; 0, I) - \sum_i \log\sigma_i,
-        \qquad \epsilon = (x_2 - \mu) \oslash \sigma,
+        \text{forward:} \quad [x_1, x_2] \mapsto [x_1, \epsilon], \qquad
+        \epsilon = (x_2 - \mu) \oslash \sigma, \qquad
+        \log|\det J| = -\sum_i \log\sigma_i,
 
-        \text{inverse:} \quad x_1 \mapsto [x_1, \mu + \sigma \odot T \epsilon], \qquad
-        \epsilon \sim \mathcal N(0, I), \qquad
-        \text{logdet} = -\log \mathcal N(x_2; \mu, \sigma^2).
+        \text{inverse:} \quad [x_1, \epsilon] \mapsto [x_1, \mu + \sigma \odot \epsilon].
 
-    ``inverse(x1)`` samples :math:`x_2 = \mu + T \sigma \epsilon` with temperature
-    ``T = self.temperature`` (1.0 by default; :meth:`flowkit.FlowModel.sample` sets it) and an
-    optional ``generator``, or uses a given standardised ``eps`` via :meth:`merge`; it returns the
-    negative log-density of the sampled ``x2`` under the prior (at ``T = 1``).
+    The output has the input's shape, and under a standard-normal prior on :math:`\epsilon`,
+    :math:`\log \mathcal N(\epsilon; 0, I) + \log|\det J| = \log \mathcal N(x_2; \mu, \sigma^2)`:
+    Glow's learned prior of the factored-out half, as an affine bijection (as in FrEIA and nflows).
+    A :class:`FactorOut` after it sends only ``x1`` on to the coarser levels; ``eps`` is then part
+    of the flow's latent, so :meth:`flowkit.FlowModel.sample` at temperature :math:`T` draws it
+    from :math:`\mathcal N(0, T^2)`, which is Glow's :math:`x_2 = \mu + T \sigma \epsilon`.
 
     ``prior_net`` (a module, a constructor, or ``None`` for a zero-initialised 3x3
-    :class:`~flowkit.nn.ZeroConv2d`, so the prior starts as the standard normal) maps
-    ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels: means, then log-stds
-    (``"half"`` layout).
+    :class:`~flowkit.nn.ZeroConv2d`, so the prior starts as the standard normal and the layer as
+    the identity) maps ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels:
+    means, then log-stds (``"half"`` layout).
 
     Use it in multi-scale image flows (Glow, SRFlow) after a :class:`~flowkit.layers.Squeeze` or
-    :class:`~flowkit.layers.HaarDownsample`: the later steps then run on fewer channels, and the
-    factored-out half gets a prior conditioned on the kept half instead of a fixed one.
+    :class:`~flowkit.layers.HaarDownsample`, followed by a :class:`FactorOut`: the later steps then
+    run on fewer channels, and the factored-out half gets a prior conditioned on the kept half
+    instead of a fixed one.
 
     Args:
         channels: channels of the input ``(B, C, H, W)``.
-        keep: channels kept and passed on, ``0 < keep < channels`` (default ``channels // 2``);
-            the other ``channels - keep`` are factored out.
+        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``);
+            the other ``channels - keep`` are standardised.
         cond_channels: channels of ``cond`` (``(B, cond_channels, H, W)``, at the resolution of
             ``x``) that the prior also sees, 0 (default) for an unconditional prior.
         prior_net: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or
             ``None`` (default) for ``ZeroConv2d(keep + cond_channels, 2 * (channels - keep))``.
-        temperature: :math:`T`, the factor on the standard deviation when :meth:`inverse` samples
-            (default 1; below 1 narrows the prior). It does not affect :meth:`forward`.
 
     Example:
         >>> import torch
         >>> from flowkit.layers import Split
         >>> split = Split(4)
         >>> x = torch.randn(2, 4, 3, 3)
-        >>> x1, log_p = split(x)
-        >>> x1.shape, log_p.shape
-        (torch.Size([2, 2, 3, 3]), torch.Size([2]))
-        >>> split.inverse(x1)[0].shape      # the factored half is sampled
-        torch.Size([2, 4, 3, 3])
+        >>> y, logdet = split(x)
+        >>> y.shape, torch.equal(y[:, :2], x[:, :2]), torch.allclose(split.inverse(y)[0], x)
+        (torch.Size([2, 4, 3, 3]), True, True)
     """
 
     def __init__(
-        self,
-        channels: int,
-        keep: int | None = None,
-        cond_channels: int = 0,
-        prior_net: SubnetSpec = None,
-        temperature: float = 1.0,
+        self, channels: int, keep: int | None = None, cond_channels: int = 0, prior_net: SubnetSpec = None
     ) -> None:
         super().__init__()
         keep = channels // 2 if keep is None else keep
@@ -90,7 +76,6 @@ class Split(Flow):
         self.channels = channels
         self.keep = keep
         self.cond_channels = cond_channels
-        self.temperature = temperature
         self.prior_net = build_subnet("Split", ZeroConv2d if prior_net is None else prior_net, keep + cond_channels, 2 * (channels - keep))
 
     def extra_repr(self) -> str:
@@ -115,66 +100,85 @@ class Split(Flow):
         h = run_subnet("Split", self.prior_net, inputs, 2 * (self.channels - self.keep), like)
         return split_shift_scale(h, "half")
 
-    def factor(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """The bijective part: ``x -> (x1, eps)`` with ``eps = (x2 - mu) / sigma``; returns its logdet too.
-
-        Args:
-            x: the input, ``(B, channels, H, W)``.
-            cond: the conditioning for a conditional prior, or ``None``.
-
-        Returns:
-            ``(x1, eps, logdet)``, with ``logdet = -sum(log sigma)`` per sample.
-        """
+    def _halves(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(x1, x2, mean, log_std)``."""
         check_channels("Split", x, self.channels)
         x1, x2 = torch.split(x, [self.keep, self.channels - self.keep], dim=1)  # one-tensor backward
-        mean, log_std = self.prior(x1, cond)
-        eps = (x2 - mean) * torch.exp(-log_std)
-        return x1, eps, -log_std.flatten(1).sum(1).to(torch.promote_types(x.dtype, torch.float32))
-
-    def merge(self, x1: Tensor, eps: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Inverse of :meth:`factor`: ``x2 = mu + sigma * eps``; returns ``(x, logdet)``.
-
-        Args:
-            x1: the kept half, ``(B, keep, H, W)``.
-            eps: the standardised factored-out half, the shape of the prior's mean
-                (``(B, channels - keep, H, W)``); another shape raises a :class:`ValueError`.
-            cond: the conditioning for a conditional prior, or ``None``.
-        """
-        mean, log_std = self.prior(x1, cond)
-        if eps.shape != mean.shape:
-            raise ValueError(f"Split.merge expects eps of shape {tuple(mean.shape)}, got {tuple(eps.shape)}")
-        x2 = mean + torch.exp(log_std) * eps
-        logdet = log_std.flatten(1).sum(1).to(torch.promote_types(x1.dtype, torch.float32))
-        return torch.cat([x1, x2], dim=1), logdet
+        return x1, x2, *self.prior(x1, cond)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x1, eps, logdet = self.factor(x, cond)
-        return x1, logdet + diag_gaussian_log_prob(eps)
-
-    def inverse(
-        self, y: Tensor, cond: Tensor | None = None, *, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        shape = (y.shape[0], self.channels - self.keep, *y.shape[2:])
-        eps = torch.randn(shape, generator=generator, device=y.device, dtype=y.dtype) * self.temperature
-        x, logdet = self.merge(y, eps, cond)
-        return x, logdet - diag_gaussian_log_prob(eps)
-
-    def bijection(self) -> Flow:
-        """This layer's bijective part as a flow: ``x <-> cat[x1, eps]``, for conformance checks."""
-        return _SplitBijection(self)
-
-
-class _SplitBijection(Flow):
-    def __init__(self, split: Split) -> None:
-        super().__init__()
-        self.split = split
-        self.conditional = split.conditional
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x1, eps, logdet = self.split.factor(x, cond)
-        return torch.cat([x1, eps], dim=1), logdet
+        x1, x2, mean, log_std = self._halves(x, cond)
+        logdet = -log_std.flatten(1).sum(1).to(torch.promote_types(x.dtype, torch.float32))
+        return torch.cat([x1, (x2 - mean) * torch.exp(-log_std)], dim=1), logdet
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        keep = self.split.keep
-        y1, eps = torch.split(y, [keep, y.shape[1] - keep], dim=1)
-        return self.split.merge(y1, eps, cond)
+        y1, eps, mean, log_std = self._halves(y, cond)
+        logdet = log_std.flatten(1).sum(1).to(torch.promote_types(y.dtype, torch.float32))
+        return torch.cat([y1, mean + torch.exp(log_std) * eps], dim=1), logdet
+
+
+class FactorOut(Flow):
+    r"""Runs ``flow`` on the first ``keep`` channels and passes the other channels through.
+
+    ``forward(x) = (cat[y1, x[:, keep:]], logdet)`` with ``(y1, logdet) = flow(x[:, :keep], cond)``;
+    :meth:`inverse` undoes ``flow`` on the first ``keep`` channels the same way. ``flow`` must keep
+    the shape of what it gets (so the composite is a bijection of its input's shape): a level that
+    starts with a :class:`~flowkit.layers.Squeeze` ends with ``flowkit.Inverse(Squeeze())``;
+    another shape raises a :class:`ValueError`.
+
+    It is the routing of a multi-scale flow (Glow, SRFlow; nflows' ``MultiscaleCompositeTransform``):
+    a level runs its steps, a :class:`Split` standardises the half it factors out, and
+    ``FactorOut(coarser_levels, keep)`` sends only the kept half on. The factored-out channels
+    stay in the output as they are, so the flow keeps every element, its latent has its input's
+    shape, and a single prior (a :class:`~flowkit.distributions.StandardNormal`) scores all of it.
+    ``cond`` goes to ``flow`` unchanged (wrap ``flow`` in a :class:`~flowkit.WithCond` to resize it).
+
+    Args:
+        flow: the flow of the kept channels (the coarser levels).
+        keep: how many leading channels go to ``flow``: at least 1 and fewer than the input has.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from flowkit.layers import ActNorm, FactorOut, Split, Squeeze
+        >>> coarse = flowkit.Sequential(Squeeze(), ActNorm(8), flowkit.Inverse(Squeeze()))
+        >>> flow = flowkit.Sequential(Squeeze(), ActNorm(4), Split(4), FactorOut(coarse, keep=2),
+        ...                           flowkit.Inverse(Squeeze()))
+        >>> z, logdet = flow(torch.randn(3, 1, 8, 8))
+        >>> z.shape
+        torch.Size([3, 1, 8, 8])
+    """
+
+    def __init__(self, flow: Flow, keep: int) -> None:
+        super().__init__()
+        if not isinstance(flow, Flow):
+            raise TypeError(f"FactorOut expects a flowkit.Flow, got {type(flow).__name__}")
+        if keep < 1:
+            raise ValueError(f"FactorOut: keep must be at least 1, got {keep}")
+        self.flow = flow
+        self.keep = keep
+
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return self.flow.conditional
+
+    def extra_repr(self) -> str:
+        return f"keep={self.keep}"
+
+    def _route(self, x: Tensor, run: Callable[..., tuple[Tensor, Tensor]], cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        if x.dim() < 2 or x.shape[1] <= self.keep:
+            raise ValueError(f"FactorOut(keep={self.keep}) expects more than {self.keep} channels, "
+                             f"got a tensor of shape {tuple(x.shape)}")
+        x1, x2 = torch.split(x, [self.keep, x.shape[1] - self.keep], dim=1)
+        y1, logdet = run(x1, cond)
+        if y1.shape != x1.shape:
+            raise ValueError(
+                f"FactorOut: its flow must keep the shape of the channels it gets, but maps {tuple(x1.shape)} "
+                f"to {tuple(y1.shape)}; end a level that squeezes with flowkit.Inverse(Squeeze())"
+            )
+        return torch.cat([y1, x2], dim=1), logdet
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._route(x, self.flow, cond)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._route(y, self.flow.inverse, cond)

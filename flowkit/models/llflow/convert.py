@@ -2,7 +2,7 @@
 
 A reference checkpoint is a flat state dict (``RRDB.*`` for the encoder,
 ``flowUpsamplerNet.layers.{i}.*`` for the flow); flowkit's layout names the same tensors
-``encoder.*`` and ``flow.levels.{level}.flows.{position}.*``. The mapping is one rule per module
+``encoder.*`` and ``flow.flows.{level}.flow.flows.{position}.flows.{member}.*``. The mapping is one rule per module
 kind, written out below; the reference's never-used parameters (:data:`DEAD_PREFIXES`) are ignored.
 """
 
@@ -41,8 +41,9 @@ _ENCODER_RENAMES = {
 }
 _TRUNK = re.compile(r"encoder\.trunk\.(\d+)\.rdb([123])\.(conv[1-5]\.(?:weight|bias))")
 _ENCODER = re.compile(r"encoder\.(\w+)\.(weight|bias)")
-_FLOW = re.compile(r"flow\.levels\.(\d+)\.flows\.(\d+)\.(actnorm\.(?:bias|logs)|invconv\.weight|"
-                   r"injector\.subnet\.(.+)|coupling\.subnet\.(.+))")
+# A step's members: 0 ActNorm, 1 the 1x1 convolution, 2 the injector, 3 the coupling.
+_FLOW = re.compile(r"flow\.flows\.(\d+)\.flow\.flows\.(\d+)\.flows\.(?:0\.(bias|logs)|1\.(weight)|"
+                   r"2\.subnet\.(.+)|3\.subnet\.(.+))")
 
 
 def official_name(key: str, layers_per_level: int) -> str | None:
@@ -53,7 +54,7 @@ def official_name(key: str, layers_per_level: int) -> str | None:
 
     Args:
         key: a key of an :class:`~flowkit.models.LLFlow` state dict (``encoder.*`` or
-            ``flow.levels.*``).
+            ``flow.flows.*``).
         layers_per_level: the reference's layers per flow level, as above; flowkit's step
             ``position`` of level ``level`` is the reference's layer
             ``level * layers_per_level + position``.
@@ -67,7 +68,7 @@ def official_name(key: str, layers_per_level: int) -> str | None:
 
     Example:
         >>> from flowkit.models.llflow.convert import official_name
-        >>> official_name("flow.levels.1.flows.3.injector.subnet.4.logs", 7)
+        >>> official_name("flow.flows.1.flow.flows.3.flows.2.subnet.4.logs", 7)
         'flowUpsamplerNet.layers.10.affine.fFeatures.4.logs'
         >>> official_name("encoder.trunk.2.rdb3.conv5.bias", 7)
         'RRDB.RRDB_trunk.2.RDB3.conv5.bias'
@@ -83,12 +84,12 @@ def official_name(key: str, layers_per_level: int) -> str | None:
     match = _FLOW.fullmatch(key)
     if match:
         index = int(match[1]) * layers_per_level + int(match[2])
-        if match[4] is not None:
-            rest = f"affine.fFeatures.{match[4]}"
-        elif match[5] is not None:
-            rest = f"affine.fAffine.{match[5]}"
+        if match[5] is not None:
+            rest = f"affine.fFeatures.{match[5]}"
+        elif match[6] is not None:
+            rest = f"affine.fAffine.{match[6]}"
         else:
-            rest = match[3]
+            rest = f"actnorm.{match[3]}" if match[3] else f"invconv.{match[4]}"
         return f"flowUpsamplerNet.layers.{index}.{rest}"
     raise ValueError(f"official_name: flowkit key {key!r} has no counterpart in the reference layout")
 

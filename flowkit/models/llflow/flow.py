@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
-from flowkit.core import Flow, Sequential, zero_logdet
+from flowkit.core import Pick, Sequential, WithCond
 from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1, Squeeze
-from flowkit.memory import MEMORY_MODES, invertible_forward
+from flowkit.memory import MEMORY_MODES, invertible
 from flowkit.nn.subnets import conv_subnet
 
 __all__ = ["ConditionalFlow", "FlowStep"]
 
 
-class FlowStep(Flow):
-    r"""One step: ActNorm, an invertible 1x1 convolution, then optionally a conditional affine pair.
+class FlowStep(Sequential):
+    r"""One step, a :class:`flowkit.Sequential`: ActNorm, a 1x1 convolution, then optionally a conditional affine pair.
 
     With ``cond_channels > 0`` the step continues with SRFlow/LLFlow's conditional pair: an
     :class:`~flowkit.layers.AffineInjector` (shift and scale of every channel from ``cond`` alone),
@@ -24,7 +24,8 @@ class FlowStep(Flow):
     :math:`s = \sigma(\text{raw} + 2) + \epsilon`; their sub-networks are
     :func:`flowkit.nn.conv_subnet` (3x3, 1x1, zero-initialised 3x3). The 1x1 convolution is a full
     matrix (no LU), as in the reference. With ``cond_channels = 0`` the step is only ActNorm and the
-    1x1 convolution (a "transition" step) and ignores ``cond``.
+    1x1 convolution (a "transition" step) and rejects a ``cond``. The members are numbered in that
+    order: ``step[0]`` is the ActNorm, ``step[3]`` the coupling.
 
     Args:
         channels: channels ``C`` of the flowing tensor.
@@ -45,79 +46,55 @@ class FlowStep(Flow):
     def __init__(
         self, channels: int, cond_channels: int = 0, hidden_channels: int = 64, eps: float = 1e-4
     ) -> None:
-        super().__init__()
-        self.channels = channels
-        self.cond_channels = cond_channels
-        self.actnorm = ActNorm(channels)
-        self.invconv = InvConv1x1(channels, lu=False)
-        self.injector: AffineInjector | None = None
-        self.coupling: AffineCoupling | None = None
+        flows = [ActNorm(channels), InvConv1x1(channels, lu=False)]
         if cond_channels > 0:
             active = channels - channels // 2
-            self.injector = AffineInjector(
+            flows.append(AffineInjector(
                 channels, cond_channels, subnet=conv_subnet(cond_channels, 2 * channels, hidden_channels),
                 layout="cross", eps=eps,
-            )
-            self.coupling = AffineCoupling(
+            ))
+            flows.append(AffineCoupling(
                 channels, subnet=conv_subnet(channels // 2 + cond_channels, 2 * active, hidden_channels),
                 cond_channels=cond_channels, layout="cross", eps=eps,
-            )
+            ))
+        super().__init__(*flows)
+        self.channels = channels
+        self.cond_channels = cond_channels
 
     def extra_repr(self) -> str:
         return f"{self.channels}, cond_channels={self.cond_channels}"
 
-    @property
-    def conditional(self) -> bool:  # type: ignore[override]
-        return self.cond_channels > 0
 
-    def _reject_unused_cond(self, cond: Tensor | None) -> None:
-        if cond is not None and not self.conditional:
-            raise ValueError(
-                f"FlowStep({self.channels}) is a transition step (cond_channels=0) but was given a "
-                f"conditioning tensor of shape {tuple(cond.shape)}"
-            )
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._reject_unused_cond(cond)
-        x, logdet = self.actnorm(x)
-        x, ld = self.invconv(x)
-        logdet = logdet + ld
-        if self.injector is not None and self.coupling is not None:
-            x, ld = self.injector(x, cond)
-            logdet = logdet + ld
-            x, ld = self.coupling(x, cond)
-            logdet = logdet + ld
-        return x, logdet
-
-    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        self._reject_unused_cond(cond)
-        logdet = zero_logdet(y)
-        if self.injector is not None and self.coupling is not None:
-            y, ld = self.coupling.inverse(y, cond)
-            logdet = logdet + ld
-            y, ld = self.injector.inverse(y, cond)
-            logdet = logdet + ld
-        y, ld = self.invconv.inverse(y)
-        logdet = logdet + ld
-        y, ld = self.actnorm.inverse(y)
-        return y, logdet + ld
+# Module names of flowkit before FlowStep and ConditionalFlow were Sequentials: the shipped weights
+# and the checkpoints of older versions use them (ConditionalFlow upgrades them when loading).
+_LEGACY_MEMBERS = {"actnorm": 0, "invconv": 1, "injector": 2, "coupling": 3}
 
 
-class ConditionalFlow(Flow):
+def _upgrade_legacy_keys(module: nn.Module, state: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Renames ``levels.{l}.flows.{p}.{name}.*`` to ``flows.{l}.flow.flows.{p}.flows.{i}.*`` in place."""
+    for key in [k for k in state if k.startswith(prefix + "levels.")]:
+        _, level, _, step, name, rest = key[len(prefix):].split(".", 5)
+        state[f"{prefix}flows.{level}.flow.flows.{step}.flows.{_LEGACY_MEMBERS[name]}.{rest}"] = state.pop(key)
+
+
+class ConditionalFlow(Sequential):
     """LLFlow's flow: 3 levels of ``Squeeze(2)``, transition steps and conditional coupling steps.
 
     Level ``l`` (0-based) works at resolution ``H / 2^(l+1)`` with ``C = 3 * 4^(l+1)`` channels
     (12, 48, 192) and is the :class:`flowkit.Sequential` ``[Squeeze(2), transition_steps x
-    FlowStep(C), steps_per_level x FlowStep(C, cond_channels)]``. There is no factor-out: the
-    latent is ``(B, 192, H/8, W/8)``. The numbering of a level's members (0 the squeeze, then the
-    steps) is the reference's layer numbering within the level.
+    FlowStep(C), steps_per_level x FlowStep(C, cond_channels)]`` (:attr:`levels`). There is no
+    factor-out: the latent is ``(B, 192, H/8, W/8)``. The numbering of a level's members (0 the
+    squeeze, then the steps) is the reference's layer numbering within the level.
 
-    ``cond`` is a sequence of 3 tensors, one per level, each ``(B, cond_channels, H_l, W_l)`` at
-    its level's resolution: the caller (:class:`~flowkit.models.LLFlow`) passes the encoder's
-    multi-resolution features explicitly.
+    The flow is the chain of ``WithCond(level, Pick(l))``: ``cond`` is a list of 3 tensors, one
+    per level, each ``(B, cond_channels, H_l, W_l)`` at its level's resolution, which the chain
+    passes on as it is and :class:`flowkit.Pick` takes apart. The caller
+    (:class:`~flowkit.models.LLFlow`) passes the encoder's multi-resolution features explicitly.
+    State dicts in the layout of flowkit versions before this one (``levels.{l}.flows.{p}.actnorm``
+    and so on, as in the shipped weights) are upgraded when loaded.
 
     ``memory`` says how gradients are computed in training: ``"standard"`` stores every activation;
-    ``"invertible"`` runs each level with :func:`flowkit.memory.invertible_forward`, which keeps
+    ``"invertible"`` makes each level a :class:`flowkit.memory.InvertibleSequential`, which keeps
     only the levels' outputs and rebuilds each step's input from its output in backward, so the
     flow's activation memory no longer grows with ``steps_per_level`` (at the cost of about one
     inverse and one extra forward of the flow per training step). Results are the same, and the
@@ -156,20 +133,25 @@ class ConditionalFlow(Flow):
         levels: int = 3,
         memory: str = "standard",
     ) -> None:
-        super().__init__()
-        self.memory = memory
-        self.cond_channels = cond_channels
-        self.in_channels = in_channels
         members = []
         channels = in_channels
-        for _ in range(levels):
+        for index in range(levels):
             channels *= 4
             level = [Squeeze(2)]
             level += [FlowStep(channels) for _ in range(transition_steps)]
             level += [FlowStep(channels, cond_channels, hidden_channels, eps) for _ in range(steps_per_level)]
-            members.append(Sequential(*level))
-        self.levels = nn.ModuleList(members)
+            members.append(WithCond(Sequential(*level), Pick(index)))
+        super().__init__(*members)
+        self.memory = memory
+        self.cond_channels = cond_channels
+        self.in_channels = in_channels
         self.latent_channels = channels
+        self.register_load_state_dict_pre_hook(_upgrade_legacy_keys)
+
+    @property
+    def levels(self) -> list[Sequential]:
+        """The levels' chains, coarsest last (without their :class:`~flowkit.WithCond` wrappers)."""
+        return [member.flow for member in self.flows]
 
     @property
     def memory(self) -> str:
@@ -181,36 +163,5 @@ class ConditionalFlow(Flow):
         if mode not in MEMORY_MODES:
             raise ValueError(f"ConditionalFlow: memory must be one of {MEMORY_MODES}, got {mode!r}")
         self._memory = mode
-
-    def _check_cond(self, cond: Sequence[Tensor] | None) -> Sequence[Tensor]:
-        if cond is None or isinstance(cond, Tensor) or len(cond) != len(self.levels):
-            got = "None" if cond is None else (
-                f"a single tensor of shape {tuple(cond.shape)}" if isinstance(cond, Tensor)
-                else f"{len(cond)} tensors"
-            )
-            raise ValueError(
-                f"ConditionalFlow expects a sequence of {len(self.levels)} conditioning tensors "
-                f"(one per level), got {got}"
-            )
-        return cond
-
-    def forward(  # type: ignore[override]
-        self, x: Tensor, cond: Sequence[Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        cond = self._check_cond(cond)
-        total = zero_logdet(x)
-        invertible = self._memory == "invertible"
-        for level, c in zip(self.levels, cond):
-            x, logdet = invertible_forward(level, x, c) if invertible else level(x, c)
-            total = total + logdet
-        return x, total
-
-    def inverse(  # type: ignore[override]
-        self, y: Tensor, cond: Sequence[Tensor] | None = None
-    ) -> tuple[Tensor, Tensor]:
-        cond = self._check_cond(cond)
-        total = zero_logdet(y)
-        for level, c in zip(reversed(self.levels), reversed(list(cond))):
-            y, logdet = level.inverse(y, c)
-            total = total + logdet
-        return y, total
+        for member in self.flows:  # the same members (and state-dict keys) in either chain class
+            member.flow = invertible(member.flow) if mode == "invertible" else Sequential(*member.flow)

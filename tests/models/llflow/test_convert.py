@@ -82,13 +82,13 @@ def check_loaded(model: LLFlow, state: dict[str, torch.Tensor], per_level: int) 
         "RRDB.RRDB_trunk.1.RDB3.conv5.bias": "encoder.trunk.1.rdb3.conv5.bias",
         "RRDB.downconv2.weight": "encoder.down_conv2.weight",
         "RRDB.fine_tune_color_map.0.weight": "encoder.color_head.weight",
-        "flowUpsamplerNet.layers.1.actnorm.logs": "flow.levels.0.flows.1.actnorm.logs",
-        f"flowUpsamplerNet.layers.{per_level + 2}.invconv.weight": "flow.levels.1.flows.2.invconv.weight",
-        f"flowUpsamplerNet.layers.{per_level + 3}.affine.fFeatures.4.logs": "flow.levels.1.flows.3.injector.subnet.4.logs",
+        "flowUpsamplerNet.layers.1.actnorm.logs": "flow.flows.0.flow.flows.1.flows.0.logs",
+        f"flowUpsamplerNet.layers.{per_level + 2}.invconv.weight": "flow.flows.1.flow.flows.2.flows.1.weight",
+        f"flowUpsamplerNet.layers.{per_level + 3}.affine.fFeatures.4.logs": "flow.flows.1.flow.flows.3.flows.2.subnet.4.logs",
         f"flowUpsamplerNet.layers.{2 * per_level + 3}.affine.fAffine.0.actnorm.bias":
-            "flow.levels.2.flows.3.coupling.subnet.0.actnorm.bias",
+            "flow.flows.2.flow.flows.3.flows.3.subnet.0.actnorm.bias",
         f"flowUpsamplerNet.layers.{3 * per_level - 1}.affine.fAffine.2.weight":
-            f"flow.levels.2.flows.{per_level - 1}.coupling.subnet.2.weight",
+            f"flow.flows.2.flow.flows.{per_level - 1}.flows.3.subnet.2.weight",
     }
     for official, ours in spots.items():
         assert torch.equal(params[ours], state[official]), f"{official} did not land in {ours}"

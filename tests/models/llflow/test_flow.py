@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import Tensor
 
-from flowkit.core import Flow
+from flowkit.core import Flow, Sequential, WithCond
 from flowkit.layers import ActNorm, AffineCoupling, AffineInjector, InvConv1x1, Squeeze
 from flowkit.models import LLFlow
 from flowkit.models.llflow.flow import ConditionalFlow, FlowStep
@@ -79,34 +81,52 @@ def test_flow_step_passes_check_flow(cond_channels):
 
 def test_level_structure_follows_the_reference():
     flow = ConditionalFlow(cond_channels=7, steps_per_level=3, transition_steps=2, hidden_channels=8)
-    assert len(flow.levels) == 3
+    assert isinstance(flow, Sequential) and len(flow.levels) == 3
+    assert [(type(m), m.cond_net.index) for m in flow] == [(WithCond, 0), (WithCond, 1), (WithCond, 2)]
     for level, channels in zip(flow.levels, (12, 48, 192)):
         members = list(level)
         assert isinstance(members[0], Squeeze) and members[0].factor == 2
         assert len(members) == 1 + 2 + 3
-        for step in members[1:3]:
-            assert step.injector is None and step.coupling is None
         for step in members[1:]:
-            assert isinstance(step.actnorm, ActNorm) and step.actnorm.channels == channels
-            assert isinstance(step.invconv, InvConv1x1) and not step.invconv.lu
+            assert isinstance(step, Sequential) and len(step) == (2 if step in members[1:3] else 4)
+            assert isinstance(step[0], ActNorm) and step[0].channels == channels
+            assert isinstance(step[1], InvConv1x1) and not step[1].lu
         for step in members[3:]:
-            assert isinstance(step.injector, AffineInjector) and step.injector.layout == "cross"
-            assert isinstance(step.coupling, AffineCoupling) and step.coupling.layout == "cross"
-            assert step.coupling.split == channels // 2 and step.coupling.cond_channels == 7
+            injector, coupling = step[2], step[3]
+            assert isinstance(injector, AffineInjector) and injector.layout == "cross"
+            assert isinstance(coupling, AffineCoupling) and coupling.layout == "cross"
+            assert coupling.split == channels // 2 and coupling.cond_channels == 7
             # SPEC: fFeatures = F(cond, 2C), fAffine = F(C//2 + cond, 2(C - C//2)), hidden 64 -> 8 here
-            assert step.injector.subnet[0].weight.shape == (8, 7, 3, 3)
-            assert step.injector.subnet[4].weight.shape == (2 * channels, 8, 3, 3)
-            assert step.coupling.subnet[0].weight.shape == (8, channels // 2 + 7, 3, 3)
-            assert step.coupling.subnet[2].weight.shape == (8, 8, 1, 1)
-            assert step.coupling.subnet[4].weight.shape == (2 * (channels - channels // 2), 8, 3, 3)
+            assert injector.subnet[0].weight.shape == (8, 7, 3, 3)
+            assert injector.subnet[4].weight.shape == (2 * channels, 8, 3, 3)
+            assert coupling.subnet[0].weight.shape == (8, channels // 2 + 7, 3, 3)
+            assert coupling.subnet[2].weight.shape == (8, 8, 1, 1)
+            assert coupling.subnet[4].weight.shape == (2 * (channels - channels // 2), 8, 3, 3)
 
 
 def test_conditioning_must_be_one_tensor_per_level():
     flow = ConditionalFlow(cond_channels=2, steps_per_level=1, hidden_channels=4)
     x = torch.rand(1, 3, 8, 8)
-    with pytest.raises(ValueError, match="sequence of 3 conditioning tensors"):
+    with pytest.raises(ValueError, match=r"Pick\(0\) expects a list or tuple .* got a tensor of shape \(1, 2, 4, 4\)"):
         flow(x, torch.zeros(1, 2, 4, 4))
-    with pytest.raises(ValueError, match="got 2 tensors"):
-        flow(x, [torch.zeros(1, 2, 4, 4)] * 2)
-    with pytest.raises(ValueError, match="transition step"):
+    with pytest.raises(ValueError, match=r"Pick\(2\) expects .* at least 3 conditioning tensors .* got 2 items"):
+        flow(x, [torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2)])
+    with pytest.raises(ValueError, match="FlowStep has no conditional member"):
         FlowStep(4)(torch.zeros(1, 4, 2, 2), torch.zeros(1, 1, 2, 2))
+
+
+def test_state_dicts_of_the_legacy_layout_load_into_the_same_tensors():
+    """Keys as flowkit wrote them before FlowStep and ConditionalFlow were Sequentials (the shipped weights)."""
+    model = perturbed(LLFlow(toy_config()))
+    legacy = {}
+    for key, value in model.state_dict().items():
+        match = re.fullmatch(r"flow\.flows\.(\d+)\.flow\.flows\.(\d+)\.flows\.(\d)\.(.+)", key)
+        if match:
+            name = ("actnorm", "invconv", "injector", "coupling")[int(match[3])]
+            key = f"flow.levels.{match[1]}.flows.{match[2]}.{name}.{match[4]}"
+        legacy[key] = value.clone()
+    assert any(key.startswith("flow.levels.2.flows.") for key in legacy)
+    fresh = LLFlow(toy_config())
+    fresh.load_state_dict(legacy)  # strict: every key lands somewhere, none is left over
+    for (key, expected), actual in zip(model.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(actual, expected), key

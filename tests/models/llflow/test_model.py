@@ -126,7 +126,7 @@ def test_first_training_forward_initialises_actnorms_from_data():
     model.encode(high, low)
     assert all(bool(m.initialized) for m in model.modules() if hasattr(m, "initialized"))
     # after initialisation the first ActNorm's output is standardised per channel
-    first = model.flow.levels[0][1].actnorm
+    first = model.flow.levels[0][1][0]  # level 0, step 1, its ActNorm
     squeezed = F.pixel_unshuffle(high, 2)
     out = first(squeezed)[0]
     assert out.mean((0, 2, 3)).abs().max() < 1e-5 and (out.std((0, 2, 3), unbiased=False) - 1).abs().max() < 1e-3
