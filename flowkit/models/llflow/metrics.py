@@ -29,7 +29,7 @@ validation) comes from :func:`score_enhancement`, so that one image gets one val
 wherever it is quoted.
 
 **Perceptual distance**: :func:`lpips`, LPIPS with AlexNet and the v0.1 heads
-(:class:`flowkit.nn.LPIPS`, weights shipped with flowkit), as the LLFlow paper and most
+(:class:`flowkit.models.llflow.lpips.LPIPS`, weights shipped with flowkit), as the LLFlow paper and most
 low-light papers report it.
 
 GT-mean alignment uses the ground truth at test time, so it is never applied silently: every
@@ -440,9 +440,9 @@ _LPIPS: dict[torch.device, nn.Module] = {}
 def lpips(pred: Tensor, target: Tensor) -> Tensor:
     """LPIPS distance (AlexNet, v0.1, as published) per image; lower is more similar.
 
-    The network (:class:`flowkit.nn.LPIPS`, weights shipped with flowkit and sha256-checked)
+    The network (:class:`flowkit.models.llflow.lpips.LPIPS`, weights shipped with flowkit and sha256-checked)
     is loaded once per device and kept. Images are float in [0, 1], at least 32x32; the
-    computation runs in float32 without autograd (use :class:`flowkit.nn.LPIPS` directly for a
+    computation runs in float32 without autograd (use :class:`flowkit.models.llflow.lpips.LPIPS` directly for a
     differentiable loss).
 
     Args:
