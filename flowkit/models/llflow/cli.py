@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    description="Evaluate a model on a paired dataset's test split.")
     evaluate.add_argument("--data", required=True, help="LOL / LOL-v2 / pair-folder root")
     evaluate.add_argument("--checkpoint", help="flowkit or reference checkpoint (default: the shipped model)")
-    evaluate.add_argument("--pretrained", metavar="NAME", help="which shipped model (default: llflow-small-synthetic)")
+    evaluate.add_argument("--pretrained", metavar="NAME", help=f"which shipped model (default: {DEFAULT_PRETRAINED})")
     evaluate.add_argument("--official", action="store_true", help="the checkpoint is the reference's")
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
     evaluate.add_argument("--output", default="evaluation", help="folder for metrics.json and metrics.md")
@@ -424,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("inputs", nargs="+", help="image files or folders")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
     enhance.add_argument("--checkpoint", help="flowkit or reference checkpoint (default: the shipped model)")
-    enhance.add_argument("--pretrained", metavar="NAME", help="which shipped model (default: llflow-small-synthetic)")
+    enhance.add_argument("--pretrained", metavar="NAME", help=f"which shipped model (default: {DEFAULT_PRETRAINED})")
     enhance.add_argument("--official", action="store_true", help="the checkpoint is the reference's")
     enhance.add_argument("--temperature", type=_temperature, default=0.0, help="0: the prior mean (deterministic)")
     enhance.add_argument("--samples", type=_positive_int, default=1,

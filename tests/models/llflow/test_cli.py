@@ -12,6 +12,7 @@ from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow.cli import load_model, main
 from flowkit.models.llflow.data import read_image, write_image
 from flowkit.models.llflow.exposure import adjust_exposure
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.testing import perturb_parameters
 
@@ -185,7 +186,7 @@ def test_evaluate_and_enhance_accept_a_reference_checkpoint(tmp_path):
 def test_enhance_and_evaluate_use_the_shipped_model_without_a_checkpoint(tmp_path, capsys):
     [source] = _images(tmp_path / "in", 1, 40, 48)
     assert main(["enhance", str(source), "-o", str(tmp_path / "out")]) == 0
-    assert "using the shipped model 'llflow-small-synthetic'" in capsys.readouterr().err
+    assert f"using the shipped model '{DEFAULT_PRETRAINED}'" in capsys.readouterr().err
     expected = LLFlow.from_pretrained().enhance(read_image(source)[None])[0]
     assert torch.allclose(read_image(tmp_path / "out" / "img0.png"), expected, atol=0.5 / 255 + 1e-6)
     for side, scale in (("low", 0.2), ("high", 1.0)):
@@ -193,7 +194,7 @@ def test_enhance_and_evaluate_use_the_shipped_model_without_a_checkpoint(tmp_pat
                     torch.rand(3, 40, 48, generator=torch.Generator().manual_seed(0)) * scale)
     assert main(["evaluate", "--data", str(tmp_path / "data"), "--output", str(tmp_path / "eval")]) == 0
     report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert report["model"] == "pretrained:llflow-small-synthetic"
+    assert report["model"] == f"pretrained:{DEFAULT_PRETRAINED}"
     assert 0 < report["mean"]["lpips"] < 1.5 and report["mean"]["gtmean_lpips"] is not None
     assert main(["enhance", str(source), "-o", str(tmp_path / "o2"), "--pretrained", "nope"]) == 2
     assert "no shipped LLFlow model is called 'nope'" in capsys.readouterr().err

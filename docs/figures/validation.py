@@ -1,0 +1,85 @@
+"""Score shipped models and training checkpoints on the held-out Kodak24 validation pairs.
+
+Run from the repository root with the research data in ../shared/data::
+
+    python docs/figures/validation.py [--checkpoint RUN/last.pt ...]
+
+Kodak24 (never trained on) is darkened twice, once by each synthesizer the shipped models were
+trained with: ``LowLightSynthesizer.lol()`` with seed 11 (v1's validation set) and
+``LowLightSynthesizer.lol_wide()`` with seed 21 (the synthetic_v2 run's). Every shipped model and
+every ``--checkpoint`` (its EMA weights) is scored on all 24 pairs of both with
+:func:`flowkit.models.llflow.metrics.score_enhancement`, and the output's mean brightness and HSV
+saturation are compared with the ground truth's. This is the set that decides whether new weights
+ship; LOL #778 never does. The scores go to ``validation_metrics.json`` in ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from flowkit.models import LLFlow
+from flowkit.models.llflow.cli import load_model
+from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, to_uint8, write_synthetic_pairs
+from flowkit.models.llflow.metrics import score_enhancement
+from flowkit.models.llflow.pretrained import pretrained_names
+
+SETS = {"kodak24_lol": (LowLightSynthesizer.lol, 11), "kodak24_lol_wide": (LowLightSynthesizer.lol_wide, 21)}
+
+
+def colour(image: torch.Tensor) -> tuple[float, float]:
+    """Mean brightness and mean HSV saturation (of pixels with value > 0.05) of a (3, H, W) image."""
+    value, low = image.amax(0), image.amin(0)
+    saturation = ((value - low) / value.clamp_min(1e-6))[value > 0.05]
+    return image.mean().item(), saturation.mean().item()
+
+
+def score(model: LLFlow, pairs: PairedImageDataset) -> dict[str, float]:
+    rows = []
+    for item in pairs:
+        with torch.no_grad():
+            raw = model.enhance(item["low"][None], histeq=item["histeq"][None], clamp=False)
+        scores = {k: float(v) for k, v in score_enhancement(raw, item["high"][None], perceptual=False).items()}
+        saved = to_uint8(raw[0].clamp(0, 1)).float() / 255
+        (bright, sat), (gt_bright, gt_sat) = colour(saved), colour(item["high"])
+        rows.append(scores | {"brightness": bright, "gt_brightness": gt_bright, "saturation": sat,
+                              "gt_saturation": gt_sat})
+    return {key: sum(r[key] for r in rows) / len(rows) for key in rows[0]} | {"images": len(rows)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    models = {name: LLFlow.from_pretrained(name) for name in pretrained_names()}
+    for path in args.checkpoint:
+        step = torch.load(path, map_location="cpu", weights_only=True)["step"]
+        models[f"{path.name} step {step} (EMA)"] = load_model(path, ema=True)
+    results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
+    with tempfile.TemporaryDirectory() as folder:
+        for set_name, (synthesizer, seed) in SETS.items():
+            write_synthetic_pairs(args.data / "photos" / "Kodak24", Path(folder) / set_name, seed=seed,
+                                  multiple_of=8, synthesizer=synthesizer())
+            pairs = PairedImageDataset.from_root(Path(folder) / set_name)
+            for name, model in models.items():
+                results[name][set_name] = score(model.eval(), pairs)
+                row = results[name][set_name]
+                print(f"{name:40s} {set_name:17s} PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}  "
+                      f"GT-mean PSNR {row['gtmean_psnr']:.2f}  brightness {row['brightness']:.3f} "
+                      f"(GT {row['gt_brightness']:.3f})  saturation {row['saturation']:.3f} "
+                      f"(GT {row['gt_saturation']:.3f})", flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "validation_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
