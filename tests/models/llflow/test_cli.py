@@ -12,8 +12,8 @@ from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow.cli import load_model, main
 from flowkit.models.llflow.data import read_image, write_image
 from flowkit.models.llflow.exposure import adjust_exposure
-from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED
 from flowkit.models.llflow.histeq import histeq_image
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED
 from flowkit.testing import perturb_parameters
 
 TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
