@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,14 +60,25 @@ def _fail(check: str, detail: str) -> None:
     raise FlowCheckError(f"check_flow [{check}] failed: {detail}")
 
 
-def _as(value: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if value is None else value.to(dtype)
+Cond = Tensor | Sequence[Tensor] | None  # one tensor, or one per level (see flowkit.Pick)
+
+
+def _as(value: Cond, dtype: torch.dtype) -> Cond:
+    if value is None or isinstance(value, Tensor):
+        return None if value is None else value.to(dtype)
+    return [item.to(dtype) for item in value]
+
+
+def _sample_of(value: Cond, b: int) -> Cond:
+    if value is None or isinstance(value, Tensor):
+        return None if value is None else value[b : b + 1]
+    return [item[b : b + 1] for item in value]
 
 
 def check_flow(
     flow: Flow,
     x: Tensor,
-    cond: Tensor | None = None,
+    cond: Cond = None,
     *,
     jacobian_samples: int = 2,
     check_gradients: bool = True,
@@ -93,9 +105,9 @@ def check_flow(
             :class:`TypeError`); the round-trip tolerance is looser for the narrower dtypes.
             With ``jacobian_samples > 0``, ``x[0]`` may hold at most 4096 elements, else a
             :class:`ValueError`.
-        cond: the conditioning tensor, with ``x``'s batch size, passed to every call (the
-            Jacobian check takes one sample of it at a time); ``None`` (default) for a flow
-            without conditioning.
+        cond: the conditioning tensor, or a list of them (one per level, for
+            :class:`flowkit.Pick`), with ``x``'s batch size, passed to every call (the Jacobian
+            check takes one sample at a time); ``None`` (default) for a flow without conditioning.
         jacobian_samples: how many samples, from the first, get the brute-force Jacobian check
             (default 2; 0 skips it).
         check_gradients: run check 4's gradient part, on a copy of ``flow`` in its current
@@ -161,7 +173,7 @@ def check_flow(
     return FlowCheckReport(roundtrip, reverse, logdet_error, inverse_error, parameters)
 
 
-def _check_jacobian(model: Flow, x: Tensor, cond: Tensor | None, samples: int) -> float:
+def _check_jacobian(model: Flow, x: Tensor, cond: Cond, samples: int) -> float:
     size = math.prod(x.shape[1:])
     if samples > 0 and size > _MAX_JACOBIAN_SIZE:  # jacobian_samples=0 skips the check: any size
         raise ValueError(
@@ -173,9 +185,9 @@ def _check_jacobian(model: Flow, x: Tensor, cond: Tensor | None, samples: int) -
     worst = 0.0
     for b in range(min(samples, x.shape[0])):
         xb = x64[b : b + 1]
-        cb = None if cond64 is None else cond64[b : b + 1]
+        cb = _sample_of(cond64, b)
 
-        def single(inp: Tensor, xb: Tensor = xb, cb: Tensor | None = cb) -> Tensor:
+        def single(inp: Tensor, xb: Tensor = xb, cb: Cond = cb) -> Tensor:
             return model64(inp.view_as(xb), cb)[0].flatten()
 
         with torch.no_grad():
@@ -195,7 +207,7 @@ def _check_jacobian(model: Flow, x: Tensor, cond: Tensor | None, samples: int) -
     return worst
 
 
-def _check_gradients(flow: Flow, x: Tensor, cond: Tensor | None) -> int:
+def _check_gradients(flow: Flow, x: Tensor, cond: Cond) -> int:
     model = copy.deepcopy(flow)
     x = x.detach().clone().requires_grad_(True)
     y, logdet = model(x, cond)

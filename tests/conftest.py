@@ -17,9 +17,6 @@ if not torch.cuda.is_available():
     assert "triton" not in sys.modules, "triton was imported before TRITON_INTERPRET could be set"
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-# Test helper modules (e.g. flow_strategies.py) live beside this file; importlib mode needs the path.
-sys.path.insert(0, str(Path(__file__).parent))
-
 settings.register_profile(
     "ci",
     max_examples=int(os.environ.get("FLOWKIT_HYPOTHESIS_EXAMPLES", "50")),

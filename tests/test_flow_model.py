@@ -106,3 +106,15 @@ def test_sample_validates_its_arguments():
     with pytest.raises(ValueError, match="n=3 but cond has 2 rows"):
         model.sample(3, cond=torch.zeros(2, 1))
     assert model.sample(3, temperature=0).shape == (3, 2)
+
+
+def test_an_empty_batch_scores_to_an_empty_nll():
+    model = flowkit.FlowModel(flowkit.Sequential(InvConv1x1(4), AffineCoupling(4)), StandardNormal((4, 6, 6)),
+                              dequantize=256)
+    empty = torch.rand(0, 4, 6, 6)
+    for unit in ("bits/dim", "nats"):
+        assert model.nll(empty, unit=unit).shape == (0,)
+    # The same per-sample values whether or not other samples share the batch.
+    model.eval()
+    x = torch.rand(2, 4, 6, 6)
+    assert torch.equal(model.nll(torch.cat([x, empty])), model.nll(x))

@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
-
-# importlib import mode: the helper module beside this file needs its directory on the path.
-sys.path.insert(0, str(Path(__file__).parent))
-
 from kernel_checks import KERNEL_DEVICE
 
 _TRITON_IMPORTED_TOO_EARLY = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
