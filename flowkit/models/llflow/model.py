@@ -154,8 +154,6 @@ class LLFlow(nn.Module):
     def preprocess(self, low: Tensor, *, histeq: Tensor | None = None) -> Tensor:
         """The encoder's 6-channel input ``cat[log(low + 1e-3), histeq]`` (no padding).
 
-        Args:
-
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -169,8 +167,6 @@ class LLFlow(nn.Module):
 
     def condition(self, low: Tensor, *, histeq: Tensor | None = None) -> EncoderOutput:
         """Run the encoder: per-level conditioning features and the predicted colour map.
-
-        Args:
 
         Example:
             >>> import torch
@@ -235,7 +231,6 @@ class LLFlow(nn.Module):
 
         Args:
             z: the latent, floating-point, ``(B, 192, H/8, W/8)`` (else :class:`ValueError`).
-                ``H`` and ``W`` must be divisible by 8.
 
         Example:
             >>> import torch
