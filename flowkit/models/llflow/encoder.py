@@ -93,7 +93,7 @@ class EncoderOutput(NamedTuple):
     """
 
     conditions: tuple[Tensor, ...]
-    """One per flow level (``H/2``, ``H/4``, ``H/8``): its features and the stacked block outputs."""
+    """One per flow level (``H/2``, ``H/4``, ``H/8``), its features with the stacked block outputs."""
     color_map: Tensor
     """The predicted colour map ``(B, 3, H, W)``, in ``(0, 1)`` (``color_map``)."""
     head: Tensor

@@ -43,8 +43,8 @@ GRAY_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "bt601": (0.299, 0.587, 0.114),
     "reference_swapped": (0.114, 0.587, 0.299),
 }
-"""RGB-to-gray weights by name: BT.601 luma, and the weights LLFlow's ``test.py`` uses in effect
-(OpenCV's ``COLOR_BGR2GRAY`` on an RGB array: red and blue swapped)."""
+"""RGB-to-gray weights by name; BT.601 luma, and the weights LLFlow's ``test.py`` uses in effect
+(OpenCV's ``COLOR_BGR2GRAY`` on an RGB array, so red and blue swapped)."""
 
 
 def _check_pair(

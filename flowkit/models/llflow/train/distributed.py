@@ -38,7 +38,7 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
-        """Whether this process trains in a process group (DDP): several processes, or ``torchrun``."""
+        """Whether this process trains in a process group with DDP (several processes, or ``torchrun``)."""
         return self.world_size > 1 or self.launched
 
 
