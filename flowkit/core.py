@@ -1,9 +1,4 @@
-"""The layer contract: :class:`Flow`, and the ways to compose flows.
-
-Every invertible layer in flowkit (and every layer a user writes) is a :class:`Flow`.
-The contract is stated once, here, and checked for any layer by
-:func:`flowkit.testing.check_flow`.
-"""
+"""The layer contract, :class:`Flow` (checked by :func:`flowkit.testing.check_flow`), and composition."""
 
 from __future__ import annotations
 
@@ -33,13 +28,11 @@ class Flow(nn.Module):
     or ``None`` for an unconditional layer; a layer that needs it and does not get it, or gets a
     tensor of the wrong shape, raises a :class:`ValueError` that says what it expected.
 
-    :attr:`conditional` says whether a flow uses ``cond``. Composites (:class:`Sequential`) hand
-    ``cond`` only to members that use it, and flowkit's unconditional layers reject one, so a
-    conditioning tensor wired to the wrong place is an error rather than silently ignored. It is
-    ``True`` by default, so a user's layer always receives ``cond``.
+    :attr:`conditional` (``True`` unless a layer says otherwise) says whether a flow uses
+    ``cond``; composites hand ``cond`` only to members that use it, and flowkit's unconditional
+    layers reject one, so a misrouted conditioning is an error, not silently ignored.
 
-    Subclasses implement :meth:`forward` and :meth:`inverse`. The log-density of data under a
-    flow with latent prior :math:`p_Z` is then
+    Subclasses implement :meth:`forward` and :meth:`inverse`. With a latent prior :math:`p_Z`,
 
     .. math:: \log p_X(x) = \log p_Z(f(x)) + \log \left| \det \frac{\partial f}{\partial x} \right|.
 
@@ -75,11 +68,7 @@ def zero_logdet(x: Tensor) -> Tensor:
 
 
 def _add_logdet(total: Tensor | None, logdet: Tensor, given: Tensor) -> Tensor:
-    """``total + logdet``, with ``None`` for the zeros of :func:`zero_logdet` (``given``).
-
-    The first member's log-det is kept as it is when it already has the zeros' ``(B,)`` shape and
-    dtype, since adding zeros would change nothing: one allocation and one op less per call.
-    """
+    """``total + logdet``, ``None`` standing for zeros; a first ``(B,)`` logdet is returned as is."""
     if total is None:
         if logdet.shape == given.shape[:1] and logdet.dtype == torch.promote_types(given.dtype, torch.float32):
             return logdet
@@ -90,15 +79,12 @@ def _add_logdet(total: Tensor | None, logdet: Tensor, given: Tensor) -> Tensor:
 class Sequential(Flow):
     """A chain of flows applied in order; the inverse runs them in reverse order.
 
-    Log-determinants add up. ``cond`` is handed unchanged to every conditional member (wrap a
-    member in :class:`WithCond` to give it a transformed conditioning, e.g. at another
-    resolution); a chain without conditional members rejects a ``cond``.
-    Indexing with a slice gives a sub-chain; ``len`` and iteration work as for
-    :class:`torch.nn.Sequential`; :attr:`inverse_flow` is the reversed chain as a flow.
+    Log-determinants add up. ``cond`` goes unchanged to every conditional member (wrap one in
+    :class:`WithCond` to transform it); a chain without conditional members rejects a ``cond``.
+    A slice gives a sub-chain (a negative step, the inverse sub-chain).
 
     Args:
-        flows: the members, each a :class:`Flow`, in the order :meth:`forward` applies them
-            (anything else raises a :class:`TypeError`).
+        flows: the members, each a :class:`Flow` (else :class:`TypeError`), in forward order.
 
     Example:
         >>> import torch, flowkit
@@ -168,11 +154,9 @@ class Sequential(Flow):
 
 
 class Inverse(Flow):
-    """The flow ``flow`` with its directions swapped.
+    """The flow ``flow`` with its directions swapped (parameters shared).
 
-    Its forward is ``flow.inverse`` and its inverse is ``flow.forward``; parameters are shared.
-    Use it to run a layer the other way round, e.g. to put the cheap direction of an
-    autoregressive layer where the flow is evaluated most often.
+    Use it to put the cheap direction of an autoregressive layer where the flow runs most often.
 
     Args:
         flow: the flow to turn around (not copied).
@@ -207,14 +191,13 @@ class Inverse(Flow):
 class WithCond(Flow):
     """Feeds ``cond_net(cond)`` instead of ``cond`` to ``flow``.
 
-    Use it to give a sub-flow a conditioning at its own resolution (the levels of a multi-scale
-    flow see the image at ``H/2``, ``H/4``, ...), or to share one conditioning encoder between
-    several layers. ``cond_net`` is any module (a pooling, a small CNN) and is trained with the flow.
+    Use it to give a sub-flow a conditioning at its own resolution (a multi-scale flow's levels),
+    or to share one conditioning encoder between layers.
 
     Args:
         flow: the flow that receives the transformed conditioning.
-        cond_net: a module applied to ``cond`` on every call, in both directions; its output is
-            what ``flow`` sees. A ``cond`` of ``None`` raises a :class:`ValueError`.
+        cond_net: any module (a pooling, a small CNN), applied in both directions and trained with
+            the flow. A ``cond`` of ``None`` raises a :class:`ValueError`.
 
     Example:
         >>> import torch, flowkit
@@ -249,9 +232,8 @@ class WithCond(Flow):
 class Pick(nn.Module):
     """A ``cond_net`` for :class:`WithCond` that picks item ``index`` of a sequence of conditionings.
 
-    Use it when a model computes one conditioning per level (LLFlow's encoder gives a feature map
-    per resolution): the model's ``cond`` is then the list of them, which :class:`Sequential`
-    passes on as it is, and ``WithCond(level, Pick(l))`` hands level ``l`` its own tensor.
+    Use it when a model's ``cond`` is a list with one conditioning per level (LLFlow's encoder):
+    ``WithCond(level, Pick(l))`` hands level ``l`` its own tensor.
 
     Args:
         index: which item to pick.

@@ -1,8 +1,10 @@
 """Latent priors: a standard normal, a (conditional) diagonal Gaussian, a Gaussian mixture, a uniform box.
 
-Every prior has ``log_prob(z, cond=None)`` (per sample, shape ``(B,)``) and
-``sample(n, cond=None, *, temperature=1.0, generator=None)``, the interface
-:class:`flowkit.FlowModel` uses.
+Every prior has the interface :class:`flowkit.FlowModel` uses: ``log_prob(z, cond=None)``, per
+sample, shape ``(B,)``; and ``sample(n, cond=None, *, temperature=1.0, generator=None)``, ``n``
+samples or one per row of ``cond``, with ``temperature`` the factor on the standard deviation.
+A ``cond`` given to an unconditional prior, or samples of the wrong shape, raise a
+:class:`ValueError`.
 """
 
 from __future__ import annotations
@@ -25,10 +27,9 @@ def diag_gaussian_log_prob(z: Tensor, mean: Tensor | float = 0.0, log_std: Tenso
     r"""Per-sample :math:`\sum_i \log \mathcal N(z_i; \mu_i, e^{2 \log\sigma_i})`, shape ``(B,)``.
 
     Args:
-        z: the points, ``(B, ...)``; the sum runs over all dimensions but the first. Computed in
-            float32 or wider.
-        mean: :math:`\mu`, a tensor broadcastable to ``z`` or a number (default 0).
-        log_std: :math:`\log\sigma`, a tensor broadcastable to ``z`` or a number (default 0).
+        z: the points, ``(B, ...)``; summed over all dimensions but the first, in float32 or wider.
+        mean: :math:`\mu`, a number or a tensor broadcastable to ``z``.
+        log_std: :math:`\log\sigma`, a number or a tensor broadcastable to ``z``.
 
     Example:
         >>> import torch
@@ -63,15 +64,12 @@ class StandardNormal(nn.Module):
 
     .. math:: \log p(z) = -\frac{1}{2} \sum_{i=1}^{D} \left(z_i^2 + \log 2\pi\right),
 
-    summed over the ``D`` elements of one sample; :meth:`sample` returns :math:`T \epsilon` with
-    :math:`\epsilon \sim \mathcal N(0, I)` at temperature :math:`T`. It has no parameters (a
-    non-persistent buffer tracks the module's device and dtype for sampling), and it ignores
-    ``cond``. The usual prior of an unconditional flow; for a learned or conditional Gaussian
-    use :class:`DiagGaussian`.
+    over the ``D`` elements of one sample; :meth:`sample` returns :math:`T \epsilon`. No
+    parameters and no conditioning: the usual prior of an unconditional flow (for a learned or
+    conditional Gaussian use :class:`DiagGaussian`).
 
     Args:
-        event_shape: the shape of one sample, e.g. ``(3, 64, 64)``; :meth:`log_prob` raises a
-            :class:`ValueError` for samples of another shape.
+        event_shape: the shape of one sample, e.g. ``(3, 64, 64)``.
 
     Example:
         >>> import torch
@@ -88,13 +86,7 @@ class StandardNormal(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # tracks device/dtype
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Per-sample log-density of ``z``, shape ``(B,)``.
-
-        Args:
-            z: points of shape ``(B, *event_shape)``; another shape raises a :class:`ValueError`.
-            cond: must be ``None`` (the argument exists for the prior interface); a tensor raises
-                a :class:`ValueError`, as this prior is unconditional.
-        """
+        """Per-sample log-density of ``z`` ``(B, *event_shape)``, shape ``(B,)``."""
         check_no_cond("StandardNormal", cond)
         _check_event("StandardNormal", z, self.event_shape)
         return diag_gaussian_log_prob(z)
@@ -107,14 +99,7 @@ class StandardNormal(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples of :math:`\\mathcal N(0, T^2 I)`, shape ``(n, *event_shape)``.
-
-        Args:
-            n: number of samples.
-            cond: must be ``None`` (this prior is unconditional).
-            temperature: :math:`T`, the factor on the standard deviation (default 1).
-            generator: the random generator (default: torch's global one).
-        """
+        """``n`` samples of :math:`\\mathcal N(0, T^2 I)`, shape ``(n, *event_shape)``."""
         check_no_cond("StandardNormal", cond)
         shape = (n, *self.event_shape)
         eps = torch.randn(shape, generator=generator, device=self._anchor.device, dtype=self._anchor.dtype)
@@ -129,24 +114,18 @@ class DiagGaussian(nn.Module):
 
     with :math:`(\mu, \log\sigma)` either parameters or :math:`\mathrm{NN}(c)`:
 
-    * With ``cond_net=None``: ``mean`` and ``log_std`` are parameters of shape ``event_shape``,
-      initialised to the standard normal (both zero).
-    * With ``cond_net``: ``cond_net(cond)`` returns ``2 * C`` channels, the mean and the log-std
-      laid out per ``layout`` (``"half"``: means first; ``"cross"``: interleaved). Use
-      :class:`flowkit.nn.ZeroConv2d` as its last layer to start from the standard normal.
-
-    :meth:`sample` returns :math:`\mu + T \sigma \odot \epsilon`: ``n`` samples when unconditional,
-    one per row of ``cond`` when conditional. Use it in place of :class:`StandardNormal` when the
-    prior should be learned (the top prior of :class:`~flowkit.recipes.Glow`), or depend on a
-    conditioning input (pass ``prior_uses_cond=True`` to :class:`~flowkit.FlowModel`).
+    with :math:`(\mu, \log\sigma)` parameters of shape ``event_shape`` (starting at zero) or
+    ``cond_net(cond)``; :meth:`sample` returns :math:`\mu + T \sigma \odot \epsilon`. Use it when
+    the prior should be learned (Glow's top prior) or depend on ``cond`` (then pass
+    ``prior_uses_cond=True`` to :class:`~flowkit.FlowModel`).
 
     Args:
-        event_shape: the shape of one sample, for the learned (unconditional) prior.
-        cond_net: a module from ``cond`` to the ``2 * C`` channels of means and log-stds, for the
-            conditional prior. Exactly one of ``event_shape`` and ``cond_net`` must be given,
-            otherwise a :class:`ValueError` is raised.
-        layout: ``"half"`` (default) or ``"cross"``, how ``cond_net``'s output holds the means and
-            log-stds; not used without ``cond_net``.
+        event_shape: the shape of one sample, for the learned prior.
+        cond_net: a module from ``cond`` to ``2 * C`` channels of means and log-stds, for the
+            conditional prior (end it with :class:`flowkit.nn.ZeroConv2d` to start at
+            :math:`\mathcal N(0, I)`). Give exactly one of ``event_shape`` and ``cond_net``.
+        layout: how ``cond_net``'s output holds them: ``"half"`` (means first) or ``"cross"``
+            (interleaved).
 
     Example:
         >>> import torch
@@ -176,13 +155,7 @@ class DiagGaussian(nn.Module):
             self.log_std = nn.Parameter(torch.zeros(self.event_shape))
 
     def params(self, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """The ``(mean, log_std)`` pair: ``(1, *event_shape)`` each when learned, ``(B, C, ...)``
-        each when predicted from ``cond``.
-
-        Args:
-            cond: the conditioning tensor for a prior with ``cond_net`` (required then), ``None``
-                otherwise (a tensor raises a :class:`ValueError`).
-        """
+        """``(mean, log_std)``, each ``(1, *event_shape)`` when learned or ``(B, C, ...)`` from ``cond``."""
         if self.cond_net is None:
             check_no_cond("DiagGaussian without cond_net", cond)
             return self.mean.unsqueeze(0), self.log_std.unsqueeze(0)
@@ -212,15 +185,7 @@ class DiagGaussian(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Samples of :math:`\\mathcal N(\\mu, T^2 \\sigma^2)`: ``n`` of them, or one per row of ``cond``.
-
-        Args:
-            n: number of samples of a learned (unconditional) prior; ignored when ``cond`` is
-                given, which sets one sample per row.
-            cond: the conditioning tensor of a prior with ``cond_net``, or ``None``.
-            temperature: :math:`T`, the factor on the standard deviation (default 1).
-            generator: the random generator (default: torch's global one).
-        """
+        """Samples of :math:`\\mathcal N(\\mu, T^2 \\sigma^2)`: ``n`` of them, or one per row of ``cond``."""
         mean, log_std = self.params(cond)
         if cond is None:
             if n is None:
@@ -235,24 +200,17 @@ class GaussianMixture(nn.Module):
 
     .. math:: p(z \mid c) = \sum_k \pi_k(c)\, \mathcal N(z; \mu_k(c), \operatorname{diag} \sigma_k(c)^2)
 
-    over tensors of shape ``event_shape`` (flattened to ``D`` values). Without ``cond_net`` the
-    mixture logits, means and log-stds are parameters; the means start at distinct random points
-    (``N(0, 1)``, from ``generator``), since identical components would receive identical gradients
-    and never separate. With ``cond_net``, ``cond_net(cond)`` must return ``(B, K (1 + 2 D))``
-    values, the logits (``K``), then the means (``K D``, component by component), then the
-    log-stds, and they are *added* to the learned ones: end ``cond_net`` with a zero-initialised
-    layer (:class:`flowkit.nn.ZeroLinear`) to start from the unconditional mixture.
-    ``temperature`` in :meth:`sample` scales every component's standard deviation.
-
-    Use it as the prior of a small flow on data with separated modes, which a single Gaussian
-    pushed through a few layers fits poorly.
+    over ``event_shape`` tensors flattened to ``D`` values. The means start at distinct ``N(0, 1)``
+    points (identical components would never separate). Use it as the prior of a small flow on
+    data with separated modes, which one Gaussian through a few layers fits poorly.
 
     Args:
         event_shape: the shape of one sample, e.g. ``(2,)``.
-        components: ``K``, at least 1 (default 8).
-        cond_net: optional module from the conditioning tensor ``(B, ...)`` to the ``(B, K (1 + 2 D))``
-            parameter offsets; ``None`` (default) for an unconditional mixture.
-        generator: the random generator for the initial means (default: torch's global RNG).
+        components: ``K``, at least 1.
+        cond_net: ``None``, or a module from ``cond`` to ``(B, K (1 + 2 D))`` offsets *added* to
+            the learned logits, means and log-stds, in that order (end it with
+            :class:`flowkit.nn.ZeroLinear` to start from the unconditional mixture).
+        generator: the random generator for the initial means.
 
     Example:
         >>> import torch
@@ -288,12 +246,7 @@ class GaussianMixture(nn.Module):
         return f"{self.event_shape}, components={self.components}"
 
     def params(self, cond: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-        """``(log_weights (B|1, K), means (B|1, K, D), log_stds (B|1, K, D))``, batched when conditional.
-
-        Args:
-            cond: the conditioning tensor for a mixture with ``cond_net`` (required then; its
-                output must have shape ``(B, K (1 + 2 D))``), ``None`` otherwise.
-        """
+        """``(log_weights (B|1, K), means (B|1, K, D), log_stds (B|1, K, D))``, batched when conditional."""
         k, d = self.components, self.features
         logits, means, log_stds = self.logits[None], self.means[None], self.log_stds[None]
         if self.cond_net is None:
@@ -329,15 +282,7 @@ class GaussianMixture(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples, or one per row of ``cond``: a component by its weight, then its Gaussian.
-
-        Args:
-            n: number of samples of an unconditional mixture; ignored when ``cond`` is given.
-            cond: the conditioning tensor of a mixture with ``cond_net``, or ``None``.
-            temperature: factor on every component's standard deviation (default 1); the
-                component weights are not changed.
-            generator: the random generator, for the component choice and the Gaussian draw.
-        """
+        """Draw a component by its weight, then its Gaussian (``temperature`` leaves weights alone)."""
         log_weights, means, log_stds = self.params(cond)
         if cond is None:
             if n is None:
@@ -357,17 +302,14 @@ class BoxUniform(nn.Module):
     .. math:: \log p(z) = \begin{cases} -\sum_i \log(h_i - l_i) & l_i \le z_i < h_i
               \text{ for every } i, \\ -\infty & \text{otherwise,} \end{cases}
 
-    with :math:`l` = ``low`` and :math:`h` = ``high``; :meth:`sample` returns
-    :math:`l + (h - l) \odot u` with :math:`u \sim U[0, 1)`. There is no temperature (``sample``
-    rejects one other than 1), no parameters (``low`` and ``high`` are buffers), and no
-    conditioning (a ``cond`` is rejected). A latent prior for flows whose last layer maps into a
-    bounded set (e.g. a final :class:`~flowkit.Inverse` of :class:`~flowkit.layers.Logit`), and
-    the usual prior of simulation-based inference.
+    with :math:`l` = ``low`` and :math:`h` = ``high``. No parameters, no conditioning, and no
+    temperature (``sample`` rejects one other than 1). The prior for flows that end in a bounded
+    set (an :class:`~flowkit.Inverse` of :class:`~flowkit.layers.Logit`), and of simulation-based
+    inference.
 
     Args:
         low: the lower corner, a tensor (or number) of the event shape.
-        high: the upper corner, of the same shape, each entry above ``low``'s; a shape mismatch or
-            an entry not above ``low`` raises a :class:`ValueError`.
+        high: the upper corner, the same shape, above ``low`` everywhere (else :class:`ValueError`).
 
     Example:
         >>> import torch
@@ -413,15 +355,7 @@ class BoxUniform(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """``n`` samples, uniform in the box, shape ``(n, *event_shape)``.
-
-        Args:
-            n: number of samples.
-            cond: must be ``None`` (the box is unconditional).
-            temperature: must be 1 (a box has no temperature); anything else raises a
-                :class:`ValueError`.
-            generator: the random generator (default: torch's global one).
-        """
+        """``n`` samples, uniform in the box, shape ``(n, *event_shape)``."""
         check_no_cond("BoxUniform", cond)
         if temperature != 1.0:
             raise ValueError(f"BoxUniform has no temperature; sample with temperature=1.0, got {temperature}")

@@ -54,11 +54,8 @@ class FlowModel(nn.Module):
         """Per-sample log-density in nats, shape ``(B,)``.
 
         Args:
-            x: data, ``(B, *event_shape)`` as the flow expects; non-finite values raise a
-                :class:`ValueError`. With ``dequantize`` set, uniform noise is added in training
-                mode and ``D log(n_bins)`` subtracted in both modes.
-            cond: the conditioning tensor for a conditional flow (and prior, with
-                ``prior_uses_cond``), or ``None``.
+            x: data, ``(B, *event_shape)``; non-finite values raise a :class:`ValueError`.
+            cond: the conditioning tensor (also the prior's, with ``prior_uses_cond``), or ``None``.
         """
         check_finite("FlowModel.log_prob", x)
         correction = 0.0
@@ -97,22 +94,17 @@ class FlowModel(nn.Module):
     ) -> Tensor | tuple[Tensor, Tensor]:
         r"""Draw samples: ``n`` of them, or one per row of ``cond`` for a conditional model.
 
-        ``temperature`` scales the prior's standard deviation. In a multi-scale flow the
-        factored-out channels (a :class:`~flowkit.layers.Split`'s ``eps``) are part of the latent,
-        so it scales theirs too: Glow's temperature at every level.
-
-        With ``return_log_prob=True`` it returns ``(x, log_prob)``: the model's log-density of each
-        sample (what :meth:`log_prob` gives in eval mode, at temperature 1 whatever the sampling
-        temperature), from the same pass, as :math:`\log p_Z(z) - \log|\det \partial x / \partial z|`.
+        ``temperature`` scales the prior's standard deviation, factored-out channels (a
+        :class:`~flowkit.layers.Split`'s ``eps``) included: Glow's temperature at every level.
 
         Args:
-            n: number of samples (a positive int); may be left out when ``cond`` is given, which
-                then sets one sample per row.
+            n: number of samples (a positive int); optional when ``cond`` sets one per row.
             cond: the conditioning tensor, one row per sample, or ``None``.
-            temperature: factor on the standard deviation of the prior, a finite number ``>= 0``
-                (default 1; 0 decodes the means).
+            temperature: a finite number ``>= 0`` (0 decodes the means).
             generator: the random generator for the latent draws (default: torch's global one).
-            return_log_prob: also return each sample's log-density (default ``False``).
+            return_log_prob: also return each sample's log-density from the same pass,
+                :math:`\log p_Z(z) - \log|\det \partial x / \partial z|` (at temperature 1,
+                as :meth:`log_prob` in eval mode gives it).
 
         Example:
             >>> import torch, flowkit

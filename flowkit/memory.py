@@ -1,54 +1,24 @@
 r"""Invertible backpropagation: train a chain of flows without storing its activations.
 
-Backpropagation normally keeps every intermediate tensor of the forward pass until the backward
-pass has used it, so a flow's activation memory grows linearly with its depth. A flow does not
-need to: each layer's input can be computed again from its output with :meth:`Flow.inverse`
-(Gomez et al., 2017, "The Reversible Residual Network"). :func:`invertible_forward` runs a chain of
-flows that way:
+A flow's layers can rebuild their inputs from their outputs with :meth:`Flow.inverse` (Gomez et
+al., 2017), so :func:`invertible_forward` keeps only the chain's output. In backward, from the last
+member to the first, it rebuilds the member's input, reruns the member's forward with autograd on
+and differentiates that small graph. Activation memory is that of one member, whatever the depth;
+a training step's flow part costs about one more inverse and forward. Outputs are bit-identical
+to the standard path; gradients are exact up to how exactly the members invert in floating point
+(:func:`reconstruction_errors` measures it; measured: see :ref:`measured-design-choices`). Under
+autocast, inputs are rebuilt with autocast off in the wider of the activation's and the
+parameters' dtype, so the error stays close to standard autocast backpropagation's.
 
-* **forward**: the members run one after the other without autograd recording anything; only the
-  chain's output is kept;
-* **backward**: from the last member to the first, the member's input is rebuilt from its output
-  with ``inverse``, the member's forward is run again on it with autograd on, and that small graph
-  is differentiated for the input, ``cond`` and the member's parameters, with the gradients of both
-  the output and the log-determinant. Then the rebuilt input becomes the next member's output.
+It composes with conditional members (``cond`` gets its gradient; a :class:`~flowkit.WithCond`
+recomputes its ``cond_net``), ActNorm's data-dependent initialisation (a call under
+``torch.no_grad()``, or with an uninitialised ActNorm in training mode, runs the standard path),
+autocast, DDP, gradient clipping and optimisers.
 
-Memory: the chain's activations are those of **one member at a time** plus a few tensors of the
-chain's width, whatever its depth. Each member is its own autograd node, so its parameters'
-gradients are accumulated as soon as they are computed, as with standard backpropagation. Compute:
-a training step's flow part costs about one inverse and one extra forward more than with standard
-backpropagation.
-
-The forward outputs are bit-identical to the standard path's (the same operations run, only
-without recording). The gradients are exact up to how exactly the members invert in floating point:
-each rebuilt input differs from the true one by a few rounding errors, amplified by the inverses of
-the members after it (a member that contracts strongly, such as an affine coupling whose scale nears
-its ``eps``, amplifies most); :ref:`measured-design-choices` gives the errors of a deep chain.
-:func:`reconstruction_errors` measures them for any chain.
-
-Under autocast, a member whose output is rounded to a narrower dtype than its input (such as
-:class:`~flowkit.layers.InvConv1x1`, whose convolution runs in bfloat16) has lost information that
-no inverse recovers: its rebuilt input is off by about that rounding, and such errors accumulate
-over depth. To lose no more than that, members rebuild their inputs with autocast off, in the wider
-of the activation's and the parameters' dtype, and round them to the dtype the input had: the
-gradient's error under bfloat16 autocast then stays close to standard autocast backpropagation's.
-
-What composes with it, and how:
-
-* conditional members receive ``cond`` as in :class:`~flowkit.Sequential`, and ``cond`` receives
-  its gradient; a :class:`~flowkit.WithCond` member recomputes its ``cond_net`` in backward;
-* ActNorm's data-dependent initialisation: a call under ``torch.no_grad()``, or one in which an
-  ActNorm in training mode is still uninitialised, runs the standard path, so an initialisation
-  pass works exactly as without this mode;
-* autocast (the recorded state is restored for the recomputation), DDP (the parameters are inputs
-  of the autograd node, so DDP's reducer sees them used and receives their gradients once),
-  gradient clipping and optimisers (gradients land in ``.grad`` as usual).
-
-Requirements on the members: their forward must be a deterministic function of ``(x, cond)`` and
-their parameters (no dropout in training mode, which is rejected), their parameters must not change
-between forward and backward, and they must not change the number of elements (no flowkit layer
-does, :class:`~flowkit.layers.Split` included). Higher-order gradients (``create_graph=True``) are
-not supported. Modules with running statistics (batch norm) would update them twice per step.
+Members must be deterministic functions of ``(x, cond)`` and their parameters (dropout in
+training mode is rejected), keep their parameters between forward and backward, and keep the
+number of elements (every flowkit layer does). No higher-order gradients; modules with running
+statistics (batch norm) would update them twice per step.
 
 References:
     Gomez, Ren, Urtasun, Grosse, "The Reversible Residual Network: Backpropagation Without Storing
@@ -91,10 +61,7 @@ def _member_cond(member: Flow, cond: Tensor | None) -> Tensor | None:
 
 
 def _needs_standard_path(members: Sequence[Flow]) -> bool:
-    """Whether an ActNorm still has to initialise from data (then the standard path runs).
-
-    Also rejects dropout in training mode, whose random mask the rebuilt activations would not share.
-    """
+    """Whether an ActNorm must still initialise from data; rejects dropout in training mode."""
     pending = False
     for member in members:
         for module in member.modules():
@@ -119,18 +86,13 @@ def _rebuild_dtype(member: Flow, y: Tensor) -> torch.dtype:
 
 
 def _rebuild_input(member: Flow, y: Tensor, cond: Tensor | None, device_type: str) -> Tensor:
-    """The member's input, computed from its output."""
     dtype = _rebuild_dtype(member, y)
     with torch.autocast(device_type, enabled=False):
         return member.inverse(y.to(dtype), None if cond is None else cond.to(dtype))[0]
 
 
 class _Handover:
-    """Carries a member's rebuilt input, which is the previous member's output, between their nodes.
-
-    The autograd engine runs a member's node only after the next member's node (it needs the
-    gradient of its output), so the slot is always filled when it is read.
-    """
+    """Hands a member's rebuilt input to the previous member's node (which runs after it)."""
 
     def __init__(self) -> None:
         self.tensor: Tensor | None = None
@@ -144,12 +106,8 @@ class _Handover:
 
 
 class _InvertibleStep(torch.autograd.Function):
-    """The autograd node of one member: keeps nothing of its input, rebuilds it in backward.
-
-    One node per member (rather than one for the chain) lets the engine accumulate each member's
-    parameter gradients as soon as they are computed, so no more than one member's worth of
-    gradients is held at a time, and lets DDP see every parameter as an input of the graph.
-    """
+    # One node per member (not per chain): parameter gradients are accumulated member by member,
+    # and DDP sees every parameter as an input of the graph.
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, cond: Tensor | None, member: Flow, index: int, handover: _Handover,
@@ -214,7 +172,6 @@ class _InvertibleStep(torch.autograd.Function):
 
 
 def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-    """The chain as one autograd node per member, summing log-dets as Sequential does."""
     handover, given, total = _Handover(), x, None
     for index, member in enumerate(members):
         params = [p for p in member.parameters() if p.requires_grad]
@@ -226,24 +183,18 @@ def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> 
 def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``flow(x, cond)``, backpropagated by inversion instead of through stored activations.
 
-    ``flow`` is a :class:`~flowkit.Sequential` (its members are the units that are rebuilt one at a
-    time) or any other :class:`~flowkit.Flow` (rebuilt as one unit). The result equals
-    ``flow(x, cond)`` bit for bit; only the way gradients are computed changes (see the module
-    documentation for the memory, the cost and the accuracy). When autograd is off, when nothing
-    requires a gradient, or while an ActNorm still has to initialise from data, it simply runs
-    ``flow(x, cond)``.
+    The result equals ``flow(x, cond)`` bit for bit. When autograd is off, nothing requires a
+    gradient, or an ActNorm still has to initialise, it simply runs ``flow(x, cond)``.
 
     Args:
-        flow: the chain to run.
+        flow: a :class:`~flowkit.Sequential` (each member rebuilt in turn) or any other
+            :class:`~flowkit.Flow` (rebuilt as one unit).
         x: its input.
         cond: the conditioning tensor, or ``None``.
 
-    Returns:
-        ``(y, logdet)`` as ``flow(x, cond)`` returns them.
-
     Raises:
-        TypeError: if ``flow`` is not a :class:`~flowkit.Flow` or ``cond`` is not a tensor or ``None``.
-        ValueError: if a member contains dropout in training mode or changes the number of elements.
+        TypeError: ``flow`` is not a :class:`~flowkit.Flow`, or ``cond`` is not a tensor or ``None``.
+        ValueError: a member contains dropout in training mode or changes the number of elements.
 
     Example:
         >>> import torch, flowkit
@@ -279,14 +230,11 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
 class InvertibleSequential(Sequential):
     """A :class:`~flowkit.Sequential` that backpropagates by inversion (see :mod:`flowkit.memory`).
 
-    The same chain with the same parameters, state-dict keys and results; only its forward's
-    backward pass differs: activation memory stays that of one member, whatever the depth.
-    Forward slices of it are again invertible chains. Build one directly or with :func:`invertible`.
+    Same parameters, state-dict keys and results as the plain chain; forward slices stay
+    invertible chains. Build one directly or with :func:`invertible`.
 
     Args:
-        flows: the members, each a :class:`~flowkit.Flow` (anything else raises a
-            :class:`TypeError`), in the order ``forward`` applies them; each is one unit
-            that the backward pass rebuilds from its output.
+        flows: the members, as for :class:`~flowkit.Sequential`; each is rebuilt as one unit.
 
     Example:
         >>> import torch
@@ -316,16 +264,12 @@ class InvertibleSequential(Sequential):
 def invertible(flow: Flow) -> InvertibleSequential:
     """``flow`` as an :class:`InvertibleSequential` that shares its members and parameters.
 
-    A :class:`~flowkit.Sequential` keeps its members (and so its state-dict keys); any other flow
-    becomes the single member of a chain (its keys gain the prefix ``flows.0.``).
+    A :class:`~flowkit.Sequential` keeps its members and state-dict keys; any other flow becomes
+    a one-member chain (keys prefixed ``flows.0.``). Nothing is copied.
 
     Args:
-        flow: the flow to wrap; an :class:`InvertibleSequential` is returned as it is, and
-            anything that is not a :class:`~flowkit.Flow` raises a :class:`TypeError`. Nothing
-            is copied: the result and ``flow`` share their members.
-
-    Returns:
-        The invertible chain.
+        flow: the flow to wrap (an :class:`InvertibleSequential` is returned as is; a non-flow
+            raises a :class:`TypeError`).
 
     Example:
         >>> import flowkit
@@ -349,24 +293,15 @@ def invertible(flow: Flow) -> InvertibleSequential:
 def reconstruction_errors(flow: Flow, x: Tensor, cond: Tensor | None = None) -> list[float]:
     """How exactly the backward pass of :func:`invertible_forward` would rebuild each member's input.
 
-    Runs ``flow``'s members forward from ``x``, then rebuilds their inputs from the output, last
-    member first, as the backward pass does (errors accumulate the same way), and returns, for each
-    member in chain order, ``max |rebuilt - true| / max(1, max |true|)``. Use it to check that a
-    layer of your own is invertible enough for this mode at your data's scale and dtype.
+    Returns, per member in chain order, ``max |rebuilt - true| / max(1, max |true|)``, with the
+    inputs rebuilt last member first as the backward pass does. Use it to check that your own
+    layer inverts accurately enough at your data's scale and dtype.
 
     Args:
-        flow: the chain, as for :func:`invertible_forward`: a :class:`~flowkit.Sequential` gives
-            one error per member, any other :class:`~flowkit.Flow` a single one. The members run
-            as they are, so an uninitialised ActNorm in training mode initialises from ``x``.
+        flow: as for :func:`invertible_forward` (members run as they are: an uninitialised
+            ActNorm in training mode initialises from ``x``).
         x: an input batch, in the dtype and at the scale to check.
-        cond: the conditioning tensor, or ``None`` (default).
-
-    Returns:
-        The relative error of each member's rebuilt input, in chain order.
-
-    Raises:
-        TypeError: if ``flow`` is not a :class:`~flowkit.Flow` or ``cond`` is not a tensor or
-            ``None``.
+        cond: the conditioning tensor, or ``None``.
 
     Example:
         >>> import torch, flowkit

@@ -30,30 +30,18 @@ class FlowCheckError(AssertionError):
 
 @dataclass(frozen=True)
 class FlowCheckReport:
-    """What :func:`check_flow` measured (all errors are maxima over the checked samples).
-
-    Args:
-        roundtrip_error: ``max |inverse(forward(x)) - x|``, an absolute error in ``x``'s units.
-        reverse_roundtrip_error: ``max |forward(inverse(z)) - z|`` for a latent ``z`` near
-            ``forward(x)`` (``forward(x)`` plus normal noise of standard deviation 0.01, drawn
-            with a fixed seed).
-        logdet_error: ``max |logdet - log|det J||`` against the brute-force float64 Jacobian,
-            over the first ``jacobian_samples`` samples; 0.0 when none were checked.
-        inverse_logdet_error: ``max |logdet_inverse + logdet_forward|``.
-        parameters_checked: how many parameter tensors that require grad were checked to
-            receive a finite gradient; 0 with ``check_gradients=False``.
-    """
+    """What :func:`check_flow` measured; errors are absolute maxima over the checked samples."""
 
     roundtrip_error: float
     """``max |inverse(forward(x)) - x|``."""
     reverse_roundtrip_error: float
-    """``max |forward(inverse(z)) - z|`` for a latent ``z`` near ``forward(x)``."""
+    """``max |forward(inverse(z)) - z|`` for ``z`` = ``forward(x)`` plus seeded noise of std 0.01."""
     logdet_error: float
-    """``max |logdet - log|det J||`` against the brute-force float64 Jacobian."""
+    """``max |logdet - log|det J||`` against the float64 Jacobian (0.0 when none was checked)."""
     inverse_logdet_error: float
     """``max |logdet_inverse + logdet_forward|``."""
     parameters_checked: int
-    """How many parameters were checked to receive a finite gradient."""
+    """How many parameters were checked to receive a finite gradient (0 without the check)."""
 
 
 def _fail(check: str, detail: str) -> None:
@@ -85,33 +73,24 @@ def check_flow(
 ) -> FlowCheckReport:
     """Check that ``flow`` honours the :class:`flowkit.Flow` contract at ``x`` (and ``cond``).
 
-    The checks, each on a deep copy (``flow`` itself is left untouched, except that a first
-    forward pass runs data-dependent initialisation, as training would):
+    Checks, on a deep copy (``flow`` itself only runs one forward, for data-dependent init):
 
-    1. **invertibility**, both directions: ``inverse(forward(x)) == x`` and
-       ``forward(inverse(z)) == z``, within a tolerance that depends on ``x.dtype``;
-    2. **log-determinant**: ``logdet`` equals ``log|det J|`` of the brute-force Jacobian
-       (``torch.autograd.functional.jacobian`` in float64) for the first ``jacobian_samples``
-       samples; keep ``x[0].numel()`` small (at most 4096), or pass ``jacobian_samples=0``;
-    3. **inverse log-determinant**: the inverse returns the negative forward logdet, with shape ``(B,)``;
-    4. **finiteness and gradients**: outputs are finite, and every parameter that requires grad
-       receives a finite gradient from a loss on both outputs.
+    1. **invertibility** both ways, within a tolerance that depends on ``x.dtype``;
+    2. **log-determinant** against the float64 brute-force Jacobian of the first
+       ``jacobian_samples`` samples;
+    3. **inverse log-determinant**: the negative of the forward one, shape ``(B,)``;
+    4. **finiteness and gradients**: every parameter that requires grad gets a finite gradient.
 
-    Returns a :class:`FlowCheckReport`; raises :class:`FlowCheckError` naming the failed check.
+    Raises :class:`FlowCheckError` naming the failed check.
 
     Args:
-        flow: the :class:`flowkit.Flow` to check (anything else raises a :class:`TypeError`).
-        x: a batch of inputs, float64, float32, bfloat16 or float16 (other dtypes raise a
-            :class:`TypeError`); the round-trip tolerance is looser for the narrower dtypes.
-            With ``jacobian_samples > 0``, ``x[0]`` may hold at most 4096 elements, else a
-            :class:`ValueError`.
-        cond: the conditioning tensor, or a list of them (one per level, for
-            :class:`flowkit.Pick`), with ``x``'s batch size, passed to every call (the Jacobian
-            check takes one sample at a time); ``None`` (default) for a flow without conditioning.
-        jacobian_samples: how many samples, from the first, get the brute-force Jacobian check
-            (default 2; 0 skips it).
-        check_gradients: run check 4's gradient part, on a copy of ``flow`` in its current
-            mode (default ``True``).
+        flow: the :class:`flowkit.Flow` to check (anything else: :class:`TypeError`).
+        x: a float64, float32, bfloat16 or float16 batch; ``x[0]`` at most 4096 elements while
+            ``jacobian_samples > 0`` (else :class:`ValueError`).
+        cond: the conditioning tensor (``x``'s batch size), a list of them (one per level, for
+            :class:`flowkit.Pick`), or ``None``.
+        jacobian_samples: how many samples get the Jacobian check (0 skips it).
+        check_gradients: run check 4's gradient part.
 
     Example:
         >>> import torch
@@ -232,16 +211,14 @@ def _check_gradients(flow: Flow, x: Tensor, cond: Cond) -> int:
 def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, generator: torch.Generator | None = None) -> None:
     """Add ``scale * N(0, 1)`` noise to every floating-point parameter of ``module``, in place.
 
-    Most layers start as (or close to) the identity, where a wrong log-determinant or inverse can
-    hide; property tests perturb parameters away from that initialisation first. ActNorm layers
-    are marked initialised, so the perturbation is not overwritten by data-dependent init.
+    Use it before a property test: a wrong log-determinant or inverse can hide at the identity
+    most layers start from. Boolean ``*initialized`` buffers are set, so ActNorm's data-dependent
+    init does not overwrite the noise.
 
     Args:
-        module: the module to perturb, in place. Every boolean buffer whose name ends in
-            ``initialized`` is set to ``True``.
-        scale: the standard deviation of the added noise (default 0.1).
-        generator: the CPU generator the noise is drawn from (the noise is then moved to each
-            parameter's device); ``None`` (default) for torch's global generator.
+        module: the module to perturb.
+        scale: the noise's standard deviation.
+        generator: a CPU generator for the noise, or ``None`` for torch's global one.
 
     Example:
         >>> import torch

@@ -17,22 +17,12 @@ __all__ = ["ActNorm"]
 class ActNorm(ActivationNorm, Flow):
     r"""Per-channel affine normalisation, ``y = (x + bias) * exp(logs)``.
 
-    With :math:`b_k` = ``bias[k]`` and :math:`\ell_k` = ``logs[k]`` for channel :math:`k`, and
-    :math:`N` the number of positions per channel (``H * W`` for images, 1 for vectors):
+    .. math:: \log|\det J| = N \sum_k \ell_k, \qquad \ell_k = \texttt{logs}[k],
 
-    .. math::
-
-        y_k = (x_k + b_k)\, e^{\ell_k}, \qquad x_k = y_k\, e^{-\ell_k} - b_k, \qquad
-        \log|\det J| = N \sum_k \ell_k.
-
-    The parameters start at zero (the identity) and are set from the first batch seen in training
-    mode so that ``y`` has zero mean and standard deviation ``scale`` per channel (Glow's
-    data-dependent initialisation, described with :class:`~flowkit.nn.ActivationNorm`, the plain
-    module this layer extends); :meth:`initialize_from` does the same on demand, and the buffer
-    ``initialized`` (saved in ``state_dict``) records it.
-
-    Use it where Glow does, first in each flow step, to normalise activations without the batch
-    dependence of batch normalisation at sampling time; give the first training batch a
+    with :math:`N` the positions per channel (``H * W``, or 1 for vectors). The first batch seen in
+    training mode sets the parameters so that ``y`` has zero mean and standard deviation ``scale``
+    per channel (Glow's data-dependent init; see :class:`~flowkit.nn.ActivationNorm`, which this
+    layer extends). Use it first in each flow step, as Glow does; give the first training batch a
     representative size, since it fixes the initial scale.
 
     Args: ``channels`` and ``scale``, as for :class:`~flowkit.nn.ActivationNorm`.

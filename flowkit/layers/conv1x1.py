@@ -17,36 +17,19 @@ __all__ = ["InvConv1x1"]
 class InvConv1x1(Flow):
     r"""Invertible 1x1 convolution ``y[:, i] = sum_j W[i, j] x[:, j]`` at every position.
 
-    At each position :math:`p` (``H * W`` of them for images, one for a ``(B, C)`` input), the
-    channel vector is multiplied by the ``(C, C)`` matrix :math:`W`:
+    .. math:: y_p = W x_p, \qquad \log|\det J| = H W \log|\det W|
 
-    .. math::
-
-        y_p = W x_p, \qquad x_p = W^{-1} y_p, \qquad \log|\det J| = H W \log|\det W|
-
-    per sample (just :math:`\log|\det W|` for a ``(B, C)`` input). ``W`` starts as a random
-    orthogonal matrix (the Q factor of a Gaussian matrix, drawn from torch's RNG), so a fresh layer
-    preserves volume and is well conditioned.
-
-    * ``lu=False`` learns the full matrix ``W`` (parameter ``weight``, shape ``(C, C)``);
-      ``log|det W|`` comes from ``slogdet`` in float64.
-    * ``lu=True`` learns ``W = P L (U + diag(sign * exp(log_s)))`` (Glow's LU form, as in
-      rosinality's ``InvConv2dLU``): ``P`` and ``sign`` are fixed buffers, ``L`` is unit lower
-      triangular, ``U`` strictly upper triangular, and ``log|det W| = sum(log_s)``, exact and cheap.
-
-    The inverse matrix is computed in float64 and cast back. In eval mode without autograd it is
-    cached, and the cache is dropped when the layer returns to training mode or any parameter
-    changes. Inverting a (numerically) singular ``W`` raises a :class:`ValueError` instead of
-    returning garbage.
-
-    Use it between couplings to mix all channels with a learned map (Glow); a fixed
-    :class:`~flowkit.layers.Permute` costs nothing but only reorders. ``lu=True`` makes the
-    log-determinant a sum instead of a factorisation (cheaper for many channels), and keeps the
-    sign of :math:`\det W` fixed during training.
+    at each of the ``H * W`` positions (one for a ``(B, C)`` input). ``W`` starts as a random
+    orthogonal matrix. The inverse is computed in float64, cached in eval mode without autograd
+    until a parameter changes; a numerically singular ``W`` raises a :class:`ValueError`. Use it
+    between couplings to mix all channels with a learned map (Glow); a
+    :class:`~flowkit.layers.Permute` only reorders.
 
     Args:
         channels: number of channels ``C``, at least 1.
-        lu: use the LU parametrisation (default ``False``: the full matrix).
+        lu: learn ``W = P L (U + diag(sign * exp(log_s)))`` (Glow's LU form, as rosinality's
+            ``InvConv2dLU``; ``P`` and ``sign`` fixed): ``log|det W| = sum(log_s)``, cheap and
+            with a fixed sign. ``False`` learns the full matrix ``weight``.
 
     Example:
         >>> import torch
@@ -84,11 +67,7 @@ class InvConv1x1(Flow):
 
     @torch.no_grad()
     def set_matrix(self, matrix: Tensor) -> None:
-        """Set the layer so that it multiplies by ``matrix`` (decomposed if ``lu=True``).
-
-        Args:
-            matrix: an invertible ``(C, C)`` matrix; another shape raises a :class:`ValueError`.
-        """
+        """Set the layer to multiply by the invertible ``(C, C)`` ``matrix`` (decomposed if ``lu``)."""
         if tuple(matrix.shape) != (self.channels, self.channels):
             raise ValueError(
                 f"InvConv1x1 expects a ({self.channels}, {self.channels}) matrix, "
@@ -111,12 +90,7 @@ class InvConv1x1(Flow):
         self.upper.copy_(torch.triu(upper, 1))
 
     def matrix(self, dtype: torch.dtype | None = None) -> Tensor:
-        """The ``(C, C)`` matrix ``W`` this layer multiplies by (differentiable).
-
-        Args:
-            dtype: the dtype to compute it in (default: the parameters'); with ``lu=True`` the
-                product of the factors is formed in that dtype.
-        """
+        """The ``(C, C)`` matrix ``W`` (differentiable), in ``dtype`` (default: the parameters')."""
         if not self.lu:
             return self.weight if dtype is None else self.weight.to(dtype)
         dtype = dtype or self.log_s.dtype

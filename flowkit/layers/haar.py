@@ -25,10 +25,8 @@ _HAAR = 0.5 * torch.tensor(
 class HaarDownsample(Flow):
     r"""``(B, C, H, W) -> (B, 4C, H/2, W/2)`` by the 2-D Haar wavelet of every 2x2 block.
 
-    Each block :math:`\begin{bmatrix} a & b \\ c & d \end{bmatrix}` of each channel becomes four
-    coefficients: the low-pass :math:`(a + b + c + d) / 2` and the high-pass horizontal
-    :math:`(a - b + c - d) / 2`, vertical :math:`(a + b - c - d) / 2` and diagonal
-    :math:`(a - b - c + d) / 2` details. With ``s = scale`` and the block read as a vector:
+    Each block :math:`[a, b; c, d]` of each channel becomes a low-pass and three detail
+    coefficients (horizontal, vertical, diagonal), with :math:`s` = ``scale``:
 
     .. math::
 
@@ -39,25 +37,14 @@ class HaarDownsample(Flow):
         \begin{bmatrix} a \\ b \\ c \\ d \end{bmatrix} = \frac{1}{s} Q
         \begin{bmatrix} y_0 \\ y_1 \\ y_2 \\ y_3 \end{bmatrix},
 
-    since :math:`Q` is symmetric and orthonormal (:math:`Q^{-1} = Q`), and
-    :math:`\log|\det J| = C H W \log|s|`, the number of elements times :math:`\log|s|`. With
-    ``scale=1`` the map preserves volume (logdet 0) and, unlike :class:`~flowkit.layers.Squeeze`,
-    separates coarse structure from detail before the next coupling (as in FrEIA's
-    ``HaarDownsampling`` and i-RevNet-style multi-scale flows). It has no parameters.
-
-    ``order`` places the outputs: ``"channel"`` (default) keeps each input channel's four bands
-    together (channel ``4c + k`` is band ``k`` of channel ``c``); ``"band"`` groups by band
-    (channel ``k C + c``), so that ``y[:, :C]`` is the low-pass image.
-
-    Use it in place of a :class:`~flowkit.layers.Squeeze` when a later
-    :class:`~flowkit.layers.Split` should factor out the high-frequency detail and keep the coarse
-    image (``order="band"`` puts the low-pass channels first, where ``Split`` keeps them).
+    and :math:`\log|\det J| = C H W \log|s|` (0 at ``scale=1``). Use it instead of a
+    :class:`~flowkit.layers.Squeeze` when a later :class:`~flowkit.layers.Split` should factor out
+    the detail and keep the coarse image (as FrEIA's ``HaarDownsampling``).
 
     Args:
-        order: ``"channel"`` (default) or ``"band"``, the output channel order described above.
-        scale: a finite, non-zero factor on every coefficient (default 1); the inverse divides by
-            it. ``H`` and ``W`` of the input must be even, and the inverse's channel count a
-            multiple of 4, or a :class:`ValueError` is raised.
+        order: ``"channel"`` (channel ``4c + k`` is band ``k`` of channel ``c``) or ``"band"``
+            (channel ``k C + c``: ``y[:, :C]`` is the low-pass image, where ``Split`` keeps it).
+        scale: a finite, non-zero factor on every coefficient. ``H`` and ``W`` must be even.
 
     Example:
         >>> import torch
@@ -89,7 +76,6 @@ class HaarDownsample(Flow):
         return x.new_full((x.shape[0],), sign * math.prod(x.shape[1:]) * math.log(abs(self.scale)), dtype=dtype)
 
     def _bands(self, blocks: Tensor, factor: float) -> Tensor:
-        """Apply the (symmetric, self-inverse) Haar matrix times ``factor`` along dimension 2."""
         haar = (_HAAR * factor).to(device=blocks.device, dtype=blocks.dtype)
         return torch.einsum("kj,bcjhw->bckhw", haar, blocks)
 

@@ -17,22 +17,15 @@ __all__ = ["Logit"]
 class Logit(Flow):
     r"""Maps data in ``[0, 1]`` to the real line: :math:`y = \operatorname{logit}(\alpha + (1 - 2\alpha) x)`.
 
-    Put it first in a flow on images with values in ``[0, 1]`` (e.g. dequantized pixels): the
-    couplings then see unbounded values, and densities stay exact because the log-determinant is
-    included,
-
     .. math:: \log\left|\frac{dy}{dx}\right| = \sum_i \log(1 - 2\alpha) - \log p_i - \log(1 - p_i),
               \qquad p_i = \alpha + (1 - 2\alpha) x_i.
 
-    ``alpha`` keeps ``x = 0`` and ``x = 1`` finite (RealNVP uses 0.05 on CIFAR-10). The inverse is
-    the sigmoid, :math:`x = (\sigma(y) - \alpha) / (1 - 2\alpha)`, whose log-derivative is written
-    with softplus so that it stays finite for large ``|y|``. Inputs outside ``[0, 1]`` are not
-    checked (that would cost a device sync) and give NaN. The layer has no parameters.
+    Put it first in a flow on data in ``[0, 1]`` (dequantized pixels), so that the couplings see
+    unbounded values. Inputs outside ``[0, 1]`` are not checked (a device sync) and give NaN.
 
     Args:
-        alpha: the margin :math:`\alpha` in ``[0, 0.5)`` (default 0.05) that squeezes ``[0, 1]``
-            into ``[alpha, 1 - alpha]`` before the logit; 0 gives the plain logit, infinite at
-            0 and 1. Values outside the range raise a :class:`ValueError`.
+        alpha: the margin in ``[0, 0.5)`` that keeps 0 and 1 finite (RealNVP: 0.05 on CIFAR-10);
+            0 gives the plain logit.
 
     Example:
         >>> import torch

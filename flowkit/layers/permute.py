@@ -16,29 +16,16 @@ __all__ = ["Permute"]
 class Permute(Flow):
     r"""Reorders channels by a fixed permutation (volume preserving, logdet 0).
 
-    With the permutation :math:`\pi` of ``range(C)`` (the buffer ``permutation``):
-
-    .. math::
-
-        y_{:, k} = x_{:, \pi(k)}, \qquad x_{:, k} = y_{:, \pi^{-1}(k)}, \qquad \log|\det J| = 0.
-
-    ``mode="reverse"`` reverses the channel order, :math:`\pi(k) = C - 1 - k` (RealNVP/Glow's
-    cheap mixing); ``mode="swap"`` swaps the halves, ``[x[:, C//2:], x[:, :C//2]]``, i.e.
-    :math:`\pi(k) = (k + \lfloor C/2 \rfloor) \bmod C`, so that (for even ``C``) the channels a
-    coupling with the default split transformed condition the next one; ``mode="shuffle"`` draws a
-    random permutation from torch's RNG (or ``generator``) at construction. The permutation and its
-    inverse are buffers, so they are saved with the model; there is nothing to learn.
-
-    Use it between couplings when a fixed reordering is enough (vectors, small flows); for a
-    learned mixing of all channels use :class:`~flowkit.layers.InvConv1x1`.
+    :math:`y_{:, k} = x_{:, \pi(k)}`, with :math:`\pi` the buffer ``permutation`` (saved with the
+    model). Use it between couplings when a fixed reordering is enough (vectors, small flows); for
+    a learned mixing use :class:`~flowkit.layers.InvConv1x1`.
 
     Args:
-        channels: number of channels ``C`` (dimension 1 of the input; any trailing dimensions),
-            a positive int.
-        mode: ``"reverse"`` (default), ``"swap"`` or ``"shuffle"``; anything else raises a
-            :class:`ValueError`.
-        generator: the random generator for ``mode="shuffle"`` (default: torch's global RNG);
-            ignored by the other modes.
+        channels: number of channels ``C`` (dimension 1; any trailing dimensions).
+        mode: ``"reverse"`` (:math:`\pi(k) = C - 1 - k`, RealNVP/Glow), ``"swap"`` (the halves
+            swapped, :math:`\pi(k) = (k + \lfloor C/2 \rfloor) \bmod C`, so the half a default
+            coupling transformed conditions the next) or ``"shuffle"`` (random, drawn once).
+        generator: the random generator for ``"shuffle"``.
 
     Example:
         >>> import torch

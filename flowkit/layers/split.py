@@ -29,31 +29,19 @@ class Split(Flow):
 
         \text{inverse:} \quad [x_1, \epsilon] \mapsto [x_1, \mu + \sigma \odot \epsilon].
 
-    The output has the input's shape, and under a standard-normal prior on :math:`\epsilon`,
-    :math:`\log \mathcal N(\epsilon; 0, I) + \log|\det J| = \log \mathcal N(x_2; \mu, \sigma^2)`:
-    Glow's learned prior of the factored-out half, as an affine bijection (as in FrEIA and nflows).
-    A :class:`FactorOut` after it sends only ``x1`` on to the coarser levels; ``eps`` is then part
-    of the flow's latent, so :meth:`flowkit.FlowModel.sample` at temperature :math:`T` draws it
-    from :math:`\mathcal N(0, T^2)`, which is Glow's :math:`x_2 = \mu + T \sigma \epsilon`.
-
-    ``prior_net`` (a module, a constructor, or ``None`` for a zero-initialised 3x3
-    :class:`~flowkit.nn.ZeroConv2d`, so the prior starts as the standard normal and the layer as
-    the identity) maps ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels:
-    means, then log-stds (``"half"`` layout).
-
-    Use it in multi-scale image flows (Glow, SRFlow) after a :class:`~flowkit.layers.Squeeze` or
-    :class:`~flowkit.layers.HaarDownsample`, followed by a :class:`FactorOut`: the later steps then
-    run on fewer channels, and the factored-out half gets a prior conditioned on the kept half
-    instead of a fixed one.
+    Under a standard-normal :math:`\epsilon` this is Glow's learned prior
+    :math:`\mathcal N(x_2; \mu, \sigma^2)` of the factored-out half, as a bijection (as in FrEIA
+    and nflows); sampling :math:`\epsilon` at temperature :math:`T` gives Glow's
+    :math:`x_2 = \mu + T \sigma \epsilon`. Use it in multi-scale image flows after a
+    :class:`~flowkit.layers.Squeeze`, followed by a :class:`FactorOut` that sends only ``x1`` on.
 
     Args:
         channels: channels of the input ``(B, C, H, W)``.
-        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``);
-            the other ``channels - keep`` are standardised.
-        cond_channels: channels of ``cond`` (``(B, cond_channels, H, W)``, at the resolution of
-            ``x``) that the prior also sees, 0 (default) for an unconditional prior.
-        prior_net: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or
-            ``None`` (default) for ``ZeroConv2d(keep + cond_channels, 2 * (channels - keep))``.
+        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``).
+        cond_channels: channels of ``cond`` (at ``x``'s resolution) the prior also sees; 0 for none.
+        prior_net: a module or a constructor ``(in_channels, out_channels) -> nn.Module`` giving
+            means then log-stds; ``None`` for a zero-initialised :class:`~flowkit.nn.ZeroConv2d`
+            (the layer starts as the identity).
 
     Example:
         >>> import torch
@@ -82,13 +70,7 @@ class Split(Flow):
         return f"{self.channels}, keep={self.keep}, cond_channels={self.cond_channels}"
 
     def prior(self, x1: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """``(mean, log_std)`` of the factored-out half given the kept half.
-
-        Args:
-            x1: the kept half, ``(B, keep, H, W)``.
-            cond: the conditioning, ``(B, cond_channels, H, W)``, for a conditional prior
-                (required then), ``None`` otherwise.
-        """
+        """``(mean, log_std)`` of the factored-out half given the kept half ``x1`` (and ``cond``)."""
         check_channels("Split", x1, self.keep, what="kept half")
         if self.cond_channels:
             check_cond("Split", cond, self.cond_channels, x1)
@@ -101,7 +83,6 @@ class Split(Flow):
         return split_shift_scale(h, "half")
 
     def _halves(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """``(x1, x2, mean, log_std)``."""
         check_channels("Split", x, self.channels)
         x1, x2 = torch.split(x, [self.keep, self.channels - self.keep], dim=1)  # one-tensor backward
         return x1, x2, *self.prior(x1, cond)
@@ -120,22 +101,14 @@ class Split(Flow):
 class FactorOut(Flow):
     r"""Runs ``flow`` on the first ``keep`` channels and passes the other channels through.
 
-    ``forward(x) = (cat[y1, x[:, keep:]], logdet)`` with ``(y1, logdet) = flow(x[:, :keep], cond)``;
-    :meth:`inverse` undoes ``flow`` on the first ``keep`` channels the same way. ``flow`` must keep
-    the shape of what it gets (so the composite is a bijection of its input's shape): a level that
-    starts with a :class:`~flowkit.layers.Squeeze` ends with ``flowkit.Inverse(Squeeze())``;
-    another shape raises a :class:`ValueError`.
-
-    It is the routing of a multi-scale flow (Glow, SRFlow; nflows' ``MultiscaleCompositeTransform``):
-    a level runs its steps, a :class:`Split` standardises the half it factors out, and
-    ``FactorOut(coarser_levels, keep)`` sends only the kept half on. The factored-out channels
-    stay in the output as they are, so the flow keeps every element, its latent has its input's
-    shape, and a single prior (a :class:`~flowkit.distributions.StandardNormal`) scores all of it.
-    ``cond`` goes to ``flow`` unchanged (wrap ``flow`` in a :class:`~flowkit.WithCond` to resize it).
+    The routing of a multi-scale flow (nflows' ``MultiscaleCompositeTransform``): after a
+    :class:`Split`, ``FactorOut(coarser_levels, keep)`` sends only the kept half on, so the latent
+    has the input's shape and one prior scores all of it. ``cond`` goes to ``flow`` unchanged.
 
     Args:
-        flow: the flow of the kept channels (the coarser levels).
-        keep: how many leading channels go to ``flow``: at least 1 and fewer than the input has.
+        flow: the coarser levels; they must keep the shape they get (end a level that squeezes
+            with ``flowkit.Inverse(Squeeze())``), else :class:`ValueError`.
+        keep: how many leading channels go to ``flow`` (at least 1, fewer than the input has).
 
     Example:
         >>> import torch, flowkit

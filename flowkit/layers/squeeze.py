@@ -27,35 +27,20 @@ _INVERSE_PATTERNS = {
 class Squeeze(Flow):
     r"""Space-to-depth: ``(B, C, H, W) -> (B, C f^2, H/f, W/f)``, volume preserving (logdet 0).
 
-    Each ``f x f`` block of pixels becomes ``f^2`` channels. Which channel a pixel lands in is
-    the ``order``:
-
-    * ``"channel_major"`` (default; Glow, SRFlow and LLFlow's ``squeeze2d``): input channel ``c``
-      at offset ``(i, j)`` inside its block goes to output channel ``c * f^2 + i * f + j``;
-    * ``"spatial_major"``: it goes to ``(i * f + j) * C + c``.
-
-    As index maps, for :math:`0 \le i, j < f`, :math:`0 \le h < H/f` and :math:`0 \le w < W/f`:
-
     .. math::
 
         y_{b,\, k(c, i, j),\, h,\, w} = x_{b,\, c,\, f h + i,\, f w + j}, \qquad
         k(c, i, j) = \begin{cases} c f^2 + i f + j & \text{channel major} \\
         (i f + j) C + c & \text{spatial major} \end{cases}
 
-    The inverse reads the same map backwards, :math:`x_{b, c, f h + i, f w + j} = y_{b, k(c, i, j), h, w}`,
-    and :math:`\log|\det J| = 0` (a permutation of the elements). The layer has no parameters.
-
-    LLFlow's prior mean uses one ``Squeeze(8)``, which is *not* three ``Squeeze(2)`` in a row:
-    the channel orders differ.
-
-    Use it before each scale of a multi-scale image flow, so that channel couplings and
-    :class:`~flowkit.layers.InvConv1x1` mix neighbouring pixels; :class:`~flowkit.layers.HaarDownsample`
-    does the same reshaping but also rotates each block into frequency bands.
+    Use it before each scale of a multi-scale image flow, so that channel couplings mix
+    neighbouring pixels (:class:`~flowkit.layers.HaarDownsample` also rotates each block into
+    frequency bands). One ``Squeeze(8)`` (LLFlow's prior mean) is *not* three ``Squeeze(2)``: the
+    channel orders differ.
 
     Args:
-        factor: block size ``f`` (>= 2, default 2). ``H`` and ``W`` must be divisible by it, and
-            the inverse's channel count by ``f^2``, or a :class:`ValueError` is raised.
-        order: ``"channel_major"`` (default) or ``"spatial_major"``.
+        factor: block size ``f`` (>= 2); ``H`` and ``W`` must be divisible by it.
+        order: ``"channel_major"`` (Glow, SRFlow and LLFlow's ``squeeze2d``) or ``"spatial_major"``.
 
     Example:
         >>> import torch

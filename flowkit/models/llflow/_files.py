@@ -1,10 +1,7 @@
 """Files written whole or not at all: a temporary file beside the target, flushed, then renamed.
 
-Every file flowkit writes (checkpoints, weights, images, reports) goes through
-:func:`write_atomically`. A crash or a full disk therefore never leaves a half-written file under
-the final name, an earlier file of that name survives a failed write, and a failure is one
-:class:`OSError` that names the file (``error.filename``) and says why (``error.strerror``, such
-as "No space left on device"), which the command line prints as one line.
+Every file flowkit writes goes through :func:`write_atomically`, so a crash or a full disk never
+leaves a half-written file, and a failure is one :class:`OSError` naming the file.
 """
 
 from __future__ import annotations
@@ -22,17 +19,11 @@ def write_atomically(path: str | os.PathLike, data: bytes | memoryview | Callabl
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
     Args:
-        path: the file to write; its folder must exist. An existing file is replaced only once
-            the new one is complete and on disk.
-        data: the bytes to write, or a function that writes them into the open binary file it is
-            given (for writers that stream, such as Pillow's).
-
-    Returns:
-        ``path`` as a :class:`pathlib.Path`.
+        path: the file to write (its folder must exist).
+        data: the bytes, or a function that writes them into the open binary file it is given.
 
     Raises:
-        OSError: the write failed; ``filename`` is ``path`` and ``strerror`` the system's reason.
-            No temporary file is left behind.
+        OSError: the write failed (``filename`` is ``path``); no temporary file is left behind.
 
     Example:
         >>> import tempfile

@@ -1,7 +1,6 @@
 """Weight files shipped inside the package: safetensors, checked against a sha256 before use.
 
-Loading parses the file's bytes with :mod:`safetensors` (a JSON header and raw tensor data), so
-no pickle runs, and the bytes that are parsed are the bytes that were hashed.
+No pickle runs, and the bytes that are parsed are the bytes that were hashed.
 """
 
 from __future__ import annotations
@@ -48,8 +47,7 @@ def load_checked(path: str | Path, sha256: str) -> tuple[dict[str, Tensor], dict
     """Read a safetensors file whose sha256 must be ``sha256``; returns ``(tensors, metadata)``.
 
     Raises:
-        WeightsError: the file is missing, its sha256 differs (a damaged or replaced file), or it
-            is not a safetensors file.
+        WeightsError: the file is missing, its sha256 differs, or it is not safetensors.
 
     Example:
         >>> import tempfile, torch
@@ -85,9 +83,6 @@ def load_checked(path: str | Path, sha256: str) -> tuple[dict[str, Tensor], dict
 
 def save_safetensors(path: str | Path, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> str:
     """Write ``tensors`` (contiguous copies) as safetensors, atomically; returns the file's sha256.
-
-    The file is written to a temporary file in the same folder and renamed into place, so an
-    interrupted write never leaves a half-written file under ``path``.
 
     Example:
         >>> import tempfile, torch

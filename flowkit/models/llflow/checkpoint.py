@@ -1,10 +1,8 @@
 """Atomic, code-free training checkpoints that restore every random state.
 
-A checkpoint is written to a temporary file in the target directory, flushed to disk and then
-renamed over the target (``os.replace`` is atomic on POSIX and Windows), so a process killed
-mid-write leaves the previous checkpoint intact. Everything in it is a tensor, a number, a string
-or a container of those, so it loads with ``torch.load(..., weights_only=True)``: opening a
-checkpoint never runs code.
+A checkpoint is renamed into place once complete, so a killed process leaves the previous one
+intact, and holds only tensors, numbers and strings, so it loads with ``weights_only=True``:
+opening one never runs code.
 """
 
 from __future__ import annotations
@@ -28,17 +26,11 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); return the path.
 
     Args:
-        state: what to save with ``torch.save``. To load with :func:`load_checkpoint` it must
-            hold only tensors, numbers, strings, and lists and dicts of those.
-        path: the file to write; its folder is created, and an existing file is replaced only
-            once the new one is complete.
-
-    Returns:
-        ``path`` as a :class:`pathlib.Path`.
+        state: tensors, numbers, strings, and lists and dicts of those.
+        path: the file to write (its folder is created).
 
     Raises:
-        OSError: the write failed (a full disk included); its ``filename`` is ``path``, and no
-            temporary file is left behind.
+        OSError: the write failed (a full disk included), with ``filename`` set to ``path``.
 
     Example:
         >>> import tempfile, torch
@@ -60,17 +52,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Save an LLFlow's weights and config (atomically) in the form ``flowkit enhance`` / ``evaluate`` load.
 
-    The file holds ``format`` (``"flowkit.model/1"``), ``model`` (the state dict) and
-    ``llflow_config``; it is not a training checkpoint, so a run cannot resume from it. Load it
-    with :func:`flowkit.models.llflow.cli.load_model`.
+    Not a training checkpoint (a run cannot resume from it); load it with
+    :func:`flowkit.models.llflow.cli.load_model`.
 
     Args:
-        model: the :class:`~flowkit.models.LLFlow` to save; its ``config`` is stored with the
-            weights.
-        path: the file to write, as for :func:`save_checkpoint`.
-
-    Returns:
-        ``path`` as a :class:`pathlib.Path`.
+        model: the :class:`~flowkit.models.LLFlow` to save, with its ``config``.
+        path: the file to write.
 
     Example:
         >>> import tempfile
@@ -92,14 +79,12 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
-    A file that torch's safe loader refuses (a pickle with code in it, a foreign format, a
-    truncated file) is reported as not a checkpoint, naming it; torch's own advice to load it
-    with ``weights_only=False``, which would run whatever code it holds, never reaches the user.
+    A file the safe loader refuses is reported as not a checkpoint (torch's advice to load it
+    with ``weights_only=False``, which would run its code, never reaches the user).
 
     Raises:
-        FileNotFoundError: naming the path, if there is no such file.
-        ValueError: naming the path, if the file is empty, not a readable checkpoint, or holds
-            non-finite weights.
+        FileNotFoundError: there is no such file.
+        ValueError: the file is empty, not a readable checkpoint, or holds non-finite weights.
 
     Example:
         >>> import tempfile
@@ -135,7 +120,6 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def _non_finite(value: Any, name: str = "") -> str | None:
-    """The first floating-point tensor in a nested state that holds NaN or infinity, by its key path."""
     if isinstance(value, torch.Tensor):
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             return name or "the checkpoint"
@@ -156,17 +140,11 @@ def _non_finite(value: Any, name: str = "") -> str | None:
 def remove_stale_temporaries(folder: str | os.PathLike, name: str = "last.pt") -> list[Path]:
     """Delete the temporary files that killed runs left beside ``folder/name``; return them.
 
-    :func:`save_checkpoint` writes ``.NAME.*.tmp`` and renames it; a process killed in between
-    leaves the temporary behind. Call this when a run (re)starts, before it writes checkpoints.
+    Call it when a run (re)starts: only files named ``.NAME.*.tmp`` are removed.
 
     Args:
-        folder: the folder the checkpoints are written to; a missing folder holds nothing to
-            remove.
-        name: the checkpoint's file name (default ``"last.pt"``); only files named
-            ``.NAME.*.tmp`` are removed.
-
-    Returns:
-        The removed files, sorted (an empty list when there were none).
+        folder: the folder the checkpoints are written to (may be missing).
+        name: the checkpoint's file name.
 
     Example:
         >>> import tempfile
@@ -216,10 +194,8 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     """Restore the RNG states captured by :func:`capture_rng_state`.
 
     Args:
-        state: the dict :func:`capture_rng_state` returned, as is or after a round trip through
-            :func:`save_checkpoint` and :func:`load_checkpoint`. Python's, NumPy's and torch's
-            CPU generators are set; the CUDA generators only when the state holds them and CUDA
-            is available.
+        state: what :func:`capture_rng_state` returned, possibly through a checkpoint (CUDA
+            generators are set only when it holds them and CUDA is available).
     """
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))

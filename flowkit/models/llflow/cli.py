@@ -3,22 +3,13 @@
 ``python -m flowkit ...`` is the same command; ``torchrun --nproc_per_node N -m flowkit train ...``
 trains on N processes.
 
-How the command treats files and mistakes:
-
-- Every option is checked before any work starts; a mistake is one line that names the option
-  (or the TOML key and file) and what was expected, and the exit status is 2. A genuine internal
-  error prints a line saying it is a bug, then the traceback (exit status 3).
-- Every file is written to a temporary file beside its target and renamed into place, so a crash
-  or a full disk never leaves a half-written file, and an earlier file stays intact.
-- ``enhance`` writes ``OUTPUT/<stem>.png`` for every input and never overwrites a file that is
-  not its own earlier output for the same input (it marks its PNGs with the input's path);
-  ``--overwrite`` replaces such files. Two inputs that would write the same output name (``a/x.png``
-  and ``b/x.jpg``) are refused before anything is enhanced. An unreadable input is reported on
-  its own line and the others are still written (exit status 1).
-- Folders are read one level deep; entries that are not regular files (FIFOs, sockets, devices,
-  broken or looping links) are skipped with a warning.
-- ``train`` stops on Ctrl-C (SIGINT) or SIGTERM after the current step, writes a checkpoint of
-  that step and says how to resume (exit status 130).
+Options are checked before any work starts, and a mistake is one line naming the option (or the
+TOML key and file). Files are written atomically. ``enhance`` reads folders one level deep
+(skipping non-regular files with a warning), writes ``OUTPUT/<stem>.png`` per input, never
+overwrites a file that is not its own earlier output for the same input (without
+``--overwrite``), refuses two inputs with one output name, and reports an unreadable input on its
+own line while writing the others. ``train`` stops on SIGINT or SIGTERM after the current step,
+with a checkpoint. :func:`main` lists the exit statuses.
 """
 
 from __future__ import annotations
@@ -58,31 +49,21 @@ SOURCE_KEY = "flowkit-input"
 def load_model(checkpoint: str | Path, *, official: bool | None = None, device: str = "cpu", ema: bool = True):
     """An :class:`~flowkit.models.LLFlow` from a flowkit training checkpoint or a reference one.
 
-    A flowkit checkpoint (written by ``flowkit train`` or :func:`flowkit.models.llflow.train.save_model`)
-    carries its model config; its EMA weights are used when present and ``ema`` is true. A
-    reference checkpoint (a plain state dict with ``RRDB.*`` / ``flowUpsamplerNet.*`` keys) goes
-    through :meth:`LLFlow.from_official`; ``official=None`` tells the two apart by their keys, and
-    ``official=True`` given a flowkit checkpoint is an error that says so.
+    Returns the model in eval mode on ``device``. The file is read with
+    :func:`~flowkit.models.llflow.checkpoint.load_checkpoint` (no code runs).
 
     Args:
-        checkpoint: the checkpoint file: a flowkit training checkpoint (``OUTPUT/last.pt``), a
-            file written by :func:`~flowkit.models.llflow.checkpoint.save_model`, or a reference state
-            dict. It is read with :func:`~flowkit.models.llflow.checkpoint.load_checkpoint`, so no code in
-            it runs.
-        official: ``None`` (default) to tell the two kinds apart by their keys; ``True`` for a
-            reference checkpoint (a flowkit one raises a :class:`ValueError`); ``False`` for a
-            flowkit checkpoint (anything else raises a :class:`ValueError`).
-        device: the device the model is moved to (default ``"cpu"``).
-        ema: take a flowkit checkpoint's EMA weights when it has them (default ``True``);
-            ``False`` takes the trained weights. Reference checkpoints have none.
-
-    Returns:
-        The model, in eval mode, on ``device``.
+        checkpoint: a flowkit training checkpoint (``OUTPUT/last.pt``), a file of
+            :func:`~flowkit.models.llflow.checkpoint.save_model`, or a reference state dict
+            (through :meth:`LLFlow.from_official`).
+        official: ``None`` tells the kinds apart by their keys; ``True`` demands a reference
+            checkpoint, ``False`` a flowkit one (else :class:`ValueError`).
+        device: the device the model is moved to.
+        ema: take a flowkit checkpoint's EMA weights when it has them.
 
     Raises:
         FileNotFoundError: there is no such file.
-        ValueError: the file is not a checkpoint, is not of the kind ``official`` asks for, or
-            its weights do not fit its model config.
+        ValueError: not a checkpoint, not the kind asked for, or weights that do not fit the config.
 
     Example:
         >>> from flowkit.models.llflow.cli import load_model
@@ -450,16 +431,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``flowkit`` command with ``argv`` (default: the process's arguments); returns the exit status.
 
     0: success; 1: some inputs failed (each reported); 2: a usage or input mistake (one line);
-    3: an internal error (a bug: the traceback follows); 130: interrupted.
+    3: an internal error (a bug: the traceback follows); 130: interrupted. Arguments argparse
+    rejects end in ``SystemExit(2)`` instead, and ``--help`` in ``SystemExit(0)``.
 
     Args:
-        argv: the arguments after the program name, for example ``["enhance", "dark.png", "-o",
-            "out"]``; ``None`` (default) takes them from ``sys.argv``. Arguments that argparse
-            itself rejects (an unknown option or a malformed value) end in ``SystemExit`` with
-            status 2 instead of a returned status, and ``--help`` in ``SystemExit`` with 0.
-
-    Returns:
-        The exit status above.
+        argv: the arguments after the program name; ``None`` takes them from ``sys.argv``.
 
     Example:
         >>> from flowkit.models.llflow.cli import main

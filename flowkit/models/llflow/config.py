@@ -18,29 +18,24 @@ def _positive(name: str, value: object) -> None:
 class LLFlowConfig:
     """The sizes of an LLFlow model: its conditional encoder, its flow and its training prior.
 
-    The flow always has 3 levels (resolutions ``H/2``, ``H/4``, ``H/8``), because the encoder
-    produces features at exactly those scales and the prior mean is ``Squeeze(8)`` of a colour
-    map; the latent is ``(B, 192, H/8, W/8)``.
+    The flow always has 3 levels (``H/2``, ``H/4``, ``H/8``, the encoder's scales); the latent is
+    ``(B, 192, H/8, W/8)``.
 
     Args:
         encoder_channels: channel width ``nf`` of the RRDB encoder.
         encoder_blocks: number of RRDB blocks ``nb`` in the encoder's trunk.
         growth_channels: growth channels ``gc`` of each dense block.
-        stack_blocks: 0-based indices of the trunk blocks whose outputs are concatenated to every
-            level's conditioning (the reference's ``stackRRDB.blocks``); sorted, distinct, each
-            ``< encoder_blocks``, possibly empty.
+        stack_blocks: sorted, distinct 0-based indices of the trunk blocks whose outputs join every
+            level's conditioning (the reference's ``stackRRDB.blocks``), possibly none.
         steps_per_level: conditional coupling steps ``K`` per level.
         transition_steps: unconditional ActNorm + 1x1-conv steps after each level's squeeze
             (the reference's ``additionalFlowNoAffine``).
         hidden_channels: hidden width of the coupling and injector sub-networks.
         affine_eps: the ``eps`` in ``scale = sigmoid(raw + 2) + eps``.
-        train_gt_ratio: probability, drawn once per batch, that the training loss uses the
-            ground truth's colour map as the prior mean instead of the encoder's.
-        memory: how the flow is backpropagated in training: ``"standard"`` (store every
-            activation) or ``"invertible"`` (rebuild them from the flow's outputs by inversion, so
-            the flow's activation memory does not grow with ``steps_per_level``; see
-            :mod:`flowkit.memory`). It changes neither the parameters nor the results. In a
-            training config: ``[model] memory = "invertible"``.
+        train_gt_ratio: probability, drawn once per batch, that the training loss's prior mean is
+            the ground truth's colour map instead of the encoder's.
+        memory: ``"standard"`` backpropagation or ``"invertible"`` (:mod:`flowkit.memory`: the
+            flow's activation memory stops growing with depth; same parameters and results).
 
     Example:
         >>> from flowkit.models import LLFlowConfig

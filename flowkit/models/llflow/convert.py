@@ -1,9 +1,8 @@
 """Loading checkpoints of the reference LLFlow implementation into flowkit's module layout.
 
-A reference checkpoint is a flat state dict (``RRDB.*`` for the encoder,
-``flowUpsamplerNet.layers.{i}.*`` for the flow); flowkit's layout names the same tensors
-``encoder.*`` and ``flow.flows.{level}.flow.flows.{position}.flows.{member}.*``. The mapping is one rule per module
-kind, written out below; the reference's never-used parameters (:data:`DEAD_PREFIXES`) are ignored.
+The reference's ``RRDB.*`` and ``flowUpsamplerNet.layers.{i}.*`` are flowkit's ``encoder.*`` and
+``flow.flows.{level}.flow.flows.{position}.flows.{member}.*``, one rule per module kind
+(:func:`official_name`); the reference's never-used parameters (:data:`DEAD_PREFIXES`) are ignored.
 """
 
 from __future__ import annotations
@@ -49,22 +48,11 @@ _FLOW = re.compile(r"flow\.flows\.(\d+)\.flow\.flows\.(\d+)\.flows\.(?:0\.(bias|
 def official_name(key: str, layers_per_level: int) -> str | None:
     """The reference checkpoint's name of flowkit parameter ``key``; ``None`` for flowkit-only buffers.
 
-    ``layers_per_level`` is ``1 + transition_steps + steps_per_level`` (the squeeze counts as a layer
-    in the reference's numbering).
-
     Args:
-        key: a key of an :class:`~flowkit.models.LLFlow` state dict (``encoder.*`` or
-            ``flow.flows.*``).
-        layers_per_level: the reference's layers per flow level, as above; flowkit's step
-            ``position`` of level ``level`` is the reference's layer
+        key: a key of an :class:`~flowkit.models.LLFlow` state dict (else :class:`ValueError`).
+        layers_per_level: ``1 + transition_steps + steps_per_level`` (the reference counts the
+            squeeze); step ``position`` of level ``level`` is its layer
             ``level * layers_per_level + position``.
-
-    Returns:
-        The reference's key, or ``None`` for an ActNorm's ``initialized`` buffer, which the
-        reference does not have.
-
-    Raises:
-        ValueError: ``key`` is not one of the keys an LLFlow has.
 
     Example:
         >>> from flowkit.models.llflow.convert import official_name
@@ -108,21 +96,12 @@ def _layer_indices(state: Mapping[str, Tensor], suffix: str) -> list[int]:
 def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
     """The :class:`LLFlowConfig` of a reference state dict, from its tensor shapes.
 
-    Sizes come from the shapes. What shapes cannot tell is taken from the released configs: the
-    stacked trunk blocks are ``1, 3, 5, ...`` (as many as the conditioning width implies), and
-    ``affine_eps`` and ``train_gt_ratio`` are the ``LOL`` values (pass ``LLFlowConfig.lol_v2()``
-    for LOL-v2 training).
+    What shapes cannot tell comes from the released configs: stacked blocks ``1, 3, 5, ...``, and
+    the ``LOL`` ``affine_eps`` and ``train_gt_ratio``. A layout that does not fit raises a
+    :class:`ValueError`.
 
     Args:
-        state: a reference state dict, with the reference's keys (no ``module.`` prefix: that is
-            removed by :func:`from_official`, not here).
-
-    Returns:
-        The config; it holds the default ``memory`` mode.
-
-    Raises:
-        ValueError: a tensor the sizes are read from is missing, the flow's layers do not form
-            3 levels, or the conditioning width does not fit the stacked-block pattern.
+        state: a reference state dict (without the ``module.`` prefix).
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -189,19 +168,14 @@ def from_official(
 ) -> nn.Module:
     """Build an :class:`~flowkit.models.LLFlow` holding the weights of a reference checkpoint.
 
-    :meth:`LLFlow.from_official <flowkit.models.LLFlow.from_official>` is this function with
-    ``model_class=LLFlow``.
+    Missing, unexpected (apart from :data:`DEAD_PREFIXES`) or mis-shaped keys raise a
+    :class:`ValueError` naming them. ActNorms are marked initialised.
 
     Args:
-        checkpoint: a path to a ``torch.save``-d state dict (loaded with ``weights_only=True``),
-            or the state dict itself; keys may carry a ``module.`` prefix (DataParallel).
-        config: the model's config; inferred with :func:`infer_config` when ``None``.
+        checkpoint: a path to a state dict (loaded with ``weights_only=True``), or the state dict
+            itself; keys may carry a ``module.`` prefix.
+        config: the model's config; ``None`` infers it (:func:`infer_config`).
         model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
-
-    Every parameter of the model must be in the checkpoint with the right shape, and the checkpoint
-    must hold nothing else apart from the known-dead :data:`DEAD_PREFIXES`; otherwise a
-    :class:`ValueError` names the offending keys. Every ActNorm is marked initialised (the
-    reference keeps no such flag), so training from the loaded weights does not re-initialise them.
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -254,13 +228,10 @@ def from_official(
 def to_official(model: nn.Module) -> dict[str, Tensor]:
     """``model``'s parameters as a reference-layout state dict (without the reference's dead ones).
 
-    Args:
-        model: the model to convert; it is not changed.
+    Returns detached copies, on the model's device and in its dtype.
 
-    Returns:
-        Detached copies of the model's tensors (its ActNorm ``initialized`` flags left out), by
-        reference key (see :func:`official_name`), on the model's device and in its dtype;
-        :func:`from_official` loads them back.
+    Args:
+        model: the model to convert.
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig

@@ -1,8 +1,4 @@
-"""LLFlow's conditional encoder: an RRDB network on ``[log(low), histeq(low)]`` plus two hand-made maps.
-
-The encoder turns a low-light image into one conditioning feature map per flow level (``H/2``,
-``H/4``, ``H/8``) and predicts the illumination-invariant colour map used as the prior mean.
-"""
+"""LLFlow's conditional encoder: per-level conditioning features and the colour map of the prior."""
 
 from __future__ import annotations
 
@@ -25,12 +21,8 @@ def encoder_input(low: Tensor, histeq: Tensor) -> Tensor:
     """The 6-channel network input ``cat[log(low + 1e-3), histeq]``.
 
     Args:
-        low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``; the offset keeps the log of
-            black pixels finite (``log(1e-3)``).
+        low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
         histeq: their histogram-equalised versions, the same shape, in ``[0, 1]``.
-
-    Returns:
-        ``(B, 6, H, W)``: the log image in channels 0 to 2, ``histeq`` in 3 to 5.
 
     Example:
         >>> import torch
@@ -45,11 +37,7 @@ def color_map(image: Tensor) -> Tensor:
     """``image / (sum over channels + 1e-4)``: the colour map (values about 1/3 for grey pixels).
 
     Args:
-        image: non-negative images ``(B, C, H, W)``; each pixel is divided by the sum of its
-            channels, so a black pixel maps to 0.
-
-    Returns:
-        A tensor of ``image``'s shape.
+        image: non-negative images ``(B, C, H, W)`` (a black pixel maps to 0).
 
     Example:
         >>> import torch
@@ -73,11 +61,7 @@ def noise_map(colors: Tensor) -> Tensor:
     """``max(|d/dH|, |d/dW|)`` of a colour map, with zero-padded central differences.
 
     Args:
-        colors: a colour map ``(B, C, H, W)`` (see :func:`color_map`); each channel is
-            differentiated on its own, taking the pixels beyond the border as 0.
-
-    Returns:
-        A tensor of ``colors``' shape.
+        colors: a colour map ``(B, C, H, W)`` (:func:`color_map`), each channel on its own.
 
     Example:
         >>> import torch
@@ -97,19 +81,7 @@ def _half(x: Tensor) -> Tensor:
 class EncoderOutput(NamedTuple):
     """What :class:`ConditionEncoder` computes (the reference's names in brackets).
 
-    Shapes are for an input ``(B, 6, H, W)`` and an encoder of width ``C`` (``channels``).
-
-    Args:
-        conditions: one tensor per flow level, ``(B, cond_channels, H/2, W/2)``, then ``H/4``,
-            then ``H/8``: the level's features with the stacked block outputs (see
-            :attr:`ConditionEncoder.cond_channels`).
-        color_map: the predicted colour map ``(B, 3, H, W)``, in ``(0, 1)``.
-        head: the stem's features, ``(B, C, H/2, W/2)``.
-        down2: the ``H/2`` features after the trunk, ``(B, C, H/2, W/2)``.
-        down4: the ``H/4`` features, after their LeakyReLU, ``(B, C, H/4, W/4)``.
-        down8: the ``H/8`` features, ``(B, C, H/8, W/8)``.
-        blocks: the outputs of the trunk blocks listed in ``stack_blocks``, in trunk order, each
-            ``(B, C, H/2, W/2)``; empty when none are stacked.
+    Feature maps have the encoder's ``channels``; ``H`` and ``W`` are the input's.
 
     Example:
         >>> import torch
@@ -121,7 +93,7 @@ class EncoderOutput(NamedTuple):
     """
 
     conditions: tuple[Tensor, ...]
-    """One tensor per flow level (``H/2``, ``H/4``, ``H/8``), the level feature with the stacked block outputs."""
+    """One per flow level (``H/2``, ``H/4``, ``H/8``), its features with the stacked block outputs."""
     color_map: Tensor
     """The predicted colour map ``(B, 3, H, W)``, in ``(0, 1)`` (``color_map``)."""
     head: Tensor
@@ -133,7 +105,7 @@ class EncoderOutput(NamedTuple):
     down8: Tensor
     """``H/8`` features (``fea_up0``)."""
     blocks: tuple[Tensor, ...]
-    """The outputs of the trunk blocks listed in ``stack_blocks`` (``block_{i}``)."""
+    """The outputs of the trunk blocks listed in ``stack_blocks``, at ``H/2`` (``block_{i}``)."""
 
 
 class ConditionEncoder(nn.Module):
@@ -149,10 +121,8 @@ class ConditionEncoder(nn.Module):
       ``half`` is a bilinear x0.5 resize;
     * colour map: ``sigmoid(color_head(nearest_x2(down2)))``.
 
-    The reference applies the LeakyReLU of ``down4`` in place, so the ``H/4`` level is conditioned
-    on the *activated* features while ``down2`` and ``down8`` are not activated; this encoder
-    reproduces that. Each level's conditioning is its feature concatenated with the outputs of the
-    trunk blocks ``stack_blocks``, nearest-resized to the level's resolution.
+    As in the reference, only the ``H/4`` level sees *activated* features. Each level's
+    conditioning is its feature with the ``stack_blocks`` outputs, nearest-resized to it.
 
     Args:
         channels: feature width ``nf``.

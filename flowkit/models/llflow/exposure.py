@@ -1,21 +1,16 @@
 r"""Exposure control for enhanced images: brighter or darker without clipping or colour shifts.
 
-A low-light model picks one exposure for every photograph, and on real photographs it is often
-not the one a user wants. :func:`adjust_exposure` changes it afterwards by ``stops`` (EV): with
-gain :math:`g = 2^{\text{stops}}` and each pixel's value :math:`V = \max(R, G, B)`, every channel
-is multiplied by the same factor
+:func:`adjust_exposure` changes the model's choice of exposure by ``stops`` (EV): with gain
+:math:`g = 2^{\text{stops}}` and each pixel's value :math:`V = \max(R, G, B)`,
 
 .. math::
 
     f(V) = \frac{g V}{1 + (g - 1) V}, \qquad
     \text{out}_c = x_c \cdot \frac{f(V)}{V}.
 
-:math:`f` is the rational tone curve that has slope :math:`g` at black and maps 0 to 0 and 1 to 1:
-shadows and mid-tones move by about ``stops`` EV while highlights are compressed instead of
-clipped (:math:`f(V) \le 1` whenever :math:`V \le 1`). Scaling the three channels by one factor
-keeps each pixel's hue and HSV saturation exactly; only its value changes. :math:`f` grows with
-:math:`g` for every :math:`0 < V < 1`, so a larger ``stops`` never darkens a pixel, and
-``stops=0`` is the identity.
+a tone curve of slope :math:`g` at black that fixes 0 and 1: shadows and mid-tones move by about
+``stops`` EV, highlights are compressed instead of clipped, and one factor on all three channels
+keeps each pixel's hue and saturation.
 """
 
 from __future__ import annotations
@@ -32,11 +27,7 @@ def adjust_exposure(image: Tensor, stops: float) -> Tensor:
 
     Args:
         image: float RGB images ``(..., 3, H, W)`` with values in ``[0, 1]``.
-        stops: the exposure change in EV, a finite number: +1 about doubles the mid-tones' and
-            shadows' brightness, -1 about halves it; 0 returns the image unchanged.
-
-    Returns:
-        The adjusted images, same shape and dtype, still in ``[0, 1]``.
+        stops: the change in EV, finite (+1 about doubles the shadows' brightness; 0 is the identity).
 
     Example:
         >>> import torch

@@ -11,19 +11,13 @@ __all__ = ["equalize_hist", "histeq_image"]
 def equalize_hist(image: Tensor) -> Tensor:
     """Equalize each 2-D plane of a uint8 tensor ``(..., H, W)`` as OpenCV's ``equalizeHist`` does.
 
-    Per plane: a 256-bin histogram ``h``; ``i`` is its first non-empty bin. If every pixel is in
-    bin ``i`` the plane is returned as it is (OpenCV fills it with ``i``). Otherwise the lookup
-    table is ``lut[i] = 0`` and, for ``j > i``,
-    ``lut[j] = round(float32(sum_{i<k<=j} h[k]) * float32(255 / (H*W - h[i])))`` with the
-    product and the quotient in float32 and rounding half to even, saturated to ``[0, 255]``;
-    these are exactly OpenCV's operations, so the result matches it bit for bit. Each plane is
-    independent, so for an RGB image the channel order does not matter.
+    With ``h`` the plane's histogram and ``i`` its first non-empty bin,
+    ``lut[j] = round(float32(sum_{i<k<=j} h[k]) * float32(255 / (H*W - h[i])))`` for ``j > i``,
+    OpenCV's float32 operations, so the result matches it bit for bit (a constant plane is
+    returned as it is).
 
     Args:
         image: a uint8 tensor with at least 2 dimensions.
-
-    Returns:
-        The equalized planes, uint8, same shape.
 
     Example:
         >>> import torch
@@ -63,9 +57,6 @@ def histeq_image(low: Tensor) -> Tensor:
 
     Args:
         low: float images ``(B, C, H, W)`` in ``[0, 1]``.
-
-    Returns:
-        Float images of ``low``'s dtype, in ``[0, 1]``.
 
     Example:
         >>> import torch

@@ -1,23 +1,15 @@
 r"""LPIPS, the learned perceptual image patch similarity (Zhang et al., CVPR 2018), AlexNet v0.1.
 
-The distance between images :math:`x` and :math:`y` is computed from AlexNet's activations after
-the ReLU of each of its five convolutions, :math:`f^l \in \mathbb R^{C_l \times H_l \times W_l}`:
-
 .. math::
 
     d(x, y) = \sum_{l=1}^{5} \frac{1}{H_l W_l} \sum_{h, w}
         \big\| w_l \odot \big(\hat f^l_{hw}(x) - \hat f^l_{hw}(y)\big) \big\|_2^2,
     \qquad \hat f^l_{hw} = \frac{f^l_{hw}}{\|f^l_{hw}\|_2 + 10^{-10}},
 
-where each feature vector is unit-normalised over channels and :math:`w_l \ge 0` are the learned
-per-channel weights of version 0.1 (a 1x1 convolution without bias, applied to the squared
-difference). Before AlexNet, images in :math:`[-1, 1]` are standardised with the fixed shift
-``(-0.030, -0.088, -0.188)`` and scale ``(0.458, 0.448, 0.450)``.
-
-The shipped weights are torchvision's AlexNet (BSD-3-Clause, Soumith Chintala 2016) and the
-LPIPS v0.1 heads (BSD-2-Clause, Zhang, Isola, Efros, Shechtman, Wang 2018); both notices are in
-``flowkit/models/llflow/weights/``. With them, the distances between the LPIPS repository's example images
-are 0.7219 (``ex_ref``, ``ex_p0``) and 0.1376 (``ex_ref``, ``ex_p1``), as published.
+with :math:`f^l` AlexNet's activations after the ReLU of convolution :math:`l` and :math:`w_l`
+the v0.1 per-channel weights. The shipped weights are torchvision's AlexNet (BSD-3-Clause) and
+the LPIPS v0.1 heads (BSD-2-Clause); both notices are in ``weights/``. They reproduce the
+published distances of the LPIPS repository's example images.
 
 References:
     Zhang, Isola, Efros, Shechtman, Wang. "The Unreasonable Effectiveness of Deep Features as a
@@ -50,11 +42,9 @@ _EPS = 1e-10
 class LPIPS(nn.Module):
     """LPIPS distance with the AlexNet backbone and v0.1 linear heads (the published ``net='alex'``).
 
-    ``LPIPS.pretrained()`` loads the weights shipped with flowkit (sha256-checked, no pickle);
-    ``LPIPS()`` has random weights, for loading your own. The module's parameters do not require
-    gradients, but the distance is differentiable in its inputs (usable as a loss). The
-    constructor takes no arguments; :meth:`forward` takes the two image batches (``(B, 3, H, W)``,
-    at least 32x32) and returns one distance per pair, shape ``(B,)``.
+    ``LPIPS.pretrained()`` loads the shipped weights; ``LPIPS()`` has random ones, for loading
+    your own. The parameters are frozen, but the distance is differentiable in its inputs, so it
+    can serve as a loss.
 
     Example:
         >>> import torch
@@ -92,12 +82,7 @@ class LPIPS(nn.Module):
         """Load weights in the published layout: ``features.{0,3,6,8,10}.{weight,bias}``, ``lin{0..4}.weight``.
 
         Args:
-            state: tensors by name: AlexNet's five convolutions under torchvision's
-                ``alexnet.features`` indices (``features.0.weight``, ..., ``features.10.bias``)
-                and the five v0.1 heads, ``lin0.weight`` to ``lin4.weight``, each of shape
-                ``(1, C_l, 1, 1)``. It must hold exactly these keys: missing or extra ones raise a
-                :class:`ValueError` that lists them, and a tensor of the wrong shape raises
-                torch's ``RuntimeError``. The values are copied into the module.
+            state: exactly these tensors (missing or extra keys raise a :class:`ValueError`).
 
         Example:
             >>> from flowkit.models.llflow.lpips import LPIPS
@@ -131,18 +116,12 @@ class LPIPS(nn.Module):
     def forward(self, x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
         """The distance between ``x`` and ``y``, one value per pair.
 
+        Returns shape ``(B,)``, in the weights' dtype.
+
         Args:
-            x: images ``(B, 3, H, W)`` with ``H, W >= 32``; in ``[0, 1]`` (``normalize=True``, the
-                default) or in ``[-1, 1]`` (``normalize=False``, as the LPIPS package expects).
+            x: RGB images ``(B, 3, H, W)``, at least 32x32 (else :class:`ValueError`).
             y: images of the same shape and range as ``x``.
-            normalize: map the inputs from ``[0, 1]`` to ``[-1, 1]`` first.
-
-        Returns:
-            The distance per image pair, shape ``(B,)``, in the dtype of the weights.
-
-        Raises:
-            ValueError: if ``x`` or ``y`` is not an RGB batch, their shapes differ, or an image is
-                smaller than 32x32.
+            normalize: inputs are in ``[0, 1]``; ``False`` for ``[-1, 1]`` (the LPIPS package's).
         """
         for name, image in (("x", x), ("y", y)):
             if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:

@@ -1,36 +1,14 @@
 r"""Image quality metrics in torch: PSNR, SSIM, and LLFlow's evaluation protocol, named and explicit.
 
-All functions take batched images ``(..., 3, H, W)`` (any leading dimensions, e.g. ``(B,)``) on
-any device and return one value per image, shape ``(...)``. Float images are in [0, 1]. The
-arithmetic is done in float64 so results match scikit-image's to ~1e-12.
+Every function takes batched images ``(..., 3, H, W)`` (float in [0, 1], or uint8) and returns one
+float64 value per image, shape ``(...)``, matching scikit-image to about 1e-12.
 
-**Standard metrics** (what a paper should report): :func:`psnr` with data range 1 and
-:func:`ssim` with an 11-tap Gaussian window (sigma 1.5), per RGB channel then averaged, over the
-valid region: the same as ``skimage.metrics.structural_similarity(..., channel_axis=0,
-gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)``.
-
-**LLFlow's reference protocol** (``code/test.py`` and ``code/Measure.py`` of the official
-repository), which produced the published numbers:
-
-1. optionally, GT-mean brightness alignment, ``sr *= mean_gray(gt) / mean(sr)``
-   (:func:`gt_mean_align`; the reference's gray weights are swapped, see there);
-2. clamp to [0, 1] and *truncate* to uint8, ``(x * 255).astype(uint8)``
-   (:func:`flowkit.models.llflow.data.to_uint8` with ``rounding="truncate"``);
-3. PSNR on the uint8 images (``skimage`` infers data range 255);
-4. SSIM of the uint8 grayscale images (OpenCV's ``COLOR_RGB2GRAY``, :func:`rgb_to_gray_uint8`)
-   with scikit-image's defaults: a 7x7 uniform window and sample covariance. The reference
-   passes these 2-D images with ``multichannel=True``: scikit-image 0.18/0.19 (the pinned
-   version) then treats each image *column* as a channel and averages 1-D SSIMs down the
-   columns (:func:`ssim_columns`), while scikit-image >= 0.20 ignores the argument and computes
-   the 2-D SSIM. :func:`reference_metrics` reports both.
-
-**Every number of a report** (``flowkit evaluate``, the model card, the training campaign's
-validation) comes from :func:`score_enhancement`, so that one image gets one value per metric
-wherever it is quoted.
-
-**Perceptual distance**: :func:`lpips`, LPIPS with AlexNet and the v0.1 heads
-(:class:`flowkit.models.llflow.lpips.LPIPS`, weights shipped with flowkit), as the LLFlow paper and most
-low-light papers report it.
+* Standard metrics: :func:`psnr` and :func:`ssim` (11-tap Gaussian window, sigma 1.5), and
+  :func:`lpips` (AlexNet, v0.1, as the LLFlow paper reports it).
+* LLFlow's reference protocol (``code/test.py`` and ``code/Measure.py``, which produced the
+  published numbers): :func:`reference_metrics`.
+* Every number of a report (``flowkit evaluate``, the model card, validation) comes from
+  :func:`score_enhancement`, so one image gets one value per metric wherever it is quoted.
 
 GT-mean alignment uses the ground truth at test time, so it is never applied silently: every
 function that can use it takes it as an explicit argument.
@@ -65,9 +43,8 @@ GRAY_WEIGHTS: dict[str, tuple[float, float, float]] = {
     "bt601": (0.299, 0.587, 0.114),
     "reference_swapped": (0.114, 0.587, 0.299),
 }
-"""RGB-to-gray weights by name. ITU-R BT.601 luma (correct for RGB input), and the weights
-LLFlow's ``test.py`` effectively uses when it applies OpenCV's ``COLOR_BGR2GRAY`` to an RGB array
-(red and blue swapped)."""
+"""RGB-to-gray weights by name; BT.601 luma, and the weights LLFlow's ``test.py`` uses in effect
+(OpenCV's ``COLOR_BGR2GRAY`` on an RGB array, so red and blue swapped)."""
 
 
 def _check_pair(
@@ -100,19 +77,13 @@ def _data_range(data_range: float | None, x: Tensor) -> float:
 def psnr(pred: Tensor, target: Tensor, *, data_range: float | None = None) -> Tensor:
     r"""Peak signal-to-noise ratio per image, :math:`10 \log_{10}(R^2 / \mathrm{MSE})` in dB.
 
-    The mean squared error is taken over channels and pixels of each image (like
-    ``skimage.metrics.peak_signal_noise_ratio``). Identical images give ``inf``. Values are
-    used as given: clamp a model's raw output to [0, 1] first if it should be scored as an
-    image (the reference protocol, :func:`reference_metrics`, does).
+    The MSE is over each image's channels and pixels; identical images give ``inf``. Values are
+    used as given (clamp a raw model output first).
 
     Args:
         pred: images, shape ``(..., C, H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: ``R``, the value range of the images; default 255 for uint8 inputs and 1
-            otherwise.
-
-    Returns:
-        float64 tensor of shape ``(...)``.
+        data_range: ``R`` (default 255 for uint8, else 1).
 
     Example:
         >>> import torch
@@ -149,7 +120,6 @@ def _ssim_valid_mean(
     k1: float,
     k2: float,
 ) -> Tensor:
-    """Mean SSIM over the valid region of ``(N, H, W)`` images, windows ``rows`` x ``cols``."""
     n = x.shape[0]
     # Filter the five moments in one pass of a separable, unpadded ("valid") convolution: the
     # valid region is exactly where scikit-image's padded filtering is free of border effects.
@@ -181,32 +151,24 @@ def ssim(
 ) -> Tensor:
     r"""Structural similarity (Wang et al., 2004) per image, averaged over channels.
 
-    For each channel, local means, variances and the covariance are filtered with the window,
-    the SSIM map is evaluated where the window fits entirely inside the image (the valid
-    region), and its mean is taken; the channel means are averaged. The defaults are the
-    standard form (Gaussian window 11, sigma 1.5, population covariance), equal to
-    scikit-image's ``gaussian_weights=True, use_sample_covariance=False``. ``window="uniform"``
-    with ``win_size=7`` and ``sample_covariance=True`` is scikit-image's default. Values are
-    used as given (no clamping).
+    The SSIM map's mean over the valid region (where the window fits). The defaults equal
+    scikit-image's ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``;
+    ``window="uniform", win_size=7, sample_covariance=True`` is scikit-image's default. No clamping.
 
     Args:
         pred: images, shape ``(..., C, H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: the value range; default 255 for uint8 inputs and 1 otherwise.
+        data_range: the value range (default 255 for uint8, else 1).
         window: ``"gaussian"`` or ``"uniform"``.
-        win_size: window width and height (odd). The Gaussian is sampled at offsets
-            ``-(win_size-1)/2 .. (win_size-1)/2`` and normalised.
+        win_size: window width and height (odd).
         sigma: standard deviation of the Gaussian window.
         sample_covariance: scale variances by ``N / (N - 1)``, ``N = win_size**2``.
-        k1: stabiliser of the luminance term, ``C1 = (k1 * data_range)**2``.
-        k2: stabiliser of the contrast-structure term, ``C2 = (k2 * data_range)**2``.
-
-    Returns:
-        float64 tensor of shape ``(...)``.
+        k1: ``C1 = (k1 * data_range)**2``, the luminance term's stabiliser.
+        k2: ``C2 = (k2 * data_range)**2``, the contrast-structure term's stabiliser.
 
     References:
-        Wang, Bovik, Sheikh, Simoncelli. "Image quality assessment: from error visibility to
-        structural similarity." IEEE TIP, 2004.
+        Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from error visibility to
+        structural similarity", IEEE TIP, 2004.
 
     Example:
         >>> import torch
@@ -246,24 +208,18 @@ def ssim_columns(
 ) -> Tensor:
     r"""Column-wise 1-D SSIM of single-channel images: scikit-image 0.18's ``multichannel=True`` on 2-D.
 
-    scikit-image 0.18/0.19 with ``multichannel=True`` takes the last axis of an array as the
-    channel axis, so a 2-D (H, W) grayscale image is read as W "channels", each a 1-D signal of
-    length H. Each column gets a 1-D SSIM (uniform window of ``win_size`` taps down the column,
-    covariance scaled by ``win_size / (win_size - 1)``, valid region), and the column values are
-    averaged. This is how LLFlow's published SSIM was computed (its ``code/Measure.py``).
+    That scikit-image reads a 2-D (H, W) image as W one-dimensional "channels": each column gets
+    a 1-D SSIM (uniform window down the column), and the columns are averaged. LLFlow's published
+    SSIM was computed this way.
 
     Args:
         pred: single-channel images, shape ``(..., H, W)``, float or uint8.
         target: reference images, same shape.
-        data_range: the value range; default 255 for uint8 inputs (what the reference passes)
-            and 1 otherwise.
+        data_range: as for :func:`ssim`.
         win_size: window length down each column (odd).
         sample_covariance: scale variances by ``N / (N - 1)``, ``N = win_size``.
-        k1: stabiliser of the luminance term.
-        k2: stabiliser of the contrast-structure term.
-
-    Returns:
-        float64 tensor of shape ``(...)``.
+        k1: as for :func:`ssim`.
+        k2: as for :func:`ssim`.
 
     Example:
         >>> import torch
@@ -328,9 +284,8 @@ def rgb_to_gray(image: Tensor, *, weights: str | Sequence[float] = "bt601") -> T
 def rgb_to_gray_uint8(image: Tensor) -> Tensor:
     """OpenCV's ``cvtColor(img, COLOR_RGB2GRAY)`` for uint8 RGB, ``(..., 3, H, W) -> (..., H, W)``.
 
-    OpenCV (3.4.2 and later) computes BT.601 luma in 15-bit fixed point with rounding:
-    ``(9798 R + 19235 G + 3735 B + 2**14) >> 15``. This is what LLFlow's ``Measure.py`` feeds
-    to SSIM. It can differ by one level from rounding the float luma.
+    ``(9798 R + 19235 G + 3735 B + 2**14) >> 15`` (OpenCV 3.4.2+'s fixed point), what LLFlow's
+    ``Measure.py`` feeds to SSIM; it can differ by one level from the rounded float luma.
 
     Args:
         image: uint8 RGB images (float input in [0, 1] is rounded to uint8 first).
@@ -352,18 +307,14 @@ def rgb_to_gray_uint8(image: Tensor) -> Tensor:
 def gt_mean_align(pred: Tensor, target: Tensor, *, weights: str | Sequence[float] = "bt601") -> Tensor:
     r"""Scale each prediction so its mean matches the ground truth's gray mean (uses the GT!).
 
-    ``pred * mean(rgb_to_gray(target)) / mean(pred)``, per image, where ``mean(pred)`` is over all
-    channels and pixels of the unclamped prediction, as in LLFlow's ``test.py`` (which follows
-    KinD). The result is not clamped; a prediction with mean 0 gives non-finite values. The
-    reference computes the GT's gray mean with OpenCV's ``COLOR_BGR2GRAY`` on an RGB array, i.e.
-    with red and blue weights swapped; pass ``weights="reference_swapped"`` to reproduce its
-    numbers exactly. This is an oracle correction: report numbers with it only alongside numbers
-    without it.
+    ``pred * mean(rgb_to_gray(target)) / mean(pred)`` per image, unclamped, as LLFlow's
+    ``test.py`` (after KinD). An oracle correction: report it only alongside numbers without it.
 
     Args:
         pred: predictions, ``(..., 3, H, W)`` float.
         target: ground truth, same shape, float in [0, 1] or uint8.
-        weights: gray weights for the target (see :data:`GRAY_WEIGHTS`).
+        weights: gray weights for the target (:data:`GRAY_WEIGHTS`; ``"reference_swapped"``
+            reproduces the reference's numbers).
 
     Example:
         >>> import torch
@@ -391,26 +342,17 @@ def reference_metrics(
 ) -> dict[str, Tensor]:
     """LLFlow's evaluation protocol (``test.py`` + ``Measure.py``), one value per image and metric.
 
-    Steps (module notes): optional :func:`gt_mean_align`; clamp and *truncate* the prediction to
-    uint8; the target is an 8-bit image and is rounded (a uint8 target is used as it is); then
-
-    - ``"psnr"``: PSNR of the uint8 images (data range 255);
-    - ``"ssim_gray"``: 2-D SSIM of the OpenCV grayscale images, 7x7 uniform window, sample
-      covariance, data range 255 (the reference code run with scikit-image >= 0.20);
-    - ``"ssim_gray_columns"``: the same images through :func:`ssim_columns` (the reference code
-      with its pinned scikit-image 0.18: the published SSIM);
-    - ``"ssim_rgb"``: per-channel SSIM of the uint8 RGB images with the same 7x7 uniform window
-      (``Measure.ssim(..., gray_scale=False)``, the README's "colour SSIM").
+    Optional :func:`gt_mean_align`; the prediction clamped and *truncated* to uint8, the target
+    rounded; then ``"psnr"`` (data range 255), and SSIMs with a 7x7 uniform window and sample
+    covariance: ``"ssim_gray"`` of the OpenCV gray images (:func:`rgb_to_gray_uint8`; the
+    reference code under scikit-image >= 0.20), ``"ssim_gray_columns"`` of the same through
+    :func:`ssim_columns` (under its pinned 0.18: the published SSIM) and ``"ssim_rgb"``.
 
     Args:
         pred: raw model output, ``(..., 3, H, W)`` float (values outside [0, 1] allowed).
         target: ground truth, same shape, float in [0, 1] or uint8.
-        gt_mean: apply GT-mean brightness alignment first. Off unless asked for.
-        gt_mean_weights: gray weights of the alignment; ``"reference_swapped"`` reproduces
-            the reference exactly.
-
-    Returns:
-        A dict of float64 tensors of shape ``(...)``.
+        gt_mean: apply GT-mean brightness alignment first.
+        gt_mean_weights: as ``weights`` for :func:`gt_mean_align`.
 
     Example:
         >>> import torch
@@ -440,17 +382,12 @@ _LPIPS: dict[torch.device, nn.Module] = {}
 def lpips(pred: Tensor, target: Tensor) -> Tensor:
     """LPIPS distance (AlexNet, v0.1, as published) per image; lower is more similar.
 
-    The network (:class:`flowkit.models.llflow.lpips.LPIPS`, weights shipped with flowkit and sha256-checked)
-    is loaded once per device and kept. Images are float in [0, 1], at least 32x32; the
-    computation runs in float32 without autograd (use :class:`flowkit.models.llflow.lpips.LPIPS` directly for a
-    differentiable loss).
+    Images are at least 32x32. The network is loaded once per device and runs without autograd
+    (use :class:`flowkit.models.llflow.lpips.LPIPS` for a differentiable loss).
 
     Args:
         pred: the images to score, ``(..., 3, H, W)``.
         target: the reference images, the same shape.
-
-    Returns:
-        float64 tensor of shape ``(...)``.
 
     Example:
         >>> import torch
@@ -482,24 +419,17 @@ SCORE_COLUMNS = (
 def score_enhancement(output: Tensor, target: Tensor, *, perceptual: bool = True) -> dict[str, Tensor]:
     """Every metric flowkit reports for an enhanced image, from one place.
 
-    *Standard* metrics score the 8-bit image a user saves (``output`` clamped and rounded to
-    uint8): ``psnr``, ``ssim`` (:func:`psnr`, :func:`ssim`) and ``lpips``; the ``gtmean_``
-    versions score it after :func:`gt_mean_align` (BT.601 gray weights) instead. *Paper* metrics
-    follow LLFlow's ``test.py`` (:func:`reference_metrics`): ``paper_psnr`` and
-    ``paper_ssim_gray``, the published gray SSIM (:func:`ssim_columns`, the reference's pinned
-    scikit-image), and the same after the reference's own GT-mean rescale (its swapped gray
-    weights) as ``paper_gtmean_psnr`` and ``paper_gtmean_ssim_gray``.
+    ``psnr``, ``ssim`` and ``lpips`` score the 8-bit image a user saves, ``gtmean_*`` the same
+    after :func:`gt_mean_align`; ``paper_*`` follow :func:`reference_metrics` (gray SSIM by
+    :func:`ssim_columns`; ``paper_gtmean_*`` with the reference's swapped gray weights).
 
     Args:
-        output: the model's raw output ``(..., 3, H, W)``, float (values outside [0, 1] are
-            allowed: each protocol clamps where the reference does).
+        output: the model's raw output ``(..., 3, H, W)``, float (each protocol clamps).
         target: the ground truth, same shape, float in [0, 1] or uint8.
-        perceptual: compute the two LPIPS columns (default ``True``); ``False`` leaves them out,
-            as does an image smaller than LPIPS's 32x32.
+        perceptual: compute the LPIPS columns (always left out below 32x32).
 
     Returns:
-        One float64 tensor of shape ``(...)`` per column of :data:`SCORE_COLUMNS` (less the
-        LPIPS columns when they are left out).
+        One float64 tensor per column of :data:`SCORE_COLUMNS`.
 
     Example:
         >>> import torch

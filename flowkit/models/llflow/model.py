@@ -84,26 +84,18 @@ class LLFlow(nn.Module):
     r"""LLFlow: a conditional normalizing flow from normally-lit images to a latent whose prior is
     a Gaussian centred on the low-light image's colour map (Wang et al., AAAI 2022).
 
-    Two parts, both built from flowkit's public blocks:
+    ``encoder`` (a :class:`~flowkit.models.llflow.encoder.ConditionEncoder` on
+    ``[log(low + 1e-3), histeq(low)]``) gives one conditioning per flow level and a colour map;
+    ``flow`` (a :class:`~flowkit.models.llflow.flow.ConditionalFlow`) maps the normal-light ``high``
+    ``(B, 3, H, W)`` to ``z`` ``(B, 192, H/8, W/8)``. The prior is :math:`\mathcal N(\mu, I)`, with
+    :math:`\mu` = ``Squeeze(8)`` of the encoder's colour map ``x / (sum_c x + 1e-4)`` (in training,
+    with probability ``train_gt_ratio``, the ground truth's).
 
-    * ``encoder``, a :class:`~flowkit.models.llflow.encoder.ConditionEncoder` on the 6-channel input
-      ``[log(low + 1e-3), histeq(low)]``; it gives one conditioning feature map per flow level and
-      a predicted colour map;
-    * ``flow``, a :class:`~flowkit.models.llflow.flow.ConditionalFlow` mapping the normal-light
-      image ``high`` ``(B, 3, H, W)`` to ``z`` ``(B, 192, H/8, W/8)``.
-
-    The prior is :math:`\mathcal N(\mu, I)` with :math:`\mu` = ``Squeeze(8)`` of a colour map
-    ``x / (sum_c x + 1e-4)``: the encoder's prediction, or, during training with probability
-    ``train_gt_ratio``, the ground truth's. Enhancement decodes :math:`z = \mu` (temperature 0,
-    the reference's deterministic output) or samples :math:`z \sim \mathcal N(\mu, T^2 I)`.
-
-    Inputs are float tensors ``(B, 3, H, W)`` in ``[0, 1]``; they are cast to the model's dtype
-    and device. Every method that takes ``low`` also accepts ``histeq``, the per-channel histogram
-    equalization of ``low`` as floats in ``[0, 1]`` (a training pipeline computes it on the full
-    image before cropping, as the reference does); when it is ``None`` it is computed from ``low``
-    quantized to uint8 (:func:`~flowkit.models.llflow.histeq.histeq_image`). The density methods
-    (:meth:`encode`, :meth:`decode`, :meth:`nll`, :meth:`loss`) need ``H`` and ``W`` divisible by
-    8; :meth:`enhance` takes any size.
+    Every method that takes ``low``, float ``(B, 3, H, W)`` in ``[0, 1]`` (cast to the model's dtype and
+    device), and ``histeq``, its per-channel histogram equalization in ``[0, 1]`` as a training
+    pipeline precomputes it on the full image, or ``None`` to compute it from ``low``
+    (:func:`~flowkit.models.llflow.histeq.histeq_image`). The density methods need ``H`` and ``W``
+    divisible by 8; :meth:`enhance` takes any size.
 
     Args:
         config: the model's sizes; ``LLFlowConfig.lol()`` when omitted.
@@ -162,11 +154,6 @@ class LLFlow(nn.Module):
     def preprocess(self, low: Tensor, *, histeq: Tensor | None = None) -> Tensor:
         """The encoder's 6-channel input ``cat[log(low + 1e-3), histeq]`` (no padding).
 
-        Args:
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
-
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -180,13 +167,6 @@ class LLFlow(nn.Module):
 
     def condition(self, low: Tensor, *, histeq: Tensor | None = None) -> EncoderOutput:
         """Run the encoder: per-level conditioning features and the predicted colour map.
-
-        ``H`` and ``W`` must be divisible by 8.
-
-        Args:
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
 
         Example:
             >>> import torch
@@ -203,11 +183,9 @@ class LLFlow(nn.Module):
     def prior_mean(self, colors: Tensor) -> Tensor:
         """``Squeeze(8)`` of a colour map ``(B, 3, H, W)``: the prior mean ``(B, 192, H/8, W/8)``.
 
-        One squeeze by 8 (channel ``c * 64 + i * 8 + j``), not three squeezes by 2.
-
         Args:
-            colors: a colour map ``(B, 3, H, W)`` (the encoder's, or :func:`~flowkit.models.llflow.encoder.color_map`
-                of a normal-light image), ``H`` and ``W`` divisible by 8.
+            colors: the encoder's colour map, or :func:`~flowkit.models.llflow.encoder.color_map`
+                of a normal-light image.
 
         Example:
             >>> import torch
@@ -224,15 +202,10 @@ class LLFlow(nn.Module):
     def encode(self, high: Tensor, low: Tensor, *, histeq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map the normal-light ``high`` to the latent ``z`` given ``low``; returns ``(z, logdet)``.
 
-        ``z`` is ``(B, 192, H/8, W/8)`` in the reference's channel order and ``logdet`` the flow's
-        log-determinant per sample ``(B,)``.
+        ``z`` is ``(B, 192, H/8, W/8)`` in the reference's channel order.
 
         Args:
-            high: the normal-light images, ``(B, 3, H, W)``, the shape of ``low``; ``H`` and ``W``
-                divisible by 8.
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
+            high: the normal-light images, the shape of ``low``.
 
         Example:
             >>> import torch
@@ -254,15 +227,10 @@ class LLFlow(nn.Module):
     def decode(self, z: Tensor, low: Tensor, *, histeq: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Map a latent ``z`` ``(B, 192, H/8, W/8)`` to an image given ``low``; returns ``(x, logdet)``.
 
-        No clamping: ``x`` is the raw flow output. ``logdet`` is ``log|det dx/dz|`` per sample.
+        ``x`` is the raw (unclamped) flow output.
 
         Args:
-            z: the latent, a floating-point tensor ``(B, 192, H/8, W/8)`` for ``low`` of size
-                ``H x W``; another shape raises a :class:`ValueError`.
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
-                ``H`` and ``W`` must be divisible by 8.
+            z: the latent, floating-point, ``(B, 192, H/8, W/8)`` (else :class:`ValueError`).
 
         Example:
             >>> import torch
@@ -310,16 +278,12 @@ class LLFlow(nn.Module):
     ) -> Tensor:
         """Per-sample negative log-likelihood of ``high`` given ``low``, in bits per pixel, shape ``(B,)``.
 
-        ``-(logdet + log N(z; mean, I)) / (ln 2 * H * W)``, with ``mean`` from the encoder's colour
-        map (``prior="encoder"``) or from ``high``'s (``prior="gt"``). No dequantisation noise is
-        added, as in the reference's training.
+        ``-(logdet + log N(z; mean, I)) / (ln 2 * H * W)``, without dequantisation noise (as the
+        reference trains).
 
         Args:
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
             high: the normal-light images, the shape of ``low``.
-            prior: ``"encoder"`` (default) or ``"gt"``, where the prior mean comes from.
+            prior: the prior mean from the encoder's colour map (``"encoder"``) or ``high``'s (``"gt"``).
 
         Example:
             >>> import torch
@@ -340,15 +304,10 @@ class LLFlow(nn.Module):
     ) -> Tensor:
         """The training objective: the batch mean of :meth:`nll`, with one random prior per batch.
 
-        One uniform draw ``u`` per call (from ``generator``, or torch's global RNG): the prior mean
-        is the ground truth's colour map if ``u < train_gt_ratio``, the encoder's otherwise. The
-        encoder's colour-map head learns only through this term. The choice is made with
-        ``torch.where`` (no host sync).
+        The prior mean is the ground truth's colour map with probability ``train_gt_ratio``, the
+        encoder's otherwise (the only term through which the encoder's colour map learns).
 
         Args:
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-            histeq: their histogram-equalised versions (same shape), as a data pipeline
-                precomputes them; ``None`` (default) computes them from ``low``.
             high: the normal-light images, the shape of ``low``.
             generator: the random generator for the prior choice (default: torch's global one).
 
@@ -379,41 +338,25 @@ class LLFlow(nn.Module):
     ) -> Tensor:
         """Enhance low-light images ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, 3, H, W)``.
 
-        Temperature 0 decodes the prior mean (the encoder's colour map), which is the reference's
-        deterministic output; ``T > 0`` decodes ``z = mean + T * eps`` with ``eps`` standard normal
-        drawn from ``generator``. Any ``H`` and ``W``: ``low`` (and ``histeq``, computed before
-        padding from the unpadded image) is padded at the bottom and right to a multiple of 8 by
-        reflection (by edge replication when the image is smaller than the padding), and the
-        output is cropped back. ``clamp=False`` returns the raw flow output instead of clamping to
-        ``[0, 1]``. Runs without autograd; use :meth:`decode` for a differentiable reverse pass.
-
-        ``precision="bfloat16"`` runs the network under ``torch.autocast`` in bfloat16 (the
-        convolutions in bfloat16; the prior mean, the affine maps and the output stay float32),
-        faster on CPUs with AMX and close to the float32 output (:ref:`measured-design-choices`).
-        On CPU the network runs on channels-last tensors, which oneDNN's convolutions want; the
-        output is float32 (or ``low``'s dtype) in the usual layout.
-
-        ``exposure`` changes the model's choice of brightness by that many stops (EV) with
-        :func:`~flowkit.models.llflow.exposure.adjust_exposure`: a tone curve that brightens or
-        darkens shadows and mid-tones, compresses highlights instead of clipping them, and keeps
-        every pixel's hue and saturation.
-
-        ``tile`` enhances an image larger than ``tile`` pixels on a side in overlapping square
-        tiles (:func:`~flowkit.models.llflow.tiling.enhance_in_tiles`), which bounds the memory
-        that a large photograph needs; the histogram equalization still sees the whole image.
+        Decodes ``z = mean + T * eps`` (``T = 0``: the prior mean, the reference's deterministic
+        output). Any ``H`` and ``W``: the input is padded by reflection to a multiple of 8 and the
+        output cropped back. No autograd; :meth:`decode` is the differentiable reverse pass.
 
         Args:
-            low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``, any ``H`` and ``W``.
-            temperature: ``T``, a finite number ``>= 0`` (default 0, the deterministic output).
-            clamp: clamp the output to ``[0, 1]`` (default ``True``).
-            generator: the random generator for ``eps`` when ``T > 0`` (default: torch's global one).
-            histeq: the histogram-equalised ``low`` (same shape), or ``None`` (default) to compute it.
-            precision: ``"float32"`` (default) or ``"bfloat16"``.
-            exposure: ``None`` (default) for the model's own exposure, or a finite number of
-                stops: positive brightens, negative darkens. Needs ``clamp=True``.
-            tile: ``None`` (default) for the whole image at once, or the side of the tiles in
-                pixels, a multiple of 8 larger than ``2 * overlap``.
-            overlap: the pixels neighbouring tiles share and blend over (default 32).
+            temperature: ``T``, a finite number ``>= 0``.
+            clamp: clamp the output to ``[0, 1]``; ``False`` returns the raw flow output.
+            generator: the random generator for ``eps`` (default: torch's global one).
+            precision: ``"float32"``, or ``"bfloat16"`` autocast for the network (prior mean,
+                affine maps and output stay float32): faster on CPUs with AMX, close to float32
+                (measured: see :ref:`measured-design-choices`).
+            exposure: ``None``, or stops (EV) by which to brighten (positive) or darken the model's
+                choice, with the hue-preserving tone curve
+                :func:`~flowkit.models.llflow.exposure.adjust_exposure`. Needs ``clamp=True``.
+            tile: ``None``, or the side of overlapping square tiles
+                (:func:`~flowkit.models.llflow.tiling.enhance_in_tiles`), a multiple of 8 larger
+                than ``2 * overlap``: bounds a large photograph's memory (histeq still sees the
+                whole image).
+            overlap: the pixels neighbouring tiles share and blend over.
 
         Example:
             >>> import torch
@@ -477,16 +420,12 @@ class LLFlow(nn.Module):
     def from_pretrained(cls, name: str | None = None) -> LLFlow:
         """A trained model shipped with flowkit, in eval mode, loaded offline from the package.
 
-        ``name=None`` gives the default model (see
-        :func:`flowkit.models.llflow.pretrained.pretrained_names`). The weights are safetensors
-        (no pickle runs) and their sha256 is checked before they are read; the model card
-        entries (training data, recipe, steps, hardware, metrics) are in ``pretrained_card``.
-        The default model was trained on synthetic low-light pairs, not on LOL: see the model
-        card in the docs.
+        The weights are sha256-checked safetensors; the model card entries are in
+        ``pretrained_card`` (the default model was trained on synthetic pairs, not on LOL).
 
         Args:
-            name: the shipped model's name, or ``None`` (default) for the default model; an unknown
-                name raises a :class:`ValueError` that lists the available ones.
+            name: one of :func:`~flowkit.models.llflow.pretrained.pretrained_names`, or ``None``
+                for the default; an unknown name raises a :class:`ValueError` listing them.
 
         Example:
             >>> import torch
@@ -503,13 +442,7 @@ class LLFlow(nn.Module):
     ) -> LLFlow:
         """Build an LLFlow from a checkpoint of the reference implementation.
 
-        See :func:`flowkit.models.llflow.convert.from_official` (path or state dict, optional
-        ``module.`` prefix, config inferred from the shapes when ``None``).
-
-        Args:
-            checkpoint: a path to the reference's ``.pth`` file, or its state dict.
-            config: the model's configuration, or ``None`` (default) to infer it from the
-                checkpoint's shapes.
+        Args: as for :func:`flowkit.models.llflow.convert.from_official`.
 
         Example:
             >>> from flowkit.models import LLFlow, LLFlowConfig

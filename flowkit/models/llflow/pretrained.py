@@ -1,10 +1,8 @@
 """Trained LLFlow weights shipped inside the package, and how they are written and read.
 
-A shipped model is one safetensors file in ``flowkit/models/llflow/weights/`` whose sha256 is
-recorded here, so a damaged or replaced file is refused before it is parsed. The file's metadata
-carries the model's :class:`~flowkit.models.LLFlowConfig` (JSON) and its model card summary
-(training data, recipe, steps, wall time, hardware, metrics), so a file is self-describing.
-Loading runs no pickle.
+A shipped model is one safetensors file in ``weights/``, refused before parsing unless its sha256
+matches the one recorded here; its metadata holds its :class:`~flowkit.models.LLFlowConfig` and
+model card summary. Loading runs no pickle.
 """
 
 from __future__ import annotations
@@ -82,9 +80,6 @@ def pretrained_names() -> list[str]:
 def load_pretrained(name: str | None = None, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """The shipped model ``name`` (default :data:`DEFAULT_PRETRAINED`) as an eval-mode :class:`LLFlow`.
 
-    :meth:`LLFlow.from_pretrained <flowkit.models.LLFlow.from_pretrained>` is this function with
-    ``model_class=LLFlow``.
-
     Args:
         name: the shipped model's name, or ``None`` for the default.
         model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
@@ -128,19 +123,12 @@ def _build(tensors, metadata: dict[str, str], path: Path, cls):
 def export_pretrained(model, path: str | Path, card: dict[str, str] | None = None) -> str:
     """Write ``model`` (an :class:`LLFlow`) as a self-describing safetensors file; returns its sha256.
 
-    The metadata holds ``llflow_config`` (JSON) and every ``card`` entry (strings). Read it back
-    with :func:`read_exported`.
+    Read it back with :func:`read_exported`, which needs the returned sha256.
 
     Args:
-        model: the model to write: its state dict and its ``config``.
-        path: the file to write; its folder is created, and the file is written to a temporary
-            file beside it and renamed into place.
-        card: model card entries stored in the metadata, strings under any key but
-            ``llflow_config`` (otherwise a :class:`ValueError`); ``None`` (default) for none.
-            :func:`read_exported` returns them as the model's ``pretrained_card``.
-
-    Returns:
-        The file's sha256 as a hex string, which :func:`read_exported` needs.
+        model: the model to write (its state dict and ``config``).
+        path: the file to write (atomically; its folder is created).
+        card: model card entries, strings under any key but ``llflow_config``, or ``None``.
 
     Example:
         >>> import tempfile
@@ -166,18 +154,15 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
 def read_exported(path: str | Path, sha256: str, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """Load a file written by :func:`export_pretrained`, checking its sha256 (see there).
 
+    Returns the eval-mode :class:`LLFlow`, its card entries in ``pretrained_card``.
+
     Args:
         path: the safetensors file.
-        sha256: the hex sha256 the file must have (the one :func:`export_pretrained` returned);
-            the file is refused before it is parsed when it differs.
+        sha256: the hex sha256 :func:`export_pretrained` returned.
         model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
 
-    Returns:
-        The :class:`LLFlow`, in eval mode, with the file's card entries in ``pretrained_card``.
-
     Raises:
-        flowkit.models.llflow._weights.WeightsError: the file is missing, its sha256 differs, it is not a
-            safetensors file, or its metadata or weights do not make a model.
+        flowkit.models.llflow._weights.WeightsError: the file or its contents are not the model.
     """
     tensors, metadata = load_checked(path, sha256)
     return _build(tensors, metadata, Path(path), model_class)

@@ -12,11 +12,9 @@ __all__ = ["RRDB", "ResidualDenseBlock"]
 class ResidualDenseBlock(nn.Module):
     r"""Five densely connected 3x3 convolutions with a scaled residual (ESRGAN's ``RDB``).
 
-    Convolution ``k`` (1-based) sees the input and the outputs of all earlier convolutions,
-    ``channels + (k - 1) * growth`` channels; the first four output ``growth`` channels and are
-    followed by LeakyReLU(0.2), the fifth outputs ``channels`` and is not. The block returns
-    ``x + residual_scale * conv5(...)``. Convolutions start from Kaiming-normal weights scaled by
-    0.1 and zero biases, so a fresh block is close to the identity.
+    Each convolution sees the input and all earlier outputs; the first four add ``growth``
+    channels (with LeakyReLU(0.2)). Returns ``x + residual_scale * conv5(...)``; weights start
+    small (Kaiming-normal times 0.1), so a fresh block is close to the identity.
 
     Args:
         channels: input and output channels.
@@ -78,7 +76,6 @@ def leaky_relu_when_no_grad_in_place(t: Tensor, slope: float) -> Tensor:
 
 
 def _scaled_residual(branch: Tensor, scale: float, x: Tensor) -> Tensor:
-    """``branch * scale + x``, computed in ``branch``'s memory when autograd is off."""
     if torch.is_grad_enabled():
         return branch * scale + x
     return branch.mul_(scale).add_(x)
@@ -87,15 +84,13 @@ def _scaled_residual(branch: Tensor, scale: float, x: Tensor) -> Tensor:
 class RRDB(nn.Module):
     """Three :class:`ResidualDenseBlock` in a row, wrapped in one more scaled residual (ESRGAN).
 
-    Returns ``x + residual_scale * rdb3(rdb2(rdb1(x)))``. Each block starts close to the
-    identity, and so does a fresh RRDB. It keeps the spatial size and channel count; stack several
-    as the trunk of a conditioning encoder (as SRFlow and LLFlow do), which need not be invertible.
+    Returns ``x + residual_scale * rdb3(rdb2(rdb1(x)))``, close to the identity when fresh. Stack
+    several as the trunk of a conditioning encoder (as SRFlow and LLFlow do).
 
     Args:
         channels: input and output channels.
-        growth: growth channels of each dense block (default 32).
-        residual_scale: factor applied to the outer residual branch (default 0.2); the inner
-            blocks keep their own default of 0.2.
+        growth: growth channels of each dense block.
+        residual_scale: factor on the outer residual branch (the inner blocks keep 0.2).
 
     Example:
         >>> import torch

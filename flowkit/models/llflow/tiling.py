@@ -15,24 +15,16 @@ def enhance_in_tiles(
 ) -> Tensor:
     """Run ``enhance(low_tile, histeq_tile)`` on overlapping square tiles and blend them linearly.
 
-    The histogram equalization is computed once on the whole image and cropped with each tile,
-    so tiles see the same conditioning input as the whole image would. Peak memory then follows
-    the tile, not the image. :meth:`LLFlow.enhance(..., tile=...) <flowkit.models.LLFlow.enhance>`
-    calls it.
+    Peak memory follows the tile, not the image, while ``histeq`` (of the whole image, cropped
+    with each tile) keeps the conditioning the whole image would give.
 
     Args:
         enhance: enhances one tile given its low-light pixels and its crop of ``histeq``.
         low: the low-light images ``(B, 3, H, W)``.
-        histeq: their histogram equalisation, computed on the whole images, the same shape.
-        tile: the side of the square tiles in pixels: a multiple of 8 larger than twice
-            ``overlap``, else a :class:`ValueError`. A side of the image shorter than ``tile``
-            is not cut; the last tile along a side is moved back to end at the border, so it may
-            overlap its neighbour by more than ``overlap``.
-        overlap: the pixels that neighbouring tiles share, >= 0; over them each tile's weight
-            ramps linearly.
-
-    Returns:
-        The blended result, ``low``'s shape and dtype.
+        histeq: their histogram equalisation, computed on the whole images.
+        tile: the tiles' side in pixels, a multiple of 8 larger than twice ``overlap`` (the last
+            tile along a side is moved back to end at the border).
+        overlap: the pixels neighbouring tiles share, over which their weights ramp linearly.
 
     Example:
         >>> import torch

@@ -1,15 +1,8 @@
 """Paired low/normal-light image data: reading images, finding pairs, the dataset, synthetic pairs.
 
-- :mod:`flowkit.models.llflow.data.io`: :func:`read_image`, :func:`write_image`, :func:`to_uint8`.
-- :mod:`flowkit.models.llflow.data.pairs`: :func:`find_pairs` (LOL, LOL-v2, any two folders), :func:`check_pairs`.
-- :mod:`flowkit.models.llflow.data.dataset`: :class:`PairedImageDataset`, the training/evaluation items.
-- :mod:`flowkit.models.llflow.data.dataset`: also :class:`SyntheticPairDataset` (photos darkened on the fly)
-  and :class:`CombinedDataset`.
-- :mod:`flowkit.models.llflow.data.synthetic`: :class:`LowLightSynthesizer` and :func:`write_synthetic_pairs`.
-- :mod:`flowkit.models.llflow.data.calibration`: fitting the synthesizer to real low/normal-light pairs.
-- :mod:`flowkit.models.llflow.data.scenes`: :func:`make_scene`, procedural images for when no photos exist.
-
-Images are read with Pillow (the ``images`` extra).
+The modules: ``io`` (Pillow, the ``images`` extra), ``pairs`` (LOL, LOL-v2, any two folders),
+``dataset`` (:class:`PairedImageDataset`, :class:`SyntheticPairDataset`, :class:`CombinedDataset`),
+``synthetic``, ``calibration`` (fitting the synthesizer to real pairs) and ``scenes``.
 """
 
 from __future__ import annotations

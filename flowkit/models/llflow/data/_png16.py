@@ -1,14 +1,7 @@
 """Full-precision decoding of 16-bit colour PNGs, which Pillow reduces to 8 bit.
 
-Pillow has no 16-bit colour mode, so it keeps only the high byte of each sample of a 48-bit RGB
-or 64-bit RGBA PNG. This module reads the samples themselves: it inflates the image data and
-undoes the PNG row filters (PNG specification, section 9). The filters make each byte depend on
-its left, upper and upper-left neighbours, so the rows cannot be undone independently; instead
-the pixels are processed one anti-diagonal at a time (every pixel of a diagonal depends only on
-earlier diagonals), which takes ``H + W`` vectorised steps.
-
-Only called on files that Pillow has already opened and decoded, so the container is known to be
-valid; interlaced files are left to Pillow.
+The row filters (PNG specification, section 9) are undone one anti-diagonal at a time, ``H + W``
+vectorised steps. Only called on files Pillow has opened; interlaced files are left to Pillow.
 """
 
 from __future__ import annotations
@@ -34,7 +27,6 @@ def _paeth(left: np.ndarray, up: np.ndarray, corner: np.ndarray) -> np.ndarray:
 
 
 def _unfilter(filtered: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Undo the row filters of (H, W, bytes per pixel) data; ``filters`` holds each row's type."""
     height, width, _ = filtered.shape
     # One row and one column of zeros in front stand for the "outside the image" neighbours.
     out = np.zeros((height + 1, width + 1, filtered.shape[2]), dtype=np.int32)

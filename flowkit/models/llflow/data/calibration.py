@@ -1,22 +1,11 @@
 r"""Fitting the low-light synthesizer to real low/normal-light pairs, and comparing the two.
 
-A real pair (a low-light shot and a normal-light shot of the same scene) tells three things about
-the degradation that :func:`~flowkit.models.llflow.data.darken` models:
-
-- the **tone curve**: on ``block``-averaged images (which removes the noise),
-  :math:`\log L_c = \log s + \log g_c + \gamma \log H_c` is a linear least-squares problem in
-  :math:`(\gamma, \log s, \log g_R, \log g_B)` with :math:`g_G = 1` (:func:`fit_tone`);
-- the **noise**: where the normal-light image is flat, the low image's deviation from its local
-  mean is noise; its standard deviation per channel and intensity bin is the *noise profile*
-  (:func:`noise_profile`). The profile is measured after clipping at 0 and 8-bit rounding, which
-  bend it at the dark end, so the noise parameters are fitted by **simulation**: the pair's
-  normal-light image is darkened with the fitted tone curve and candidate noise levels, and the
-  levels whose profile (measured the same way) is closest to the real one win (:func:`fit_noise`);
-- the **colour and brightness** statistics that the figure compares
-  (:func:`low_light_statistics`).
-
-:func:`calibrate` runs all of this over several pairs and returns ranges for
-:class:`~flowkit.models.llflow.data.LowLightSynthesizer` that span the fitted values.
+A real pair gives the tone curve and colour cast of :func:`~flowkit.models.llflow.data.darken`
+by least squares on block means (:func:`fit_tone`), and its noise levels by simulation
+(:func:`fit_noise`): clipping and 8-bit rounding bend the measured :func:`noise_profile` at the
+dark end, so candidate levels are simulated and measured the same way. :func:`calibrate` fits
+several pairs and returns :class:`~flowkit.models.llflow.data.LowLightSynthesizer` ranges that span
+them; :func:`low_light_statistics` gives what the calibration figure compares.
 """
 
 from __future__ import annotations
@@ -71,11 +60,9 @@ class ToneFit:
     """``low_c ≈ scale * gains[c] * high_c ** gamma`` (with ``gains[1] == 1``), fitted on block means.
 
     Args:
-        gamma: exponent of the tone curve (above 1 when the shadows are darkened more than the
-            highlights).
-        scale: the exposure factor ``s``. A fit is not bounded, so it may exceed 1;
-            :attr:`PairFit.params` and :func:`calibrate` cap it at 1.
-        gains: ``(g_R, g_G, g_B)``, the colour cast relative to green (``g_G`` is 1).
+        gamma: exponent of the tone curve.
+        scale: the exposure factor ``s``, unbounded (:attr:`PairFit.params` caps it at 1).
+        gains: ``(g_R, 1, g_B)``, the colour cast relative to green.
 
     Example:
         >>> ToneFit(gamma=2.0, scale=0.2, gains=(0.9, 1.0, 1.1)).gains[1]
@@ -90,9 +77,9 @@ class ToneFit:
 def fit_tone(low: Tensor, high: Tensor, *, block: int = 8, min_high: float = 0.03) -> ToneFit:
     r"""Fit the tone curve and colour cast that turn ``high`` into ``low`` (least squares in logs).
 
-    Both images are averaged over ``block`` x ``block`` blocks first, which leaves the curve and
-    removes most of the noise; blocks where ``high`` is below ``min_high`` or ``low`` is below one
-    8-bit level are left out (their logarithm is dominated by noise and rounding).
+    Solves :math:`\log L_c = \log s + \log g_c + \gamma \log H_c` on ``block``-averaged images
+    (averaging removes most of the noise), leaving out blocks darker than ``min_high`` in
+    ``high`` or one 8-bit level in ``low``.
 
     Args:
         low: the low-light image of the pair, (3, H, W), uint8 or float in [0, 1].
@@ -136,13 +123,10 @@ class NoiseProfile:
     """Noise standard deviation per channel and intensity bin.
 
     Attributes:
-        edges: the bin edges (intensity of the local mean of the low image, in [0, 1]); there are
-            ``bins = len(edges) - 1`` bins, bin ``b`` holding the means in
-            ``[edges[b], edges[b + 1])``.
-        intensity: (3, bins) float64 mean intensity of the pixels in each bin (NaN where empty).
+        edges: the bin edges of the low image's local mean; bin ``b`` is ``[edges[b], edges[b + 1])``.
+        intensity: (3, bins) float64 mean intensity of each bin's pixels (NaN where empty).
         std: (3, bins) float64 noise standard deviation in each bin (NaN where empty).
-        count: (3, bins) int64 number of pixels in each bin, also where it is below the
-            ``min_count`` of :func:`noise_profile` and the bin is reported empty.
+        count: (3, bins) int64 number of pixels in each bin, empty ones included.
     """
 
     edges: tuple[float, ...]
@@ -157,28 +141,16 @@ def noise_profile(
 ) -> NoiseProfile:
     """Measure the low image's noise where the normal-light image is flat.
 
-    A pixel counts when the standard deviation of ``high`` over the ``window`` x ``window``
-    neighbourhood is below ``flat`` (so the scene has no texture there); its noise sample is
-    ``low`` minus the neighbourhood mean of ``low``, scaled by ``sqrt(n / (n - 1))`` so that the
-    estimate is unbiased for white noise. Pixels are binned by the neighbourhood mean of ``low``;
-    bins with fewer than ``min_count`` pixels are reported empty (NaN).
+    A pixel's noise sample is ``low`` minus its neighbourhood mean (unbiased for white noise),
+    binned by that mean, where ``high`` is flat over the neighbourhood.
 
     Args:
         low: the low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape (a different shape raises a
-            :class:`ValueError`); it only decides where the scene is flat.
-        window: side of the square neighbourhood (default 5); it must be odd and at least 3.
-            Pixels closer than ``window // 2`` to the border are not measured.
-        flat: the largest standard deviation of ``high`` over a neighbourhood, in the units of
-            [0, 1] intensities, for which the neighbourhood counts as flat (default 0.01).
-        edges: increasing bin edges for the neighbourhood mean of ``low``, in [0, 1] (default
-            ``DEFAULT_BINS``: 0, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 1). A mean at or above the
-            last edge falls in no bin.
-        min_count: the fewest flat pixels a bin needs to get an intensity and a standard
-            deviation (default 100).
-
-    Returns:
-        The :class:`NoiseProfile`, measured for each channel separately.
+        high: its normal-light reference, the same shape; it only decides where the scene is flat.
+        window: side of the square neighbourhood, odd and at least 3.
+        flat: the largest standard deviation of ``high`` over a neighbourhood that counts as flat.
+        edges: increasing bin edges in [0, 1] for the neighbourhood mean of ``low``.
+        min_count: the fewest flat pixels a bin needs (else it is reported empty, NaN).
 
     Example:
         >>> import torch
@@ -216,7 +188,6 @@ def noise_profile(
 
 
 def _profile_distance(simulated: NoiseProfile, real: NoiseProfile) -> Tensor:
-    """Per channel: count-weighted mean squared log-ratio of the two profiles over shared bins."""
     both = torch.isfinite(simulated.std) & torch.isfinite(real.std)
     weight = torch.where(both, real.count.to(torch.float64).sqrt(), torch.zeros((), dtype=torch.float64))
     log_ratio = torch.where(both, (simulated.std / real.std).log(), torch.zeros((), dtype=torch.float64))
@@ -230,29 +201,18 @@ def fit_noise(
 ) -> tuple[float, tuple[float, float, float]]:
     """Fit Poisson-Gaussian noise levels to a real pair by simulation; returns ``(shot, read per channel)``.
 
-    For every shot-noise level ``a`` in ``shot_grid`` and read-noise level in ``read_grid``
-    (default: 24 log-spaced values from 1e-3 to 4e-2), ``high`` is darkened with ``tone`` and that
-    noise, and its :func:`noise_profile` is compared with the real ``low``'s. Each channel takes
-    its best read-noise level; the shot-noise level is shared (the best total).
+    Every grid combination darkens ``high`` with ``tone`` (one simulation each) and compares its
+    :func:`noise_profile` with ``low``'s; each channel takes its best read level, and the shot
+    level is shared.
 
     Args:
         low: the real low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape; it needs flat regions (see
-            :func:`noise_profile`), or a :class:`ValueError` says there are none.
-        tone: the pair's tone curve and colour cast (from :func:`fit_tone`); its scale is capped
-            at 1 for the simulation.
-        shot_grid: the candidate shot-noise levels ``a``, each >= 0 (default
-            ``(0.0, 1e-4, 3e-4, 1e-3, 3e-3)``); an empty grid or a negative level raises a
-            :class:`ValueError`, as for ``read_grid``.
-        read_grid: the candidate read-noise standard deviations, each >= 0 and tried on all
-            three channels at once; ``None`` (default) for the 24 log-spaced values above.
-            Every combination is one simulation, so the cost grows with both grids' lengths.
-        seed: seed of the simulated noise; every candidate uses the same one, so the candidates
-            are compared on the same random draws (default 0).
-
-    Returns:
-        ``(shot, (read_R, read_G, read_B))``: the chosen shot-noise level and each channel's
-        chosen read-noise standard deviation, all values of the grids.
+        high: its normal-light reference, the same shape, with flat regions.
+        tone: the pair's :func:`fit_tone`.
+        shot_grid: the candidate shot-noise levels ``a``, each >= 0.
+        read_grid: the candidate read-noise standard deviations; ``None`` for 24 log-spaced
+            values from 1e-3 to 4e-2.
+        seed: seed of the simulated noise, the same for every candidate.
 
     Example:
         >>> import math, torch
@@ -296,11 +256,11 @@ class LowLightStatistics:
     """What the calibration figure compares between real and synthetic low-light images.
 
     Attributes:
-        mean: per-channel mean ``(R, G, B)`` of the low image, in [0, 1].
-        color_ratios: ``(mean_R / mean_G, mean_B / mean_G)`` of the low image divided by the same
-            ratios of the normal-light image (1, 1 means no colour cast).
-        brightness_ratio: mean of the low image over the mean of the normal-light image.
-        noise: the :func:`noise_profile` of the pair, with its default settings.
+        mean: per-channel mean ``(R, G, B)`` of the low image.
+        color_ratios: the low image's ``(mean_R / mean_G, mean_B / mean_G)`` over the normal-light
+            image's (1, 1: no colour cast).
+        brightness_ratio: the low image's mean over the normal-light image's.
+        noise: the pair's :func:`noise_profile`.
     """
 
     mean: tuple[float, float, float]
@@ -314,12 +274,7 @@ def low_light_statistics(low: Tensor, high: Tensor) -> LowLightStatistics:
 
     Args:
         low: the low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape (a different shape raises a
-            :class:`ValueError`). Means of ``high`` below ``1e-6`` are raised to it, so a black
-            reference gives large ratios rather than a division by zero.
-
-    Returns:
-        The image's :class:`LowLightStatistics`.
+        high: its normal-light reference, the same shape (means below 1e-6 are raised to it).
 
     Example:
         >>> import torch
@@ -346,11 +301,9 @@ class PairFit:
 
     Args:
         name: the pair's name, as given to :func:`calibrate`.
-        tone: its tone curve and colour cast (:func:`fit_tone`).
-        shot_noise: its shot-noise level ``a`` (:func:`fit_noise`; 0 when the pair shows none
-            that the grid can resolve).
-        read_noise: its read-noise standard deviation per channel, ``(R, G, B)``
-            (:func:`fit_noise`). :attr:`params` divides by the green value, which must not be 0.
+        tone: its :func:`fit_tone`.
+        shot_noise: its shot-noise level ``a`` (:func:`fit_noise`).
+        read_noise: its read-noise standard deviation per channel ``(R, G, B)``; green not 0.
     """
 
     name: str
@@ -374,11 +327,9 @@ class Calibration:
     """Per-pair fits and the synthesizer ranges that span them (see :func:`calibrate`).
 
     Args:
-        fits: one :class:`PairFit` per calibrated pair, in the order the pairs were given.
-        widen: the relative margin that was added on each side of every range (default 0.15);
-            a record only, :attr:`ranges` already include it.
-        ranges: ``(low, high)`` per :class:`~flowkit.models.llflow.data.LowLightSynthesizer` argument. The
-            default, an empty dict, makes :attr:`synthesizer` the synthesizer's default ranges.
+        fits: one :class:`PairFit` per calibrated pair, in the order given.
+        widen: the relative margin added on each side of every range (a record only).
+        ranges: ``(low, high)`` per :class:`~flowkit.models.llflow.data.LowLightSynthesizer` argument.
     """
 
     fits: tuple[PairFit, ...]
@@ -404,20 +355,13 @@ def calibrate(
 ) -> Calibration:
     """Fit every ``(name, low, high)`` pair and derive :class:`~flowkit.models.llflow.data.LowLightSynthesizer` ranges.
 
-    Each range spans the fitted values of all pairs, widened multiplicatively by ``widen`` on
-    each side (the scale is capped at 1). The shot-noise range's lower end is at least ``1e-5``
-    before widening (a fit of 0 means "below what the pairs can resolve").
+    The scale is capped at 1, and the shot-noise range starts at 1e-5 or above (a fit of 0 means
+    "below what the pairs resolve").
 
     Args:
-        pairs: ``(name, low, high)`` for each real pair, the images (3, H, W), uint8 or float in
-            [0, 1]; at least one (none raises a :class:`ValueError`). Each pair is fitted with
-            :func:`fit_tone` and :func:`fit_noise` at their default settings.
-        widen: the relative margin on each side: a range spanning ``[lo, hi]`` becomes
-            ``[lo / (1 + widen), hi * (1 + widen)]`` (default 0.15; 0 keeps the fits' span).
-        seed: the noise seed of every :func:`fit_noise` simulation (default 0).
-
-    Returns:
-        The per-pair fits and the ranges; :attr:`Calibration.synthesizer` draws from them.
+        pairs: at least one ``(name, low, high)``, images as for :func:`fit_tone`.
+        widen: the margin on each side: ``[lo, hi]`` becomes ``[lo / (1 + widen), hi * (1 + widen)]``.
+        seed: the noise seed of every :func:`fit_noise` simulation.
 
     Example:
         >>> import torch

@@ -23,10 +23,8 @@ Equalizer = Callable[[Tensor], Tensor]
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The random generator that decides item ``index``'s crop and flip in ``epoch``.
 
-    Its seed is a function of ``(seed, epoch, index)`` only, mixed by
-    :class:`numpy.random.SeedSequence` into 64 bits, so an item is the same whichever
-    DataLoader worker or rank loads it and in whatever order, and a resumed run sees exactly
-    the items it would have seen.
+    Seeded from ``(seed, epoch, index)`` only (mixed by :class:`numpy.random.SeedSequence`), so
+    an item is the same whichever worker or rank loads it, and a resumed run sees the same items.
 
     Args:
         seed: the dataset's seed (non-negative).
@@ -50,41 +48,25 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 class PairedImageDataset(Dataset):
     r"""Low/normal-light image pairs as training or evaluation items.
 
-    Each item is a dict:
-
-    - ``"low"``, ``"high"``: float32 (3, H, W) in [0, 1] (see :func:`~flowkit.models.llflow.data.read_image`);
-    - ``"histeq"`` (unless ``histeq=False``): float32 (3, H, W) in [0, 1], the per-channel
-      histogram equalization of the 8-bit low image (16-bit images rounded to 8 bit first),
-      divided by 255, computed on the **full** image before any crop, as LLFlow's data pipeline
-      does;
-    - ``"name"``: the pair's name (the low file's stem).
-
-    With ``patch_size`` set, the three images are cropped at the same random position, and with
-    ``flip=True`` all three are flipped left-right with probability 0.5. The randomness of item
-    ``i`` comes from :func:`item_generator` ``(seed, epoch, i)``, drawn in a fixed order (crop
-    top, crop left, flip), so items are reproducible whatever the DataLoader's workers do. Call
-    :meth:`set_epoch` before each epoch's iteration starts; DataLoader workers are given a copy of
-    the dataset when an iterator is created, so with ``persistent_workers=True`` they do not see
-    later calls (use non-persistent workers, or a new DataLoader per epoch).
-
-    Every pair is checked when the dataset is built (:func:`~flowkit.models.llflow.data.check_pairs`): a
-    missing partner, an unreadable file, a size mismatch, or an image smaller than the patch
-    raises a :class:`~flowkit.models.llflow.data.DatasetError` naming the files before any training starts.
+    Items are dicts: ``"low"`` and ``"high"``, float32 (3, H, W) in [0, 1]; ``"histeq"``, the
+    per-channel histogram equalization of the 8-bit low image over 255, computed on the **full**
+    image before the crop (as LLFlow's pipeline does); and ``"name"``, the low file's stem. Item
+    ``i``'s crop and flip come from :func:`item_generator` ``(seed, epoch, i)``. Call
+    :meth:`set_epoch` before each epoch (persistent DataLoader workers do not see it). Every pair
+    is checked at construction (:func:`~flowkit.models.llflow.data.check_pairs`), so a bad file
+    raises a :class:`~flowkit.models.llflow.data.DatasetError` before training starts.
 
     Args:
-        pairs: the image pairs (see :func:`~flowkit.models.llflow.data.find_pairs`); or use
+        pairs: the image pairs (:func:`~flowkit.models.llflow.data.find_pairs`); or use
             :meth:`from_root` / :meth:`from_folders`.
-        patch_size: crop size ``(height, width)`` or one int for a square; ``None`` keeps full
-            images.
-        flip: random horizontal flips with probability 0.5.
-        seed: seed of the crop and flip randomness.
-        histeq: ``True`` for the LLFlow histogram equalization
-            (``flowkit.models.llflow.histeq.equalize_hist``), ``False`` to leave it out, or a
-            function mapping a uint8 (3, H, W) tensor to a uint8 (3, H, W) tensor.
-        check: ``"decode"`` decodes every file at construction (catches truncated files);
-            ``"header"`` reads only sizes (fast, for huge folders).
-        cache: keep the decoded images (and histeq) in memory after first use. Each
-            DataLoader worker holds its own cache.
+        patch_size: crop size ``(height, width)`` or one int; ``None`` keeps full images.
+        flip: random left-right flips with probability 0.5.
+        seed: seed of the crops and flips.
+        histeq: ``True`` for LLFlow's equalization, ``False`` for none, or a function from a
+            uint8 (3, H, W) tensor to another.
+        check: ``"decode"`` decodes every file (catches truncated files); ``"header"`` reads
+            only sizes.
+        cache: keep decoded images in memory (one cache per DataLoader worker).
 
     Example:
         >>> import tempfile, torch
@@ -170,8 +152,7 @@ class PairedImageDataset(Dataset):
         """Select the epoch whose crops and flips the next items use (like ``DistributedSampler``).
 
         Args:
-            epoch: the epoch number, non-negative (a negative one raises a :class:`ValueError`);
-                together with the seed and the index it seeds each item's :func:`item_generator`.
+            epoch: the epoch number, non-negative.
 
         Example:
             >>> data = PairedImageDataset.__new__(PairedImageDataset)
@@ -208,9 +189,7 @@ class PairedImageDataset(Dataset):
 
 
 def _item_names(paths: Sequence[Path]) -> list[str]:
-    """The files' stems; where two share a stem, every name is the path relative to the files' common
-    folder with ``_`` between its parts (as :func:`~flowkit.models.llflow.data.write_synthetic_pairs` names them), so
-    that no two items write their results over each other."""
+    # Stems; where two clash, every name is the path under the common folder joined with "_".
     stems = [p.stem for p in paths]
     if len(set(stems)) == len(stems):
         return stems
@@ -229,7 +208,6 @@ def _item(
     low: Tensor, high: Tensor, histeq: Tensor | None, name: str, patch_size: tuple[int, int] | None, flip: bool,
     generator: torch.Generator | None,
 ) -> dict[str, Tensor | str]:
-    """Crop (top, then left) and flip the images with draws from ``generator``, in that order."""
     images = [low, high] + ([histeq] if histeq is not None else [])
     if generator is not None:
         if patch_size is not None:
@@ -277,31 +255,21 @@ def _patch_option(patch_size: int | tuple[int, int] | None) -> tuple[int, int] |
 class SyntheticPairDataset(Dataset):
     r"""Normal-light photographs darkened on the fly: a fresh degradation for every item and epoch.
 
-    Item ``i`` of epoch ``e`` darkens image ``i`` with ``synthesizer`` using the generator
-    :func:`item_generator` ``(seed, e, i)`` (degradation parameters and noise first, then the crop
-    and flip, as :class:`PairedImageDataset` draws them), computes the histogram equalization of
-    the whole low image, and crops. So every epoch shows the network new noise and new exposures
-    of the same scenes, and an item is reproducible whatever the DataLoader's workers do. Items
-    are dicts like :class:`PairedImageDataset`'s (``"low"``, ``"high"``, ``"histeq"``, ``"name"``).
-    An item's name (``names[index]``) is its photograph's stem; where two photographs share a
-    stem, every name is instead the file's path relative to the photographs' common folder, its
-    parts joined with ``_``, so no two items share a name.
-
-    Each photograph is centre-cropped to a multiple of ``multiple_of`` once, when first read, and
-    kept in memory as uint8 (``cache``).
+    Item ``i`` of epoch ``e`` darkens photograph ``i`` with draws from :func:`item_generator`
+    ``(seed, e, i)`` (degradation first, then crop and flip), equalizes the whole low image, and
+    crops: every epoch brings new noise and exposures of the same scenes. Items are dicts as
+    :class:`PairedImageDataset`'s; names are the photographs' stems (made unique as
+    :meth:`from_folder` says).
 
     Args:
         images: the normal-light image files.
         synthesizer: the degradation (e.g. :meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol`).
-        patch_size: crop size ``(height, width)`` or one int for a square; ``None`` keeps full
-            images (cropped to a multiple of ``multiple_of``).
-        flip: random horizontal flips with probability 0.5.
-        seed: seed of the degradations, crops and flips (with the epoch and the index).
-        histeq: ``True`` for the LLFlow histogram equalization, ``False`` to leave it out, or a
-            function mapping a uint8 (3, H, W) tensor to a uint8 (3, H, W) tensor, as for
-            :class:`PairedImageDataset`.
-        multiple_of: centre-crop sizes to a multiple of this (8 for LLFlow).
-        cache: keep the decoded photographs in memory.
+        patch_size: as for :class:`PairedImageDataset`.
+        flip: as for :class:`PairedImageDataset`.
+        seed: seed of the degradations, crops and flips.
+        histeq: as for :class:`PairedImageDataset`.
+        multiple_of: centre-crop each photograph once to a multiple of this (8 for LLFlow).
+        cache: keep the decoded photographs in memory (uint8).
 
     Example:
         >>> import tempfile
@@ -360,17 +328,14 @@ class SyntheticPairDataset(Dataset):
     def from_folder(cls, folder: str | Path, synthesizer, *, recursive: bool = True, **kwargs) -> SyntheticPairDataset:
         """All images in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
-        The images are those :func:`~flowkit.models.llflow.data.pairs.image_files` lists. Item names are the
-        files' stems; where two photographs in different sub-folders share a stem, each name is
-        the file's path under the folder with ``_`` between its parts (``day_0001``, ``night_0001``).
+        Item names are the stems; where two share a stem, every name is the path under
+        ``folder`` joined with ``_`` (``day_0001``, ``night_0001``).
 
         Args:
             folder: the folder of normal-light photographs.
             synthesizer: the degradation, as for the constructor.
-            recursive: also take the images in sub-folders, at any depth (default ``True``);
-                ``False`` takes only the files directly in ``folder``.
-            **kwargs: the constructor's keyword arguments (``patch_size``, ``flip``, ``seed``,
-                ``histeq``, ``multiple_of``, ``cache``).
+            recursive: also take the images in sub-folders, at any depth.
+            **kwargs: the constructor's keyword arguments.
 
         Raises:
             DatasetError: ``folder`` is not a folder, or holds no image files.
@@ -387,13 +352,7 @@ class SyntheticPairDataset(Dataset):
         return cls(image_files(folder, recursive=recursive), synthesizer, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose degradations, crops and flips the next items use.
-
-        Args:
-            epoch: the epoch number, non-negative (a negative one raises a :class:`ValueError`);
-                together with the seed and the index it seeds each item's :func:`item_generator`,
-                so every epoch draws new degradation parameters and noise.
-        """
+        """Select the epoch whose degradations, crops and flips the next items use (non-negative)."""
         if epoch < 0:
             raise ValueError(f"epoch must be non-negative, got {epoch}")
         self.epoch = epoch
@@ -426,16 +385,11 @@ class SyntheticPairDataset(Dataset):
 class CombinedDataset(Dataset):
     """Several datasets one after another, each repeated a number of times, with ``set_epoch``.
 
-    Used to mix a few real pairs into a large synthetic set (e.g. each real pair 10 times per
-    epoch). ``set_epoch`` is passed on to every part that has it.
+    Use it to mix a few real pairs into a large synthetic set.
 
     Args:
-        parts: ``(dataset, repeats)`` pairs, in order. A dataset is anything with ``len`` and
-            indexing (usually a :class:`PairedImageDataset` or :class:`SyntheticPairDataset`);
-            ``repeats`` is a positive int (anything else, a bool included, raises a
-            :class:`ValueError`, as does an empty ``parts``). Index ``i`` runs through the first
-            dataset ``repeats`` times over (all its items, then all of them again), then the
-            next part. The index is built here, so the datasets must not change length later.
+        parts: ``(dataset, repeats)`` pairs, in order, ``repeats`` a positive int; the datasets
+            must keep their lengths.
 
     Example:
         >>> from flowkit.models.llflow.data import CombinedDataset
@@ -457,11 +411,7 @@ class CombinedDataset(Dataset):
         ]
 
     def set_epoch(self, epoch: int) -> None:
-        """Pass ``epoch`` on to every part that has a ``set_epoch`` (synthetic parts draw anew).
-
-        Args:
-            epoch: the epoch number, as for :meth:`SyntheticPairDataset.set_epoch`.
-        """
+        """Pass ``epoch`` on to every part that has a ``set_epoch``."""
         for data, _ in self.parts:
             if hasattr(data, "set_epoch"):
                 data.set_epoch(epoch)

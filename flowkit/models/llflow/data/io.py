@@ -1,9 +1,7 @@
 """Reading and writing RGB images with Pillow, as float tensors in [0, 1] or as uint8 tensors.
 
-Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is left as Pillow sets it: a
-file that exceeds it is refused like any other unreadable file. Every failure is an
-:class:`ImageReadError` that names the file, so a data pipeline or a command line tool can report
-it and carry on.
+Every failure (Pillow's decompression-bomb limit included) is an :class:`ImageReadError` naming
+the file, so a pipeline can report it and carry on.
 """
 
 from __future__ import annotations
@@ -35,10 +33,8 @@ class ImageReadError(OSError):
     """An image file could not be opened or decoded; ``path`` names it.
 
     Args:
-        path: the file that could not be read; kept as a :class:`pathlib.Path` in the ``path``
-            attribute.
-        reason: why, usually the decoder's own message; kept in the ``reason`` attribute. The
-            message is ``"cannot read image PATH: REASON"``.
+        path: the file (kept as a :class:`pathlib.Path` in ``path``).
+        reason: why, usually the decoder's message (kept in ``reason``).
 
     Example:
         >>> err = ImageReadError("photos/a.png", "not an image")
@@ -56,11 +52,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """Return ``(height, width)`` of an image from its header, without decoding the pixels.
 
     Args:
-        path: the image file.
-
-    Raises:
-        ImageReadError: the file is missing, is not an image Pillow knows, or is over Pillow's
-            decompression-bomb limit.
+        path: the image file (unreadable: :class:`ImageReadError`).
 
     Example:
         >>> import tempfile, torch
@@ -80,7 +72,6 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def _decode(path: str | Path) -> tuple[np.ndarray, float]:
-    """Decode to an (H, W, 3) integer array and the value that maps to 1.0."""
     try:
         with Image.open(path) as im:
             # The tile list (with the raw sample layout) is only there before load().
@@ -122,23 +113,12 @@ def _decode(path: str | Path) -> tuple[np.ndarray, float]:
 def read_image(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Tensor:
     """Read an image file as an RGB tensor of shape (3, H, W).
 
-    8-bit images are divided by 255 and 16-bit PNGs by 65535, so a float result is in [0, 1].
-    With ``dtype=torch.uint8`` the 8-bit values are returned unchanged (16-bit ones are rounded
-    to 8 bit). Grayscale, alpha and other non-RGB modes are converted to RGB with a
-    :class:`UserWarning` that names the file. Pillow decodes 16-bit colour PNGs at 8-bit
-    precision, so flowkit reads their samples itself; only interlaced ones (rare) keep Pillow's
-    8-bit result, with a warning.
+    A float result is in [0, 1] (16-bit PNGs at full precision); other modes are converted to RGB
+    with a :class:`UserWarning` naming the file.
 
     Args:
-        path: the image file.
-        dtype: ``torch.uint8`` or a floating dtype.
-
-    Returns:
-        A (3, H, W) tensor.
-
-    Raises:
-        ImageReadError: the file is missing, corrupt, not an image, or over Pillow's
-            decompression-bomb limit.
+        path: the image file (unreadable: :class:`ImageReadError`).
+        dtype: ``torch.uint8`` (16-bit values rounded to 8 bit) or a floating dtype.
 
     Example:
         >>> import tempfile, torch
@@ -164,13 +144,10 @@ def read_image(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Tenso
 def to_uint8(image: Tensor, *, rounding: str = "round") -> Tensor:
     """Quantise a float image in [0, 1] to uint8 (a uint8 input is returned as it is).
 
-    Values are clamped to [0, 1] first. ``rounding="round"`` maps each value to the nearest
-    level (the right choice for an 8-bit image held as floats); ``"truncate"`` is
-    ``(x * 255).astype(uint8)`` in float32, the conversion LLFlow's evaluation uses.
-
     Args:
-        image: a float tensor of any shape, or a uint8 tensor.
-        rounding: ``"round"`` or ``"truncate"``.
+        image: a float tensor of any shape (clamped to [0, 1]), or a uint8 tensor.
+        rounding: ``"round"`` to the nearest level, or ``"truncate"``: ``(x * 255).astype(uint8)``
+            in float32, as LLFlow's evaluation does.
 
     Example:
         >>> import torch
@@ -195,15 +172,13 @@ def to_uint8(image: Tensor, *, rounding: str = "round") -> Tensor:
 def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None = None) -> None:
     """Write a (3, H, W) image as an 8-bit file whose format follows the suffix (PNG is lossless).
 
-    Float images are taken to be in [0, 1] and rounded (see :func:`to_uint8`). Parent folders are
-    created. The file is written to a temporary file in the same folder and renamed into place,
-    so a failed write leaves any earlier file intact; the error names the file.
+    Parent folders are created; the file is replaced atomically, so a failed write leaves an
+    earlier file intact.
 
     Args:
         path: where to write.
-        image: (3, H, W) uint8 or float tensor; float values must be finite and in [0, 1] (up to
-            rounding error: values within 1/510 outside are clamped).
-        text: PNG text chunks to store (keys and values are strings); PNG files only.
+        image: (3, H, W) uint8, or float in [0, 1] (rounded by :func:`to_uint8`).
+        text: PNG text chunks to store (string keys and values); PNG files only.
 
     Example:
         >>> import tempfile, torch

@@ -1,19 +1,10 @@
 """Finding low/normal-light image pairs on disk (LOL, LOL-v2 or any two folders) and checking them.
 
-Layouts understood by :func:`find_pairs` (folder names are matched case-insensitively):
-
-- a pair folder: ``ROOT/low`` with ``ROOT/high`` (or ``ROOT/normal``), e.g. ``LOL/eval15`` or a
-  folder written by :func:`flowkit.models.llflow.data.write_synthetic_pairs`;
-- LOL (v1): ``ROOT/our485`` (``split="train"``) and ``ROOT/eval15`` (``split="test"``), each a
-  pair folder;
-- LOL-v2: ``ROOT/Train`` and ``ROOT/Test``, each with ``Low`` and ``Normal``; the case-insensitive
-  match also accepts ``Test/low`` + ``Test/high`` as some copies name them;
-- the LOL-v2 root with its subsets (``ROOT/Real_captured``, ``ROOT/Synthetic``, each in the form
-  above): pairs of all subsets are combined and named ``"<subset>/<name>"``.
-
-Pairing is by file name: the stem, case-folded, with the extension ignored and a leading
-``low``/``high``/``normal`` dropped when digits follow, so LOL-v2 Real's ``Low/low00001.png``
-pairs with ``Normal/normal00001.png``. Pairs are sorted by name.
+:func:`find_pairs` understands (folder names case-insensitive): a pair folder ``ROOT/low`` +
+``ROOT/high`` (or ``normal``); LOL's ``our485`` (train) and ``eval15`` (test); LOL-v2's ``Train``
+and ``Test`` with ``Low`` + ``Normal``; and a LOL-v2 root whose subsets' pairs are combined as
+``"<subset>/<name>"``. Pairing is by case-folded stem, a leading ``low``/``high``/``normal``
+before digits dropped (``low00001.png`` pairs with ``normal00001.png``).
 """
 
 from __future__ import annotations
@@ -40,10 +31,8 @@ class DatasetError(ValueError):
     """A data folder is unusable; ``problems`` lists every reason, each naming its file.
 
     Args:
-        summary: the first line of the message: what is wrong, in a few words.
-        problems: every reason, one string each, naming its file. All of them are kept in the
-            ``problems`` attribute; the message lists the first 20, one per line, and then says
-            how many more there are.
+        summary: the message's first line.
+        problems: every reason, one string each (the message lists the first 20).
 
     Example:
         >>> err = DatasetError("2 problems", ["low/a.png has no partner", "high/b.png has no partner"])
@@ -155,13 +144,12 @@ def _pair_dirs(folder: Path) -> tuple[Path, Path] | None:
 def image_files(folder: str | Path, *, recursive: bool = True) -> list[Path]:
     """The image files in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
-    Images are the files whose suffix (in any case) is in :data:`~flowkit.models.llflow.data.io.IMAGE_SUFFIXES`,
-    ordered by their full path. Every reader of a photograph folder (synthetic pairs written once
-    or darkened online) lists it here, so they agree on which image is the ``k``-th.
+    Files with a suffix in :data:`~flowkit.models.llflow.data.io.IMAGE_SUFFIXES`, by full path: every
+    reader of a photograph folder lists it here, so they agree on which image is the ``k``-th.
 
     Args:
         folder: the folder of normal-light photographs.
-        recursive: also take the images in sub-folders, at any depth (default ``True``).
+        recursive: also take the images in sub-folders, at any depth.
 
     Raises:
         DatasetError: ``folder`` is not a folder, or holds no image files.
@@ -189,13 +177,11 @@ def find_pairs(root: str | Path, split: str = "train") -> list[ImagePair]:
     """Find the image pairs of one split under a LOL, LOL-v2 or plain pair-folder root.
 
     Args:
-        root: the dataset root (see the module notes for the layouts).
-        split: ``"train"`` or ``"test"`` (``"eval"`` and ``"val"`` mean ``"test"``). Ignored
-            when ``root`` is itself a pair folder.
+        root: the dataset root (the module docstring lists the layouts).
+        split: ``"train"`` or ``"test"`` (or ``"eval"``, ``"val"``); ignored for a pair folder.
 
     Raises:
-        DatasetError: no known layout under ``root``, or a pairing problem (see
-            :func:`pair_folders`).
+        DatasetError: no known layout under ``root``, or a pairing problem.
 
     Example:
         >>> import tempfile, torch
@@ -241,19 +227,12 @@ def check_pairs(
 ) -> list[tuple[int, int]]:
     """Check that every pair can be read and that its two images have the same size.
 
-    All problems are collected before raising, so one run names every bad file.
+    Returns each pair's ``(height, width)``; one :class:`DatasetError` names every bad file.
 
     Args:
         pairs: the pairs to check.
-        decode: decode every image fully (catches truncated files; costs a read of the data).
-            ``False`` reads only the headers.
+        decode: decode every image (catches truncated files); ``False`` reads only the headers.
         min_size: ``(height, width)`` every image must at least have (e.g. the training patch).
-
-    Returns:
-        ``(height, width)`` of each pair, in order.
-
-    Raises:
-        DatasetError: listing each unreadable file, size mismatch and too-small image.
 
     Example:
         >>> import tempfile, torch

@@ -1,8 +1,7 @@
 """Procedural normal-light "scenes" (gradients, shapes, textures), so the pipeline runs without photos.
 
-They are not photographs, but they have what a low-light model needs to see: smooth shading,
-sharp edges, flat regions, fine periodic and random texture, and saturated as well as grey
-colours. Darken them with :mod:`flowkit.models.llflow.data.synthetic` to get training pairs.
+They have what a low-light model needs to see (shading, edges, flat regions, texture, saturated
+and grey colours); darken them with :mod:`flowkit.models.llflow.data.synthetic` for training pairs.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ def _uniform(generator: torch.Generator, low: float, high: float, size: tuple[in
 
 
 def _texture(generator: torch.Generator, yy: Tensor, xx: Tensor) -> Tensor:
-    """A texture in [0, 1] over the grid: stripes, a checkerboard or smoothed noise."""
     kind = int(torch.randint(0, 3, (1,), generator=generator))
     if kind == 0:
         angle = float(_uniform(generator, 0, math.pi))
@@ -45,14 +43,13 @@ def _texture(generator: torch.Generator, yy: Tensor, xx: Tensor) -> Tensor:
 def make_scene(height: int, width: int, *, seed: int = 0, shapes: tuple[int, int] = (3, 9)) -> Tensor:
     """Draw one scene: a shaded two-colour gradient with textured rectangles and ellipses on top.
 
+    Returns a uint8 (3, height, width) image, a function of the arguments only.
+
     Args:
         height: image height in pixels.
         width: image width in pixels.
-        seed: the scene is a function of ``(seed, height, width, shapes)``.
+        seed: the scene's seed.
         shapes: the number of shapes is drawn uniformly from ``[shapes[0], shapes[1])``.
-
-    Returns:
-        A uint8 (3, height, width) image.
 
     Example:
         >>> from flowkit.models.llflow.data import make_scene
@@ -98,8 +95,7 @@ def write_scenes(
 ) -> list[Path]:
     """Write ``count`` scenes as PNGs ``scene_0000.png``, ... into ``out_dir``.
 
-    Scene ``i`` is :func:`make_scene` with seed ``seed * 1_000_003 + i``, so the same arguments
-    always write the same files.
+    Scene ``i`` is :func:`make_scene` with seed ``seed * 1_000_003 + i``; returns the paths.
 
     Args:
         out_dir: the folder to write (created if needed).
@@ -107,9 +103,6 @@ def write_scenes(
         height: image height.
         width: image width.
         seed: base seed.
-
-    Returns:
-        The written paths, in order.
 
     Example:
         >>> import tempfile

@@ -9,21 +9,12 @@ computes
     y_c = a \cdot \mathrm{Poisson}(d_c / a) + \sigma \rho_c \cdot \mathcal{N}(0, 1), \qquad
     \text{low}_c = \mathrm{round}(255 \cdot \mathrm{clamp}(y_c, 0, 1)) / 255.
 
-(Poisson counts with a mean above 64 are drawn from their normal approximation, for speed.)
-The gamma curve darkens shadows more than highlights and the scale lowers the exposure, the two
-operations LOL-v2's synthetic subset and most synthetic low-light sets combine. The channel gains
-:math:`g = (g_R, 1, g_B)` give the colour cast of a white balance set for another light. The noise
-is the Poisson-Gaussian model of a sensor (Foi et al., 2008): shot noise of variance
-:math:`a \cdot d`, which grows with the signal, plus signal-independent read noise of standard
-deviation :math:`\sigma \rho_c`, where :math:`\rho = (\rho_R, 1, \rho_B)` says how much noisier
-red and blue are than green (a camera's white-balance gains amplify their noise). The rounding to
-8 bits is the quantisation of the stored image. Each image draws its own parameters from
-:class:`LowLightSynthesizer`'s ranges: :math:`\gamma` and :math:`s` uniformly, the others
-log-uniformly.
-
-:class:`LowLightSynthesizer` ``()`` has generic ranges, gains and noise ratios of one;
-:meth:`LowLightSynthesizer.lol` has ranges fitted to real LOL pairs by
-:mod:`flowkit.models.llflow.data.calibration`, which also measures how well synthetic images match real ones.
+A gamma curve and an exposure scale (as LOL-v2's synthetic subset), channel gains
+:math:`g = (g_R, 1, g_B)` for a colour cast, and a sensor's Poisson-Gaussian noise (Foi et al.,
+2008): shot noise of variance :math:`a d` plus read noise of standard deviation
+:math:`\sigma \rho_c`, red and blue noisier by :math:`\rho = (\rho_R, 1, \rho_B)`. Poisson counts
+above 64 are drawn from their normal approximation. :meth:`LowLightSynthesizer.lol` has ranges
+fitted to real LOL pairs by :mod:`flowkit.models.llflow.data.calibration`.
 
 References:
     Foi, Trimeche, Katkovnik, Egiazarian. "Practical Poissonian-Gaussian noise modeling and
@@ -58,19 +49,15 @@ __all__ = ["LowLightParams", "LowLightSynthesizer", "darken", "main", "write_syn
 class LowLightParams:
     """The darkening and noise parameters applied to one image.
 
-    The values are not checked here but by :func:`darken`, which raises a :class:`ValueError`
-    for any outside the ranges below.
+    :func:`darken` checks them (a :class:`ValueError` outside the ranges below).
 
     Attributes:
         gamma: exponent of the gamma curve (> 0; > 1 darkens).
         scale: exposure factor after the gamma curve, in (0, 1].
         shot_noise: ``a``, the shot-noise variance per unit of signal (0 for none).
-        read_noise: ``sigma``, the standard deviation of the green channel's read noise (0 for none).
-        gains: per-channel gains ``(g_R, g_G, g_B)`` after the exposure (the colour cast), > 0.
-            Default ``(1.0, 1.0, 1.0)``, no cast. Darkened values are capped at 1 after the gains.
-        noise_ratios: per-channel multipliers ``(rho_R, rho_G, rho_B)`` of the read noise, >= 0.
-            Default ``(1.0, 1.0, 1.0)``. As soon as a gain or a ratio differs from 1 (see
-            :attr:`per_channel`), the image must have 3 channels.
+        read_noise: ``sigma``, the green channel's read-noise standard deviation (0 for none).
+        gains: per-channel gains ``(g_R, g_G, g_B)`` > 0, the colour cast (capped at 1 after).
+        noise_ratios: per-channel read-noise multipliers ``(rho_R, rho_G, rho_B)`` >= 0.
 
     Example:
         >>> LowLightParams(gamma=2.0, scale=0.5, shot_noise=0.0, read_noise=0.0).gains
@@ -94,9 +81,8 @@ def darken(image: Tensor, params: LowLightParams, *, generator: torch.Generator 
     """Apply gamma, exposure and colour-cast darkening and Poisson-Gaussian noise, quantised to 8 bit.
 
     Args:
-        image: normal-light image(s), float in [0, 1] or uint8, shape (..., H, W); shape
-            (..., 3, H, W) when the gains or noise ratios differ between channels.
-        params: the parameters (see the module notes for the formula).
+        image: float in [0, 1] or uint8, (..., H, W); (..., 3, H, W) for per-channel parameters.
+        params: the parameters (the module docstring has the formula).
         generator: source of the noise; ``None`` uses torch's global generator.
 
     Returns:
@@ -146,11 +132,7 @@ _NORMAL_APPROXIMATION_FROM = 64.0
 
 
 def _add_noise(dark: Tensor, shot: float, read_std: Tensor | float, generator: torch.Generator | None) -> Tensor:
-    """``shot * Poisson(dark / shot) + read_std * N(0, 1)``, with one normal draw per pixel.
-
-    Where the photon count is large, the Poisson term is replaced by its normal approximation and
-    merged with the read noise into a single normal of variance ``shot * dark + read_std**2``.
-    """
+    """``shot * Poisson(dark / shot) + read_std * N(0, 1)``, one normal draw per pixel."""
     # Drawn in float32 (five times faster than float64 on CPU), used in float64.
     noise = torch.randn(dark.shape, generator=generator, dtype=torch.float32).to(dark.dtype)
     if shot == 0:
@@ -184,29 +166,20 @@ def _uniform(generator: torch.Generator, bounds: tuple[float, float]) -> float:
 class LowLightSynthesizer:
     """Random low-light degradation: draws :class:`LowLightParams` per image and applies :func:`darken`.
 
-    Every field is a range ``(low, high)`` with ``0 < low <= high`` (a list is accepted and stored
-    as a tuple of floats; anything else raises a :class:`ValueError`). ``low == high`` fixes the
-    value. The defaults are in brackets.
+    Every field is a range ``(low, high)``, ``0 < low <= high`` (``low == high`` fixes the value),
+    of a :class:`LowLightParams` field; ``gamma`` and ``scale`` are drawn uniformly, the others
+    log-uniformly. The defaults are generic (no colour cast); :meth:`lol` and :meth:`lol_wide`
+    are fitted to real pairs. Calling it with a ``seed`` is reproducible.
 
     Attributes:
-        gamma: range of the gamma exponent, drawn uniformly (``(1.8, 3.0)``).
-        scale: range of the exposure scale, drawn uniformly; its upper end must be at most 1
-            (``(0.15, 0.5)``).
-        shot_noise: range of ``a`` (shot-noise variance per unit signal), drawn log-uniformly
-            (``(2e-4, 4e-3)``).
-        read_noise: range of the green channel's read-noise standard deviation, drawn
-            log-uniformly (``(1e-3, 8e-3)``).
-        red_gain: range of the red gain relative to green (the colour cast), drawn log-uniformly
-            (``(1.0, 1.0)``: no cast).
-        blue_gain: range of the blue gain relative to green, drawn log-uniformly (``(1.0, 1.0)``).
-        red_noise: range of the red read-noise multiplier relative to green, drawn log-uniformly
-            (``(1.0, 1.0)``: as noisy as green).
-        blue_noise: range of the blue read-noise multiplier relative to green, drawn
-            log-uniformly (``(1.0, 1.0)``).
-
-    Calling it with a ``seed`` gives the same low image and parameters every time. The default
-    ranges are generic; :meth:`lol` gives ranges fitted to real LOL pairs, :meth:`lol_wide` the same
-    with darker exposures.
+        gamma: the gamma exponent's range.
+        scale: the exposure scale's range, at most 1.
+        shot_noise: the range of ``a``.
+        read_noise: the green read-noise standard deviation's range.
+        red_gain: the red gain's range, relative to green.
+        blue_gain: the blue gain's range, relative to green.
+        red_noise: the red read-noise multiplier's range, relative to green.
+        blue_noise: the blue read-noise multiplier's range, relative to green.
 
     Example:
         >>> import torch
@@ -243,9 +216,8 @@ class LowLightSynthesizer:
     def lol(cls) -> LowLightSynthesizer:
         """Ranges fitted to the real LOL pairs (eval15 #778 and our485 #697, #717, #776).
 
-        Each range spans the four pairs' fitted values (see :func:`flowkit.models.llflow.data.calibration.calibrate`
-        and ``docs/figures/calibration.py``, which draws real against synthetic statistics),
-        widened by about 15% on each side so that nearby cameras and exposures are covered.
+        Each range spans the pairs' fits (:func:`flowkit.models.llflow.data.calibration.calibrate`),
+        widened by about 15% on each side.
 
         Example:
             >>> from flowkit.models.llflow.data import LowLightSynthesizer
@@ -258,12 +230,9 @@ class LowLightSynthesizer:
     def lol_wide(cls) -> LowLightSynthesizer:
         """:meth:`lol`'s ranges with exposures reaching as dark as real low-light datasets do.
 
-        :meth:`lol` spans the four LOL pairs we have, whose ground truth is 7-15 times brighter
-        than the input; LOL-v2's real pairs reach about 20 times, and a model trained on
-        :meth:`lol` under-brightens such inputs. This range lowers the exposure scale's lower end
-        from 0.153 to 0.08, which moves the brightness ratio ``mean(high) / mean(low)`` of
-        darkened photographs from a median of 8.4 (5-95%: 5.1-20.5) to 9.8 (5.4-30.1), and
-        takes the red and blue read-noise multipliers from a fit with today's noise sampler.
+        A model trained on :meth:`lol` (whose four pairs are 7-15 times darker than their ground
+        truth) under-brightens darker inputs, such as LOL-v2's; this preset lowers the exposure
+        scale's lower end to 0.08 (measured: see :ref:`measured-design-choices`).
 
         Example:
             >>> from flowkit.models.llflow.data import LowLightSynthesizer
@@ -276,13 +245,8 @@ class LowLightSynthesizer:
         """Draw one image's parameters (gamma, scale, shot noise, read noise, gains, noise ratios).
 
         Args:
-            generator: the CPU generator to draw from. The draws come in a fixed order: gamma and
-                scale (uniform), shot noise and read noise, then the red gain, blue gain, red
-                noise and blue noise multipliers (log-uniform). A degenerate range still takes
-                its draw for gamma and scale, but none for the log-uniform ones.
-
-        Returns:
-            The parameters, with green's gain and noise multiplier fixed at 1.
+            generator: the CPU generator, drawn in the fields' order (a degenerate log-uniform
+                range takes no draw).
 
         Example:
             >>> import torch
@@ -308,8 +272,7 @@ class LowLightSynthesizer:
         """Darken ``image`` with freshly drawn parameters; return the uint8 result and them.
 
         Args:
-            image: float in [0, 1] or uint8, shape (..., H, W) (or (..., 3, H, W) when the
-                gains or noise ratios vary).
+            image: as for :func:`darken`.
             seed: seeds a new generator (exclusive with ``generator``).
             generator: the generator to draw from; ``None`` with no seed uses a random seed.
         """
@@ -369,21 +332,18 @@ def write_synthetic_pairs(
 ) -> list[ImagePair]:
     """Turn a folder of normal-light images into a pair folder ``out_dir/{low,high}/NAME.png``.
 
-    ``high/NAME.png`` is the source image as 8-bit RGB PNG (centre-cropped to a multiple of
-    ``multiple_of``); ``low/NAME.png`` is its darkened version. ``out_dir/params.csv`` records
-    each image's parameters and seed. The seed of an image is derived from ``seed`` and its name,
-    so a file's pair does not depend on which other files are in the folder. The result is a
-    folder :class:`~flowkit.models.llflow.data.PairedImageDataset` reads directly.
+    ``high/NAME.png`` is the source as 8-bit RGB, ``low/NAME.png`` its darkened version, and
+    ``params.csv`` records each image's parameters and seed (derived from ``seed`` and the name,
+    so a pair does not depend on the folder's other files). The result is a folder that
+    :class:`~flowkit.models.llflow.data.PairedImageDataset` reads.
 
     Args:
         src_dir: folder of normal-light images (PNG, JPEG, ...).
         out_dir: where to write.
         seed: base seed.
-        synthesizer: the degradation; default :class:`LowLightSynthesizer` ``()``.
-        recursive: include images in sub-folders; names then join the relative path with ``_``
-            (``train/2092.jpg`` becomes ``train_2092``).
-        multiple_of: centre-crop height and width down to a multiple of this (e.g. 8 for
-            LLFlow's three squeezes).
+        synthesizer: the degradation (default :class:`LowLightSynthesizer` ``()``).
+        recursive: include sub-folders (``train/2092.jpg`` becomes ``train_2092``).
+        multiple_of: centre-crop height and width to a multiple of this (8 for LLFlow).
         limit: use only the first ``limit`` images in sorted order.
         overwrite: allow writing into an ``out_dir`` whose ``low``/``high`` already hold files.
 
@@ -446,20 +406,11 @@ def write_synthetic_pairs(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m flowkit.models.llflow.data.synthetic SRC OUT`` (or ``--scenes N OUT``).
 
-    Writes a low/normal-light pair folder from a folder of normal-light images, or from ``N``
-    generated scenes when ``--scenes`` is given instead of ``SRC``.
+    Runs :func:`write_synthetic_pairs` on ``SRC``, or on ``N`` generated scenes (written to
+    ``OUT/scenes``); ``--help`` lists the options. Its errors are raised, not turned into a status.
 
     Args:
-        argv: the arguments after the program name, for example ``["photos", "pairs",
-            "--multiple-of", "8"]``; ``None`` (default) takes them from ``sys.argv``. Options:
-            ``--scenes N`` (the scenes are written to ``OUT/scenes``), ``--size H W`` of the
-            scenes (default 128 128), ``--seed`` (default 0), ``--recursive``, ``--multiple-of``
-            (default 1), ``--limit`` and ``--overwrite``, as for :func:`write_synthetic_pairs`.
-            Invalid arguments end in ``SystemExit`` with status 2 (argparse's usage error).
-
-    Returns:
-        0 once the pairs are written. Errors of :func:`write_synthetic_pairs` (no images, an
-        unreadable file, an ``OUT`` that already holds pairs) are raised, not turned into a status.
+        argv: the arguments after the program name; ``None`` takes them from ``sys.argv``.
 
     Example:
         >>> import tempfile

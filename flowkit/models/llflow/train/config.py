@@ -27,69 +27,40 @@ SYNTHESIZERS = ("default", "lol", "lol_wide")
 class DataSection:
     """Where the training pairs come from and how they are batched.
 
-    ``root`` is a LOL / LOL-v2 / pair-folder root (its train split trains, its test split
-    validates); or ``train_low``/``train_high`` (and ``val_low``/``val_high``) name folders
-    directly. With ``synthetic_source`` set, low-light pairs are synthesised from the
-    normal-light images in that folder (or from generated scenes when it is ``"scenes"``) and
-    ``root`` is ignored: written once into the run's output folder, or, with
-    ``synthetic_online``, darkened afresh for every item and epoch
-    (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`). ``synthesizer`` picks the degradation's
-    ranges: ``"default"``, ``"lol"`` (fitted to real LOL pairs) or ``"lol_wide"`` (the same with
-    darker exposures). Validation pairs are
-    synthesised from ``synthetic_val_source`` when given, otherwise from the first
-    ``synthetic_val_count`` images of ``synthetic_source``. ``real_train`` adds a folder of real
-    pairs (``low/``, ``high/``) to the training set, each pair ``real_train_repeat`` times per
-    epoch. Relative paths are taken from ``base`` when it is set (itself relative to the current
-    directory), otherwise from the current directory.
+    The training pairs come from, in order of precedence: ``synthetic_source``,
+    ``train_low``/``train_high``, or ``root`` (its train split trains, its test split validates).
 
     Args:
-        root: a LOL / LOL-v2 / pair-folder root (see :func:`~flowkit.models.llflow.data.find_pairs`); used
-            when neither ``synthetic_source`` nor ``train_low`` and ``train_high`` are set.
-        train_low: folder of low-light training images, paired by name with ``train_high``'s
-            (both needed; they take precedence over ``root``).
+        root: a LOL / LOL-v2 / pair-folder root (:func:`~flowkit.models.llflow.data.find_pairs`).
+        train_low: folder of low-light training images, paired by name with ``train_high``'s.
         train_high: folder of the normal-light training images.
-        val_low: folder of low-light validation images, with ``val_high``, for a run that
-            names its training folders; without both, the training folders validate (whole
-            images, no crops).
+        val_low: validation folders for a run that names its training folders; without
+            ``val_low`` and ``val_high``, the training folders validate (whole images).
         val_high: folder of the normal-light validation images.
-        synthetic_source: a folder of normal-light photographs (searched recursively) to
-            synthesise pairs from, or ``"scenes"`` for generated scenes; it takes precedence over
-            ``root`` and the training folders. The pairs are written under
-            ``OUTPUT/synthetic`` once (a later run reuses them). With ``synthetic_online`` it may
-            be a list of folders, whose photographs are taken in the order given.
-        synthetic_count: how many training pairs are written: the number of generated scenes,
-            or the most photographs used (default 64). Ignored with ``synthetic_online``, which
-            darkens every photograph of ``synthetic_source`` not held out for validation.
-        synthetic_size: height and width of the generated scenes (default 96); at least
-            ``patch_size``.
-        synthetic_val_count: how many validation pairs are synthesised: generated scenes, the
-            first photographs of ``synthetic_source`` in sorted order (held out of training, also
-            with ``synthetic_online``), or the most photographs of ``synthetic_val_source``, where
-            0 takes all of them (default 8).
-        patch_size: side of the square training crops, a positive multiple of 8 (default 160);
-            every training image must be at least this large.
-        batch_size: pairs per step and process, at least 1 (default 16); a step of ``N``
-            processes sees ``N * batch_size`` pairs, and the training set needs that many.
-        flip: flip training crops left-right at random (default ``True``).
-        num_workers: DataLoader worker processes; 0 (default) loads in the training process.
-        cache: keep decoded images in memory, in the training and validation sets (default
-            ``False``).
-        val_limit: validate on the first this many pairs only; 0 (default) validates on all.
-        synthesizer: the degradation's ranges: ``"default"`` (generic), ``"lol"`` (fitted to
-            real LOL pairs, :meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol`) or ``"lol_wide"``
-            (:meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol_wide`); anything else raises a
-            :class:`ValueError`.
-        synthetic_online: darken ``synthetic_source``'s photographs afresh for every item and
-            epoch instead of writing pairs once (default ``False``); needs ``synthetic_source``
-            to be a folder of photographs, not ``"scenes"``.
-        synthetic_val_source: a folder of photographs (searched recursively) for the validation
-            pairs, darkened once; ``None`` (default) takes them from ``synthetic_source``.
-        real_train: a pair folder or dataset root whose training pairs join the training set,
-            with the same crops and flips; ``None`` (default) for none.
-        real_train_repeat: how many times each pair of ``real_train`` appears per epoch, a
-            positive int (default 1).
-        base: the folder that relative data paths are taken from; ``None`` (default) for the
-            current directory.
+        synthetic_source: a folder of normal-light photographs (searched recursively), or
+            ``"scenes"`` for generated scenes, to synthesise pairs from, once, under
+            ``OUTPUT/synthetic``; with ``synthetic_online``, possibly a list of folders.
+        synthetic_count: how many training pairs are written (scenes, or at most that many
+            photographs); ignored with ``synthetic_online``.
+        synthetic_size: height and width of the generated scenes, at least ``patch_size``.
+        synthetic_val_count: validation pairs synthesised: scenes, the first photographs of
+            ``synthetic_source`` (held out of training), or at most that many of
+            ``synthetic_val_source`` (0: all).
+        patch_size: side of the square training crops, a positive multiple of 8.
+        batch_size: pairs per step and process; a step of ``N`` processes sees ``N * batch_size``.
+        flip: flip training crops left-right at random.
+        num_workers: DataLoader worker processes (0 loads in the training process).
+        cache: keep decoded images in memory.
+        val_limit: validate on the first this many pairs only (0: all).
+        synthesizer: the degradation's ranges: ``"default"``, ``"lol"`` or ``"lol_wide"``
+            (:class:`~flowkit.models.llflow.data.LowLightSynthesizer`'s presets).
+        synthetic_online: darken the photographs afresh for every item and epoch
+            (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
+        synthetic_val_source: a folder of photographs for the validation pairs, darkened once;
+            ``None`` takes them from ``synthetic_source``.
+        real_train: a pair folder or dataset root whose training pairs join the training set.
+        real_train_repeat: how many times each ``real_train`` pair appears per epoch.
+        base: the folder relative data paths are taken from (``None``: the current directory).
     """
 
     root: str | None = None
@@ -107,25 +78,17 @@ class DataSection:
     num_workers: int = 0
     cache: bool = False
     val_limit: int = 0
-    """Validate on at most this many pairs; 0 validates on all of them."""
     synthesizer: str = "default"
     synthetic_online: bool = False
     synthetic_val_source: str | None = None
     real_train: str | None = None
     real_train_repeat: int = 1
     base: str | None = None
-    """The folder that relative data paths are taken from; ``None`` for the current directory."""
 
     def path(self, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
-        """``value`` taken from :attr:`base` when it is relative (``"scenes"`` stays as it is).
+        """``value`` (a path, a tuple of them, or ``None``) taken from ``base`` when relative.
 
-        Args:
-            value: one of this section's paths, a tuple of them (each is taken from
-                :attr:`base`), or ``None``.
-
-        Returns:
-            ``base / value`` as a string when ``base`` is set and ``value`` is a relative path;
-            otherwise ``value`` unchanged (also ``None``, ``"scenes"`` and absolute paths).
+        ``None``, ``"scenes"`` and absolute paths are returned unchanged.
         """
         if isinstance(value, tuple):
             return tuple(self.path(item) for item in value)
@@ -139,20 +102,17 @@ class OptimSection:
     """Adam with linear warm-up and step halving (the reference's effective settings).
 
     Args:
-        lr: Adam's learning rate after the warm-up (default ``5e-4``).
-        betas: Adam's ``(beta1, beta2)`` (default ``(0.9, 0.999)``).
-        weight_decay: Adam's weight decay, an L2 term added to the gradients (not AdamW's
-            decoupled decay); default 0.
-        warmup: steps over which the rate rises linearly from 0 to ``lr``; 0 (default) for none
-            (see :func:`~flowkit.models.llflow.train.schedule.warmup_multistep`).
-        milestones: the steps from which the rate is multiplied by ``gamma`` once more (default
-            none).
-        gamma: the factor applied at each milestone (default 0.5).
-        grad_clip: the largest global gradient norm; larger gradients are scaled down to it, and
-            0 (default) turns clipping off. A step whose norm is not finite is skipped either way.
-        ema: decay of an exponential moving average of the weights, in (0, 1), e.g. 0.999; 0
-            (default) turns it off. With it on, validation uses the average and checkpoints keep
-            it (see :class:`~flowkit.models.llflow.train.ema.ExponentialMovingAverage`).
+        lr: Adam's learning rate after the warm-up.
+        betas: Adam's ``(beta1, beta2)``.
+        weight_decay: Adam's L2 weight decay (not AdamW's decoupled decay).
+        warmup: steps of linear warm-up from 0 (:func:`~flowkit.models.llflow.train.schedule.warmup_multistep`).
+        milestones: the steps at which the rate is multiplied by ``gamma``.
+        gamma: the factor applied at each milestone.
+        grad_clip: the largest global gradient norm (0: no clipping); a step with a non-finite
+            norm is skipped either way.
+        ema: decay of an exponential moving average of the weights (e.g. 0.999; 0: off), which
+            validation uses and checkpoints keep
+            (:class:`~flowkit.models.llflow.train.ema.ExponentialMovingAverage`).
     """
 
     lr: float = 5e-4
@@ -162,9 +122,7 @@ class OptimSection:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.5
     grad_clip: float = 0.0
-    """Clip the global gradient norm to this value; 0 turns clipping off."""
     ema: float = 0.0
-    """Decay of an exponential moving average of the weights, e.g. 0.999; 0 turns it off."""
 
 
 @dataclass
@@ -172,25 +130,19 @@ class RunSection:
     """Length, precision, seeds and how often to validate, log and checkpoint.
 
     Args:
-        iterations: the run's total number of optimiser steps, at least 1 (default 1000); a
-            resumed run continues up to it.
-        amp: ``"none"`` (default, float32), ``"bf16"`` or ``"fp16"`` autocast (fp16 uses a
-            gradient scaler); anything else raises a :class:`ValueError`.
-        seed: seeds the initial weights, the data order, crops, flips and synthetic
-            degradations, and the per-step choice of prior (default 10).
-        val_every: validate every this many steps and after the last, at least 1 (default 200).
-        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and when
-            the run is stopped, at least 1 (default 1000).
-        log_every: record the loss every this many steps and after the last, at least 1
-            (default 10).
-        output: the run's folder (``log.csv``, ``last.pt``, ``images/``, ``tensorboard/`` and
-            synthesised pairs), relative to the current directory, not to ``[data] base``
-            (default ``"runs/llflow"``).
+        iterations: the run's total optimiser steps (a resumed run continues up to it).
+        amp: ``"none"`` (float32), ``"bf16"`` or ``"fp16"`` autocast (with a gradient scaler).
+        seed: seeds the weights, data order, crops, flips, degradations and prior choices.
+        val_every: validate every this many steps and after the last.
+        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and
+            when the run is stopped.
+        log_every: record the loss every this many steps and after the last.
+        output: the run's folder (logs, checkpoints, images, synthesised pairs), relative to the
+            current directory, not to ``[data] base``.
     """
 
     iterations: int = 1000
     amp: str = "none"
-    """``"none"``, ``"bf16"`` or ``"fp16"`` (fp16 uses a gradient scaler)."""
     seed: int = 10
     val_every: int = 200
     checkpoint_every: int = 1000
@@ -202,14 +154,13 @@ class RunSection:
 class TrainConfig:
     """A whole training run: the model preset and overrides, data, optimiser and run sections.
 
-    The sections are checked when the config is built; a mistake raises a :class:`ValueError`
-    that names the section and key. The ``model`` table is checked by :meth:`llflow_config`
-    (which :func:`load_config` calls).
+    A mistake raises a :class:`ValueError` naming the section and key (the ``model`` table's
+    when :meth:`llflow_config` runs, which :func:`load_config` does).
 
     Args:
-        model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"``, ``"lol_v2"`` or
-            ``"tiny"``; ``"lol_small"`` when left out) and any
-            :class:`~flowkit.models.LLFlowConfig` fields to override, e.g. ``memory``.
+        model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"`` (default),
+            ``"lol_v2"`` or ``"tiny"``) and any :class:`~flowkit.models.LLFlowConfig` fields to
+            override, e.g. ``memory``.
         data: the ``[data]`` section.
         optim: the ``[optim]`` section.
         run: the ``[run]`` section.
@@ -340,9 +291,9 @@ def _toml_type(value: Any) -> str:
 def shipped_configs() -> list[str]:
     """Names of the configs shipped with flowkit.
 
-    ``lol``, ``lol_small`` and ``lol_v2`` are the reference's recipes; ``default`` trains the model
-    shipped with flowkit (:meth:`~flowkit.models.LLFlow.from_pretrained`); ``synthetic_v2`` is the
-    longer recipe of its successor; ``tiny`` trains in minutes on CPU.
+    ``lol*`` are the reference's recipes; ``default`` trains the shipped model
+    (:meth:`~flowkit.models.LLFlow.from_pretrained`), ``synthetic_v2`` its longer successor;
+    ``tiny`` trains in minutes on CPU.
 
     Example:
         >>> from flowkit.models.llflow.train import shipped_configs
@@ -355,20 +306,15 @@ def shipped_configs() -> list[str]:
 def load_config(source: str | Path) -> TrainConfig:
     """Read a training config from a TOML file, or a shipped config by name (see :func:`shipped_configs`).
 
-    Unknown sections or keys are errors that name them.
+    Keys left out take their defaults.
 
     Args:
-        source: a TOML file, or the name of a shipped config (a name without a suffix that is
-            not an existing file, such as ``"tiny"``).
-
-    Returns:
-        The checked config, its ``[model]`` table included; sections and keys left out take
-        their defaults.
+        source: a TOML file, or a shipped config's name (without a suffix, e.g. ``"tiny"``).
 
     Raises:
-        FileNotFoundError: there is no such file (and, for a bare name, no shipped config).
-        ValueError: the file is not valid TOML, or has an unknown section or key, a value of
-            the wrong type, or a value the checks refuse; the message starts with the file.
+        FileNotFoundError: there is no such file or shipped config.
+        ValueError: invalid TOML, an unknown section or key, or a refused value; the message
+            starts with the file and names the key.
     """
     path = Path(source)
     if not path.suffix and not path.exists():

@@ -18,13 +18,11 @@ class DistributedContext:
     The defaults describe a single process on the CPU.
 
     Args:
-        rank: the process's global rank, from 0 to ``world_size - 1`` (default 0).
-        world_size: the number of processes in the run (default 1: no process group).
-        local_rank: the process's rank on its machine, which is also the index of its GPU
-            (default 0).
-        device: the device the process computes on (default the CPU).
-        launched: started by ``torchrun`` (its environment variables are set), which makes a
-            process group even of one process (default ``False``).
+        rank: the process's global rank, in ``range(world_size)``.
+        world_size: the number of processes in the run.
+        local_rank: the process's rank on its machine, the index of its GPU.
+        device: the device the process computes on.
+        launched: started by ``torchrun``, which makes a process group even of one process.
     """
 
     rank: int = 0
@@ -40,30 +38,19 @@ class DistributedContext:
 
     @property
     def enabled(self) -> bool:
-        """Whether this process trains in a process group (so gradients and statistics are all-reduced
-        and the model is wrapped in DDP): with more than one process, or alone under ``torchrun``."""
+        """Whether this process trains in a process group with DDP (several processes, or ``torchrun``)."""
         return self.world_size > 1 or self.launched
 
 
 def init_distributed(device: str | None = None) -> DistributedContext:
     """Join the process group ``torchrun`` describes in the environment, or run alone.
 
-    Uses NCCL with one GPU per process when CUDA is available, gloo on CPU.
-
-    The rank, world size and local rank come from ``torchrun``'s ``RANK``, ``WORLD_SIZE`` and
-    ``LOCAL_RANK`` environment variables (0, 1 and 0 when they are not set). When they are set the
-    default process group is initialised, unless it already is, even for a world size of 1:
-    ``torchrun --nproc_per_node 1`` trains with DDP over NCCL on one GPU, the same code path as
-    on many (so a one-GPU machine can check it); without them the process runs alone.
+    Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) the default process group is
+    initialised even for one process, so ``--nproc_per_node 1`` runs the many-GPU code path.
 
     Args:
-        device: ``"cuda"`` for the GPU with the local rank's index (made the current CUDA
-            device), ``"cpu"``, or another ``torch.device`` string, used as it is; ``None``
-            (default) for ``"cuda"`` when CUDA is available and ``"cpu"`` otherwise. The
-            backend is NCCL for a CUDA device and gloo for anything else.
-
-    Returns:
-        This process's :class:`DistributedContext`.
+        device: ``"cuda"`` (the local rank's GPU, made current; NCCL), ``"cpu"`` or another
+            device string (gloo); ``None`` for ``"cuda"`` when available.
 
     Example:
         >>> from flowkit.models.llflow.train.distributed import init_distributed

@@ -15,10 +15,8 @@ class ExponentialMovingAverage(nn.Module):
     ``shadow = decay * shadow + (1 - decay) * param`` after every :meth:`update`; buffers are copied.
 
     Args:
-        model: the model to average. A deep copy of it, in eval mode and without gradients,
-            becomes ``shadow``, so the average starts from ``model``'s current weights.
-        decay: the weight of the old average at each update, strictly between 0 and 1 (other
-            values raise a :class:`ValueError`), e.g. 0.999.
+        model: the model to average; ``shadow`` starts as a frozen eval-mode copy of it.
+        decay: the old average's weight at each update, in (0, 1), e.g. 0.999.
 
     Example:
         >>> import torch
@@ -47,10 +45,8 @@ class ExponentialMovingAverage(nn.Module):
         """Move the shadow's parameters one step toward ``model``'s and copy its buffers.
 
         Args:
-            model: the model being trained, with the architecture the average was made from:
-                parameters and buffers are paired by position, and a model with another number
-                of either raises a :class:`ValueError`. Parameters that are not floating point are
-                left as they are.
+            model: the trained model, the architecture the average was made from (paired by
+                position; other counts raise a :class:`ValueError`).
         """
         params, buffers = list(model.parameters()), list(model.buffers())
         shadow_params, shadow_buffers = list(self.shadow.parameters()), list(self.shadow.buffers())

@@ -19,23 +19,15 @@ def warmup_multistep(
     """A ``LambdaLR``: ``lr0 * step / warmup`` for ``step < warmup``, then ``lr0 * gamma^k``
     after ``k`` milestones have passed.
 
-    The reference LLFlow trainer, through an interaction of its warm-up code with its scheduler,
-    keeps the rate at ``lr0 * (warmup - 1) / warmup`` after the warm-up instead of ``lr0``
-    (a 0.03% difference for LOL); flowkit uses ``lr0``. Call ``scheduler.step()`` once per
-    iteration, after ``optimizer.step()``.
+    Call ``scheduler.step()`` once per iteration, after ``optimizer.step()``. (The reference's
+    trainer stays at ``lr0 * (warmup - 1) / warmup`` after the warm-up; flowkit uses ``lr0``.)
 
     Args:
-        optimizer: the optimizer to schedule; each parameter group's learning rate when the
-            scheduler is created is its ``lr0``.
-        warmup: the number of warm-up steps, >= 0 (a negative number raises a
-            :class:`ValueError`); 0 for none. With a warm-up, the first step runs at rate 0.
-        milestones: the step counts from which one more factor of ``gamma`` applies, in any
-            order (a milestone given twice counts twice); milestones within the warm-up take
-            effect when it ends.
-        gamma: the factor per milestone passed (default 0.5).
-
-    Returns:
-        A ``torch.optim.lr_scheduler.LambdaLR`` on ``optimizer``.
+        optimizer: the optimizer; each group's learning rate at creation is its ``lr0``.
+        warmup: warm-up steps, >= 0 (with one, the first step runs at rate 0).
+        milestones: the steps from which one more factor of ``gamma`` applies, in any order
+            (those within the warm-up take effect when it ends).
+        gamma: the factor per milestone passed.
 
     Example:
         >>> import torch

@@ -52,55 +52,38 @@ class TrainResult:
     Every process of a run returns one.
 
     Args:
-        step: the last step the run completed, counted from the start of training (a resumed
-            run's earlier steps included).
-        losses: ``(step, loss)`` at every logged step (see ``[run] log_every``); each process
-            records the loss of its own batch.
-        validations: one dict per validation, with ``step`` (as a float), ``psnr``, ``ssim``,
-            ``input_psnr`` and ``nll`` (see :func:`validate`); filled on rank 0 only.
-        skipped_steps: the steps whose optimiser step was skipped because the loss or the
-            gradient norm was not finite. Under fp16 the gradient scaler skips steps with
-            overflowing gradients itself, and those are not listed.
-        checkpoint: the checkpoint the run wrote last (``OUTPUT/last.pt``), or ``None`` when it
-            wrote none.
-        interrupted: the run stopped early on SIGINT or SIGTERM, after writing a checkpoint of
-            its last step.
+        step: the last step completed, counted from the start of training.
+        losses: ``(step, loss)`` at every logged step, each process's own batch.
+        validations: one dict per validation (rank 0 only): ``step`` and :func:`validate`'s means.
+        skipped_steps: steps skipped for a non-finite loss or gradient norm (not fp16's
+            scaler-skipped steps).
+        checkpoint: the last checkpoint written (``OUTPUT/last.pt``), or ``None``.
+        interrupted: the run stopped early on SIGINT or SIGTERM, after a checkpoint.
     """
 
     step: int
     losses: list[tuple[int, float]] = field(default_factory=list)
-    """``(step, loss)`` at every logged step (rank 0)."""
     validations: list[dict[str, float]] = field(default_factory=list)
-    """One dict per validation, with ``step``, ``psnr``, ``ssim``, ``input_psnr`` and ``nll``."""
     skipped_steps: list[int] = field(default_factory=list)
-    """Steps whose loss or gradients were not finite (the optimiser step was skipped)."""
     checkpoint: Path | None = None
     interrupted: bool = False
-    """The run stopped early on SIGINT or SIGTERM, after writing a checkpoint of its last step."""
 
 
 def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """This rank's batches of dataset indices for ``epoch``: a seeded shuffle, split across ranks.
 
-    Each epoch is a permutation drawn from ``(seed, epoch)`` only, cut into ``world * batch_size``
-    chunks (the remainder is dropped, so every rank does the same number of steps); rank ``r``
-    takes every ``world``-th index of each chunk. A resumed run recomputes the same batches.
+    A permutation drawn from ``(seed, epoch)`` only (so a resumed run recomputes it), cut into
+    ``size // (batch_size * world)`` steps; rank ``r`` takes every ``world``-th index of each.
+    The ranks' batches never share an index. A ``size`` below ``batch_size * world`` raises a
+    :class:`ValueError`.
 
     Args:
         size: the number of items in the dataset.
         batch_size: items per batch and process, positive.
-        seed: the run's seed; with ``epoch`` it seeds the permutation.
+        seed: the run's seed.
         epoch: the epoch, from 0.
-        rank: this process's rank, from 0 to ``world - 1`` (default 0).
-        world: the number of processes (default 1).
-
-    Returns:
-        ``size // (batch_size * world)`` batches of ``batch_size`` indices each, the same number
-        on every rank; together the ranks' batches hold no index twice.
-
-    Raises:
-        ValueError: ``size`` is smaller than ``batch_size * world``, so not even one step fits; or
-            ``batch_size < 1``, or ``rank`` is not in ``range(world)``.
+        rank: this process's rank, in ``range(world)``.
+        world: the number of processes.
 
     Example:
         >>> from flowkit.models.llflow.train.trainer import epoch_batches
@@ -193,22 +176,15 @@ def _train_kwargs(config: TrainConfig) -> dict[str, Any]:
 def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | None = None) -> tuple[Dataset, Dataset]:
     """The training and validation datasets that ``config``'s ``[data]`` section describes.
 
-    Every pair is checked up front (missing partners, unreadable files and size mismatches are
-    errors that name the files) before any training starts.
+    Returns ``(train_set, val_set)``: random crops and flips with ``set_epoch``, and whole
+    images. Every pair is checked before training starts.
 
     Args:
-        config: the run's config: its ``[data]`` section, and ``[run] seed`` for the crops,
-            flips and synthetic degradations (see :class:`~flowkit.models.llflow.train.config.DataSection`).
-        output: the run's folder; pairs that ``[data]`` asks to synthesise are written to
-            ``output/synthetic`` (once: a later call reuses them). Unused otherwise.
-        ctx: this process's place in a distributed run; ``None`` (default) for a single process.
-            Only rank 0 writes synthetic pairs, the others wait for it at a barrier.
-
-    Returns:
-        ``(train_set, val_set)``: the training set, with random crops and flips and
-        ``set_epoch`` (a :class:`~flowkit.models.llflow.data.CombinedDataset` when ``real_train`` is set), and
-        the validation set of whole images (a ``torch.utils.data.Subset`` of its first pairs
-        when ``val_limit`` is set).
+        config: the run's config (:class:`~flowkit.models.llflow.train.config.DataSection`, and
+            ``[run] seed``).
+        output: the run's folder; synthesised pairs go to ``output/synthetic``, once.
+        ctx: this process's place in a distributed run (rank 0 writes synthetic pairs), or
+            ``None`` for a single process.
     """
     ctx = ctx or DistributedContext()
     data = config.data
@@ -344,22 +320,14 @@ class _Logger:
 def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None) -> dict[str, float]:
     """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
 
-    With ``image_path``, the first pair is saved as a grid: low | enhanced | reference.
+    Returns the means ``"psnr"``, ``"ssim"``, ``"input_psnr"`` and ``"nll"`` (bits per pixel,
+    :meth:`~flowkit.models.LLFlow.nll`).
 
     Args:
-        model: the :class:`~flowkit.models.LLFlow` to evaluate; it runs in eval mode, and its
-            training mode is restored afterwards.
-        dataset: items as :class:`~flowkit.models.llflow.data.PairedImageDataset` gives them (``"low"``,
-            ``"high"`` and, when present, ``"histeq"``), enhanced one at a time at full size; an
-            empty one raises a :class:`ValueError`.
-        device: the device the images are moved to, the model's.
-        image_path: where to write the first pair's grid as an image file (its folder is
-            created); ``None`` (default) writes nothing.
-
-    Returns:
-        A dict of means over the pairs, ``"psnr"`` and ``"ssim"`` of the enhanced image against the
-        reference, ``"input_psnr"`` of the low image against it, and ``"nll"``, the reference's
-        negative log-likelihood in bits per pixel (:meth:`~flowkit.models.LLFlow.nll`).
+        model: the :class:`~flowkit.models.LLFlow` (run in eval mode, its mode restored after).
+        dataset: non-empty, items as :class:`~flowkit.models.llflow.data.PairedImageDataset`'s.
+        device: the model's device.
+        image_path: where to save the first pair as a grid low | enhanced | reference, or ``None``.
     """
     if len(dataset) == 0:
         raise ValueError("validate needs at least one validation pair, got an empty dataset")
@@ -393,9 +361,8 @@ def train(
 
     Args:
         config: the run (see :class:`~flowkit.models.llflow.train.TrainConfig`).
-        resume: a checkpoint to continue from (``OUTPUT/last.pt`` of an earlier run): model,
-            optimiser, scheduler, gradient scaler, EMA, step and every random state are restored, so
-            the continued run matches an uninterrupted one bit for bit on the same machine.
+        resume: ``OUTPUT/last.pt`` of an earlier run; every state is restored, so the run
+            matches an uninterrupted one bit for bit on the same machine.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         stop_after: stop (with a checkpoint) after this step, as if the run were interrupted.
         progress: show a progress bar.
@@ -514,12 +481,7 @@ def train(
 
 
 class _StopRequest:
-    """Turns SIGINT and SIGTERM into a request to stop after the current step (with a checkpoint).
-
-    Installed only in the main thread of the main interpreter (where Python delivers signals);
-    the previous handlers come back in :meth:`restore`. A second signal while stopping falls
-    through to the previous handler (Ctrl-C twice still interrupts at once).
-    """
+    """Turns SIGINT and SIGTERM into a stop after the current step; a second one interrupts."""
 
     def __init__(self) -> None:
         self._flag = False
