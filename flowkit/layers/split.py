@@ -38,8 +38,9 @@ class Split(Flow):
 
     ``prior_net`` (a module, a constructor, or ``None`` for a zero-initialised 3x3
     :class:`~flowkit.nn.ZeroConv2d`, so the prior starts as the standard normal and the layer as
-    the identity) maps ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels:
-    means, then log-stds (``"half"`` layout).
+    the identity) maps ``keep + cond_channels`` channels to ``2 * (channels - keep)`` channels,
+    interleaved per factored-out channel (mean, log-std), as every flowkit layer lays out its
+    parameters (:mod:`flowkit.transforms`).
 
     Use it in multi-scale image flows (Glow, SRFlow) after a :class:`~flowkit.layers.Squeeze` or
     :class:`~flowkit.layers.HaarDownsample`, followed by a :class:`FactorOut`: the later steps then
@@ -48,10 +49,10 @@ class Split(Flow):
 
     Args:
         channels: channels of the input ``(B, C, H, W)``.
-        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``);
-            the other ``channels - keep`` are standardised.
         cond_channels: channels of ``cond`` (``(B, cond_channels, H, W)``, at the resolution of
             ``x``) that the prior also sees, 0 (default) for an unconditional prior.
+        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``);
+            the other ``channels - keep`` are standardised.
         prior_net: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or
             ``None`` (default) for ``ZeroConv2d(keep + cond_channels, 2 * (channels - keep))``.
 
@@ -66,7 +67,7 @@ class Split(Flow):
     """
 
     def __init__(
-        self, channels: int, keep: int | None = None, cond_channels: int = 0, prior_net: SubnetSpec = None
+        self, channels: int, cond_channels: int = 0, *, keep: int | None = None, prior_net: SubnetSpec = None
     ) -> None:
         super().__init__()
         keep = channels // 2 if keep is None else keep
@@ -98,7 +99,7 @@ class Split(Flow):
             inputs = x1
         like = x1.new_empty(x1.shape[0], self.channels - self.keep, *x1.shape[2:])
         h = run_subnet("Split", self.prior_net, inputs, 2 * (self.channels - self.keep), like)
-        return split_shift_scale(h, "half")
+        return split_shift_scale(h, "cross")
 
     def _halves(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(x1, x2, mean, log_std)``."""
