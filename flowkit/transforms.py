@@ -266,7 +266,7 @@ class AffineTransform(MonotoneTransform):
     params_per_element = 2
 
     def __init__(
-        self, scale: Literal["exp", "sigmoid"] = "exp", clamp: float | None = 3.0, eps: float = 1e-4,
+        self, scale: Literal["exp", "sigmoid"] = "exp", *, clamp: float | None = 3.0, eps: float = 1e-4,
         shift_first: bool = True, clamp_shape: Literal["tanh", "rational"] = "tanh",
     ) -> None:
         super().__init__()
