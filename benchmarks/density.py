@@ -176,7 +176,7 @@ def _half_masks(features: int, transforms: int) -> list[list[bool]]:
 
 
 def flowkit_variants(data: DataSet, args: argparse.Namespace) -> list[Variant]:
-    sizes = {"context": data.context, "transforms": args.transforms, "hidden_features": (args.hidden,) * 2}
+    sizes = {"cond_features": data.context, "transforms": args.transforms, "hidden_features": (args.hidden,) * 2}
     builders = {
         "NSF": functools.partial(NSF, data.features, bins=args.bins, bound=args.bound, **sizes),
         "MAF": functools.partial(MAF, data.features, **sizes),

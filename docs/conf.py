@@ -200,7 +200,7 @@ def _contract_docstring(app, what, name, obj, options, lines):
 
 
 def _public_bases(app, name, obj, options, bases):
-    """Show a private base class (``_Coupling``) as the public classes it derives from."""
+    """Show a private base class (``_Conditioned``) as the public classes it derives from."""
     public = []
     for base in bases:
         queue = [base]

@@ -44,11 +44,11 @@ plt.show()
 # %%
 # The model and its training loop
 # -------------------------------
-# ``NSF(features=2, context=1)``: three autoregressive layers of rational-quadratic splines whose
+# ``NSF(2, cond_features=1)``: three autoregressive layers of rational-quadratic splines whose
 # parameters come from networks that see the condition. :meth:`~flowkit.FlowModel.nll` is the
 # negative log-likelihood per sample (here in nats), so training is plain gradient descent on it.
 
-flow = NSF(features=2, context=1, transforms=3, hidden_features=(64, 64))
+flow = NSF(2, cond_features=1, transforms=3, hidden_features=(64, 64))
 optimizer = torch.optim.Adam(flow.parameters(), lr=3e-3)
 schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, STEPS)
 
@@ -90,6 +90,6 @@ fig.tight_layout()
 plt.show()
 
 # %%
-# The same pattern works for any conditional model in flowkit: build it with ``context=`` (or
-# ``cond_channels=`` on a layer), pass ``cond`` to ``nll``, ``log_prob`` and ``sample``. Layers
+# The same pattern works for any conditional model in flowkit: build it with ``cond_features``
+# (``cond_channels`` for images), pass ``cond`` to ``nll``, ``log_prob`` and ``sample``. Layers
 # check the conditioning's shape and say what they expected.

@@ -67,7 +67,7 @@ plt.show()
 # runs on the other half (:class:`~flowkit.layers.FactorOut`); the latent holds both and has the
 # image's shape, :attr:`~flowkit.recipes.Glow.latent_shape`.
 
-model = Glow((1, SIZE, SIZE), levels=2, steps=4, hidden_channels=32)
+model = Glow((1, SIZE, SIZE), levels=2, steps=4, hidden_channels=(32, 32))
 parameters = sum(p.numel() for p in model.parameters())
 print(f"{parameters:,} parameters; latent {model.latent_shape}")
 

@@ -16,7 +16,7 @@ import torch
 import flowkit
 from flowkit.distributions import StandardNormal
 from flowkit.layers import Coupling, InverseAutoregressive, MaskedAutoregressive, Permute
-from flowkit.nn import mlp_subnet
+from flowkit.nn import MLP
 from flowkit.recipes import MAF, NSF, RealNVP
 from flowkit.transforms import RationalQuadraticSpline
 
@@ -117,7 +117,7 @@ for name, layer in layers.items():
 # %%
 # So: MAF for density estimation (fit by maximum likelihood on data), IAF where samples are
 # drawn much more often than densities are evaluated (a variational posterior, for instance), a
-# coupling flow where both matter. flowkit's recipes take ``context=`` for conditional versions
+# coupling flow where both matter. flowkit's recipes take ``cond_features`` for conditional versions
 # of all three, as in tutorial 1.
 #
 # Building your own
@@ -137,7 +137,7 @@ from flowkit.testing import check_flow, perturb_parameters  # noqa: E402
 layers = []
 for _ in range(4):
     spline = RationalQuadraticSpline(bins=8, bound=3.0)
-    layers += [Coupling(4, spline, mlp_subnet), Permute(4, "swap")]
+    layers += [Coupling(4, transform=spline, subnet=MLP), Permute(4, mode="swap")]
 own = flowkit.FlowModel(flowkit.Sequential(*layers), StandardNormal((4,)))
 perturb_parameters(own, 0.1)  # check away from the identity initialisation
 in_float64 = copy.deepcopy(own.flow).double()

@@ -27,25 +27,15 @@ from flowkit.layers import (
     Split,
     Squeeze,
 )
-from flowkit.nn.subnets import ZeroLinear, conv_subnet
+from flowkit.nn.subnets import MLP, conv_subnet
 from flowkit.transforms import AffineTransform, MonotoneTransform, RationalQuadraticSpline
 
 __all__ = ["MAF", "NSF", "Glow", "RealNVP"]
 
 
-def _mlp(
-    in_features: int, out_features: int, hidden_features: Sequence[int], activation: Callable[[], nn.Module]
-) -> nn.Sequential:
-    """An MLP with the given hidden widths, ending in a zero-initialised layer (identity flows at start)."""
-    layers: list[nn.Module] = []
-    for width in hidden_features:
-        layers += [nn.Linear(in_features, width), activation()]
-        in_features = width
-    layers.append(ZeroLinear(in_features, out_features))
-    return nn.Sequential(*layers)
-
-
-def _check_vector_sizes(recipe: str, features: int, context: int, transforms: int, minimum_features: int = 1) -> None:
+def _check_vector_sizes(
+    recipe: str, features: int, cond_features: int, transforms: int, minimum_features: int = 1
+) -> None:
     if not isinstance(features, int) or features < minimum_features:
         hint = (
             " (a coupling transforms some features given the others; for 1-D data use MAF or NSF)"
@@ -53,8 +43,11 @@ def _check_vector_sizes(recipe: str, features: int, context: int, transforms: in
             else ""
         )
         raise ValueError(f"{recipe} expects features >= {minimum_features}{hint}, got {features!r}")
-    if context < 0 or transforms < 1:
-        raise ValueError(f"{recipe} expects context >= 0 and transforms >= 1, got context={context}, transforms={transforms}")
+    if cond_features < 0 or transforms < 1:
+        raise ValueError(
+            f"{recipe} expects cond_features >= 0 and transforms >= 1, got cond_features={cond_features}, "
+            f"transforms={transforms}"
+        )
 
 
 def _half_masks(features: int, transforms: int) -> list[list[bool]]:
@@ -64,32 +57,33 @@ def _half_masks(features: int, transforms: int) -> list[list[bool]]:
 
 
 def _couplings(
-    features: int, context: int, transforms: int, hidden_features: Sequence[int],
+    features: int, cond_features: int, transforms: int, hidden_features: Sequence[int],
     activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform],
 ) -> Sequential:
-    subnet = functools.partial(_mlp, hidden_features=tuple(hidden_features), activation=activation)
-    return Sequential(
-        *(Coupling(features, transform(), subnet, context, mask=mask) for mask in _half_masks(features, transforms))
-    )
+    subnet = functools.partial(MLP, hidden_features=tuple(hidden_features), activation=activation)
+    return Sequential(*(
+        Coupling(features, cond_features, transform=transform(), subnet=subnet, mask=mask)
+        for mask in _half_masks(features, transforms)
+    ))
 
 
 def _autoregressive(
-    features: int, context: int, transforms: int, hidden_features: Sequence[int],
-    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform], zero_output: bool = True,
+    features: int, cond_features: int, transforms: int, hidden_features: Sequence[int],
+    activation: Callable[[], nn.Module], transform: Callable[[], MonotoneTransform], zero_last: bool = True,
 ) -> Sequential:
     # Alternating the order lets each feature condition the others somewhere in the chain.
     return Sequential(*(
         MaskedAutoregressive(
-            features, transform(), hidden_features, context, "sequential" if t % 2 == 0 else "reverse", activation,
-            zero_output,
+            features, cond_features, transform=transform(), hidden_features=hidden_features,
+            order="sequential" if t % 2 == 0 else "reverse", activation=activation, zero_last=zero_last,
         )
         for t in range(transforms)
     ))
 
 
 def _scale_then_shift() -> AffineTransform:
-    # The papers' form: it trains better than Glow's shift-then-scale (see AffineTransform). The
-    # log-scale bound is zuko's, log(1 / slope) with a minimum slope of 1e-3 (see MAF and RealNVP).
+    # Not the library's default (shift first, 3 tanh(raw / 3)): the papers' form and zuko's bound
+    # trained to lower NLLs (docs/performance.rst, "Measured design choices").
     return AffineTransform(shift_first=False, clamp=math.log(1e3), clamp_shape="rational")
 
 
@@ -99,7 +93,7 @@ class RealNVP(FlowModel):
     ``transforms`` :class:`~flowkit.layers.Coupling` layers with the soft-clamped exp
     :class:`~flowkit.transforms.AffineTransform` in the paper's form ``y = x * s + t``; the first, third, ... pass the first
     ``features // 2`` features through, the others the rest. Each sub-network is an MLP with
-    ``hidden_features`` widths from the passed-through features and the context. The prior is
+    ``hidden_features`` widths from the passed-through features and the conditioning. The prior is
     :math:`\mathcal N(0, I)`. A fresh model is the identity flow.
 
     The log-scale is bounded as in :class:`MAF` (zuko's ``"rational"``
@@ -108,15 +102,15 @@ class RealNVP(FlowModel):
 
     Args:
         features: size ``D >= 2`` of the ``(B, D)`` data.
-        context: size of the ``(B, context)`` conditioning, 0 for none.
+        cond_features: size of the ``(B, cond_features)`` conditioning, 0 for none.
         transforms: number of couplings.
-        hidden_features: hidden widths of each coupling's MLP.
+        hidden_features: hidden widths of each coupling's :class:`~flowkit.nn.MLP`.
         activation: constructor of the MLPs' nonlinearity.
 
     Example:
         >>> import torch
         >>> from flowkit.recipes import RealNVP
-        >>> model = RealNVP(features=2, context=1, transforms=4, hidden_features=(32, 32))
+        >>> model = RealNVP(2, 1, transforms=4, hidden_features=(32, 32))
         >>> x, c = torch.randn(8, 2), torch.randn(8, 1)
         >>> model.log_prob(x, c).shape, model.sample(cond=c).shape
         (torch.Size([8]), torch.Size([8, 2]))
@@ -125,14 +119,14 @@ class RealNVP(FlowModel):
     def __init__(
         self,
         features: int,
-        context: int = 0,
+        cond_features: int = 0,
+        *,
         transforms: int = 4,
         hidden_features: Sequence[int] = (64, 64),
-        *,
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
-        _check_vector_sizes("RealNVP", features, context, transforms, minimum_features=2)
-        flow = _couplings(features, context, transforms, hidden_features, activation, _scale_then_shift)
+        _check_vector_sizes("RealNVP", features, cond_features, transforms, minimum_features=2)
+        flow = _couplings(features, cond_features, transforms, hidden_features, activation, _scale_then_shift)
         super().__init__(flow, StandardNormal((features,)))
 
 
@@ -142,18 +136,18 @@ class MAF(FlowModel):
     ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers with the soft-clamped exp
     :class:`~flowkit.transforms.AffineTransform` in the paper's form ``x = u * s + t``, alternating ``"sequential"`` and ``"reverse"``
     orders, each a :class:`~flowkit.layers.MADE` with ``hidden_features`` widths that also reads the
-    context. Density evaluation is one pass per layer; sampling is ``features`` passes per layer.
+    conditioning. Density evaluation is one pass per layer; sampling is ``features`` passes per layer.
     The prior is :math:`\mathcal N(0, I)`.
 
     Unlike the other recipes, a fresh MAF is not the identity: the MADEs' output layers are drawn
-    like their hidden layers (``zero_output=False``), as in the MAF paper and zuko. The log-scale
+    like their hidden layers (``zero_last=False``), as in the MAF paper and zuko. The log-scale
     is bounded by the ``"rational"`` :func:`~flowkit.transforms.soft_clamp` with
     :math:`c = \log 1000`, as zuko bounds it, rather than the default ``3 tanh(raw / 3)``; with
     both, the recipe is zuko's ``MAF`` of the same sizes (:ref:`measured-design-choices`).
 
     Args:
         features: size ``D`` of the ``(B, D)`` data.
-        context: size of the ``(B, context)`` conditioning, 0 for none.
+        cond_features: size of the ``(B, cond_features)`` conditioning, 0 for none.
         transforms: number of autoregressive layers.
         hidden_features: hidden widths of each MADE.
         activation: constructor of the MADEs' nonlinearity.
@@ -161,7 +155,7 @@ class MAF(FlowModel):
     Example:
         >>> import torch
         >>> from flowkit.recipes import MAF
-        >>> model = MAF(features=3, context=2, transforms=2, hidden_features=(16, 16))
+        >>> model = MAF(3, 2, transforms=2, hidden_features=(16, 16))
         >>> model.log_prob(torch.randn(4, 3), torch.randn(4, 2)).shape
         torch.Size([4])
     """
@@ -169,15 +163,15 @@ class MAF(FlowModel):
     def __init__(
         self,
         features: int,
-        context: int = 0,
+        cond_features: int = 0,
+        *,
         transforms: int = 3,
         hidden_features: Sequence[int] = (64, 64),
-        *,
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
-        _check_vector_sizes("MAF", features, context, transforms)
+        _check_vector_sizes("MAF", features, cond_features, transforms)
         flow = _autoregressive(
-            features, context, transforms, hidden_features, activation, _scale_then_shift, zero_output=False
+            features, cond_features, transforms, hidden_features, activation, _scale_then_shift, zero_last=False
         )
         super().__init__(flow, StandardNormal((features,)))
 
@@ -194,7 +188,7 @@ class NSF(FlowModel):
 
     Args:
         features: size ``D`` of the ``(B, D)`` data (``D >= 2`` with ``coupling=True``).
-        context: size of the ``(B, context)`` conditioning, 0 for none.
+        cond_features: size of the ``(B, cond_features)`` conditioning, 0 for none.
         transforms: number of layers.
         hidden_features: hidden widths of each MADE or coupling MLP.
         bins: spline bins.
@@ -205,7 +199,7 @@ class NSF(FlowModel):
     Example:
         >>> import torch
         >>> from flowkit.recipes import NSF
-        >>> model = NSF(features=2, context=1, transforms=3, hidden_features=(32, 32), bins=8)
+        >>> model = NSF(2, 1, transforms=3, hidden_features=(32, 32), bins=8)
         >>> x, log_prob = model.sample(cond=torch.randn(5, 1), return_log_prob=True)
         >>> x.shape, log_prob.shape
         (torch.Size([5, 2]), torch.Size([5]))
@@ -214,20 +208,20 @@ class NSF(FlowModel):
     def __init__(
         self,
         features: int,
-        context: int = 0,
+        cond_features: int = 0,
+        *,
         transforms: int = 3,
         hidden_features: Sequence[int] = (64, 64),
         bins: int = 8,
         bound: float = 5.0,
-        *,
         coupling: bool = False,
         activation: Callable[[], nn.Module] = nn.ReLU,
     ) -> None:
-        _check_vector_sizes("NSF", features, context, transforms, minimum_features=2 if coupling else 1)
+        _check_vector_sizes("NSF", features, cond_features, transforms, minimum_features=2 if coupling else 1)
         RationalQuadraticSpline(bins, bound)  # validates the settings before anything is built
         spline = functools.partial(RationalQuadraticSpline, bins, bound)
         build = _couplings if coupling else _autoregressive
-        flow = build(features, context, transforms, hidden_features, activation, spline)
+        flow = build(features, cond_features, transforms, hidden_features, activation, spline)
         super().__init__(flow, StandardNormal((features,)))
 
 
@@ -245,17 +239,17 @@ class Glow(FlowModel):
     inferred from ``input_shape``; the prior is a learned
     :class:`~flowkit.distributions.DiagGaussian` (starting as the standard normal).
 
-    With ``context_channels > 0`` the model is conditional on an image-shaped
-    ``cond`` of shape ``(B, context_channels, H, W)``: every coupling and split prior of level
+    With ``cond_channels > 0`` the model is conditional on an image-shaped
+    ``cond`` of shape ``(B, cond_channels, H, W)``: every coupling and split prior of level
     ``l`` sees it average-pooled to that level's resolution, ``H / 2^{l+1}``. (For a
-    vector context, expand it to ``(B, K, H, W)``.)
+    vector conditioning, expand it to ``(B, K, H, W)``.)
 
     Args:
         input_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2 ** levels``.
+        cond_channels: channels of the conditioning image, 0 for none.
         levels: number of levels (squeezes).
         steps: flow steps per level.
-        hidden_channels: width of the coupling sub-networks.
-        context_channels: channels of the conditioning image, 0 for none.
+        hidden_channels: hidden widths of the coupling sub-networks (:func:`~flowkit.nn.conv_subnet`).
         split_priors: factor out half of the channels after every level but the last.
         transform: ``None`` for Glow's sigmoid-scaled :class:`~flowkit.layers.AffineCoupling`
             (the fused kernel on CUDA), or an element-wise transform for a
@@ -264,7 +258,7 @@ class Glow(FlowModel):
     Example:
         >>> import torch
         >>> from flowkit.recipes import Glow
-        >>> model = Glow((3, 8, 8), levels=2, steps=2, hidden_channels=16, context_channels=1)
+        >>> model = Glow((3, 8, 8), 1, levels=2, steps=2, hidden_channels=(16, 16))
         >>> model.latent_shape
         (3, 8, 8)
         >>> model.nll(torch.rand(2, 3, 8, 8), torch.randn(2, 1, 8, 8)).shape
@@ -274,11 +268,11 @@ class Glow(FlowModel):
     def __init__(
         self,
         input_shape: Sequence[int],
+        cond_channels: int = 0,
+        *,
         levels: int = 3,
         steps: int = 8,
-        hidden_channels: int = 128,
-        context_channels: int = 0,
-        *,
+        hidden_channels: Sequence[int] = (128, 128),
         split_priors: bool = True,
         transform: MonotoneTransform | None = None,
     ) -> None:
@@ -288,10 +282,9 @@ class Glow(FlowModel):
                 f"Glow is a flow on images: input_shape must be (C, H, W), got {shape}; for vectors "
                 "use flowkit.recipes.RealNVP, NSF or MAF"
             )
-        if levels < 1 or steps < 1 or hidden_channels < 1 or context_channels < 0:
+        if levels < 1 or steps < 1 or cond_channels < 0:
             raise ValueError(
-                "Glow expects levels >= 1, steps >= 1, hidden_channels >= 1 and context_channels >= 0, got "
-                f"{levels}, {steps}, {hidden_channels} and {context_channels}"
+                f"Glow expects levels >= 1, steps >= 1 and cond_channels >= 0, got {levels}, {steps} and {cond_channels}"
             )
         channels, height, width = shape
         factor = 2**levels
@@ -311,18 +304,18 @@ class Glow(FlowModel):
             layers: list[Flow] = [Squeeze()]
             for _ in range(steps):
                 coupling: Flow = (
-                    AffineCoupling(width, subnet, context_channels)
+                    AffineCoupling(width, cond_channels, subnet=subnet)
                     if transform is None
-                    else Coupling(width, transform, subnet, context_channels)
+                    else Coupling(width, cond_channels, transform=transform, subnet=subnet)
                 )
                 layers += [ActNorm(width), InvConv1x1(width), coupling]
             if flow is not None and split_priors:
-                layers += [Split(width, cond_channels=context_channels), FactorOut(flow, width // 2)]
+                layers += [Split(width, cond_channels), FactorOut(flow, width // 2)]
             elif flow is not None:
                 layers.append(flow)
             chain = Sequential(*layers, Inverse(Squeeze()))
             # Each level sees the conditioning image at its own resolution, pooled once more per level.
-            flow = WithCond(chain, nn.AvgPool2d(2)) if context_channels else chain
+            flow = WithCond(chain, nn.AvgPool2d(2)) if cond_channels else chain
         assert flow is not None  # levels >= 1
         super().__init__(flow, DiagGaussian(shape))
         self.input_shape = shape

@@ -11,9 +11,9 @@ own; the layer that uses one owns the sub-network.
 **Parameter layout.** A transform with ``P = params_per_element`` reads, for an input ``x`` of
 shape ``(B, C, *spatial)``, a sub-network output ``h`` of shape ``(B, C * P, *spatial)`` grouped
 by element: channels ``c * P`` to ``c * P + P - 1`` of ``h`` parametrise channel ``c`` of ``x``.
-For the affine transform (``P = 2``: shift, raw scale) this is the ``"cross"`` layout of
-:class:`~flowkit.layers.AffineCoupling`. A zero ``h`` is the identity map for every transform
-here (except the sigmoid-scaled affine, which starts at a constant scale, as Glow's coupling).
+For the affine transform (``P = 2``: shift, raw scale) this is SRFlow's ``"cross"`` layout, the
+one every flowkit layer uses. A zero ``h`` is the identity map for every transform here (except
+the sigmoid-scaled affine, which starts at a constant scale, as Glow's coupling).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flowkit.kernels import fused_affine
+from flowkit.kernels import fused_affine, fused_affine_coupling
 from flowkit.kernels.reference import compute_dtype
 
 __all__ = [
@@ -99,7 +99,8 @@ class MonotoneTransform(nn.Module):
     r"""Base class of the element-wise strictly increasing maps :math:`y = f(x; \theta)`.
 
     Subclasses set :attr:`params_per_element` and implement :meth:`forward` and :meth:`inverse`
-    on unpacked parameters; :meth:`map` is what layers call with a sub-network's output.
+    on unpacked parameters; :meth:`map` and :meth:`map_joined` are what layers call with a
+    sub-network's output.
 
     Example:
         >>> import torch
@@ -133,14 +134,8 @@ class MonotoneTransform(nn.Module):
             like: the tensor the parameters are for, ``(B, C, *spatial)``; ``h`` of any other
                 shape than ``(B, C * P, *spatial)`` raises a :class:`ValueError`.
         """
-        p = self.params_per_element
-        expected = (like.shape[0], like.shape[1] * p, *like.shape[2:])
-        if tuple(h.shape) != expected:
-            raise ValueError(
-                f"{type(self).__name__} expects {p} parameters per element: an h of shape {expected} "
-                f"for an input of shape {tuple(like.shape)}, got {tuple(h.shape)}"
-            )
-        grouped = h.unflatten(1, (like.shape[1], p))
+        self._check_packed(h, like)
+        grouped = h.unflatten(1, (like.shape[1], self.params_per_element))
         # Vectors are already (B, C, P); skipping the no-op movedim saves an op on every call.
         return grouped if like.dim() == 2 else grouped.movedim(2, -1)
 
@@ -166,6 +161,27 @@ class MonotoneTransform(nn.Module):
             log_derivative = torch.where(keep, torch.zeros_like(log_derivative), log_derivative)
         dtype = torch.promote_types(x.dtype, torch.float32)
         return y, log_derivative.flatten(1).sum(1).to(dtype)
+
+    def map_joined(self, passive: Tensor, x: Tensor, h: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`map` of ``x``, returned as ``(cat([passive, y], dim=1), logdet)``: a coupling's output.
+
+        A transform with a fused kernel overrides it to write ``y`` straight into the joined tensor.
+
+        Args:
+            passive: ``(B, C1, *spatial)`` channels placed before the result.
+            x, h, inverse: as for :meth:`map`.
+        """
+        y, logdet = self.map(x, h, inverse=inverse)
+        return torch.cat([passive, y], dim=1), logdet
+
+    def _check_packed(self, h: Tensor, like: Tensor) -> None:
+        p = self.params_per_element
+        expected = (like.shape[0], like.shape[1] * p, *like.shape[2:])
+        if tuple(h.shape) != expected:
+            raise ValueError(
+                f"{type(self).__name__} expects {p} parameters per element: an h of shape {expected} "
+                f"for an input of shape {tuple(like.shape)}, got {tuple(h.shape)}"
+            )
 
     def _check_params(self, x: Tensor, params: Tensor) -> None:
         p = self.params_per_element
@@ -227,8 +243,9 @@ class AffineTransform(MonotoneTransform):
     (``None``: plain ``exp``), or :math:`s = \exp(\text{raw} / (1 + |\text{raw}| / c))` with
     ``clamp_shape="rational"`` (see :func:`soft_clamp`), so zero parameters are the identity. ``scale="sigmoid"``:
     :math:`s = \sigma(\text{raw} + 2) + \epsilon`, Glow's choice, computed by
-    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA) when no ``keep`` mask is given
-    and the shift comes first (the fused op's form).
+    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA; :meth:`map_joined` by
+    :func:`~flowkit.kernels.fused_affine_coupling`) when no ``keep`` mask is given and the shift
+    comes first (the fused op's form).
 
     Args:
         scale: ``"exp"`` or ``"sigmoid"``.
@@ -249,7 +266,7 @@ class AffineTransform(MonotoneTransform):
     params_per_element = 2
 
     def __init__(
-        self, scale: Literal["exp", "sigmoid"] = "exp", clamp: float | None = 3.0, eps: float = 1e-4,
+        self, scale: Literal["exp", "sigmoid"] = "exp", *, clamp: float | None = 3.0, eps: float = 1e-4,
         shift_first: bool = True, clamp_shape: Literal["tanh", "rational"] = "tanh",
     ) -> None:
         super().__init__()
@@ -266,6 +283,7 @@ class AffineTransform(MonotoneTransform):
         self.eps = eps
         self.shift_first = bool(shift_first)
         self.clamp_shape = clamp_shape
+        self._fused = scale == "sigmoid" and self.shift_first  # the fused op's form
 
     def extra_repr(self) -> str:
         if self.scale == "exp":
@@ -300,10 +318,17 @@ class AffineTransform(MonotoneTransform):
     def map(
         self, x: Tensor, h: Tensor, *, inverse: bool = False, keep: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
-        if self.scale == "sigmoid" and self.shift_first and keep is None:  # the fused op shifts first
-            self.unpack(h, x)  # the shape check, with this class's message
+        if self._fused and keep is None:
+            self._check_packed(h, x)
             return fused_affine(x, h, eps=self.eps, layout="cross", inverse=inverse)
         return super().map(x, h, inverse=inverse, keep=keep)
+
+    def map_joined(self, passive: Tensor, x: Tensor, h: Tensor, *, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        """:meth:`MonotoneTransform.map_joined`, in one op where the fused form applies (see above)."""
+        if self._fused:
+            self._check_packed(h, x)
+            return fused_affine_coupling(passive, x, h, eps=self.eps, layout="cross", inverse=inverse)
+        return super().map_joined(passive, x, h, inverse=inverse)
 
 
 class RationalQuadraticSpline(MonotoneTransform):

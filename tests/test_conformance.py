@@ -19,7 +19,7 @@ from torch import nn
 import flowkit
 from flowkit import layers, memory, recipes
 from flowkit.models.llflow import flow as llflow_flow
-from flowkit.nn import mlp_subnet
+from flowkit.nn import MLP
 from flowkit.testing import check_flow, perturb_parameters
 from flowkit.transforms import AdditiveTransform, AffineTransform, RationalQuadraticSpline
 
@@ -51,48 +51,48 @@ ROWS: dict[str, Row] = {
     "ActNorm": Row(lambda: layers.ActNorm(4), (4, 3, 3)),
     "InvConv1x1": Row(lambda: layers.InvConv1x1(4), (4, 3, 3)),
     "InvConv1x1[lu]": Row(lambda: layers.InvConv1x1(4, lu=True), (4, 3, 3)),
-    "Permute": Row(lambda: layers.Permute(4, "shuffle", torch.Generator().manual_seed(0)), (4, 3, 3)),
+    "Permute": Row(lambda: layers.Permute(4, mode="shuffle", generator=torch.Generator().manual_seed(0)), (4, 3, 3)),
     "Squeeze": Row(lambda: layers.Squeeze(2), (2, 4, 4)),
     "HaarDownsample": Row(lambda: layers.HaarDownsample(), (2, 4, 4)),
-    "Logit": Row(lambda: layers.Logit(0.05), (3, 2, 2), low=0.05),
-    "Coupling": Row(lambda: layers.Coupling(4, AffineTransform()), (4, 3, 3)),
+    "Logit": Row(lambda: layers.Logit(alpha=0.05), (3, 2, 2), low=0.05),
+    "Coupling": Row(lambda: layers.Coupling(4, transform=AffineTransform()), (4, 3, 3)),
     "Coupling[spline, vector, cond]": Row(
-        lambda: layers.Coupling(4, RationalQuadraticSpline(bins=4), mlp_subnet, cond_channels=2), (4,), (2,)
+        lambda: layers.Coupling(4, 2, transform=RationalQuadraticSpline(bins=4), subnet=MLP), (4,), (2,)
     ),
     "AffineCoupling": Row(lambda: layers.AffineCoupling(4), (4, 3, 3)),
-    "AffineCoupling[cond]": Row(lambda: layers.AffineCoupling(4, cond_channels=2), (4, 3, 3), (2, 3, 3)),
+    "AffineCoupling[cond]": Row(lambda: layers.AffineCoupling(4, 2), (4, 3, 3), (2, 3, 3)),
     "AffineCoupling[exp, mask]": Row(
         lambda: layers.AffineCoupling(4, scale="exp", mask=layers.alternating_mask(4)), (4, 3, 3)
     ),
     "AdditiveCoupling": Row(lambda: layers.AdditiveCoupling(4), (4, 3, 3)),
     "AdditiveCoupling[vector, cond]": Row(
-        lambda: layers.AdditiveCoupling(4, mlp_subnet, cond_channels=3), (4,), (3,)
+        lambda: layers.AdditiveCoupling(4, 3, subnet=MLP), (4,), (3,)
     ),
     "CheckerboardCoupling": Row(lambda: layers.CheckerboardCoupling(2), (2, 4, 4)),
     "CheckerboardCoupling[cond]": Row(
-        lambda: layers.CheckerboardCoupling(2, AdditiveTransform(), cond_channels=1), (2, 4, 4), (1, 4, 4)
+        lambda: layers.CheckerboardCoupling(2, 1, transform=AdditiveTransform()), (2, 4, 4), (1, 4, 4)
     ),
-    "AffineInjector[cond]": Row(lambda: layers.AffineInjector(4, cond_channels=2), (4, 3, 3), (2, 3, 3)),
+    "AffineInjector[cond]": Row(lambda: layers.AffineInjector(4, 2), (4, 3, 3), (2, 3, 3)),
     "MaskedAutoregressive": Row(lambda: layers.MaskedAutoregressive(3, hidden_features=(8,)), (3,)),
     "MaskedAutoregressive[cond]": Row(
-        lambda: layers.MaskedAutoregressive(3, hidden_features=(8,), cond_features=2), (3,), (2,)
+        lambda: layers.MaskedAutoregressive(3, 2, hidden_features=(8,)), (3,), (2,)
     ),
     "InverseAutoregressive": Row(lambda: layers.InverseAutoregressive(3, hidden_features=(8,)), (3,)),
     "InverseAutoregressive[cond]": Row(
-        lambda: layers.InverseAutoregressive(3, hidden_features=(8,), cond_features=1), (3,), (1,)
+        lambda: layers.InverseAutoregressive(3, 1, hidden_features=(8,)), (3,), (1,)
     ),
     "Split": Row(lambda: layers.Split(4), (4, 3, 3)),
-    "Split[cond]": Row(lambda: layers.Split(4, cond_channels=2), (4, 3, 3), (2, 3, 3)),
+    "Split[cond]": Row(lambda: layers.Split(4, 2), (4, 3, 3), (2, 3, 3)),
     "FactorOut": Row(_image_level, (1, 4, 4)),
     # Composites.
     "Sequential": Row(lambda: flowkit.Sequential(layers.ActNorm(4), layers.AffineCoupling(4)), (4, 3, 3)),
     "Inverse": Row(lambda: flowkit.Inverse(layers.AffineCoupling(4)), (4, 3, 3)),
     "WithCond[Pick]": Row(
-        lambda: flowkit.WithCond(layers.AffineInjector(4, cond_channels=2), flowkit.Pick(1)),
+        lambda: flowkit.WithCond(layers.AffineInjector(4, 2), flowkit.Pick(1)),
         (4, 3, 3), [(1, 3, 3), (2, 3, 3)], covers=("Pick",),
     ),
     "WithCond[pool]": Row(
-        lambda: flowkit.WithCond(layers.AffineInjector(4, cond_channels=2), nn.AvgPool2d(2)), (4, 3, 3), (2, 6, 6)
+        lambda: flowkit.WithCond(layers.AffineInjector(4, 2), nn.AvgPool2d(2)), (4, 3, 3), (2, 6, 6)
     ),
     "InvertibleSequential": Row(
         lambda: memory.invertible(flowkit.Sequential(layers.InvConv1x1(4), layers.AffineCoupling(4))), (4, 3, 3)
@@ -102,7 +102,7 @@ ROWS: dict[str, Row] = {
     "MAF[cond]": Row(lambda: recipes.MAF(3, 2, transforms=2, hidden_features=(8,)).flow, (3,), (2,)),
     "NSF": Row(lambda: recipes.NSF(2, transforms=2, hidden_features=(8,), bins=4).flow, (2,)),
     "Glow[cond]": Row(
-        lambda: recipes.Glow((2, 4, 4), levels=2, steps=1, hidden_channels=4, context_channels=1).flow,
+        lambda: recipes.Glow((2, 4, 4), 1, levels=2, steps=1, hidden_channels=(4, 4)).flow,
         (2, 4, 4), (1, 4, 4),
     ),
     # LLFlow's flow, as its model runs it: a step per level, conditioned on one feature map per level.

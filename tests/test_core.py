@@ -24,7 +24,7 @@ COND = 2
 
 
 def _subnet(cin, cout):
-    return conv_subnet(cin, cout, hidden_channels=6)
+    return conv_subnet(cin, cout, hidden_channels=(6, 6))
 
 
 def make_layer(kind: str, channels: int) -> flowkit.Flow:
@@ -32,15 +32,15 @@ def make_layer(kind: str, channels: int) -> flowkit.Flow:
         "actnorm": lambda: ActNorm(channels),
         "conv": lambda: InvConv1x1(channels),
         "conv_lu": lambda: InvConv1x1(channels, lu=True),
-        "affine": lambda: AffineCoupling(channels, _subnet, cond_channels=COND),
-        "affine_cross": lambda: AffineCoupling(channels, _subnet, layout="cross", scale="exp"),
-        "additive": lambda: AdditiveCoupling(channels, _subnet, cond_channels=COND),
-        "injector": lambda: AffineInjector(channels, COND, _subnet),
-        "permute": lambda: Permute(channels, "shuffle"),
+        "affine": lambda: AffineCoupling(channels, COND, subnet=_subnet),
+        "affine_exp": lambda: AffineCoupling(channels, subnet=_subnet, scale="exp"),
+        "additive": lambda: AdditiveCoupling(channels, COND, subnet=_subnet),
+        "injector": lambda: AffineInjector(channels, COND, subnet=_subnet),
+        "permute": lambda: Permute(channels, mode="shuffle"),
     }[kind]()
 
 
-KINDS = ["actnorm", "conv", "conv_lu", "affine", "affine_cross", "additive", "injector", "permute"]
+KINDS = ["actnorm", "conv", "conv_lu", "affine", "affine_exp", "additive", "injector", "permute"]
 
 
 @given(

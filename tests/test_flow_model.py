@@ -9,7 +9,7 @@ from flow_strategies import perturbed
 import flowkit
 from flowkit.distributions import GaussianMixture, StandardNormal
 from flowkit.layers import ActNorm, AffineCoupling, Coupling, FactorOut, InvConv1x1, Split, Squeeze
-from flowkit.nn import mlp_subnet
+from flowkit.nn import MLP
 from flowkit.transforms import RationalQuadraticSpline
 
 
@@ -70,7 +70,7 @@ def test_multiscale_sampling_uses_the_temperature_everywhere():
 
 
 def test_conditional_model_samples_one_per_cond_row():
-    flow = flowkit.Sequential(ActNorm(2), InvConv1x1(2), AffineCoupling(2, cond_channels=1))
+    flow = flowkit.Sequential(ActNorm(2), InvConv1x1(2), AffineCoupling(2, 1))
     model = flowkit.FlowModel(flow, StandardNormal((2, 3, 3)))
     cond = torch.randn(5, 1, 3, 3)
     assert model.sample(cond=cond).shape == (5, 2, 3, 3)
@@ -83,7 +83,7 @@ def test_sample_returns_the_log_prob_of_its_samples():
     model = flowkit.FlowModel(perturbed(_multiscale(), 3, 0.3), StandardNormal((1, 8, 8)), dequantize=256).eval()
     x, log_prob = model.sample(5, temperature=0.7, return_log_prob=True)
     torch.testing.assert_close(log_prob, model.log_prob(x))
-    spline = perturbed(Coupling(2, RationalQuadraticSpline(4), mlp_subnet, cond_channels=1), 4, 0.5, torch.float64)
+    spline = perturbed(Coupling(2, 1, transform=RationalQuadraticSpline(4), subnet=MLP), 4, 0.5, torch.float64)
     model = flowkit.FlowModel(spline, GaussianMixture((2,), 3).double())
     cond = torch.randn(6, 1, dtype=torch.float64)
     x, log_prob = model.sample(cond=cond, return_log_prob=True)

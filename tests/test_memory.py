@@ -27,7 +27,7 @@ from flowkit.layers import (
     Squeeze,
 )
 from flowkit.memory import InvertibleSequential, invertible, invertible_forward, reconstruction_errors
-from flowkit.nn import conv_subnet, mlp_subnet
+from flowkit.nn import MLP, conv_subnet
 
 COND = 2
 # Gradient agreement with standard backpropagation, max-norm relative error per gradient tensor.
@@ -35,11 +35,11 @@ TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
 def _conv(cin: int, cout: int) -> nn.Module:
-    return conv_subnet(cin, cout, hidden_channels=8)
+    return conv_subnet(cin, cout, hidden_channels=(8, 8))
 
 
 def _mlp(cin: int, cout: int) -> nn.Module:
-    return mlp_subnet(cin, cout, hidden_features=8)
+    return MLP(cin, cout, (8, 8))
 
 
 # One builder per layer type, (channels) -> Flow, for (B, 4, 4, 4) images with a (B, 2, 4, 4) cond.
@@ -47,24 +47,24 @@ IMAGE_LAYERS = {
     "actnorm": lambda c: ActNorm(c),
     "conv1x1": lambda c: InvConv1x1(c),
     "conv1x1_lu": lambda c: InvConv1x1(c, lu=True),
-    "affine_sigmoid": lambda c: AffineCoupling(c, _conv, cond_channels=COND),
-    "affine_exp_cross": lambda c: AffineCoupling(c, _conv, cond_channels=COND, scale="exp", layout="cross"),
-    "additive": lambda c: AdditiveCoupling(c, _conv, cond_channels=COND),
-    "coupling": lambda c: Coupling(c, subnet=_conv, cond_channels=COND),
-    "checkerboard": lambda c: CheckerboardCoupling(c, subnet=_conv, cond_channels=COND),
-    "injector": lambda c: AffineInjector(c, COND, _conv),
-    "permute": lambda c: Permute(c, "shuffle"),
+    "affine_sigmoid": lambda c: AffineCoupling(c, COND, subnet=_conv),
+    "affine_exp": lambda c: AffineCoupling(c, COND, subnet=_conv, scale="exp"),
+    "additive": lambda c: AdditiveCoupling(c, COND, subnet=_conv),
+    "coupling": lambda c: Coupling(c, COND, subnet=_conv),
+    "checkerboard": lambda c: CheckerboardCoupling(c, COND, subnet=_conv),
+    "injector": lambda c: AffineInjector(c, COND, subnet=_conv),
+    "permute": lambda c: Permute(c, mode="shuffle"),
     # A squeezed sub-chain at its own resolution, then back: Squeeze, WithCond and Inverse.
     "squeeze_withcond": lambda c: flowkit.Sequential(
-        flowkit.WithCond(flowkit.Sequential(Squeeze(), AffineCoupling(4 * c, _conv, cond_channels=COND)),
+        flowkit.WithCond(flowkit.Sequential(Squeeze(), AffineCoupling(4 * c, COND, subnet=_conv)),
                          nn.AvgPool2d(2)),
         flowkit.Inverse(Squeeze()),
     ),
 }
 VECTOR_LAYERS = {
-    "maf": lambda d: MaskedAutoregressive(d, hidden_features=(8,), cond_features=COND),
-    "iaf": lambda d: InverseAutoregressive(d, hidden_features=(8,), cond_features=COND, order="reverse"),
-    "vector_affine": lambda d: AffineCoupling(d, _mlp, cond_channels=COND, scale="exp"),
+    "maf": lambda d: MaskedAutoregressive(d, COND, hidden_features=(8,)),
+    "iaf": lambda d: InverseAutoregressive(d, COND, hidden_features=(8,), order="reverse"),
+    "vector_affine": lambda d: AffineCoupling(d, COND, subnet=_mlp, scale="exp"),
 }
 
 
@@ -135,9 +135,9 @@ def _multiscale(dtype, seed: int = 7) -> flowkit.Sequential:
             members += [IMAGE_LAYERS[name](4), InvConv1x1(4, lu=True)]
     members += [
         Squeeze(),
-        flowkit.WithCond(AffineCoupling(16, _conv, cond_channels=COND), pool),
-        flowkit.WithCond(Split(16, keep=8, cond_channels=COND, prior_net=_conv), pool),
-        flowkit.WithCond(FactorOut(flowkit.Sequential(ActNorm(8), InvConv1x1(8), AffineInjector(8, COND, _conv)), 8), pool),
+        flowkit.WithCond(AffineCoupling(16, COND, subnet=_conv), pool),
+        flowkit.WithCond(Split(16, COND, keep=8, prior_net=_conv), pool),
+        flowkit.WithCond(FactorOut(flowkit.Sequential(ActNorm(8), InvConv1x1(8), AffineInjector(8, COND, subnet=_conv)), 8), pool),
     ]
     return perturbed(flowkit.Sequential(*members), seed, scale=0.1, dtype=dtype)
 
@@ -160,10 +160,10 @@ def test_nested_invertible_chains_for_a_multiscale_flow():
     dtype = torch.float64
     torch.manual_seed(11)
     level = InvertibleSequential(*[m for _ in range(3) for m in (ActNorm(8), InvConv1x1(8),
-                                                                 AffineCoupling(8, _conv, cond_channels=COND))])
+                                                                 AffineCoupling(8, COND, subnet=_conv))])
     outer = flowkit.Sequential(
-        AffineCoupling(4, _conv, cond_channels=COND), Squeeze(),
-        flowkit.WithCond(Split(16, cond_channels=COND), nn.AvgPool2d(2)),
+        AffineCoupling(4, COND, subnet=_conv), Squeeze(),
+        flowkit.WithCond(Split(16, COND), nn.AvgPool2d(2)),
         flowkit.WithCond(FactorOut(level, keep=8), nn.AvgPool2d(2)),
     )
     outer = perturbed(outer, 12, scale=0.1, dtype=dtype)
@@ -203,7 +203,7 @@ def test_saved_activations_do_not_grow_with_depth():
 
 def test_actnorm_initialises_on_the_standard_path_then_the_chain_saves_memory():
     torch.manual_seed(18)
-    members = [ActNorm(4), AffineCoupling(4, _conv), ActNorm(4), InvConv1x1(4)]
+    members = [ActNorm(4), AffineCoupling(4, subnet=_conv), ActNorm(4), InvConv1x1(4)]
     plain = flowkit.Sequential(*copy.deepcopy(members))
     chain = invertible(flowkit.Sequential(*members))
     x = randn((8, 4, 3, 3), 19) * 3 + 1
@@ -281,7 +281,7 @@ class _Runner(nn.Module):
 def test_a_chain_ending_in_split_and_slices_of_an_invertible_chain():
     dtype = torch.float64
     torch.manual_seed(26)
-    chain = perturbed(flowkit.Sequential(AffineCoupling(4, _conv), Split(4, prior_net=_conv)), 26, dtype=dtype)
+    chain = perturbed(flowkit.Sequential(AffineCoupling(4, subnet=_conv), Split(4, prior_net=_conv)), 26, dtype=dtype)
     assert_same_results_and_close_gradients(chain, randn((2, 4, 3, 3), 27, dtype), None, dtype)
     fast = invertible(chain)
     assert isinstance(fast[:1], InvertibleSequential) and fast[1] is chain[1]
@@ -302,14 +302,14 @@ class _Halve(flowkit.Flow):
 
 def test_what_the_mode_cannot_do_is_an_error():
     x = randn((2, 4, 3, 3), 28).requires_grad_(True)
-    dropout = flowkit.Sequential(AffineCoupling(4, lambda i, o: nn.Sequential(nn.Dropout(0.1), _conv(i, o))))
+    dropout = flowkit.Sequential(AffineCoupling(4, subnet=lambda i, o: nn.Sequential(nn.Dropout(0.1), _conv(i, o))))
     with pytest.raises(ValueError, match="deterministic members.*Dropout"):
         invertible_forward(dropout, x)
     with pytest.raises(ValueError, match=r"bijective members; member 0 \(_Halve\) maps \(2, 4, 3, 3\) to \(2, 2, 3, 3\)"):
         invertible_forward(flowkit.Sequential(_Halve(), InvConv1x1(2)), randn((2, 4, 3, 3), 29).requires_grad_())
     with pytest.raises(TypeError, match="cond to be a tensor"):
         invertible_forward(flowkit.Sequential(AffineInjector(4, 2)), x, [randn((2, 2, 3, 3), 30)])
-    chain = flowkit.Sequential(AffineCoupling(4, _conv), InvConv1x1(4))
+    chain = flowkit.Sequential(AffineCoupling(4, subnet=_conv), InvConv1x1(4))
     with torch.no_grad():
         chain(x)  # the sub-network's ActNorms initialise (on the standard path)
     y, _ = invertible_forward(chain, x)

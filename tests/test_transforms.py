@@ -249,6 +249,24 @@ def test_sigmoid_affine_map_through_the_fused_op_equals_the_elementwise_path(inv
     torch.testing.assert_close(fused, elementwise)
 
 
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize(
+    "transform",
+    [AffineTransform("sigmoid"), AffineTransform(), AdditiveTransform(), RationalQuadraticSpline(3)],
+    ids=repr,
+)
+def test_map_joined_is_map_then_concatenation(transform, inverse):
+    # The sigmoid affine writes into the joined tensor through fused_affine_coupling; the others
+    # inherit MonotoneTransform's map-then-cat.
+    passive, x = randn((2, 2, 3, 3), 4), randn((2, 3, 3, 3), 5)
+    h = randn((2, 3 * transform.params_per_element, 3, 3), 6)
+    y, logdet = transform.map(x, h, inverse=inverse)
+    joined, joined_logdet = transform.map_joined(passive, x, h, inverse=inverse)
+    assert torch.equal(joined, torch.cat([passive, y], dim=1)) and torch.equal(joined_logdet, logdet)
+    with pytest.raises(ValueError, match=r"expects \d+ parameters per element"):
+        transform.map_joined(passive, x, h[:, 1:])
+
+
 def test_map_unpacks_parameters_grouped_by_element_and_honours_keep():
     transform = AdditiveTransform()
     x = torch.zeros(1, 2, 1, 2)

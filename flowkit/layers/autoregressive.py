@@ -59,17 +59,17 @@ def _order_degrees(name: str, features: int, order: OrderSpec) -> Tensor:
 
 
 class MADE(nn.Module):
-    r"""A masked MLP: output block ``d`` depends only on the inputs before ``d`` in ``order`` (and the context).
+    r"""A masked :class:`~flowkit.nn.MLP`: output block ``d`` depends only on the inputs before ``d`` in ``order``.
 
-    The network maps ``x`` of shape ``(B, features)`` (and a context ``(B, context_features)``,
+    The network maps ``x`` of shape ``(B, features)`` (and a conditioning ``(B, cond_features)``,
     which every hidden unit may see) to ``(B, features * out_per_feature)``, grouped by feature:
     outputs ``d * P`` to ``d * P + P - 1`` are feature ``d``'s, the layout that
     :mod:`flowkit.transforms` reads. Feature ``order[k]`` is the ``k``-th generated, so its
-    outputs depend on the features ``order[:k]`` (and the context) only.
+    outputs depend on the features ``order[:k]`` (and the conditioning) only.
 
     Every unit has a degree :math:`m`: input feature ``d`` its 1-based position in the order, a
-    context input 0, and hidden unit ``j`` of each layer ``1 + j mod (D - 1)`` (Germain et al.,
-    2015), or ``j mod D`` with a context (degree 0 reads the context alone, and feeds the first
+    conditioning input 0, and hidden unit ``j`` of each layer ``1 + j mod (D - 1)`` (Germain et
+    al., 2015), or ``j mod D`` with a conditioning (degree 0 reads it alone, and feeds the first
     feature). Layer :math:`l`'s weight is multiplied by a fixed 0/1 mask,
 
     .. math::
@@ -84,8 +84,8 @@ class MADE(nn.Module):
               \text{unless} \quad m(k) < m(d).
 
     Every allowed connection exists as soon as the hidden layers have ``D - 1`` units (``D`` with
-    a context); :meth:`inputs_of` reads the dependencies off the masks. The hidden layers keep
-    PyTorch's default initialisation; the output layer is zero-initialised (``zero_output``), so a
+    a conditioning); :meth:`inputs_of` reads the dependencies off the masks. The hidden layers keep
+    PyTorch's default initialisation; the output layer is zero-initialised (``zero_last``), so a
     flow built on a fresh MADE starts as the identity (for the exp-affine, additive and spline
     transforms).
 
@@ -96,17 +96,13 @@ class MADE(nn.Module):
     Args:
         features: ``D``, the size of the ``(B, D)`` input, at least 1.
         out_per_feature: ``P``, outputs per feature, at least 1 (default 1).
-        hidden_features: widths of the hidden layers, each positive (default ``(64, 64)``;
-            ``()`` for none, a single masked linear layer).
-        context_features: width of the optional context, 0 (default) for none; with a context,
-            :meth:`forward` requires one of shape ``(B, context_features)``, and without, rejects
-            one.
+        hidden_features, activation, zero_last: as for :class:`~flowkit.nn.MLP`.
+        cond_features: size of the optional conditioning, 0 (default) for none; with one,
+            :meth:`forward` requires a ``cond`` of shape ``(B, cond_features)``, and without,
+            rejects one.
         order: ``"sequential"`` (default; feature 0 first), ``"reverse"``, or a permutation of
             ``range(D)`` listing the features in the order they are generated; anything else
             raises a :class:`ValueError`.
-        activation: constructor of the nonlinearity between layers (default :class:`torch.nn.ReLU`).
-        zero_output: zero-initialise the output layer (default ``True``); ``False`` keeps
-            PyTorch's default initialisation there too, as the MAF paper and zuko do.
 
     References:
         M. Germain, K. Gregor, I. Murray, H. Larochelle. MADE: Masked Autoencoder for
@@ -115,7 +111,7 @@ class MADE(nn.Module):
     Example:
         >>> import torch
         >>> from flowkit.layers import MADE
-        >>> made = MADE(3, out_per_feature=2, hidden_features=(16, 16), context_features=1)
+        >>> made = MADE(3, 2, (16, 16), cond_features=1)
         >>> made(torch.randn(5, 3), torch.randn(5, 1)).shape
         torch.Size([5, 6])
         >>> [sorted(made.inputs_of(d)) for d in range(3)]       # feature d sees features < d
@@ -127,39 +123,40 @@ class MADE(nn.Module):
         features: int,
         out_per_feature: int = 1,
         hidden_features: Sequence[int] = (64, 64),
-        context_features: int = 0,
+        *,
+        cond_features: int = 0,
         order: OrderSpec = "sequential",
         activation: Callable[[], nn.Module] = nn.ReLU,
-        zero_output: bool = True,
+        zero_last: bool = True,
     ) -> None:
         super().__init__()
-        if features < 1 or out_per_feature < 1 or context_features < 0:
+        if features < 1 or out_per_feature < 1 or cond_features < 0:
             raise ValueError(
-                "MADE expects features >= 1, out_per_feature >= 1 and context_features >= 0, got "
-                f"{features}, {out_per_feature} and {context_features}"
+                "MADE expects features >= 1, out_per_feature >= 1 and cond_features >= 0, got "
+                f"{features}, {out_per_feature} and {cond_features}"
             )
         hidden_features = tuple(int(h) for h in hidden_features)
         if any(h < 1 for h in hidden_features):
             raise ValueError(f"MADE: hidden layer widths must be positive, got {hidden_features}")
         self.features = features
         self.out_per_feature = out_per_feature
-        self.context_features = context_features
+        self.cond_features = cond_features
         self.hidden_features = hidden_features
         degrees = _order_degrees("MADE", features, order)
         self.register_buffer("degrees", degrees)
-        # The context has degree 0: every hidden unit (degree >= 0) may read it.
-        previous = torch.cat([degrees, torch.zeros(context_features, dtype=torch.long)])
+        # The conditioning has degree 0: every hidden unit (degree >= 0) may read it.
+        previous = torch.cat([degrees, torch.zeros(cond_features, dtype=torch.long)])
         layers: list[nn.Module] = []
-        # Hidden degrees cycle through 1..D-1, and from 0 when there is a context: units of degree 0
-        # see the context alone, and are what lets the first feature's parameters depend on it.
-        lowest = 0 if context_features else 1
+        # Hidden degrees cycle through 1..D-1, and from 0 with a conditioning: units of degree 0
+        # see it alone, and are what lets the first feature's parameters depend on it.
+        lowest = 0 if cond_features else 1
         for width in hidden_features:
             hidden = lowest + torch.arange(width) % max(features - lowest, 1)
             layers += [_MaskedLinear(hidden[:, None] >= previous[None, :]), activation()]
             previous = hidden
         outputs = degrees.repeat_interleave(out_per_feature)
         last = _MaskedLinear(outputs[:, None] > previous[None, :])
-        if zero_output:
+        if zero_last:
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
         layers.append(last)
@@ -168,7 +165,7 @@ class MADE(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"{self.features}, out_per_feature={self.out_per_feature}, hidden_features={self.hidden_features}, "
-            f"context_features={self.context_features}"
+            f"cond_features={self.cond_features}"
         )
 
     def inputs_of(self, feature: int) -> set[int]:
@@ -181,21 +178,21 @@ class MADE(nn.Module):
             feature: the index of the output block (of ``out_per_feature`` values), in
                 ``range(features)``.
         """
-        reach = torch.eye(self.features + self.context_features, dtype=torch.float64)
+        reach = torch.eye(self.features + self.cond_features, dtype=torch.float64)
         for layer in self.net:
             if isinstance(layer, _MaskedLinear):
                 reach = (layer.mask.to(reach.dtype) @ reach).clamp_max(1)
         block = reach[feature * self.out_per_feature : (feature + 1) * self.out_per_feature, : self.features]
         return set(torch.nonzero(block.sum(0))[:, 0].tolist())
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Map ``x`` ``(B, features)`` (and ``context``) to ``(B, features * out_per_feature)``, grouped by feature."""
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """Map ``x`` ``(B, features)`` (and ``cond``) to ``(B, features * out_per_feature)``, grouped by feature."""
         check_channels("MADE", x, self.features)
-        if self.context_features:
-            check_cond("MADE", context, self.context_features, x)
-            x = torch.cat([x, context.to(x.dtype)], dim=1)
+        if self.cond_features:
+            check_cond("MADE", cond, self.cond_features, x)
+            x = torch.cat([x, cond.to(x.dtype)], dim=1)
         else:
-            check_no_cond("MADE", context)
+            check_no_cond("MADE", cond)
         return self.net(x)
 
 
@@ -217,7 +214,7 @@ class MaskedAutoregressive(Flow):
     inverse (sampling) is ``D`` passes, each fixing one more feature in the order, the last of
     which also gives the exact log-determinant. Alternate ``order`` between stacked layers
     (``"sequential"``, ``"reverse"``) so that each feature is conditioned on the others somewhere
-    in the flow. The MADE's output layer is zero-initialised, so a fresh layer is the identity (for
+    in the flow. The MADE's last layer is zero-initialised, so a fresh layer is the identity (for
     the exp-affine, additive and spline transforms).
 
     Use it for density estimation on vectors: each feature is conditioned on all those before it,
@@ -227,16 +224,12 @@ class MaskedAutoregressive(Flow):
 
     Args:
         features: ``D``, the size of the ``(B, D)`` input.
+        cond_features: size of the ``(B, cond_features)`` conditioning; 0 (default) for an
+            unconditional layer.
         transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`, the
             exp scale soft-clamped at 3).
-        hidden_features: the MADE's hidden widths (default ``(64, 64)``).
-        cond_features: size of the ``(B, cond_features)`` conditioning, the MADE's context; 0
-            (default) for an unconditional layer.
-        order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
-            :class:`MADE`).
-        activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
-        zero_output: zero-initialise the MADE's output layer, so that a fresh layer is the
-            identity (default ``True``); ``False`` draws it like the hidden layers (see
+        hidden_features, order, activation, zero_last: the :class:`MADE`'s, with the same defaults
+            (``zero_last=False`` draws the last layer like the others: see
             :class:`~flowkit.recipes.MAF` for when that trains better).
 
     References:
@@ -247,7 +240,7 @@ class MaskedAutoregressive(Flow):
         >>> import torch
         >>> from flowkit.layers import MaskedAutoregressive
         >>> from flowkit.testing import perturb_parameters
-        >>> layer = MaskedAutoregressive(3, hidden_features=(16,), cond_features=2)
+        >>> layer = MaskedAutoregressive(3, 2, hidden_features=(16,))
         >>> perturb_parameters(layer, 0.3)
         >>> x, c = torch.randn(4, 3), torch.randn(4, 2)
         >>> y, logdet = layer(x, c)
@@ -258,12 +251,13 @@ class MaskedAutoregressive(Flow):
     def __init__(
         self,
         features: int,
+        cond_features: int = 0,
+        *,
         transform: MonotoneTransform | None = None,
         hidden_features: Sequence[int] = (64, 64),
-        cond_features: int = 0,
         order: OrderSpec = "sequential",
         activation: Callable[[], nn.Module] = nn.ReLU,
-        zero_output: bool = True,
+        zero_last: bool = True,
     ) -> None:
         super().__init__()
         transform = transform_or_default(type(self).__name__, transform)
@@ -271,11 +265,12 @@ class MaskedAutoregressive(Flow):
         self.features = features
         self.transform = transform
         self.made = MADE(
-            features, transform.params_per_element, hidden_features, cond_features, order, activation, zero_output
+            features, transform.params_per_element, hidden_features,
+            cond_features=cond_features, order=order, activation=activation, zero_last=zero_last,
         )
 
     def extra_repr(self) -> str:
-        return f"{self.features}, cond_features={self.made.context_features}"
+        return f"{self.features}, cond_features={self.made.cond_features}"
 
     def _one_pass(self, v: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         """``f(v; theta(v))``: the direction a single MADE pass computes."""
@@ -315,17 +310,7 @@ class InverseAutoregressive(MaskedAutoregressive):
     the student of a distilled flow), or where the log-density is only needed for its own samples
     (the log-determinant of :meth:`inverse` comes with the single pass).
 
-    Args:
-        features: ``D``, the size of the ``(B, D)`` input.
-        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`, the
-            exp scale soft-clamped at 3).
-        hidden_features: the MADE's hidden widths (default ``(64, 64)``).
-        cond_features: size of the ``(B, cond_features)`` conditioning, 0 (default) for none.
-        order: the MADE's order, ``"sequential"`` (default), ``"reverse"`` or a permutation (see
-            :class:`MADE`).
-        activation: the MADE's nonlinearity (default :class:`torch.nn.ReLU`).
-        zero_output: zero-initialise the MADE's output layer, so that a fresh layer is the
-            identity (default ``True``).
+    Args: as for :class:`MaskedAutoregressive`.
 
     References:
         D. P. Kingma, T. Salimans, R. Jozefowicz, X. Chen, I. Sutskever, M. Welling. Improved

@@ -43,7 +43,7 @@ class InvConv1x1(Flow):
 
     conditional = False
 
-    def __init__(self, channels: int, lu: bool = False) -> None:
+    def __init__(self, channels: int, *, lu: bool = False) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"InvConv1x1 expects a positive channel count, got {channels}")

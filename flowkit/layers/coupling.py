@@ -4,8 +4,8 @@ Which elements pass through (and condition the map) is a *mask*: a split of the 
 default: the first half), any fixed set of channels (:func:`alternating_mask` for vectors), or a
 spatial checkerboard for images (:class:`CheckerboardCoupling`). What map the other elements get is
 an element-wise :class:`~flowkit.transforms.MonotoneTransform`: :class:`Coupling` takes any of them
-(a rational-quadratic spline gives a neural spline flow's coupling), and :class:`AffineCoupling`
-and :class:`AdditiveCoupling` are the two classic ones with their own options.
+(a rational-quadratic spline gives a neural spline flow's coupling); :class:`AffineCoupling` and
+:class:`AdditiveCoupling` are :class:`Coupling` with the affine and the additive transform.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import torch
 from torch import Tensor
 
 from flowkit._validation import check_channels, check_cond, check_no_cond
-from flowkit.core import Flow, zero_logdet
-from flowkit.kernels import fused_affine, fused_affine_coupling
-from flowkit.kernels.reference import split_shift_scale
+from flowkit.core import Flow
 from flowkit.layers._subnet import SubnetSpec, build_subnet, run_subnet
-from flowkit.transforms import MonotoneTransform, soft_clamp, transform_or_default
+from flowkit.transforms import AdditiveTransform, AffineTransform, MonotoneTransform, transform_or_default
 
 __all__ = [
     "AdditiveCoupling",
@@ -99,7 +97,7 @@ class _Conditioned(Flow):
         if self._image_subnet and passive.dim() != 4:
             raise ValueError(
                 f"{self.name}'s default subnet is convolutional and expects images (B, C, H, W), got an "
-                f"input of shape {tuple(like.shape)}; for vectors pass subnet=flowkit.nn.mlp_subnet "
+                f"input of shape {tuple(like.shape)}; for vectors pass subnet=flowkit.nn.MLP "
                 "(or any (in_features, out_features) -> nn.Module constructor)"
             )
         if self.cond_channels:
@@ -111,16 +109,77 @@ class _Conditioned(Flow):
         return run_subnet(self.name, self.subnet, inputs, self.subnet_out, like)
 
 
-class _Coupling(_Conditioned):
-    """Splits ``x`` along channels into a passive part (condition) and an active part (transformed)."""
+class Coupling(_Conditioned):
+    r"""A coupling with any element-wise monotone transform (affine, additive, spline, ...).
+
+    The channels marked passive (``mask``, or the first ``split``; index set :math:`P`) pass
+    through unchanged. The sub-network sees them (concatenated with ``cond`` when
+    ``cond_channels > 0``) and outputs ``K = transform.params_per_element`` parameters per active
+    channel (index set :math:`A`, grouped by channel as :mod:`flowkit.transforms` reads them), with
+    which ``transform`` maps the active channels:
+
+    .. math::
+
+        y_P = x_P, \qquad y_A = f(x_A; \theta), \qquad \theta = \mathrm{NN}(x_P, c),
+
+        x_P = y_P, \qquad x_A = f^{-1}(y_A; \theta), \qquad \theta = \mathrm{NN}(y_P, c),
+
+        \log|\det J| = \sum_{i \in A} \log f'(x_i; \theta_i).
+
+    Both directions cost one sub-network pass. With a zero-initialised last layer (the default
+    sub-networks, :func:`flowkit.nn.conv_subnet` and :class:`flowkit.nn.MLP`) a fresh layer is the
+    identity for the exp-affine, additive and spline transforms, and a constant scale for the
+    sigmoid-scaled affine one; a module passed as ``subnet`` keeps its own initialisation.
+
+    Use it to pick the transform: a :class:`~flowkit.transforms.RationalQuadraticSpline` for a
+    neural spline flow, or :class:`~flowkit.transforms.AffineTransform` with
+    ``shift_first=False`` for RealNVP's scale-then-shift form.
+
+    Args:
+        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
+        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
+            ``x``), 0 (default) for an unconditional layer.
+        transform: the element-wise map; default :class:`~flowkit.transforms.AffineTransform`
+            (exp scale soft-clamped at 3).
+        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
+            for :func:`flowkit.nn.conv_subnet` (images only; pass :class:`flowkit.nn.MLP` for
+            vectors). It maps ``passive + cond_channels`` channels to ``K * active``; any other
+            output shape raises a :class:`ValueError`.
+        split: the first ``split`` channels pass through; ``0 < split < channels``, default
+            ``channels // 2``.
+        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
+            where the channel passes through, with at least one of each value (e.g.
+            :func:`alternating_mask`).
+
+    Example:
+        >>> import torch
+        >>> from flowkit.layers import Coupling
+        >>> from flowkit.nn import MLP
+        >>> from flowkit.transforms import RationalQuadraticSpline
+        >>> layer = Coupling(4, 2, transform=RationalQuadraticSpline(bins=8), subnet=MLP)
+        >>> x, c = torch.randn(3, 4), torch.randn(3, 2)
+        >>> y, logdet = layer(x, c)
+        >>> torch.allclose(layer.inverse(y, c)[0], x, atol=1e-5), logdet.shape
+        (True, torch.Size([3]))
+    """
 
     def __init__(
-        self, name: str, channels: int, cond_channels: int, split: int | None, out_per_channel: int,
-        subnet: SubnetSpec, mask: MaskSpec = None,
+        self,
+        channels: int,
+        cond_channels: int = 0,
+        *,
+        transform: MonotoneTransform | None = None,
+        subnet: SubnetSpec = None,
+        split: int | None = None,
+        mask: MaskSpec = None,
     ) -> None:
+        name = type(self).__name__
+        transform = transform_or_default(name, transform)
         passive = _passive_channels(name, channels, split, mask)
         n_passive = int(passive.sum())
-        super().__init__(name, n_passive, cond_channels, out_per_channel * (channels - n_passive), subnet)
+        out_channels = transform.params_per_element * (channels - n_passive)
+        super().__init__(name, n_passive, cond_channels, out_channels, subnet)
+        self.transform = transform
         self.channels = channels
         self.split = n_passive
         self.active_channels = channels - n_passive
@@ -152,95 +211,22 @@ class _Coupling(_Conditioned):
             return passive, active
         return x[:, self._passive_index], x[:, self._active_index]
 
-    def _join(self, passive: Tensor, active: Tensor) -> Tensor:
-        """The inverse of :meth:`_halves`."""
+    def _couple(self, x: Tensor, cond: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        passive, active = self._halves(x)
+        h = self._subnet_output(passive, cond, active)
         if self._blocks == "first":
-            return torch.cat([passive, active], dim=1)
+            # The transform may write its output straight into the joined tensor (a fused kernel).
+            return self.transform.map_joined(passive, active, h, inverse=inverse)
+        y, logdet = self.transform.map(active, h, inverse=inverse)
         if self._blocks == "last":
-            return torch.cat([active, passive], dim=1)
-        return torch.cat([passive, active], dim=1)[:, self._merge_index]
-
-
-class Coupling(_Coupling):
-    r"""A coupling with any element-wise monotone transform (affine, additive, spline, ...).
-
-    The channels marked passive (``mask``, or the first ``split``; index set :math:`P`) pass
-    through unchanged. The sub-network sees them (concatenated with ``cond`` when
-    ``cond_channels > 0``) and outputs ``K = transform.params_per_element`` parameters per active
-    channel (index set :math:`A`), with which ``transform`` maps the active channels:
-
-    .. math::
-
-        y_P = x_P, \qquad y_A = f(x_A; \theta), \qquad \theta = \mathrm{NN}(x_P, c),
-
-        x_P = y_P, \qquad x_A = f^{-1}(y_A; \theta), \qquad \theta = \mathrm{NN}(y_P, c),
-
-        \log|\det J| = \sum_{i \in A} \log f'(x_i; \theta_i).
-
-    Both directions cost one sub-network pass, since the passive channels are known on either
-    side. The sub-network's output has ``K * (channels - passive)`` channels, grouped by active
-    channel (see :mod:`flowkit.transforms`). With a zero-initialised last layer (the default
-    sub-networks, :func:`flowkit.nn.conv_subnet` and :func:`flowkit.nn.mlp_subnet`) a fresh layer
-    is the identity for the exp-affine, additive and spline transforms, and a constant scale for
-    the sigmoid-scaled affine one; a module passed as ``subnet`` keeps its own initialisation.
-
-    Use it to pick the transform: a :class:`~flowkit.transforms.RationalQuadraticSpline` for a
-    neural spline flow, or :class:`~flowkit.transforms.AffineTransform` with
-    ``shift_first=False`` for RealNVP's scale-then-shift form. :class:`AffineCoupling` and
-    :class:`AdditiveCoupling` are the fixed affine and additive cases (the former with Glow's
-    sigmoid scale and SRFlow's ``"half"`` parameter layout).
-
-    Args:
-        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
-        transform: the element-wise map, e.g. :class:`~flowkit.transforms.RationalQuadraticSpline`;
-            default :class:`~flowkit.transforms.AffineTransform` (exp scale soft-clamped at 3).
-        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
-            for :func:`flowkit.nn.conv_subnet` (images only; pass :func:`flowkit.nn.mlp_subnet`
-            for vectors). It maps ``passive + cond_channels`` channels to
-            ``K * (channels - passive)``; any other output shape raises a :class:`ValueError`.
-        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
-            ``x``), 0 for an unconditional layer.
-        split: the first ``split`` channels pass through; ``0 < split < channels``, default
-            ``channels // 2``.
-        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
-            where the channel passes through, with at least one of each value (e.g.
-            :func:`alternating_mask`).
-
-    Example:
-        >>> import torch
-        >>> from flowkit.layers import Coupling
-        >>> from flowkit.nn import mlp_subnet
-        >>> from flowkit.transforms import RationalQuadraticSpline
-        >>> layer = Coupling(4, RationalQuadraticSpline(bins=8), mlp_subnet, cond_channels=2)
-        >>> x, c = torch.randn(3, 4), torch.randn(3, 2)
-        >>> y, logdet = layer(x, c)
-        >>> torch.allclose(layer.inverse(y, c)[0], x, atol=1e-5), logdet.shape
-        (True, torch.Size([3]))
-    """
-
-    def __init__(
-        self,
-        channels: int,
-        transform: MonotoneTransform | None = None,
-        subnet: SubnetSpec = None,
-        cond_channels: int = 0,
-        split: int | None = None,
-        *,
-        mask: MaskSpec = None,
-    ) -> None:
-        transform = transform_or_default("Coupling", transform)
-        super().__init__("Coupling", channels, cond_channels, split, transform.params_per_element, subnet, mask)
-        self.transform = transform
+            return torch.cat([y, passive], dim=1), logdet
+        return torch.cat([passive, y], dim=1)[:, self._merge_index], logdet
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x1, x2 = self._halves(x)
-        y2, logdet = self.transform.map(x2, self._subnet_output(x1, cond, x2))
-        return self._join(x1, y2), logdet
+        return self._couple(x, cond, inverse=False)
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y1, y2 = self._halves(y)
-        x2, logdet = self.transform.map(y2, self._subnet_output(y1, cond, y2), inverse=True)
-        return self._join(y1, x2), logdet
+        return self._couple(y, cond, inverse=True)
 
 
 class CheckerboardCoupling(_Conditioned):
@@ -271,11 +257,9 @@ class CheckerboardCoupling(_Conditioned):
     layers.
 
     Args:
-        channels: channels of the ``(B, C, H, W)`` input.
-        transform: as for :class:`Coupling` (default: the soft-clamped exp affine).
-        subnet: as for :class:`Coupling` (default :func:`flowkit.nn.conv_subnet`); maps
-            ``channels + cond_channels`` to ``K * channels`` channels.
-        cond_channels: channels of the ``(B, cond_channels, H, W)`` conditioning, 0 for none.
+        channels, cond_channels, transform: as for :class:`Coupling` (images only).
+        subnet: as for :class:`Coupling`; maps ``channels + cond_channels`` to ``K * channels``
+            channels.
         parity: 0 (default) or 1, which colour of the checkerboard passes through; any other value
             raises a :class:`ValueError`.
 
@@ -292,9 +276,10 @@ class CheckerboardCoupling(_Conditioned):
     def __init__(
         self,
         channels: int,
+        cond_channels: int = 0,
+        *,
         transform: MonotoneTransform | None = None,
         subnet: SubnetSpec = None,
-        cond_channels: int = 0,
         parity: int = 0,
     ) -> None:
         transform = transform_or_default("CheckerboardCoupling", transform)
@@ -329,64 +314,34 @@ class CheckerboardCoupling(_Conditioned):
         return self._map(y, cond, inverse=True)
 
 
-class AffineCoupling(_Coupling):
-    r"""Conditional affine coupling (RealNVP/Glow/SRFlow).
-
-    ``x`` is split along channels into ``x1 = x[:, :split]`` (passed through) and
-    ``x2 = x[:, split:]`` (or into the ``True`` and ``False`` channels of ``mask``). The
-    sub-network sees ``x1`` (concatenated with ``cond`` when ``cond_channels > 0``) and outputs
-    the shift :math:`t` and raw scale for ``x2``:
+class AffineCoupling(Coupling):
+    r"""Affine coupling (RealNVP/Glow/SRFlow): :class:`Coupling` with an :class:`~flowkit.transforms.AffineTransform`.
 
     .. math::
 
-        y_1 = x_1, \qquad y_2 = (x_2 + t) \odot s, \qquad (t, s) = g(\mathrm{NN}(x_1, c)),
+        y_A = (x_A + t) \odot s, \qquad (t, \text{raw}) = \mathrm{NN}(x_P, c), \qquad
+        \log|\det J| = \sum_{i \in A} \log s_i,
 
-        x_1 = y_1, \qquad x_2 = y_2 \oslash s - t, \qquad (t, s) = g(\mathrm{NN}(y_1, c)),
+    with the sub-network's output interleaved per active channel (shift, raw scale) and
+    :math:`s = \sigma(\text{raw} + 2) + \epsilon` (``scale="sigmoid"``, Glow/SRFlow/LLFlow; the
+    fused kernel on CUDA) or :math:`s = \exp(c \tanh(\text{raw} / c))` (``scale="exp"``,
+    ``c = clamp``). A fresh layer with the default sub-network has shift 0 and scale 1
+    (``"exp"``) or :math:`\sigma(2) + \epsilon \approx 0.881` (``"sigmoid"``).
 
-        \log|\det J| = \sum_i \log s_i,
-
-    where :math:`g` splits the sub-network's output into the shift and the raw scale (per
-    ``layout``) and maps the raw scale to :math:`s`: with ``scale="sigmoid"``,
-    :math:`s = \sigma(\text{raw} + 2) + \epsilon` (Glow/SRFlow/LLFlow,
-    computed by :func:`flowkit.kernels.fused_affine`), or with ``scale="exp"``,
-    :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp`` (a soft-clamped exponential).
-
-    ``subnet`` is a module, a constructor ``(in_channels, out_channels) -> nn.Module`` (as FrEIA's
-    ``subnet_constructor``), or ``None`` for :func:`flowkit.nn.conv_subnet`. It maps
-    ``split + cond_channels`` channels to ``2 * (channels - split)`` channels, laid out per
-    ``layout``: ``"half"`` (shifts, then raw scales) or ``"cross"`` (interleaved, SRFlow/LLFlow).
-    The default sub-network's last layer is zero-initialised, so a fresh layer has shift 0 and a
-    constant scale: 1 with ``scale="exp"`` (the identity), :math:`\sigma(2) + \epsilon \approx 0.881`
-    with ``"sigmoid"``. ``mask`` replaces ``split`` by any set of passed-through channels, as for
-    :class:`Coupling`.
-
-    Use it for Glow-style image flows and to load SRFlow/LLFlow weights (their layouts and sigmoid
-    scale); the sigmoid scale lies in :math:`(\epsilon, 1 + \epsilon)`, so the forward map never
-    expands an element by more than :math:`1 + \epsilon`. For a spline or a scale-then-shift map use
-    :class:`Coupling`; for a volume-preserving map, :class:`AdditiveCoupling`.
+    Use it for Glow-style image flows and SRFlow/LLFlow weights. The sigmoid scale lies in
+    :math:`(\epsilon, 1 + \epsilon)`, so the forward map never expands an element by more than
+    :math:`1 + \epsilon`.
 
     Args:
-        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
-        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
-            (default) for :func:`flowkit.nn.conv_subnet`, which takes images only (pass
-            :func:`flowkit.nn.mlp_subnet` for vectors).
-        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
-            ``x``), 0 (default) for an unconditional layer.
-        split: the first ``split`` channels pass through; ``0 < split < channels``, default
-            ``channels // 2``.
-        scale: ``"sigmoid"`` (default) or ``"exp"``, the map from the raw scale to :math:`s`.
-        layout: ``"half"`` (default) or ``"cross"``, where the shifts and raw scales sit in the
-            sub-network's output (see :func:`flowkit.kernels.reference.split_shift_scale`).
-        eps: :math:`\epsilon`, the floor added to the sigmoid scale (``scale="sigmoid"`` only;
-            default ``1e-4``), which keeps :math:`\log s` above :math:`\log \epsilon`.
-        clamp: :math:`c`, the soft bound on :math:`|\log s|` (``scale="exp"`` only; default 2).
-        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
-            where the channel passes through, with at least one of each value.
+        channels, cond_channels, subnet, split, mask: as for :class:`Coupling`.
+        scale: ``"sigmoid"`` (default) or ``"exp"``.
+        eps: :math:`\epsilon`, the floor of the sigmoid scale (default ``1e-4``).
+        clamp: :math:`c`, the soft bound on :math:`|\log s|` of the exp scale (default 3).
 
     Example:
         >>> import torch
         >>> from flowkit.layers import AffineCoupling
-        >>> layer = AffineCoupling(4, cond_channels=2)
+        >>> layer = AffineCoupling(4, 2)
         >>> x, c = torch.randn(3, 4, 8, 8), torch.randn(3, 2, 8, 8)
         >>> y, logdet = layer(x, c)
         >>> torch.allclose(layer.inverse(y, c)[0], x, atol=1e-5)
@@ -396,86 +351,39 @@ class AffineCoupling(_Coupling):
     def __init__(
         self,
         channels: int,
-        subnet: SubnetSpec = None,
         cond_channels: int = 0,
-        split: int | None = None,
-        scale: Literal["sigmoid", "exp"] = "sigmoid",
         *,
-        layout: Literal["half", "cross"] = "half",
-        eps: float = 1e-4,
-        clamp: float = 2.0,
+        subnet: SubnetSpec = None,
+        split: int | None = None,
         mask: MaskSpec = None,
+        scale: Literal["sigmoid", "exp"] = "sigmoid",
+        eps: float = 1e-4,
+        clamp: float | None = 3.0,
     ) -> None:
-        super().__init__("AffineCoupling", channels, cond_channels, split, 2, subnet, mask)
-        if scale not in ("sigmoid", "exp"):
-            raise ValueError(f"AffineCoupling: scale must be 'sigmoid' or 'exp', got {scale!r}")
-        if layout not in ("half", "cross"):
-            raise ValueError(f"AffineCoupling: layout must be 'half' or 'cross', got {layout!r}")
-        self.scale = scale
-        self.layout = layout
-        self.eps = eps
-        self.clamp = clamp
-
-    def _affine(self, x2: Tensor, h: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-        if self.scale == "sigmoid":
-            return fused_affine(x2, h, eps=self.eps, layout=self.layout, inverse=inverse)
-        shift, raw = split_shift_scale(h, self.layout)
-        log_scale = soft_clamp(raw, self.clamp)
-        logdet = log_scale.flatten(1).sum(1).to(torch.promote_types(x2.dtype, torch.float32))
-        if inverse:
-            return x2 * torch.exp(-log_scale) - shift, -logdet
-        return (x2 + shift) * torch.exp(log_scale), logdet
-
-    def _coupling(self, x: Tensor, cond: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        x1, x2 = self._halves(x)
-        h = self._subnet_output(x1, cond, x2)
-        if self.scale == "sigmoid" and self._blocks == "first":
-            # The Triton path writes the transformed half straight into the joined output.
-            return fused_affine_coupling(x1, x2, h, eps=self.eps, layout=self.layout, inverse=inverse)
-        y2, logdet = self._affine(x2, h, inverse=inverse)
-        return self._join(x1, y2), logdet
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._coupling(x, cond, inverse=False)
-
-    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self._coupling(y, cond, inverse=True)
+        transform = AffineTransform(scale, clamp=clamp, eps=eps)
+        super().__init__(channels, cond_channels, transform=transform, subnet=subnet, split=split, mask=mask)
 
 
-class AdditiveCoupling(_Coupling):
-    r"""Additive coupling (NICE): ``y2 = x2 + t(x1, cond)``, volume preserving (logdet 0).
-
-    Same splitting (``split`` or ``mask``) and sub-network conventions as :class:`AffineCoupling`;
-    the sub-network outputs one channel per transformed channel, the shift :math:`t`:
+class AdditiveCoupling(Coupling):
+    r"""Additive coupling (NICE): :class:`Coupling` with the :class:`~flowkit.transforms.AdditiveTransform`.
 
     .. math::
 
-        y_1 = x_1, \qquad y_2 = x_2 + \mathrm{NN}(x_1, c),
+        y_A = x_A + \mathrm{NN}(x_P, c), \qquad x_A = y_A - \mathrm{NN}(y_P, c), \qquad
+        \log|\det J| = 0.
 
-        x_1 = y_1, \qquad x_2 = y_2 - \mathrm{NN}(y_1, c), \qquad \log|\det J| = 0.
-
-    With the default (zero-initialised) sub-network a fresh layer is the identity. Use it where a
-    constant Jacobian is wanted (NICE; a flow whose volume change is carried by other layers, such
-    as :class:`~flowkit.layers.ActNorm`); it is cheaper but less expressive than
-    :class:`AffineCoupling`, since it cannot rescale.
+    A fresh layer with the default sub-network is the identity. Use it where a constant Jacobian
+    is wanted (the volume change carried by other layers, such as
+    :class:`~flowkit.layers.ActNorm`); it is cheaper than :class:`AffineCoupling` but cannot rescale.
 
     Args:
-        channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
-        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
-            (default) for :func:`flowkit.nn.conv_subnet` (images only); it maps
-            ``split + cond_channels`` channels to ``channels - split``.
-        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``), 0 (default) for
-            none.
-        split: the first ``split`` channels pass through; ``0 < split < channels``, default
-            ``channels // 2``.
-        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
-            where the channel passes through, with at least one of each value.
+        channels, cond_channels, subnet, split, mask: as for :class:`Coupling`.
 
     Example:
         >>> import torch
         >>> from flowkit.layers import AdditiveCoupling
-        >>> from flowkit.nn import mlp_subnet
-        >>> layer = AdditiveCoupling(4, subnet=mlp_subnet)
+        >>> from flowkit.nn import MLP
+        >>> layer = AdditiveCoupling(4, subnet=MLP)
         >>> x = torch.randn(5, 4)
         >>> y, logdet = layer(x)
         >>> torch.allclose(layer.inverse(y)[0], x), logdet.abs().max().item()
@@ -485,22 +393,11 @@ class AdditiveCoupling(_Coupling):
     def __init__(
         self,
         channels: int,
-        subnet: SubnetSpec = None,
         cond_channels: int = 0,
-        split: int | None = None,
         *,
+        subnet: SubnetSpec = None,
+        split: int | None = None,
         mask: MaskSpec = None,
     ) -> None:
-        super().__init__("AdditiveCoupling", channels, cond_channels, split, 1, subnet, mask)
-
-    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        x1, x2 = self._halves(x)
-        shift = self._subnet_output(x1, cond, x2)
-        return self._join(x1, x2 + shift), zero_logdet(x)
-
-    def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        y1, y2 = self._halves(y)
-        shift = self._subnet_output(y1, cond, y2)
-        return self._join(y1, y2 - shift), zero_logdet(y)
-
-
+        transform = AdditiveTransform()
+        super().__init__(channels, cond_channels, transform=transform, subnet=subnet, split=split, mask=mask)

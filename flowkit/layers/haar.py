@@ -57,7 +57,7 @@ class HaarDownsample(Flow):
 
     conditional = False
 
-    def __init__(self, order: Literal["channel", "band"] = "channel", scale: float = 1.0) -> None:
+    def __init__(self, *, order: Literal["channel", "band"] = "channel", scale: float = 1.0) -> None:
         super().__init__()
         if order not in ("channel", "band"):
             raise ValueError(f"HaarDownsample: order must be 'channel' or 'band', got {order!r}")

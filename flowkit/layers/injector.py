@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor
 
 from flowkit._validation import check_channels, check_cond
 from flowkit.core import Flow
-from flowkit.kernels import fused_affine
 from flowkit.layers._subnet import SubnetSpec, build_subnet, run_subnet
+from flowkit.transforms import AffineTransform
 
 __all__ = ["AffineInjector"]
 
@@ -23,12 +21,12 @@ class AffineInjector(Flow):
     .. math::
 
         y = (x + t) \odot s, \qquad x = y \oslash s - t, \qquad
-        \log|\det J| = \sum_i \log s_i, \qquad (t, \text{raw}) = \mathrm{NN}(c).
+        \log|\det J| = \sum_i \log s_i, \qquad (t, \text{raw}) = \mathrm{NN}(c),
 
-    SRFlow calls this the conditional affine injector; LLFlow's coupling steps apply one
-    (``fFeatures``) before their coupling. The default sub-network's last layer is
-    zero-initialised, so a fresh layer has shift 0 and the constant scale
-    :math:`\sigma(2) + \epsilon \approx 0.881`.
+    the sigmoid-scaled :class:`~flowkit.transforms.AffineTransform` with the sub-network's output
+    interleaved per channel (shift, raw scale). SRFlow calls this the conditional affine injector;
+    LLFlow's coupling steps apply one (``fFeatures``) before their coupling. A fresh layer with the
+    default sub-network has shift 0 and the constant scale :math:`\sigma(2) + \epsilon \approx 0.881`.
 
     Use it to feed a conditioning image into every channel of the flow at once; an
     :class:`AffineCoupling` with ``cond_channels`` transforms only the active channels, but
@@ -38,17 +36,14 @@ class AffineInjector(Flow):
         channels: channels of the input ``x`` (``(B, C, *spatial)``).
         cond_channels: channels of ``cond``, at least 1 (the layer is always conditional);
             ``cond`` must have ``x``'s batch and spatial size.
-        subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
-            (default) for :func:`flowkit.nn.conv_subnet`; it maps ``cond_channels`` to
+        subnet: as for :class:`~flowkit.layers.Coupling`; it maps ``cond_channels`` to
             ``2 * channels`` channels.
-        layout: ``"half"`` (default: shifts, then raw scales) or ``"cross"`` (interleaved,
-            SRFlow/LLFlow), where the two sit in the sub-network's output.
         eps: :math:`\epsilon`, the floor added to the sigmoid scale (default ``1e-4``).
 
     Example:
         >>> import torch
         >>> from flowkit.layers import AffineInjector
-        >>> layer = AffineInjector(3, cond_channels=5)
+        >>> layer = AffineInjector(3, 5)
         >>> x, c = torch.randn(2, 3, 6, 6), torch.randn(2, 5, 6, 6)
         >>> y, logdet = layer(x, c)
         >>> torch.allclose(layer.inverse(y, c)[0], x, atol=1e-5)
@@ -59,20 +54,16 @@ class AffineInjector(Flow):
         self,
         channels: int,
         cond_channels: int,
-        subnet: SubnetSpec = None,
         *,
-        layout: Literal["half", "cross"] = "half",
+        subnet: SubnetSpec = None,
         eps: float = 1e-4,
     ) -> None:
         super().__init__()
         if cond_channels < 1:
             raise ValueError(f"AffineInjector needs cond_channels >= 1, got {cond_channels}")
-        if layout not in ("half", "cross"):
-            raise ValueError(f"AffineInjector: layout must be 'half' or 'cross', got {layout!r}")
         self.channels = channels
         self.cond_channels = cond_channels
-        self.layout = layout
-        self.eps = eps
+        self.transform = AffineTransform("sigmoid", eps=eps)
         self.subnet = build_subnet("AffineInjector", subnet, cond_channels, 2 * channels)
 
     def extra_repr(self) -> str:
@@ -84,7 +75,7 @@ class AffineInjector(Flow):
         return run_subnet("AffineInjector", self.subnet, cond.to(x.dtype), 2 * self.channels, x)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return fused_affine(x, self._params(x, cond), eps=self.eps, layout=self.layout)
+        return self.transform.map(x, self._params(x, cond))
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return fused_affine(y, self._params(y, cond), eps=self.eps, layout=self.layout, inverse=True)
+        return self.transform.map(y, self._params(y, cond), inverse=True)

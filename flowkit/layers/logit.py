@@ -38,7 +38,7 @@ class Logit(Flow):
 
     conditional = False
 
-    def __init__(self, alpha: float = 0.05) -> None:
+    def __init__(self, *, alpha: float = 0.05) -> None:
         super().__init__()
         if not 0 <= alpha < 0.5:
             raise ValueError(f"Logit: alpha must be in [0, 0.5), got {alpha}")

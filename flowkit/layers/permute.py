@@ -33,7 +33,7 @@ class Permute(Flow):
         >>> y, _ = Permute(3)(torch.tensor([[1., 2., 3.]]))
         >>> y.tolist()
         [[3.0, 2.0, 1.0]]
-        >>> Permute(5, "swap")(torch.arange(5.).view(1, 5))[0].tolist()
+        >>> Permute(5, mode="swap")(torch.arange(5.).view(1, 5))[0].tolist()
         [[2.0, 3.0, 4.0, 0.0, 1.0]]
     """
 
@@ -45,6 +45,7 @@ class Permute(Flow):
     def __init__(
         self,
         channels: int,
+        *,
         mode: Literal["reverse", "swap", "shuffle"] = "reverse",
         generator: torch.Generator | None = None,
     ) -> None:

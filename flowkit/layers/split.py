@@ -37,10 +37,11 @@ class Split(Flow):
 
     Args:
         channels: channels of the input ``(B, C, H, W)``.
-        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``).
         cond_channels: channels of ``cond`` (at ``x``'s resolution) the prior also sees; 0 for none.
+        keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``).
         prior_net: a module or a constructor ``(in_channels, out_channels) -> nn.Module`` giving
-            means then log-stds; ``None`` for a zero-initialised :class:`~flowkit.nn.ZeroConv2d`
+            a (mean, log-std) pair per factored-out channel, interleaved as every flowkit layer
+            lays out its parameters; ``None`` for a zero-initialised :class:`~flowkit.nn.ZeroConv2d`
             (the layer starts as the identity).
 
     Example:
@@ -54,7 +55,7 @@ class Split(Flow):
     """
 
     def __init__(
-        self, channels: int, keep: int | None = None, cond_channels: int = 0, prior_net: SubnetSpec = None
+        self, channels: int, cond_channels: int = 0, *, keep: int | None = None, prior_net: SubnetSpec = None
     ) -> None:
         super().__init__()
         keep = channels // 2 if keep is None else keep
@@ -80,7 +81,7 @@ class Split(Flow):
             inputs = x1
         like = x1.new_empty(x1.shape[0], self.channels - self.keep, *x1.shape[2:])
         h = run_subnet("Split", self.prior_net, inputs, 2 * (self.channels - self.keep), like)
-        return split_shift_scale(h, "half")
+        return split_shift_scale(h, "cross")
 
     def _halves(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         check_channels("Split", x, self.channels)

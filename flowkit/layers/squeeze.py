@@ -54,7 +54,7 @@ class Squeeze(Flow):
     conditional = False
 
     def __init__(
-        self, factor: int = 2, order: Literal["channel_major", "spatial_major"] = "channel_major"
+        self, factor: int = 2, *, order: Literal["channel_major", "spatial_major"] = "channel_major"
     ) -> None:
         super().__init__()
         if factor < 2:

@@ -42,7 +42,7 @@ class ActivationNorm(nn.Module):
 
     conditional = False
 
-    def __init__(self, channels: int, scale: float = 1.0) -> None:
+    def __init__(self, channels: int, *, scale: float = 1.0) -> None:
         super().__init__()
         if channels < 1:
             raise ValueError(f"{type(self).__name__} expects a positive channel count, got {channels}")

@@ -6,12 +6,21 @@ shift and scale instead of a random transformation.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 from torch import Tensor, nn
 
 from flowkit.nn.normalization import ActivationNorm
 
-__all__ = ["Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet", "mlp_subnet"]
+__all__ = ["MLP", "Conv2dActNorm", "ZeroConv2d", "ZeroLinear", "conv_subnet"]
+
+
+def _widths(name: str, hidden: Sequence[int]) -> tuple[int, ...]:
+    """``hidden`` as a tuple of positive widths, or a :class:`ValueError` that shows the form expected."""
+    if isinstance(hidden, Sequence) and all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in hidden):
+        return tuple(hidden)
+    raise ValueError(f"{name}: the hidden widths must be a sequence of positive ints, e.g. (64, 64), got {hidden!r}")
 
 
 def _check_same_kernel(name: str, kernel_size: int) -> None:
@@ -81,7 +90,7 @@ class ZeroConv2d(nn.Conv2d):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int = 3, logscale_factor: float = 3.0
+        self, in_channels: int, out_channels: int, kernel_size: int = 3, *, logscale_factor: float = 3.0
     ) -> None:
         _check_same_kernel("ZeroConv2d", kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2)
@@ -99,7 +108,7 @@ class ZeroLinear(nn.Linear):
 
     :math:`y = W x + b` with :math:`W` and :math:`b` zero at construction, so a flow layer or
     prior whose sub-network ends in it starts from zero parameters (for most transforms, the
-    identity). The last layer of :func:`mlp_subnet`; use it to end any sub-network on vectors,
+    identity). The last layer of :class:`MLP`; use it to end any sub-network on vectors,
     e.g. the ``cond_net`` of a :class:`~flowkit.distributions.GaussianMixture`.
 
     Args:
@@ -122,75 +131,84 @@ class ZeroLinear(nn.Linear):
 def conv_subnet(
     in_channels: int,
     out_channels: int,
-    hidden_channels: int = 64,
+    hidden_channels: Sequence[int] = (64, 64),
     *,
     kernel_size: int = 3,
     hidden_kernel_size: int = 1,
-    n_hidden_layers: int = 1,
 ) -> nn.Sequential:
-    """Glow/SRFlow's coupling network: conv-ActNorm-ReLU, hidden conv-ActNorm-ReLU, zero conv.
+    """Glow/SRFlow's coupling network: conv-ActNorm-ReLU layers, then a zero-initialised conv.
 
-    With the defaults this is exactly the sub-network of SRFlow and LLFlow's couplings
-    (3x3, then ``n_hidden_layers`` 1x1 layers, then a zero-initialised 3x3), and its module
-    indices (``0``, ``2``, ``4``) match theirs. Pass it (or a ``functools.partial`` of it
-    with other sizes) as the ``subnet`` of a coupling or the ``prior_net`` of a split; every
-    convolution keeps the spatial size.
+    The first hidden layer has a ``kernel_size`` kernel, the others ``hidden_kernel_size``; the last
+    layer is a :class:`ZeroConv2d` of ``kernel_size``, so the network outputs zeros until trained.
+    With the defaults this is exactly the sub-network of SRFlow and LLFlow's couplings (3x3, 1x1,
+    zero 3x3), with their module indices (``0``, ``2``, ``4``). Every convolution keeps the spatial
+    size. The image counterpart of :class:`MLP`: pass it, or a ``functools.partial`` of it with
+    other widths, as the ``subnet`` of a coupling.
 
     Args:
         in_channels: channels of the input (a coupling's passive channels plus ``cond``'s).
         out_channels: channels of the output (the coupling's parameters).
-        hidden_channels: width of the hidden layers (default 64).
+        hidden_channels: widths of the hidden layers (default ``(64, 64)``).
         kernel_size: odd size of the first and last convolutions (default 3).
-        hidden_kernel_size: odd size of the hidden convolutions (default 1).
-        n_hidden_layers: number of hidden conv-ActNorm-ReLU layers between them (default 1).
-
-    Returns:
-        An :class:`torch.nn.Sequential` whose last layer is a :class:`ZeroConv2d`, so it outputs
-        zeros until trained.
+        hidden_kernel_size: odd size of the other hidden convolutions (default 1).
 
     Example:
         >>> import torch
         >>> from flowkit.nn import conv_subnet
-        >>> net = conv_subnet(6, 12, hidden_channels=16)
+        >>> net = conv_subnet(6, 12, hidden_channels=(16, 16))
         >>> net(torch.randn(2, 6, 8, 8)).shape
         torch.Size([2, 12, 8, 8])
     """
-    layers: list[nn.Module] = [Conv2dActNorm(in_channels, hidden_channels, kernel_size), nn.ReLU()]
-    for _ in range(n_hidden_layers):
-        layers += [Conv2dActNorm(hidden_channels, hidden_channels, hidden_kernel_size), nn.ReLU()]
-    layers.append(ZeroConv2d(hidden_channels, out_channels, kernel_size))
+    layers: list[nn.Module] = []
+    for index, width in enumerate(_widths("conv_subnet", hidden_channels)):
+        layers += [Conv2dActNorm(in_channels, width, kernel_size if index == 0 else hidden_kernel_size), nn.ReLU()]
+        in_channels = width
+    layers.append(ZeroConv2d(in_channels, out_channels, kernel_size))
     return nn.Sequential(*layers)
 
 
-def mlp_subnet(
-    in_features: int, out_features: int, hidden_features: int = 64, *, n_hidden_layers: int = 1
-) -> nn.Sequential:
-    """A ReLU MLP ending in a :class:`ZeroLinear`, for flows on vectors.
+class MLP(nn.Sequential):
+    """A multi-layer perceptron: Linear-activation layers of ``hidden_features`` widths, then a Linear.
 
-    Linear-ReLU, ``n_hidden_layers`` times hidden Linear-ReLU, then a zero-initialised linear
-    layer: the vector counterpart of :func:`conv_subnet`, for the ``subnet`` of a coupling on
-    ``(B, D)`` inputs.
+    The last layer is a :class:`ZeroLinear` (``zero_last=True``), so a flow layer whose parameters
+    it computes starts from zero parameters (the identity for most transforms). The vector
+    counterpart of :func:`conv_subnet`: pass the class itself as the ``subnet`` of a coupling (it
+    is a constructor ``(in_features, out_features) -> nn.Module``), or a ``functools.partial`` of
+    it with other widths.
 
     Args:
         in_features: size of the input (a coupling's passive features plus ``cond``'s).
         out_features: size of the output (the coupling's parameters).
-        hidden_features: width of the hidden layers (default 64).
-        n_hidden_layers: number of hidden Linear-ReLU layers after the first (default 1).
-
-    Returns:
-        An :class:`torch.nn.Sequential` whose last layer is a :class:`ZeroLinear`, so it outputs
-        zeros until trained.
+        hidden_features: widths of the hidden layers, each positive (default ``(64, 64)``; ``()``
+            for a single linear layer).
+        activation: constructor of the nonlinearity after each hidden layer (default
+            :class:`torch.nn.ReLU`).
+        zero_last: zero-initialise the last layer (default ``True``); ``False`` keeps PyTorch's
+            default initialisation there too.
 
     Example:
-        >>> import torch
-        >>> from flowkit.nn import mlp_subnet
-        >>> mlp_subnet(3, 4)(torch.randn(5, 3)).shape
+        >>> import functools, torch
+        >>> from flowkit.layers import AffineCoupling
+        >>> from flowkit.nn import MLP
+        >>> MLP(3, 4, (16,))(torch.randn(5, 3)).shape
         torch.Size([5, 4])
+        >>> layer = AffineCoupling(4, subnet=functools.partial(MLP, hidden_features=(32, 32)))
+        >>> layer.subnet[0]
+        Linear(in_features=2, out_features=32, bias=True)
     """
-    layers: list[nn.Module] = [nn.Linear(in_features, hidden_features), nn.ReLU()]
-    for _ in range(n_hidden_layers):
-        layers += [nn.Linear(hidden_features, hidden_features), nn.ReLU()]
-    layers.append(ZeroLinear(hidden_features, out_features))
-    return nn.Sequential(*layers)
 
-
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_features: Sequence[int] = (64, 64),
+        *,
+        activation: Callable[[], nn.Module] = nn.ReLU,
+        zero_last: bool = True,
+    ) -> None:
+        layers: list[nn.Module] = []
+        for width in _widths("MLP", hidden_features):
+            layers += [nn.Linear(in_features, width), activation()]
+            in_features = width
+        layers.append((ZeroLinear if zero_last else nn.Linear)(in_features, out_features))
+        super().__init__(*layers)

@@ -151,8 +151,8 @@ def small_flow(channels=4):
     flow = flowkit.Sequential(
         ActNorm(channels),
         InvConv1x1(channels),
-        AffineCoupling(channels, lambda i, o: conv_subnet(i, o, hidden_channels=8), layout="cross"),
-        AffineInjector(channels, cond_channels=channels, layout="half"),
+        AffineCoupling(channels, subnet=lambda i, o: conv_subnet(i, o, hidden_channels=(8, 8))),
+        AffineInjector(channels, channels),
     )
     perturb_parameters(flow, 0.3, torch.Generator().manual_seed(13))
     return flow

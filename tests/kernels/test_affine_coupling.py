@@ -95,7 +95,7 @@ def test_empty_inputs(kernels, shape):
 
 def test_layer_uses_it_and_matches_the_torch_backend(kernels):
     # AffineCoupling with the default split and the sigmoid scale takes the fused coupling path.
-    layer = AffineCoupling(6, lambda i, o: conv_subnet(i, o, hidden_channels=8), layout="cross").to(KERNEL_DEVICE)
+    layer = AffineCoupling(6, subnet=lambda i, o: conv_subnet(i, o, hidden_channels=(8, 8))).to(KERNEL_DEVICE)
     perturb_parameters(layer, 0.3, torch.Generator().manual_seed(15))
     x = randn(2, 6, 5, 5, seed=16)
     results = {}

@@ -16,13 +16,13 @@ from flowkit.layers import (
     Coupling,
     alternating_mask,
 )
-from flowkit.nn import conv_subnet, mlp_subnet
+from flowkit.nn import MLP, conv_subnet
 from flowkit.testing import check_flow
 from flowkit.transforms import AdditiveTransform, AffineTransform, RationalQuadraticSpline
 
 
 def small_conv(cin, cout):
-    return conv_subnet(cin, cout, hidden_channels=8)
+    return conv_subnet(cin, cout, hidden_channels=(8, 8))
 
 
 @given(
@@ -30,13 +30,12 @@ def small_conv(cin, cout):
     dtype=DTYPES,
     cond_channels=st.integers(0, 3),
     scale=st.sampled_from(["sigmoid", "exp"]),
-    layout=st.sampled_from(["half", "cross"]),
     data=st.data(),
     seed=st.integers(0, 2**16),
 )
-def test_perturbed_affine_coupling_is_a_flow(shape, dtype, cond_channels, scale, layout, data, seed):
+def test_perturbed_affine_coupling_is_a_flow(shape, dtype, cond_channels, scale, data, seed):
     split = data.draw(st.integers(1, shape[1] - 1))
-    layer = AffineCoupling(shape[1], small_conv, cond_channels, split, scale, layout=layout)
+    layer = AffineCoupling(shape[1], cond_channels, subnet=small_conv, split=split, scale=scale)
     layer = perturbed(layer, seed, scale=0.3, dtype=dtype)
     cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, dtype) if cond_channels else None
     check_flow(layer, randn(shape, seed, dtype), cond)
@@ -44,7 +43,7 @@ def test_perturbed_affine_coupling_is_a_flow(shape, dtype, cond_channels, scale,
 
 @given(shape=image_shapes(), cond_channels=st.integers(0, 2), seed=st.integers(0, 2**16))
 def test_perturbed_additive_coupling_is_a_flow(shape, cond_channels, seed):
-    layer = perturbed(AdditiveCoupling(shape[1], small_conv, cond_channels), seed, dtype=torch.float64)
+    layer = perturbed(AdditiveCoupling(shape[1], cond_channels, subnet=small_conv), seed, dtype=torch.float64)
     cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, torch.float64) if cond_channels else None
     report = check_flow(layer, randn(shape, seed, torch.float64), cond)
     assert report.logdet_error < 1e-9
@@ -52,7 +51,7 @@ def test_perturbed_additive_coupling_is_a_flow(shape, cond_channels, seed):
 
 @given(batch=st.integers(1, 4), channels=st.integers(2, 6), seed=st.integers(0, 2**16))
 def test_affine_coupling_on_vectors_with_an_mlp(batch, channels, seed):
-    layer = perturbed(AffineCoupling(channels, mlp_subnet, cond_channels=2), seed, dtype=torch.float64)
+    layer = perturbed(AffineCoupling(channels, 2, subnet=MLP), seed, dtype=torch.float64)
     check_flow(layer, randn((batch, channels), seed, torch.float64), randn((batch, 2), seed + 1, torch.float64))
 
 
@@ -74,11 +73,11 @@ def test_fresh_exp_coupling_is_the_identity():
     assert torch.equal(logdet, torch.zeros(2))
 
 
-def test_cross_layout_reads_shift_at_even_and_scale_at_odd_channels():
+def test_the_subnet_output_holds_shifts_at_even_and_raw_scales_at_odd_channels():
     h = torch.zeros(1, 4, 1, 1)
-    h[0, 0] = 1.0  # shift of channel 0 under "cross"
-    h[0, 3] = 3.0  # raw scale of channel 1 under "cross"
-    layer = AffineCoupling(4, subnet=lambda cin, cout: _Constant(h), layout="cross")
+    h[0, 0] = 1.0  # shift of active channel 0
+    h[0, 3] = 3.0  # raw scale of active channel 1
+    layer = AffineCoupling(4, subnet=lambda cin, cout: _Constant(h))
     x = torch.zeros(1, 4, 1, 1)
     y, _ = layer(x)
     sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
@@ -94,8 +93,17 @@ class _Constant(nn.Module):
         return self.h.expand(inputs.shape[0], -1, *inputs.shape[2:])
 
 
+def test_exp_scale_is_soft_clamped_at_3_by_default_as_everywhere():
+    h = torch.zeros(1, 4, 1, 1)
+    h[0, 1::2] = 100.0  # raw scales far beyond the bound
+    layer = AffineCoupling(4, scale="exp", subnet=lambda cin, cout: _Constant(h))
+    _, logdet = layer(torch.zeros(1, 4, 1, 1))
+    torch.testing.assert_close(logdet, torch.tensor([2 * 3.0]))
+    assert layer.transform.clamp == Coupling(4).transform.clamp == AffineTransform().clamp == 3.0
+
+
 def test_subnet_may_be_a_module():
-    net = conv_subnet(3, 2, hidden_channels=4)
+    net = conv_subnet(3, 2, hidden_channels=(4, 4))
     layer = AffineCoupling(3, subnet=net, split=2)
     assert layer.subnet is net
 
@@ -138,7 +146,7 @@ TRANSFORMS = {
 
 
 def tiny_mlp(cin, cout):
-    return mlp_subnet(cin, cout, hidden_features=8)
+    return MLP(cin, cout, (8, 8))
 
 
 @settings(max_examples=20)
@@ -159,7 +167,7 @@ def test_perturbed_coupling_on_vectors_is_a_flow(batch, features, transform, con
     else:
         mask = data.draw(st.lists(st.booleans(), min_size=features, max_size=features).filter(lambda m: 0 < sum(m) < len(m)))
         options = {"mask": mask}
-    layer = Coupling(features, TRANSFORMS[transform](), tiny_mlp, cond_features, **options)
+    layer = Coupling(features, cond_features, transform=TRANSFORMS[transform](), subnet=tiny_mlp, **options)
     layer = perturbed(layer, seed, scale=0.5, dtype=torch.float64)
     cond = randn((batch, cond_features), seed + 1, torch.float64) if cond_features else None
     check_flow(layer, 1.5 * randn((batch, features), seed, torch.float64), cond)
@@ -174,7 +182,8 @@ def test_perturbed_coupling_on_vectors_is_a_flow(batch, features, transform, con
     seed=st.integers(0, 2**16),
 )
 def test_perturbed_coupling_on_images_is_a_flow(shape, transform, cond_channels, dtype, seed):
-    layer = perturbed(Coupling(shape[1], TRANSFORMS[transform](), tiny_conv, cond_channels), seed, 0.3, dtype)
+    layer = Coupling(shape[1], cond_channels, transform=TRANSFORMS[transform](), subnet=tiny_conv)
+    layer = perturbed(layer, seed, 0.3, dtype)
     cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, dtype) if cond_channels else None
     check_flow(layer, randn(shape, seed, dtype), cond)
 
@@ -188,14 +197,14 @@ def test_perturbed_coupling_on_images_is_a_flow(shape, transform, cond_channels,
     seed=st.integers(0, 2**16),
 )
 def test_perturbed_checkerboard_coupling_is_a_flow(shape, transform, cond_channels, parity, seed):
-    layer = CheckerboardCoupling(shape[1], TRANSFORMS[transform](), tiny_conv, cond_channels, parity)
+    layer = CheckerboardCoupling(shape[1], cond_channels, transform=TRANSFORMS[transform](), subnet=tiny_conv, parity=parity)
     layer = perturbed(layer, seed, 0.3, torch.float64)
     cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, torch.float64) if cond_channels else None
     check_flow(layer, randn(shape, seed, torch.float64), cond)
 
 
 def tiny_conv(cin, cout):
-    return conv_subnet(cin, cout, hidden_channels=4)
+    return conv_subnet(cin, cout, hidden_channels=(4, 4))
 
 
 def test_checkerboard_passes_one_colour_through_and_the_subnet_never_sees_the_other():
@@ -212,7 +221,7 @@ def test_checkerboard_passes_one_colour_through_and_the_subnet_never_sees_the_ot
 
 def test_masked_coupling_passes_the_masked_channels_through():
     mask = [False, True, True, False, False]
-    layer = perturbed(Coupling(5, RationalQuadraticSpline(3), tiny_mlp, mask=mask), 1, 0.5)
+    layer = perturbed(Coupling(5, transform=RationalQuadraticSpline(3), subnet=tiny_mlp, mask=mask), 1, 0.5)
     x = torch.randn(4, 5)
     y, _ = layer(x)
     assert torch.equal(y[:, [1, 2]], x[:, [1, 2]])
@@ -221,24 +230,54 @@ def test_masked_coupling_passes_the_masked_channels_through():
 
 
 def test_a_fresh_spline_coupling_is_the_identity():
-    layer = Coupling(3, RationalQuadraticSpline(5), tiny_mlp, cond_channels=1)
+    layer = Coupling(3, 1, transform=RationalQuadraticSpline(5), subnet=tiny_mlp)
     x = 3 * torch.randn(6, 3)
     y, logdet = layer(x, torch.randn(6, 1))
     torch.testing.assert_close(y, x)
     torch.testing.assert_close(logdet, torch.zeros(6))
 
 
-def test_coupling_with_the_sigmoid_affine_equals_affine_coupling_with_the_cross_layout():
-    affine = perturbed(AffineCoupling(4, tiny_conv, cond_channels=1, layout="cross"), 2, 0.3)
-    general = Coupling(4, AffineTransform("sigmoid"), tiny_conv, cond_channels=1)
-    general.load_state_dict(affine.state_dict())
+@pytest.mark.parametrize(
+    ("special", "transform", "where"),
+    [
+        (lambda **kw: AffineCoupling(4, 1, scale="exp", **kw), AffineTransform(), {}),
+        (lambda **kw: AffineCoupling(4, 1, **kw), AffineTransform("sigmoid"), {}),  # the fused path
+        (lambda **kw: AffineCoupling(4, 1, **kw), AffineTransform("sigmoid"), {"split": 1}),
+        (lambda **kw: AffineCoupling(4, 1, **kw), AffineTransform("sigmoid"), {"mask": alternating_mask(4)}),
+        (lambda **kw: AdditiveCoupling(4, 1, **kw), AdditiveTransform(), {}),
+    ],
+    ids=["exp", "sigmoid", "sigmoid-split-1", "sigmoid-mask", "additive"],
+)
+def test_affine_and_additive_couplings_are_coupling_with_the_transform(special, transform, where):
+    layer = perturbed(special(subnet=tiny_conv, **where), 2, 0.3)
+    general = Coupling(4, 1, transform=transform, subnet=tiny_conv, **where)
+    assert isinstance(layer, Coupling) and repr(layer.transform) == repr(general.transform)
+    general.load_state_dict(layer.state_dict())  # the same keys: the transforms hold no parameters
     x, c = torch.randn(2, 4, 3, 3), torch.randn(2, 1, 3, 3)
-    torch.testing.assert_close(general(x, c), affine(x, c))
+    assert not torch.allclose(layer(x, c)[0], x)  # perturbed away from the identity
+    for direction in ("forward", "inverse"):
+        expected, got = getattr(layer, direction)(x, c), getattr(general, direction)(x, c)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1]), direction
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: Coupling(4, 0, AffineTransform()),
+        lambda: AffineCoupling(4, 0, None),
+        lambda: AdditiveCoupling(4, 0, None),
+        lambda: CheckerboardCoupling(4, 0, None),
+    ],
+    ids=["Coupling", "AffineCoupling", "AdditiveCoupling", "CheckerboardCoupling"],
+)
+def test_options_after_the_sizes_are_keyword_only(build):
+    with pytest.raises(TypeError, match="positional argument"):
+        build()
 
 
 def test_image_default_subnet_on_vectors_says_what_to_pass():
     for layer in (Coupling(4), AffineCoupling(4), AdditiveCoupling(4)):
-        with pytest.raises(ValueError, match=r"default subnet is convolutional.*\(5, 2\).*subnet=flowkit.nn.mlp_subnet"):
+        with pytest.raises(ValueError, match=r"default subnet is convolutional.*\(5, 2\).*subnet=flowkit.nn.MLP"):
             layer(torch.randn(5, 4))
     with pytest.raises(ValueError, match=r"expects images \(B, C, H, W\), got shape \(5, 4\)"):
         CheckerboardCoupling(4, subnet=tiny_mlp)(torch.randn(5, 4))

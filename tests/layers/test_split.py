@@ -16,13 +16,13 @@ from flowkit.testing import check_flow
 @given(shape=image_shapes(), dtype=DTYPES, cond_channels=st.integers(0, 2), data=st.data(), seed=st.integers(0, 2**16))
 def test_split_is_a_flow(shape, dtype, cond_channels, data, seed):
     keep = data.draw(st.integers(1, shape[1] - 1))
-    split = perturbed(Split(shape[1], keep, cond_channels), seed, scale=0.3, dtype=dtype)
+    split = perturbed(Split(shape[1], cond_channels, keep=keep), seed, scale=0.3, dtype=dtype)
     cond = randn((shape[0], cond_channels, *shape[2:]), seed + 1, dtype) if cond_channels else None
     check_flow(split, randn(shape, seed, dtype), cond)
 
 
 def test_split_standardises_the_factored_half_under_its_prior():
-    split = perturbed(Split(4, cond_channels=1), seed=2, scale=0.3, dtype=torch.float64)
+    split = perturbed(Split(4, 1), seed=2, scale=0.3, dtype=torch.float64)
     x, cond = torch.randn(3, 4, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, dtype=torch.float64)
     y, logdet = split(x, cond)
     assert torch.equal(y[:, :2], x[:, :2])

@@ -20,7 +20,7 @@ class FlowStep(Sequential):
     With ``cond_channels > 0`` the step continues with SRFlow/LLFlow's conditional pair: an
     :class:`~flowkit.layers.AffineInjector` (shift and scale of every channel from ``cond`` alone),
     then an :class:`~flowkit.layers.AffineCoupling` of ``x[:, C//2:]`` given ``cat[x[:, :C//2], cond]``.
-    Both use interleaved (``"cross"``) shift/scale channels and
+    Both use interleaved (``"cross"``, flowkit's only layout) shift/scale channels and
     :math:`s = \sigma(\text{raw} + 2) + \epsilon`; their sub-networks are
     :func:`flowkit.nn.conv_subnet` (3x3, 1x1, zero-initialised 3x3). The 1x1 convolution is a full
     matrix (no LU), as in the reference. With ``cond_channels = 0`` the step is only ActNorm and the
@@ -49,13 +49,12 @@ class FlowStep(Sequential):
         flows = [ActNorm(channels), InvConv1x1(channels, lu=False)]
         if cond_channels > 0:
             active = channels - channels // 2
+            hidden = (hidden_channels, hidden_channels)
             flows.append(AffineInjector(
-                channels, cond_channels, subnet=conv_subnet(cond_channels, 2 * channels, hidden_channels),
-                layout="cross", eps=eps,
+                channels, cond_channels, subnet=conv_subnet(cond_channels, 2 * channels, hidden), eps=eps
             ))
             flows.append(AffineCoupling(
-                channels, subnet=conv_subnet(channels // 2 + cond_channels, 2 * active, hidden_channels),
-                cond_channels=cond_channels, layout="cross", eps=eps,
+                channels, cond_channels, subnet=conv_subnet(channels // 2 + cond_channels, 2 * active, hidden), eps=eps
             ))
         super().__init__(*flows)
         self.channels = channels

@@ -93,8 +93,8 @@ def test_level_structure_follows_the_reference():
             assert isinstance(step[1], InvConv1x1) and not step[1].lu
         for step in members[3:]:
             injector, coupling = step[2], step[3]
-            assert isinstance(injector, AffineInjector) and injector.layout == "cross"
-            assert isinstance(coupling, AffineCoupling) and coupling.layout == "cross"
+            assert isinstance(injector, AffineInjector) and repr(injector.transform) == "AffineTransform(scale='sigmoid', eps=0.0001)"
+            assert isinstance(coupling, AffineCoupling) and repr(coupling.transform) == repr(injector.transform)
             assert coupling.split == channels // 2 and coupling.cond_channels == 7
             # SPEC: fFeatures = F(cond, 2C), fAffine = F(C//2 + cond, 2(C - C//2)), hidden 64 -> 8 here
             assert injector.subnet[0].weight.shape == (8, 7, 3, 3)
