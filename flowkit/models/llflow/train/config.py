@@ -133,7 +133,9 @@ class RunSection:
         iterations: the run's total optimiser steps (a resumed run continues up to it).
         amp: ``"none"`` (float32), ``"bf16"`` or ``"fp16"`` autocast (with a gradient scaler).
         seed: seeds the weights, data order, crops, flips, degradations and prior choices.
-        val_every: validate every this many steps and after the last.
+        val_every: validate every this many steps and after the last; the EMA weights (or the
+            model's, without EMA) that score the best PSNR so far go to ``OUTPUT/best.pt``, which
+            ``flowkit enhance --checkpoint`` loads, with their step and PSNR in ``best.json``.
         checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and
             when the run is stopped.
         log_every: record the loss every this many steps and after the last.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import threading
 import time
@@ -18,12 +19,14 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from flowkit.models.llflow import LLFlow
+from flowkit.models.llflow._files import write_atomically
 from flowkit.models.llflow.checkpoint import (
     capture_rng_state,
     load_checkpoint,
     remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
+    save_model,
 )
 from flowkit.models.llflow.config import LLFlowConfig
 from flowkit.models.llflow.data import (
@@ -464,6 +467,7 @@ def train(
                     scores = validate(evaluated, val_set, ctx.device, output / "images" / f"step_{step:06d}.png")
                     result.validations.append({"step": float(step), **scores})
                     logger.note(step, "val", scores)
+                    _keep_best(output, step, evaluated, scores["psnr"])
                 if ctx.enabled:
                     dist.barrier()
             result.interrupted = stop.requested(ctx)
@@ -531,6 +535,19 @@ def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfi
             f"{path} was written by a run with another model config (differs in {differing}); resume it with "
             "the config that wrote it"
         )
+
+
+def _keep_best(output: Path, step: int, model: nn.Module, psnr: float) -> None:
+    """Save ``model`` as ``best.pt`` when ``psnr`` beats the validation PSNR that ``best.json`` records.
+
+    The record lives in a file beside the weights, not in the run's state, so that a resumed run
+    (even one from before this file existed) keeps the best weights of all its stretches.
+    """
+    record = output / "best.json"
+    if record.exists() and json.loads(record.read_text())["psnr"] >= psnr:
+        return
+    save_model(model, output / "best.pt")
+    write_atomically(record, (json.dumps({"step": step, "psnr": psnr}) + "\n").encode())
 
 
 def _checkpoint(output, step, model, optimizer, scheduler, scaler, ema, selector, config, ctx) -> Path:

@@ -258,3 +258,25 @@ def test_validate_refuses_an_empty_validation_set():
                                 steps_per_level=1, hidden_channels=4))
     with pytest.raises(ValueError, match="at least one validation pair"):
         validate(model, [], torch.device("cpu"))
+
+
+def test_the_best_validated_weights_are_kept_across_a_resume(micro_config, tmp_path):
+    import dataclasses
+    import json
+
+    from flowkit.models.llflow.cli import load_model
+    from flowkit.models.llflow.train.trainer import build_datasets, validate
+
+    config = load_config(micro_config(8, tmp_path / "run"))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, val_every=2))
+    first = train(config, device="cpu", progress=False, stop_after=4)
+    second = train(config, device="cpu", progress=False, resume=tmp_path / "run" / "last.pt")
+    scores = {int(v["step"]): v["psnr"] for v in first.validations + second.validations}
+    assert sorted(scores) == [2, 4, 6, 8]
+    best_step = max(scores, key=scores.get)
+    record = json.loads((tmp_path / "run" / "best.json").read_text())
+    assert record == {"step": best_step, "psnr": scores[best_step]}
+    # best.pt holds the weights that scored it, in the form flowkit enhance loads.
+    _, val_set = build_datasets(config, tmp_path / "run")
+    rescored = validate(load_model(tmp_path / "run" / "best.pt"), val_set, torch.device("cpu"))["psnr"]
+    assert rescored == pytest.approx(record["psnr"], abs=1e-5)
