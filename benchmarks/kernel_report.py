@@ -66,9 +66,10 @@ KERNELS = {"_affine_forward_kernel": "forward", "_affine_backward_kernel": "back
 # A density flow's coupling on 2-D and 10-D data, batch 512: half the features each; vectors tile
 # over the batch instead of over space.
 VECTOR_SHAPES = {"vectors": ((512, 1), (512, 5))}
-# --quick: a training level whose plane (80x80) the JIT marks divisible by 16, and a LOL level whose
-# plane (100x150 = 15000) it does not, which is vectorised only through the kernels' ROW_ALIGN.
-QUICK_SHAPES = [((16, 6, 80, 80), True), ((1, 48, 100, 150), False)]
+# --quick: a training level whose plane (80x80) the JIT marks divisible by 16, a LOL level whose
+# plane (100x150 = 15000) it does not, which is vectorised only through the kernels' ROW_ALIGN, and
+# LOL's /8 level, whose plane (50x75 = 3750) is no multiple of 16 bytes: tiled flat along each sample.
+QUICK_SHAPES = [((16, 6, 80, 80), True), ((1, 48, 100, 150), False), ((1, 96, 50, 75), False)]
 
 
 def call_shapes(groups: list[str] | None) -> dict[str, list[tuple[tuple[int, ...], bool]]]:
@@ -101,6 +102,7 @@ class Launch:
     constexprs: dict[tuple[int, ...], object]
     attrs: dict[tuple[int, ...], list]
     options: dict[str, object]
+    flat: bool = False
 
     def key(self) -> tuple:
         """What decides the compiled code, and the layout: launches with equal keys share one row.
@@ -210,7 +212,7 @@ def record(target: str, groups: list[str] | None, dtypes: list[str], layouts: li
                                 kernel.fn.__name__, target, dtype_name, layout, direction,
                                 None if needs is None else NEEDS[needs], shape,
                                 (kwargs["BLOCK_B"], kwargs["BLOCK_C"], kwargs["BLOCK_N"]), kwargs["num_warps"],
-                                signature, constexprs, attrs, opts.__dict__,
+                                signature, constexprs, attrs, opts.__dict__, kwargs["FLAT"],
                             ))
     return launches
 
@@ -276,7 +278,8 @@ def compile_launch(launch: Launch) -> dict[str, object]:
 def describe(launch: Launch) -> str:
     needs = f" {launch.needs}" if launch.needs else ""
     block = "x".join(map(str, launch.block))
-    return f"{launch.direction}{needs}, {launch.layout}, block {block}, {launch.num_warps} warps"
+    flat = " flat" if launch.flat else ""   # a sample's channels as one row (see triton_affine._plan)
+    return f"{launch.direction}{needs}, {launch.layout}, block {block}{flat}, {launch.num_warps} warps"
 
 
 def run(args: argparse.Namespace) -> list[dict[str, object]]:
@@ -321,6 +324,21 @@ def _widest(widths: dict) -> int:
     return max(map(int, widths))
 
 
+def narrowest_tile_access(row: dict[str, object]) -> int:
+    """The narrowest global access of a variant's tiles, in bits: every load and store but the one
+    32-bit access per sample (the forward's log-det partial store, the backward's log-det gradient load).
+
+    Example:
+        >>> narrowest_tile_access({"kernel": "forward", "loads": {"64": 8, "128": 2}, "stores": {"32": 1, "128": 2}})
+        64
+    """
+    loads, stores = (Counter({int(k): v for k, v in row[key].items()}) for key in ("loads", "stores"))
+    per_sample = stores if row["kernel"] == "forward" else loads
+    if per_sample[32]:
+        per_sample[32] -= 1
+    return min(loads + stores)
+
+
 def summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """One line per (kernel, target, dtype, layout): counts, resource ranges, access widths seen."""
     groups: dict[tuple, list] = defaultdict(list)
@@ -349,20 +367,24 @@ def summary(rows: list[dict[str, object]]) -> list[dict[str, object]]:
 def markdown(rows: list[dict[str, object]], env: dict[str, object], command: str) -> str:
     failures = [r for r in rows if not r["compiled"] or r["spills"]]
     contiguous = [r for r in rows if r["layout"] == "contiguous" and r["compiled"]]
-    narrow = [r for r in contiguous if _widest(r["loads"]) < 64 or _widest(r["stores"]) < 64]
+    # Narrow: a tile access under 64 bits, even where others are wider (the cross layout's h
+    # halves can be narrower than x at a plane that is no multiple of 16 bytes).
+    narrow = [r for r in contiguous if narrowest_tile_access(r) < 64]
     # The narrow variants by call: directions, gradients and targets share the reason.
     narrow_calls: dict[tuple, dict[str, object]] = {}
     for r in narrow:
         line = narrow_calls.setdefault((r["dtype"], r["shape"], tuple(r["block"])), {
             "dtype": r["dtype"], "shape": r["shape"], "block": "x".join(map(str, r["block"])), "variants": 0,
-            "kernels": set(), "load_bits": set(), "store_bits": set()})
+            "kernels": set(), "narrowest": set(), "load_bits": set(), "store_bits": set()})
         line["variants"] += 1
         line["kernels"].add(_kernel_variant(r))
+        line["narrowest"].add(narrowest_tile_access(r))
         line["load_bits"].add(_widest(r["loads"]))
         line["store_bits"].add(_widest(r["stores"]))
     every_kernel = {_kernel_variant(r) for r in rows}
     for line in narrow_calls.values():
         line["kernels"] = "all" if line["kernels"] == every_kernel else ", ".join(sorted(line["kernels"]))
+        line["narrowest"] = "/".join(map(str, sorted(line["narrowest"])))
         line["load_bits"] = "/".join(map(str, sorted(line["load_bits"])))
         line["store_bits"] = "/".join(map(str, sorted(line["store_bits"])))
     text = [
@@ -375,8 +397,9 @@ def markdown(rows: list[dict[str, object]], env: dict[str, object], command: str
         "Triton; registers and local memory (spills) per thread from its cuobjdump; shared: the bytes a "
         "launch requests; load/store bits: the widest global access in each variant's PTX (a single "
         "value when every variant of the line has the same), 128 is a 16-byte vector access. "
-        f"Failed to compile or spilled: {len(failures)}. Contiguous variants whose widest load or "
-        f"store is narrower than 64 bits: {len(narrow)}.",
+        f"Failed to compile or spilled: {len(failures)}. Contiguous variants with a tile access (any "
+        "load or store but the one 32-bit log-det access per sample) narrower than 64 bits: "
+        f"{len(narrow)}.",
         "",
         markdown_table(summary(rows), [
             ("kernel", "kernel", ""), ("target", "target", ""), ("dtype", "dtype", ""), ("layout", "layout", ""),
@@ -386,11 +409,12 @@ def markdown(rows: list[dict[str, object]], env: dict[str, object], command: str
         ]),
     ]
     if narrow:
-        text += ["", "Contiguous variants without a 64-bit access, by call (both targets):", "",
+        text += ["", "Contiguous variants with a tile access narrower than 64 bits, by call (both targets; "
+                 "narrowest: that access, load/store bits: the widest as above):", "",
                  markdown_table(list(narrow_calls.values()), [
                      ("dtype", "dtype", ""), ("shape", "example shape", ""), ("block", "tile", ""),
-                     ("variants", "variants", "d"), ("kernels", "kernels", ""), ("load_bits", "load bits", ""),
-                     ("store_bits", "store bits", "")])]
+                     ("variants", "variants", "d"), ("kernels", "kernels", ""), ("narrowest", "narrowest bits", ""),
+                     ("load_bits", "load bits", ""), ("store_bits", "store bits", "")])]
     return "\n".join(text)
 
 
@@ -402,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", nargs="+", choices=[*dict.fromkeys(c.group for c in full_cases()), *VECTOR_SHAPES],
                         help="shape groups (default: all)")
     parser.add_argument("--quick", action="store_true",
-                        help="two shapes, contiguous, backward writing dx and dh only (what CI compiles)")
+                        help="three shapes, contiguous, backward writing dx and dh only (what CI compiles)")
     parser.add_argument("--jobs", type=int, default=1, help="compiler processes (default 1)")
     parser.add_argument("--json", type=Path, help="write the rows as a JSON list to this file")
     parser.add_argument("--out", type=Path, help="results folder (default benchmarks/results for a full run)")

@@ -9,9 +9,12 @@ The tensors are viewed as ``(B, C, N)`` with ``N`` the product of the spatial si
 ``(B, C)`` vectors) and cut into ``[BLOCK_B, BLOCK_C, BLOCK_N]`` tiles, so no per-element integer
 division is needed and images and vectors both fill a tile. Everything is computed in float32 with
 ``tl.sigmoid``/``tl.log``, which Triton's interpreter also runs (libdevice functions do not). The
-plane size and the batch and channel strides are passed in units of their alignment (``ROW_ALIGN``,
-up to 8 elements), so that the compiler can prove a row's accesses aligned and issue 128-bit loads
-and stores even where the JIT's own divisible-by-16 mark does not apply (a 100x150 plane).
+plane size and the batch and channel strides are passed in units of their alignment (``ROW_ALIGN``
+for x and the output, ``H_ALIGN`` for h; up to 8 elements), so that the compiler can prove a row's
+accesses aligned and issue 128-bit loads and stores even where the JIT's own divisible-by-16 mark
+does not apply (a 100x150 plane). Where the plane is no multiple of 16 bytes (50x75) and x holds
+each sample's channels contiguously, a sample's ``C * N`` elements are tiled as one row instead
+(``FLAT``), so that tiles need not start at plane starts; see ``_plan``.
 
 This module imports ``triton`` and decorates the kernels when it is imported, which is when Triton
 reads ``TRITON_INTERPRET``: with ``TRITON_INTERPRET=1`` set beforehand the kernels are executed by
@@ -68,43 +71,62 @@ def _tile(pid, n_cb, n_nb, B, C, N, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr
 
 
 @triton.jit
-def _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN: tl.constexpr):
-    # sb and sc come in units of ROW_ALIGN elements (see _row_units): multiplied back by the
-    # constant, they tell the compiler that every row of the tile starts ROW_ALIGN-aligned.
-    sb, sc = sb * ROW_ALIGN, sc * ROW_ALIGN
+def _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ALIGN: tl.constexpr):
+    # sb and sc come in units of ALIGN elements (see _in_units): multiplied back by the constant,
+    # they tell the compiler that every row of the tile starts ALIGN-aligned.
+    sb, sc = sb * ALIGN, sc * ALIGN
     return ptr + (b0 * sb + c0 * sc + n0 * sn) + (bl * sb + cl * sc + nl * sn)
 
 
 @triton.jit
-def _load(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask, ROW_ALIGN: tl.constexpr):
-    return tl.load(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN), mask=mask, other=0.0).to(tl.float32)
+def _h_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, n_plane, H_ALIGN: tl.constexpr, FLAT: tl.constexpr):
+    # One half of h (ptr: h's, or h's plus the raw half's offset). With FLAT the tile runs
+    # along each sample's channels and planes as one row (x's memory order: C = 1, spatial stride 1),
+    # so it may start mid-plane and, being at most a plane long, run into the next plane: there h's
+    # pointers jump by its plane gap sc - n_plane (n_plane in the cross layout, 0 in "half").
+    if FLAT:
+        sb, sc, n_plane = sb * H_ALIGN, sc * H_ALIGN, n_plane * H_ALIGN
+        c = n0 // n_plane
+        n = (n0 - c * n_plane).to(tl.int32) + nl
+        # A product, not tl.where: through it the compiler still sees the jump constant over
+        # aligned runs of H_ALIGN elements and keeps the accesses that wide (tl.where: scalar).
+        jump = (n >= n_plane).to(tl.int32) * (sc - n_plane)
+        return ptr + (b0 * sb + c * sc) + (bl * sb + n + jump)
+    return _ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, H_ALIGN)
 
 
 @triton.jit
-def _store(ptr, value, b0, c0, n0, bl, cl, nl, sb, sc, sn, mask, ROW_ALIGN: tl.constexpr):
-    tl.store(_ptrs(ptr, b0, c0, n0, bl, cl, nl, sb, sc, sn, ROW_ALIGN), value.to(ptr.dtype.element_ty), mask=mask)
+def _load(ptrs, mask):
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(ptrs, value, mask):
+    tl.store(ptrs, value.to(ptrs.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _affine_forward_kernel(
-    x_ptr, shift_ptr, raw_ptr, y_ptr, partial_ptr,
-    B, C, n_units, n_cb, n_nb,
-    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, syb, syc, syn,
+    x_ptr, h_ptr, y_ptr, partial_ptr,
+    B, C, n_units, n_plane, n_cb, n_nb,
+    sxb, sxc, sxn, syb, syc, syn, shb, shc, shn, h_raw,
     eps,
     INVERSE: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
-    ROW_ALIGN: tl.constexpr,
+    ROW_ALIGN: tl.constexpr, H_ALIGN: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, n_units * ROW_ALIGN, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask, ROW_ALIGN)
-    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask, ROW_ALIGN)
-    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask, ROW_ALIGN)
+    x = _load(_ptrs(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, ROW_ALIGN), mask)
+    shift = _load(_h_ptrs(h_ptr, b0, c0, n0, bl, cl, nl, shb, shc, shn, n_plane, H_ALIGN, FLAT), mask)
+    # The raw half's own pointers, not the shift's plus h_raw * H_ALIGN: the same PTX but for that
+    # add, yet ptxas gives the latter 56 registers instead of 34 (float32 inverse, 100x150 plane).
+    raw = _load(_h_ptrs(h_ptr + h_raw * H_ALIGN, b0, c0, n0, bl, cl, nl, shb, shc, shn, n_plane, H_ALIGN, FLAT), mask)
     scale = tl.sigmoid(raw + 2.0) + eps
     if INVERSE:
         y = x / scale - shift
     else:
         y = (x + shift) * scale
-    _store(y_ptr, y, b0, c0, n0, bl, cl, nl, syb, syc, syn, mask, ROW_ALIGN)
+    _store(_ptrs(y_ptr, b0, c0, n0, bl, cl, nl, syb, syc, syn, ROW_ALIGN), y, mask)
     log_scale = tl.where(mask, tl.log(scale), 0.0)
     partial = tl.sum(tl.sum(log_scale, axis=2), axis=1)
     if INVERSE:
@@ -117,20 +139,21 @@ def _affine_forward_kernel(
 
 @triton.jit
 def _affine_backward_kernel(
-    x_ptr, shift_ptr, raw_ptr, gy_ptr, gl_ptr, dx_ptr, dshift_ptr, draw_ptr,
-    B, C, n_units, n_cb, n_nb,
-    sxb, sxc, sxn, stb, stc, stn, srb, src, srn, sgb, sgc, sgn,
-    sdb, sdc, sdn, dtb, dtc, dtn, drb, drc, drn,
+    x_ptr, h_ptr, gy_ptr, gl_ptr, dx_ptr, dh_ptr,
+    B, C, n_units, n_plane, n_cb, n_nb,
+    sxb, sxc, sxn, sgb, sgc, sgn, sdb, sdc, sdn,
+    shb, shc, shn, h_raw, seb, sec, sen, dh_raw,
     eps,
     INVERSE: tl.constexpr, NEED_DX: tl.constexpr, NEED_DH: tl.constexpr,
-    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr, ROW_ALIGN: tl.constexpr,
+    BLOCK_B: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_N: tl.constexpr,
+    ROW_ALIGN: tl.constexpr, H_ALIGN: tl.constexpr, FLAT: tl.constexpr,
 ):
     pid = tl.program_id(0)
     b0, c0, n0, bl, cl, nl, mask = _tile(pid, n_cb, n_nb, B, C, n_units * ROW_ALIGN, BLOCK_B, BLOCK_C, BLOCK_N)
-    x = _load(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, mask, ROW_ALIGN)
-    shift = _load(shift_ptr, b0, c0, n0, bl, cl, nl, stb, stc, stn, mask, ROW_ALIGN)
-    raw = _load(raw_ptr, b0, c0, n0, bl, cl, nl, srb, src, srn, mask, ROW_ALIGN)
-    gy = _load(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, mask, ROW_ALIGN)
+    x = _load(_ptrs(x_ptr, b0, c0, n0, bl, cl, nl, sxb, sxc, sxn, ROW_ALIGN), mask)
+    shift = _load(_h_ptrs(h_ptr, b0, c0, n0, bl, cl, nl, shb, shc, shn, n_plane, H_ALIGN, FLAT), mask)
+    raw = _load(_h_ptrs(h_ptr + h_raw * H_ALIGN, b0, c0, n0, bl, cl, nl, shb, shc, shn, n_plane, H_ALIGN, FLAT), mask)
+    gy = _load(_ptrs(gy_ptr, b0, c0, n0, bl, cl, nl, sgb, sgc, sgn, ROW_ALIGN), mask)
     gl = tl.load(gl_ptr + b0 + bl, mask=bl < B - b0, other=0.0).to(tl.float32)
     sig = tl.sigmoid(raw + 2.0)
     # sigmoid' = sig * (1 - sig), with 1 - sig taken as sigmoid(-z): for a large raw scale sig
@@ -150,10 +173,11 @@ def _affine_backward_kernel(
     draw = dscale * dsig
     # A gradient nobody asked for is not written: its traffic is a third to a half of the kernel's.
     if NEED_DX:
-        _store(dx_ptr, dx, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, mask, ROW_ALIGN)
+        _store(_ptrs(dx_ptr, b0, c0, n0, bl, cl, nl, sdb, sdc, sdn, ROW_ALIGN), dx, mask)
     if NEED_DH:
-        _store(dshift_ptr, dshift, b0, c0, n0, bl, cl, nl, dtb, dtc, dtn, mask, ROW_ALIGN)
-        _store(draw_ptr, draw, b0, c0, n0, bl, cl, nl, drb, drc, drn, mask, ROW_ALIGN)
+        _store(_h_ptrs(dh_ptr, b0, c0, n0, bl, cl, nl, seb, sec, sen, n_plane, H_ALIGN, FLAT), dshift, mask)
+        _store(_h_ptrs(dh_ptr + dh_raw * H_ALIGN, b0, c0, n0, bl, cl, nl, seb, sec, sen, n_plane, H_ALIGN, FLAT),
+               draw, mask)
 
 
 def is_interpreted() -> bool:
@@ -215,24 +239,22 @@ def _bcn(t: Tensor, b: int, c: int, n: int, blocks: tuple[int, int, int]) -> Ten
 
 
 @functools.lru_cache(maxsize=4096)
-def _row_units(n: int, strides: tuple[int, ...]) -> tuple[int, int, tuple[int, ...]]:
-    """``(align, n // align, strides)`` with the row strides divided by ``align``.
+def _in_units(values: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """``(align, values // align)``: ``align`` is the largest power of two up to 8 dividing them all.
 
-    ``strides`` are those of the ``(B, C, N)`` views, as ``(sb, sc, sn)`` triples; ``align`` is the
-    largest power of two up to 8 that divides ``n`` and every ``sb`` and ``sc``. The JIT marks an
-    integer argument only when it is divisible by 16: with a plane of 100x150 = 15000 elements
+    The values are a row length and the strides (or offsets) that place rows: the JIT marks an
+    integer argument only when it is divisible by 16, so with a plane of 100x150 = 15000 elements
     (divisible by 8, not 16) the compiler could prove neither that a row of the tile starts on a
     16-byte boundary nor that the mask of the last tile is constant over 4 elements, and every
     access would be scalar. Passed in units of ``align`` and multiplied back by the constant, the
     sizes carry their alignment into the kernel: 128-bit accesses for float32 and for the 16-bit
-    dtypes (8 elements of 2 bytes) alike. Sizes past int32 keep ``align = 1``: the kernel multiplies
-    back in int32, and the JIT passes such sizes as int64 with their own divisibility anyway.
+    dtypes (8 elements of 2 bytes) alike. Values past int32 keep ``align = 1``: the kernel multiplies
+    back in int32, and the JIT passes such values as int64 with their own divisibility anyway.
     """
-    rows = strides[0::3] + strides[1::3]
-    align = 8 if n <= _INT32_MAX and all(abs(s) <= _INT32_MAX for s in rows) else 1
-    while align > 1 and (n % align or any(s % align for s in rows)):
+    align = 8 if all(abs(v) <= _INT32_MAX for v in values) else 1
+    while align > 1 and any(v % align for v in values):
         align //= 2
-    return align, n // align, tuple(s if i % 3 == 2 else s // align for i, s in enumerate(strides))
+    return align, tuple(v // align for v in values)
 
 
 def _next_power_of_2(v: int) -> int:
@@ -282,10 +304,92 @@ def _geometry(b: int, c: int, n: int, block: int | None, multiprocessors: int) -
     return _Geometry(blocks, _grid_size(b, c, n, blocks), num_warps)
 
 
-def _launch_geometry(x: Tensor, block: int | None) -> tuple[int, int, int, _Geometry]:
+class _Plan(NamedTuple):
+    """Everything a launch passes besides tensors and flags: the tiling, the sizes and strides."""
+
+    geometry: _Geometry
+    flat: bool
+    row_align: int      # ROW_ALIGN: the unit of n_units and of the x-shaped tensors' row strides
+    h_align: int        # H_ALIGN: the unit of n_plane and of h's (and dh's) strides and raw offsets
+    sizes: tuple[int, int, int]                     # the kernel's C, n_units, n_plane
+    rows: tuple[int, ...]                           # (sb, sc, sn) of x, out, grad_out, dx
+    halves: tuple[int, ...]                         # (sb, sc, sn, raw offset) of h, dh
+
+
+Rows = tuple[tuple[int, int, int], ...]
+Halves = tuple[tuple[int, int, int, int], ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def _plan(b: int, c: int, n: int, block: int | None, multiprocessors: int, vector: int, rows: Rows,
+          halves: Halves) -> _Plan:
+    """How to launch on ``(B, C, N)`` views: ``rows`` holds the ``(sb, sc, sn)`` of each x-shaped
+    tensor (x, the output, their gradients), ``halves`` the ``(sb, sc, sn, raw offset)`` of h (and
+    dh), and ``vector`` elements of x make 16 bytes.
+
+    A tile normally lies in channel planes (``[BLOCK_B, BLOCK_C, BLOCK_N]``), so its rows start at
+    plane starts: with a plane that is not a multiple of 16 bytes (LOL's /8 level, 50x75 = 3750
+    elements) most planes start off a 16-byte boundary and no access can be 128-bit. When every
+    x-shaped tensor holds each sample's channels contiguously, the tiles run instead along a
+    sample's ``C * N`` elements as one row (``FLAT``): its length and the sample strides are then
+    what must be aligned (``96 * 3750`` is a multiple of 8), and x, the output and their gradients
+    get 128-bit accesses. h's halves get them too where they are as contiguous (the ``"half"``
+    layout: a sample's whole row is then their plane). In the cross layout they are addressed per
+    plane (their planes are ``2N`` apart), with tiles no longer than a plane, and their accesses
+    cannot be wider than ``gcd(N, 8)`` elements in any tiling: x's element ``(c, n)`` lies at
+    ``cN + n``, its shift at ``2cN + n`` and its raw scale ``N`` further, so a vector aligned in all
+    three needs ``cN`` and ``N`` to be multiples of its length.
+    """
+    # h's "plane": where its addresses jump (to the next channel in the cross layout); none within
+    # a sample when its halves hold the sample's channels contiguously, as x does.
+    plane = c * n if all(sc == n for _, sc, _, _ in halves) else n
+    flat_geometry = _geometry(b, 1, c * n, block, multiprocessors)
+    flat = (
+        n % vector != 0
+        and flat_geometry.blocks[0] == 1 and flat_geometry.blocks[2] <= plane
+        and all(sc == n and sn == 1 for _, sc, sn in rows)
+        # The per-element jump to h's next plane stays in int32.
+        and all(sn == 1 and abs(sc) + plane <= _INT32_MAX for _, sc, sn, _ in halves)
+    )
+    if flat:
+        geometry, kernel_c = flat_geometry, 1
+        # One row of C * N elements per sample: only the sample strides place it.
+        row_align, (n_units, *units) = _in_units((c * n, *(sb for sb, _, _ in rows)))
+        row_strides = [(sb, 0, 1) for sb in units]
+        if plane != n:
+            halves = tuple((sb, plane, sn, raw) for sb, _, sn, raw in halves)
+    else:
+        geometry, kernel_c, plane = _geometry(b, c, n, block, multiprocessors), c, n
+        row_align, (n_units, *units) = _in_units((n, *(s for sb, sc, _ in rows for s in (sb, sc))))
+        row_strides = [(units[2 * i], units[2 * i + 1], sn) for i, (_, _, sn) in enumerate(rows)]
+    h_align, (n_plane, *units) = _in_units((plane, *(s for sb, sc, _, raw in halves for s in (sb, sc, raw))))
+    half_strides = [(units[3 * i], units[3 * i + 1], sn, units[3 * i + 2]) for i, (_, _, sn, _) in enumerate(halves)]
+    return _Plan(geometry, flat, row_align, h_align, (kernel_c, n_units, n_plane),
+                 tuple(v for t in row_strides for v in t), tuple(v for t in half_strides for v in t))
+
+
+def _shape(x: Tensor, block: int | None) -> tuple[int, int, int, int, _Geometry]:
     # math.prod, not x[0, 0].numel(): an empty batch or channel dimension has no x[0, 0].
     b, c, n = x.shape[0], x.shape[1], math.prod(x.shape[2:])
-    return b, c, n, _geometry(b, c, n, block, _multiprocessors_of(x) if block is None else 0)
+    multiprocessors = _multiprocessors_of(x) if block is None else 0
+    return b, c, n, multiprocessors, _geometry(b, c, n, block, multiprocessors)
+
+
+def _halves(view: Tensor, layout: str) -> tuple[int, int, int, int]:
+    """The ``(sb, sc, sn)`` of the halves of a ``(B, 2C, N)`` view of ``h``, and the raw half's offset.
+
+    The kernels get one pointer for both halves: the raw scale's is the shift's plus that offset,
+    whose alignment the launch passes on (the raw half's own pointer, ``N`` elements into ``h`` in
+    the cross layout, is not marked 16-byte aligned unless ``N`` elements make a multiple of 16
+    bytes, and its accesses would be scalar).
+    """
+    shift, raw = split_shift_scale(view, layout)
+    return (*shift.stride(), raw.storage_offset() - shift.storage_offset())
+
+
+def _h_blocks(blocks: tuple[int, int, int]) -> tuple[int, int, int]:
+    # The channels of h that one tile's channels span, in either layout (for _bcn's int32 bound).
+    return blocks[0], 2 * blocks[1], blocks[2]
 
 
 def _multiprocessors_of(x: Tensor) -> int:
@@ -325,6 +429,12 @@ def _out_view(out: Tensor, x: Tensor, b: int, c: int, n: int) -> Tensor:
         ) from None
 
 
+def _options(plan: _Plan) -> dict[str, object]:
+    blocks = plan.geometry.blocks
+    return dict(BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2], ROW_ALIGN=plan.row_align,
+                H_ALIGN=plan.h_align, FLAT=plan.flat, num_warps=plan.geometry.num_warps)
+
+
 def affine_forward(
     x: Tensor, h: Tensor, *, eps: float, layout: str, inverse: bool, block: int | None = None,
     out: Tensor | None = None,
@@ -360,26 +470,25 @@ def affine_forward(
         True
     """
     _check(x, h)
-    b, c, n, geometry = _launch_geometry(x, block)
-    blocks, grid_size = geometry.blocks, geometry.grid_size
-    n_tiles = grid_size[1] * grid_size[2]
+    b, c, n, multiprocessors, geometry = _shape(x, block)
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device) if out is None else out
     # .view, not reshape: the kernel must write into y itself.
     yv = y.view(b, c, n) if out is None else _out_view(out, x, b, c, n)
-    partials = torch.empty(b, n_tiles, dtype=torch.float32, device=x.device)
     if y.numel() == 0:
-        return y, partials.new_zeros(b)
-    shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
-    xv = _bcn(x, b, c, n, blocks)
-    row_align, n_units, strides = _row_units(n, (*xv.stride(), *shift.stride(), *raw.stride(), *yv.stride()))
+        return y, torch.zeros(b, dtype=torch.float32, device=x.device)
+    xv = _bcn(x, b, c, n, geometry.blocks)
+    hv = _bcn(h, b, 2 * c, n, _h_blocks(geometry.blocks))
+    plan = _plan(b, c, n, block, multiprocessors, 16 // x.element_size(),
+                 (xv.stride(), yv.stride()), (_halves(hv, layout),))
+    grid_size = plan.geometry.grid_size
+    partials = torch.empty(b, grid_size[1] * grid_size[2], dtype=torch.float32, device=x.device)
     with _on_device(x):
         _affine_forward_kernel[(math.prod(grid_size),)](
-            xv, shift, raw, yv, partials,
-            b, c, n_units, grid_size[1], grid_size[2],
-            *strides,
+            xv, hv, yv, partials,
+            b, *plan.sizes, grid_size[1], grid_size[2],
+            *plan.rows, *plan.halves,
             eps,
-            INVERSE=inverse, BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2], ROW_ALIGN=row_align,
-            num_warps=geometry.num_warps,
+            INVERSE=inverse, **_options(plan),
         )
     return y, partials.sum(1)
 
@@ -415,30 +524,26 @@ def affine_backward(
     """
     _check(x, h, grad_out)
     need_dx, need_dh = (bool(v) for v in needs)
-    b, c, n, geometry = _launch_geometry(x, block)
-    blocks, grid_size = geometry.blocks, geometry.grid_size
+    b, c, n, multiprocessors, geometry = _shape(x, block)
     dx = torch.empty(x.shape, dtype=x.dtype, device=x.device) if need_dx else None
     dh = torch.empty(h.shape, dtype=h.dtype, device=h.device) if need_dh else None
     if x.numel() == 0 or not (need_dx or need_dh):
         # No element of x: the raw scales have no log-det term either, so every gradient is 0.
         return dx, None if dh is None else dh.zero_()
-    shift, raw = (_bcn(t, b, c, n, blocks) for t in split_shift_scale(h, layout))
+    xv, gy = _bcn(x, b, c, n, geometry.blocks), _bcn(grad_out, b, c, n, geometry.blocks)
+    hv = _bcn(h, b, 2 * c, n, _h_blocks(geometry.blocks))
     # .view, not reshape: the kernel must write into dx and dh themselves, never into copies. A
-    # gradient that is not needed hands the kernel a stand-in pointer it never writes through.
-    dxv = dx.view(b, c, n) if need_dx else raw
-    dshift, draw = (t.view(b, c, n) for t in split_shift_scale(dh, layout)) if need_dh else (raw, raw)
-    xv, gy = _bcn(x, b, c, n, blocks), _bcn(grad_out, b, c, n, blocks)
-    row_align, n_units, strides = _row_units(n, (
-        *xv.stride(), *shift.stride(), *raw.stride(), *gy.stride(), *dxv.stride(), *dshift.stride(), *draw.stride(),
-    ))
+    # gradient that is not needed hands the kernel a stand-in (x, h) that it never writes through.
+    dxv = dx.view(b, c, n) if need_dx else xv
+    dhv = dh.view(b, 2 * c, n) if need_dh else hv
+    plan = _plan(b, c, n, block, multiprocessors, 16 // x.element_size(),
+                 (xv.stride(), gy.stride(), dxv.stride()), (_halves(hv, layout), _halves(dhv, layout)))
     with _on_device(x):
-        _affine_backward_kernel[(math.prod(grid_size),)](
-            xv, shift, raw, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dshift, draw,
-            b, c, n_units, grid_size[1], grid_size[2],
-            *strides,
+        _affine_backward_kernel[(math.prod(plan.geometry.grid_size),)](
+            xv, hv, gy, grad_logdet.to(torch.float32).contiguous(), dxv, dhv,
+            b, *plan.sizes, *plan.geometry.grid_size[1:],
+            *plan.rows, *plan.halves,
             eps,
-            INVERSE=inverse, NEED_DX=need_dx, NEED_DH=need_dh,
-            BLOCK_B=blocks[0], BLOCK_C=blocks[1], BLOCK_N=blocks[2], ROW_ALIGN=row_align,
-            num_warps=geometry.num_warps,
+            INVERSE=inverse, NEED_DX=need_dx, NEED_DH=need_dh, **_options(plan),
         )
     return dx, dh

@@ -68,6 +68,23 @@ def test_matches_reference_on_odd_images(kernels, device, layout, inverse, dtype
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("noncontiguous", [False, True], ids=["contiguous", "channel_slice"])
+def test_flat_tiles_across_planes_that_are_not_16_byte_multiples(kernels, device, monkeypatch, layout, inverse,
+                                                                  dtype, noncontiguous):
+    # A 5x7 plane (35 elements, like LOL's 50x75 = 3750 not a multiple of 8) with 16-element tiles:
+    # the launcher tiles each sample's 3 planes as one row, so tiles start mid-plane and cross into
+    # the next one, where h's pointers jump (by a plane in the cross layout, not at all in "half").
+    plans = []
+    plan = kernels._plan
+    monkeypatch.setattr(kernels, "_plan", lambda *args: plans.append(plan(*args)) or plans[-1])
+    x, h = make_inputs((2, 3, 5, 7), dtype, device, seed=13, noncontiguous=noncontiguous)
+    check_against_reference(kernels, x, h, layout=layout, inverse=inverse, block=16)
+    assert plans and all(p.flat for p in plans)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("inverse", [False, True], ids=["forward", "inverse"])
 def test_many_tiles_per_sample_and_channel_slices(kernels, device, layout, inverse):
     # 16-element tiles split every sample into many partial log-det sums; x is a non-contiguous slice.
     x, h = make_inputs((3, 5, 3, 11), torch.float32, device, seed=2, noncontiguous=True)
@@ -216,19 +233,48 @@ def test_cached_geometry_matches_tritons_helpers(kernels, b, c, n, block, sms):
     assert geometry.num_warps == max(1, min(8, math.prod(geometry.blocks) // 256))
 
 
-@pytest.mark.parametrize(("n", "strides", "expected"), [
+@pytest.mark.parametrize(("values", "expected"), [
     # A LOL level of 100x150: N = 15000 is divisible by 8, not by 16 (the JIT's only mark).
-    (15000, (48 * 15000, 15000, 1), (8, 1875, (48 * 1875, 1875, 1))),
-    # 50x75 = 3750: 2 is all; the cross layout's shift has channel stride 2N, the spatial stride stays.
-    (3750, (3750, 3750, 1, 2 * 3750, 2 * 3750, 1), (2, 1875, (1875, 1875, 1, 3750, 3750, 1))),
-    (7, (21, 7, 1), (1, 7, (21, 7, 1))),
-    # Channels-last: the channel stride is 1, so nothing is aligned; N's stride (C) is never divided.
-    (64, (64 * 16, 1, 16), (1, 64, (64 * 16, 1, 16))),
+    ((15000, 48 * 15000, 15000), (8, (1875, 48 * 1875, 1875))),
+    # 50x75 = 3750: 2 is all (per plane); a sample's 96 planes together are a multiple of 8.
+    ((3750, 3750, 2 * 3750), (2, (1875, 1875, 3750))),
+    ((96 * 3750, 96 * 3750), (8, (45000, 45000))),
+    ((7, 21), (1, (7, 21))),
     # Past int32 the kernel could not multiply back: left alone.
-    (2**31 + 8, (2**31 + 8, 2**31 + 8, 1), (1, 2**31 + 8, (2**31 + 8, 2**31 + 8, 1))),
+    ((2**31 + 8, 8), (1, (2**31 + 8, 8))),
 ])
-def test_row_strides_are_passed_in_units_of_their_alignment(kernels, n, strides, expected):
-    assert kernels._row_units(n, strides) == expected
+def test_sizes_and_strides_are_passed_in_units_of_their_alignment(kernels, values, expected):
+    assert kernels._in_units(values) == expected
+
+
+N_50x75 = 50 * 75
+
+
+@pytest.mark.parametrize(("n", "rows", "halves", "expected"), [
+    # LOL's /8 level, contiguous, cross layout: one row of 96 planes per sample, aligned to 8
+    # elements; h's halves are addressed per plane, 2-element aligned, planes 2N apart.
+    (N_50x75, [(96 * N_50x75, N_50x75, 1)] * 2, [(192 * N_50x75, 2 * N_50x75, 1, N_50x75)],
+     (True, 8, 2, (1, 96 * N_50x75 // 8, N_50x75 // 2), (192 * N_50x75 // 2, N_50x75, 1, N_50x75 // 2))),
+    # The "half" layout: h's halves hold a sample's planes contiguously too, so they are one plane.
+    (N_50x75, [(96 * N_50x75, N_50x75, 1)] * 2, [(192 * N_50x75, N_50x75, 1, 96 * N_50x75)],
+     (True, 8, 8, (1, 96 * N_50x75 // 8, 96 * N_50x75 // 8),
+      (192 * N_50x75 // 8, 96 * N_50x75 // 8, 1, 96 * N_50x75 // 8))),
+    # A coupling's channel slice (sample stride 2CN) is as flat; channels-last is not.
+    (N_50x75, [(192 * N_50x75, N_50x75, 1)] * 2, [(192 * N_50x75, 2 * N_50x75, 1, N_50x75)], (True, 8, 2, None, None)),
+    (N_50x75, [(96 * N_50x75, 1, 96)] * 2, [(192 * N_50x75, 2, 192, 1)], (False, 1, 1, None, None)),
+    # A plane of 100x150 = 15000 elements is a multiple of 16 bytes: planes are tiled as before.
+    (15000, [(96 * 15000, 15000, 1)] * 2, [(192 * 15000, 2 * 15000, 1, 15000)], (False, 8, 8, (96, 1875, 1875), None)),
+])
+def test_plan_tiles_flat_where_planes_are_not_16_byte_multiples(kernels, n, rows, halves, expected):
+    plan = kernels._plan(1, 96, n, None, 132, 8, tuple(rows), tuple(halves))   # bfloat16 on an H100
+    flat, row_align, h_align, sizes, h_strides = expected
+    assert (plan.flat, plan.row_align, plan.h_align) == (flat, row_align, h_align)
+    if sizes is not None:
+        assert plan.sizes == sizes
+    if h_strides is not None:
+        assert plan.halves == h_strides
+    if flat:   # a sample's row in tiles no longer than a plane, so each crosses one boundary at most
+        assert plan.geometry.blocks[:2] == (1, 1) and plan.geometry.blocks[2] <= n
 
 
 def test_launches_on_the_tensors_device(kernels, device):
