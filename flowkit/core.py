@@ -15,22 +15,16 @@ class Flow(nn.Module):
 
     Direction convention: :meth:`forward` maps **data to latent** (the direction in which a
     density is evaluated, as in Glow, SRFlow, FrEIA and nflows); :meth:`inverse` maps latent to
-    data (sampling, enhancement).
-
-    Both directions return a pair ``(output, logdet)``:
+    data (sampling, enhancement). Both return a pair ``(output, logdet)``:
 
     * ``forward(x, cond=None) -> (y, logdet)`` with ``logdet = log|det dy/dx|`` per sample,
-    * ``inverse(y, cond=None) -> (x, logdet)`` with ``logdet = log|det dx/dy|``, which is the
-      negative of the forward log-determinant at the matching point.
+    * ``inverse(y, cond=None) -> (x, logdet)`` with ``logdet = log|det dx/dy|``, the negative of
+      the forward log-determinant at the matching point.
 
-    ``logdet`` has shape ``(B,)`` (one value per sample) and is float32 or wider. A
-    volume-preserving layer still returns a logdet (zeros). ``cond`` is the conditioning tensor,
-    or ``None`` for an unconditional layer; a layer that needs it and does not get it, or gets a
-    tensor of the wrong shape, raises a :class:`ValueError` that says what it expected.
-
-    :attr:`conditional` (``True`` unless a layer says otherwise) says whether a flow uses
-    ``cond``; composites hand ``cond`` only to members that use it, and flowkit's unconditional
-    layers reject one, so a misrouted conditioning is an error, not silently ignored.
+    ``logdet`` has shape ``(B,)`` and is float32 or wider (zeros for a volume-preserving layer). A
+    layer that needs ``cond`` and does not get it, or gets the wrong shape, raises a
+    :class:`ValueError` saying what it expected. Composites hand ``cond`` only to members whose
+    :attr:`conditional` is true, and unconditional layers reject one.
 
     Subclasses implement :meth:`forward` and :meth:`inverse`. With a latent prior :math:`p_Z`,
 
@@ -63,8 +57,7 @@ class Flow(nn.Module):
 
 def zero_logdet(x: Tensor) -> Tensor:
     """A ``(B,)`` zero log-determinant matching ``x``'s batch, device and (at least float32) dtype."""
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    return x.new_zeros(x.shape[0], dtype=dtype)
+    return x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
 
 
 def _add_logdet(total: Tensor | None, logdet: Tensor, given: Tensor) -> Tensor:
@@ -84,7 +77,7 @@ class Sequential(Flow):
     A slice gives a sub-chain (a negative step, the inverse sub-chain).
 
     Args:
-        flows: the members, each a :class:`Flow` (else :class:`TypeError`), in forward order.
+        flows: the members, each a :class:`Flow`, in forward order.
 
     Example:
         >>> import torch, flowkit
@@ -99,10 +92,7 @@ class Sequential(Flow):
         super().__init__()
         for index, flow in enumerate(flows):
             if not isinstance(flow, Flow):
-                raise TypeError(
-                    f"Sequential expects flowkit.Flow members; member {index} is "
-                    f"{type(flow).__name__}"
-                )
+                raise TypeError(f"Sequential expects flowkit.Flow members; member {index} is {type(flow).__name__}")
         self.flows = nn.ModuleList(flows)
 
     def __len__(self) -> int:
@@ -196,8 +186,7 @@ class WithCond(Flow):
 
     Args:
         flow: the flow that receives the transformed conditioning.
-        cond_net: any module (a pooling, a small CNN), applied in both directions and trained with
-            the flow. A ``cond`` of ``None`` raises a :class:`ValueError`.
+        cond_net: any module (a pooling, a small CNN), applied in both directions and trained with the flow.
 
     Example:
         >>> import torch, flowkit
@@ -217,9 +206,7 @@ class WithCond(Flow):
 
     def _cond(self, cond: Tensor | None) -> Tensor:
         if cond is None:
-            raise ValueError(
-                f"WithCond({type(self.cond_net).__name__}) expects a conditioning tensor, got None"
-            )
+            raise ValueError(f"WithCond({type(self.cond_net).__name__}) expects a conditioning tensor, got None")
         return self.cond_net(cond)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -234,9 +221,6 @@ class Pick(nn.Module):
 
     Use it when a model's ``cond`` is a list with one conditioning per level (LLFlow's encoder):
     ``WithCond(level, Pick(l))`` hands level ``l`` its own tensor.
-
-    Args:
-        index: which item to pick.
 
     Example:
         >>> import torch, flowkit

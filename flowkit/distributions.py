@@ -1,10 +1,8 @@
 """Latent priors: a standard normal, a (conditional) diagonal Gaussian, a Gaussian mixture, a uniform box.
 
-Every prior has the interface :class:`flowkit.FlowModel` uses: ``log_prob(z, cond=None)``, per
-sample, shape ``(B,)``; and ``sample(n, cond=None, *, temperature=1.0, generator=None)``, ``n``
-samples or one per row of ``cond``, with ``temperature`` the factor on the standard deviation.
-A ``cond`` given to an unconditional prior, or samples of the wrong shape, raise a
-:class:`ValueError`.
+Every prior has the interface :class:`flowkit.FlowModel` uses: ``log_prob(z, cond=None)``, shape
+``(B,)``, and ``sample(n, cond=None, *, temperature=1.0, generator=None)``, ``n`` samples or one
+per row of ``cond``, ``temperature`` scaling the standard deviation.
 """
 
 from __future__ import annotations
@@ -64,9 +62,8 @@ class StandardNormal(nn.Module):
 
     .. math:: \log p(z) = -\frac{1}{2} \sum_{i=1}^{D} \left(z_i^2 + \log 2\pi\right),
 
-    over the ``D`` elements of one sample; :meth:`sample` returns :math:`T \epsilon`. No
-    parameters and no conditioning: the usual prior of an unconditional flow (for a learned or
-    conditional Gaussian use :class:`DiagGaussian`).
+    over the ``D`` elements of one sample. The usual prior of an unconditional flow (for a learned
+    or conditional Gaussian use :class:`DiagGaussian`).
 
     Args:
         event_shape: the shape of one sample, e.g. ``(3, 64, 64)``.
@@ -112,12 +109,9 @@ class DiagGaussian(nn.Module):
     .. math:: \log p(z \mid c) = \sum_i \left( -\frac{1}{2} \left(\frac{z_i - \mu_i}{\sigma_i}\right)^2
               - \log \sigma_i - \frac{1}{2} \log 2\pi \right),
 
-    with :math:`(\mu, \log\sigma)` either parameters or :math:`\mathrm{NN}(c)`:
-
     with :math:`(\mu, \log\sigma)` parameters of shape ``event_shape`` (starting at zero) or
-    ``cond_net(cond)``; :meth:`sample` returns :math:`\mu + T \sigma \odot \epsilon`. Use it when
-    the prior should be learned (Glow's top prior) or depend on ``cond`` (then pass
-    ``prior_uses_cond=True`` to :class:`~flowkit.FlowModel`).
+    ``cond_net(cond)``. Use it when the prior should be learned (Glow's top prior) or depend on
+    ``cond`` (then pass ``prior_uses_cond=True`` to :class:`~flowkit.FlowModel`).
 
     Args:
         event_shape: the shape of one sample, for the learned prior.
@@ -170,11 +164,7 @@ class DiagGaussian(nn.Module):
 
     def log_prob(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         mean, log_std = self.params(cond)
-        if tuple(mean.shape[1:]) != tuple(z.shape[1:]):
-            raise ValueError(
-                f"DiagGaussian expects samples of shape (B, {', '.join(map(str, mean.shape[1:]))}), "
-                f"got {tuple(z.shape)}"
-            )
+        _check_event("DiagGaussian", z, tuple(mean.shape[1:]))
         return diag_gaussian_log_prob(z, mean, log_std)
 
     def sample(
@@ -200,9 +190,8 @@ class GaussianMixture(nn.Module):
 
     .. math:: p(z \mid c) = \sum_k \pi_k(c)\, \mathcal N(z; \mu_k(c), \operatorname{diag} \sigma_k(c)^2)
 
-    over ``event_shape`` tensors flattened to ``D`` values. The means start at distinct ``N(0, 1)``
-    points (identical components would never separate). Use it as the prior of a small flow on
-    data with separated modes, which one Gaussian through a few layers fits poorly.
+    over ``event_shape`` tensors flattened to ``D`` values; the means start at random points. Use
+    it as the prior of a small flow on data with separated modes.
 
     Args:
         event_shape: the shape of one sample, e.g. ``(2,)``.
@@ -302,10 +291,8 @@ class BoxUniform(nn.Module):
     .. math:: \log p(z) = \begin{cases} -\sum_i \log(h_i - l_i) & l_i \le z_i < h_i
               \text{ for every } i, \\ -\infty & \text{otherwise,} \end{cases}
 
-    with :math:`l` = ``low`` and :math:`h` = ``high``. No parameters, no conditioning, and no
-    temperature (``sample`` rejects one other than 1). The prior for flows that end in a bounded
-    set (an :class:`~flowkit.Inverse` of :class:`~flowkit.layers.Logit`), and of simulation-based
-    inference.
+    with :math:`l` = ``low`` and :math:`h` = ``high``; ``sample`` takes no temperature. The prior for
+    flows that end in a bounded set (an :class:`~flowkit.Inverse` of :class:`~flowkit.layers.Logit`).
 
     Args:
         low: the lower corner, a tensor (or number) of the event shape.

@@ -19,13 +19,10 @@ class FlowModel(nn.Module):
 
     Args:
         flow: the flow ``f`` (data to latent).
-        prior: the latent distribution; any module with ``log_prob(z, cond)`` and
-            ``sample(n, cond, temperature=..., generator=...)``, e.g.
-            :class:`~flowkit.distributions.StandardNormal` or
-            :class:`~flowkit.distributions.DiagGaussian`.
-        dequantize: if set to ``n_bins`` (e.g. 256 for 8-bit images in ``[0, 1]``),
-            :meth:`log_prob` adds uniform noise ``U[0, 1/n_bins)`` to ``x`` in training mode and
-            subtracts ``D log(n_bins)``, giving a bound on the discrete log-likelihood.
+        prior: the latent distribution, e.g. :class:`~flowkit.distributions.StandardNormal` (any
+            module with the interface of :mod:`flowkit.distributions`).
+        dequantize: ``n_bins`` (e.g. 256 for 8-bit images in ``[0, 1]``): in training mode,
+            :meth:`log_prob` adds ``U[0, 1/n_bins)`` noise and subtracts ``D log(n_bins)``.
         prior_uses_cond: pass ``cond`` on to the prior (a conditional prior).
 
     Example:
@@ -51,12 +48,7 @@ class FlowModel(nn.Module):
         self.prior_uses_cond = prior_uses_cond
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Per-sample log-density in nats, shape ``(B,)``.
-
-        Args:
-            x: data, ``(B, *event_shape)``; non-finite values raise a :class:`ValueError`.
-            cond: the conditioning tensor (also the prior's, with ``prior_uses_cond``), or ``None``.
-        """
+        """Per-sample log-density in nats of ``x`` ``(B, *event_shape)``, shape ``(B,)``."""
         check_finite("FlowModel.log_prob", x)
         correction = 0.0
         if self.dequantize is not None:
@@ -69,11 +61,8 @@ class FlowModel(nn.Module):
     def nll(self, x: Tensor, cond: Tensor | None = None, unit: Literal["bits/dim", "nats"] = "bits/dim") -> Tensor:
         """Per-sample negative log-likelihood, in nats or in bits per dimension, shape ``(B,)``.
 
-        Args:
-            x: data, as for :meth:`log_prob`.
-            cond: the conditioning tensor, or ``None``.
-            unit: ``"bits/dim"`` (default): ``-log p(x) / (D ln 2)`` with ``D`` the number of
-                elements of one sample; ``"nats"``: ``-log p(x)``.
+        ``unit`` is ``"bits/dim"`` (default), ``-log p(x) / (D ln 2)`` with ``D`` the number of
+        elements of one sample, or ``"nats"``.
         """
         nll = -self.log_prob(x, cond)
         if unit == "nats":
@@ -98,13 +87,12 @@ class FlowModel(nn.Module):
         :class:`~flowkit.layers.Split`'s ``eps``) included: Glow's temperature at every level.
 
         Args:
-            n: number of samples (a positive int); optional when ``cond`` sets one per row.
+            n: number of samples; optional when ``cond`` sets one per row.
             cond: the conditioning tensor, one row per sample, or ``None``.
             temperature: a finite number ``>= 0`` (0 decodes the means).
-            generator: the random generator for the latent draws (default: torch's global one).
-            return_log_prob: also return each sample's log-density from the same pass,
-                :math:`\log p_Z(z) - \log|\det \partial x / \partial z|` (at temperature 1,
-                as :meth:`log_prob` in eval mode gives it).
+            generator: the random generator for the latent draws.
+            return_log_prob: also return each sample's log-density from the same pass (at
+                temperature 1, as :meth:`log_prob` in eval mode gives it).
 
         Example:
             >>> import torch, flowkit

@@ -1,24 +1,15 @@
 r"""Invertible backpropagation: train a chain of flows without storing its activations.
 
-A flow's layers can rebuild their inputs from their outputs with :meth:`Flow.inverse` (Gomez et
-al., 2017), so :func:`invertible_forward` keeps only the chain's output. In backward, from the last
-member to the first, it rebuilds the member's input, reruns the member's forward with autograd on
-and differentiates that small graph. Activation memory is that of one member, whatever the depth;
-a training step's flow part costs about one more inverse and forward. Outputs are bit-identical
-to the standard path; gradients are exact up to how exactly the members invert in floating point
-(:func:`reconstruction_errors` measures it; measured: see :ref:`measured-design-choices`). Under
-autocast, inputs are rebuilt with autocast off in the wider of the activation's and the
-parameters' dtype, so the error stays close to standard autocast backpropagation's.
+A flow's layers rebuild their inputs from their outputs (Gomez et al., 2017), so
+:func:`invertible_forward` keeps only the chain's output; in backward it rebuilds each member's
+input, last member first, and differentiates a rerun of that member. Activation memory is one
+member's, whatever the depth, for about one more inverse and forward per step. Outputs are
+bit-identical; gradients are exact up to the members' inversion error
+(:func:`reconstruction_errors`; :ref:`measured-design-choices`). It composes with ``cond``,
+ActNorm's initialisation, autocast and DDP.
 
-It composes with conditional members (``cond`` gets its gradient; a :class:`~flowkit.WithCond`
-recomputes its ``cond_net``), ActNorm's data-dependent initialisation (a call under
-``torch.no_grad()``, or with an uninitialised ActNorm in training mode, runs the standard path),
-autocast, DDP, gradient clipping and optimisers.
-
-Members must be deterministic functions of ``(x, cond)`` and their parameters (dropout in
-training mode is rejected), keep their parameters between forward and backward, and keep the
-number of elements (every flowkit layer does). No higher-order gradients; modules with running
-statistics (batch norm) would update them twice per step.
+Members must be deterministic (dropout in training mode is rejected) and keep the number of
+elements. No higher-order gradients; batch-norm statistics would update twice per step.
 
 References:
     Gomez, Ren, Urtasun, Grosse, "The Reversible Residual Network: Backpropagation Without Storing
@@ -183,18 +174,9 @@ def _run_invertible(members: Sequence[Flow], x: Tensor, cond: Tensor | None) -> 
 def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """``flow(x, cond)``, backpropagated by inversion instead of through stored activations.
 
-    The result equals ``flow(x, cond)`` bit for bit. When autograd is off, nothing requires a
-    gradient, or an ActNorm still has to initialise, it simply runs ``flow(x, cond)``.
-
-    Args:
-        flow: a :class:`~flowkit.Sequential` (each member rebuilt in turn) or any other
-            :class:`~flowkit.Flow` (rebuilt as one unit).
-        x: its input.
-        cond: the conditioning tensor, or ``None``.
-
-    Raises:
-        TypeError: ``flow`` is not a :class:`~flowkit.Flow`, or ``cond`` is not a tensor or ``None``.
-        ValueError: a member contains dropout in training mode or changes the number of elements.
+    When autograd is off, nothing requires a gradient, or an ActNorm still has to initialise, it
+    simply runs ``flow(x, cond)``. A :class:`~flowkit.Sequential` is rebuilt member by member, any
+    other :class:`~flowkit.Flow` as one unit.
 
     Example:
         >>> import torch, flowkit
@@ -230,11 +212,7 @@ def invertible_forward(flow: Flow, x: Tensor, cond: Tensor | None = None) -> tup
 class InvertibleSequential(Sequential):
     """A :class:`~flowkit.Sequential` that backpropagates by inversion (see :mod:`flowkit.memory`).
 
-    Same parameters, state-dict keys and results as the plain chain; forward slices stay
-    invertible chains. Build one directly or with :func:`invertible`.
-
-    Args:
-        flows: the members, as for :class:`~flowkit.Sequential`; each is rebuilt as one unit.
+    Same parameters, state-dict keys and results as the plain chain; slices stay invertible chains.
 
     Example:
         >>> import torch
@@ -267,10 +245,6 @@ def invertible(flow: Flow) -> InvertibleSequential:
     A :class:`~flowkit.Sequential` keeps its members and state-dict keys; any other flow becomes
     a one-member chain (keys prefixed ``flows.0.``). Nothing is copied.
 
-    Args:
-        flow: the flow to wrap (an :class:`InvertibleSequential` is returned as is; a non-flow
-            raises a :class:`TypeError`).
-
     Example:
         >>> import flowkit
         >>> from flowkit.layers import ActNorm, InvConv1x1
@@ -293,15 +267,8 @@ def invertible(flow: Flow) -> InvertibleSequential:
 def reconstruction_errors(flow: Flow, x: Tensor, cond: Tensor | None = None) -> list[float]:
     """How exactly the backward pass of :func:`invertible_forward` would rebuild each member's input.
 
-    Returns, per member in chain order, ``max |rebuilt - true| / max(1, max |true|)``, with the
-    inputs rebuilt last member first as the backward pass does. Use it to check that your own
-    layer inverts accurately enough at your data's scale and dtype.
-
-    Args:
-        flow: as for :func:`invertible_forward` (members run as they are: an uninitialised
-            ActNorm in training mode initialises from ``x``).
-        x: an input batch, in the dtype and at the scale to check.
-        cond: the conditioning tensor, or ``None``.
+    Returns, per member in chain order, ``max |rebuilt - true| / max(1, max |true|)``. Use it to
+    check that your own layer inverts accurately enough at your data's scale and dtype.
 
     Example:
         >>> import torch, flowkit

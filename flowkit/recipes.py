@@ -1,9 +1,7 @@
 """Complete (conditional) flows built from sizes alone: RealNVP, NSF and MAF on vectors, Glow on images.
 
-Each recipe is a :class:`flowkit.FlowModel` (``log_prob``, ``nll``, ``sample``) whose flow is an
-ordinary :class:`flowkit.Sequential` of public layers, so it can be inspected, sliced and changed.
-Channel counts, masks and orders are inferred from the sizes given; every recipe compiles with
-``torch.compile(fullgraph=True)``.
+Each recipe is a :class:`flowkit.FlowModel` whose flow is an ordinary :class:`flowkit.Sequential`
+of public layers, so it can be inspected, sliced and changed.
 """
 
 from __future__ import annotations
@@ -37,11 +35,8 @@ def _check_vector_sizes(
     recipe: str, features: int, cond_features: int, transforms: int, minimum_features: int = 1
 ) -> None:
     if not isinstance(features, int) or features < minimum_features:
-        hint = (
-            " (a coupling transforms some features given the others; for 1-D data use MAF or NSF)"
-            if minimum_features > 1
-            else ""
-        )
+        hint = (" (a coupling transforms some features given the others; for 1-D data use MAF or NSF)"
+                if minimum_features > 1 else "")
         raise ValueError(f"{recipe} expects features >= {minimum_features}{hint}, got {features!r}")
     if cond_features < 0 or transforms < 1:
         raise ValueError(
@@ -90,15 +85,10 @@ def _scale_then_shift() -> AffineTransform:
 class RealNVP(FlowModel):
     r"""RealNVP on vectors: affine couplings on alternating halves of the features (Dinh et al., 2017).
 
-    ``transforms`` :class:`~flowkit.layers.Coupling` layers with the soft-clamped exp
-    :class:`~flowkit.transforms.AffineTransform` in the paper's form ``y = x * s + t``; the first, third, ... pass the first
-    ``features // 2`` features through, the others the rest. Each sub-network is an MLP with
-    ``hidden_features`` widths from the passed-through features and the conditioning. The prior is
-    :math:`\mathcal N(0, I)`. A fresh model is the identity flow.
-
-    The log-scale is bounded as in :class:`MAF` (zuko's ``"rational"``
-    :func:`~flowkit.transforms.soft_clamp`, :math:`c = \log 1000`), which trains to lower NLLs
-    than ``3 tanh(raw / 3)`` (:ref:`measured-design-choices`).
+    ``transforms`` :class:`~flowkit.layers.Coupling` layers with the affine map in the paper's form
+    ``y = x * s + t``, its log-scale bounded by zuko's ``"rational"``
+    :func:`~flowkit.transforms.soft_clamp` (:math:`c = \log 1000`; :ref:`measured-design-choices`).
+    The prior is :math:`\mathcal N(0, I)`; a fresh model is the identity flow.
 
     Args:
         features: size ``D >= 2`` of the ``(B, D)`` data.
@@ -133,17 +123,10 @@ class RealNVP(FlowModel):
 class MAF(FlowModel):
     r"""Masked autoregressive flow on vectors (Papamakarios et al., 2017).
 
-    ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers with the soft-clamped exp
-    :class:`~flowkit.transforms.AffineTransform` in the paper's form ``x = u * s + t``, alternating ``"sequential"`` and ``"reverse"``
-    orders, each a :class:`~flowkit.layers.MADE` with ``hidden_features`` widths that also reads the
-    conditioning. Density evaluation is one pass per layer; sampling is ``features`` passes per layer.
-    The prior is :math:`\mathcal N(0, I)`.
-
-    Unlike the other recipes, a fresh MAF is not the identity: the MADEs' output layers are drawn
-    like their hidden layers (``zero_last=False``), as in the MAF paper and zuko. The log-scale
-    is bounded by the ``"rational"`` :func:`~flowkit.transforms.soft_clamp` with
-    :math:`c = \log 1000`, as zuko bounds it, rather than the default ``3 tanh(raw / 3)``; with
-    both, the recipe is zuko's ``MAF`` of the same sizes (:ref:`measured-design-choices`).
+    ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers with alternating orders and
+    the affine map and bound of :class:`RealNVP`. Sampling takes ``features`` passes per layer. Unlike
+    the other recipes, a fresh MAF is not the identity (``zero_last=False``, as the paper and zuko):
+    it is zuko's ``MAF`` of the same sizes (:ref:`measured-design-choices`).
 
     Args:
         features: size ``D`` of the ``(B, D)`` data.
@@ -179,12 +162,10 @@ class MAF(FlowModel):
 class NSF(FlowModel):
     r"""Neural spline flow on vectors: rational-quadratic spline transforms (Durkan et al., 2019).
 
-    By default autoregressive: ``transforms`` :class:`~flowkit.layers.MaskedAutoregressive` layers
-    with a :class:`~flowkit.transforms.RationalQuadraticSpline` of ``bins`` bins on
-    ``[-bound, bound]`` (the identity outside), alternating orders, as :class:`MAF` otherwise. With
-    ``coupling=True`` the layers are :class:`~flowkit.layers.Coupling` layers on alternating halves
-    (RQ-NSF (C) of the paper): sampling then takes one pass per layer too. The prior is
-    :math:`\mathcal N(0, I)`; data should mostly lie within ``[-bound, bound]`` (standardise it).
+    By default :class:`MAF` with a :class:`~flowkit.transforms.RationalQuadraticSpline`; with
+    ``coupling=True``, :class:`~flowkit.layers.Coupling` layers on alternating halves (RQ-NSF (C)),
+    which sample in one pass per layer. Standardise the data: the spline is the identity outside
+    ``[-bound, bound]``.
 
     Args:
         features: size ``D`` of the ``(B, D)`` data (``D >= 2`` with ``coupling=True``).
@@ -228,21 +209,12 @@ class NSF(FlowModel):
 class Glow(FlowModel):
     r"""Multi-scale Glow on images (Kingma & Dhariwal, 2018), optionally conditional.
 
-    ``levels`` levels, each a :class:`~flowkit.layers.Squeeze` (``C -> 4C``, resolution halved),
-    ``steps`` flow steps (:class:`~flowkit.layers.ActNorm`, :class:`~flowkit.layers.InvConv1x1`,
-    an affine coupling with a :func:`~flowkit.nn.conv_subnet` of ``hidden_channels``), and, except
-    after the last level and when ``split_priors`` is set, a :class:`~flowkit.layers.Split` that
-    factors out half of the channels under a learned Gaussian prior conditioned on the other half,
-    and a :class:`~flowkit.layers.FactorOut` that runs the next levels on the other half only. Each
-    level ends by undoing its squeeze, so the latent (:attr:`latent_shape`) has the input's shape
-    and keeps the factored-out channels where they left. The channel count of every level is
-    inferred from ``input_shape``; the prior is a learned
-    :class:`~flowkit.distributions.DiagGaussian` (starting as the standard normal).
-
-    With ``cond_channels > 0`` the model is conditional on an image-shaped
-    ``cond`` of shape ``(B, cond_channels, H, W)``: every coupling and split prior of level
-    ``l`` sees it average-pooled to that level's resolution, ``H / 2^{l+1}``. (For a
-    vector conditioning, expand it to ``(B, K, H, W)``.)
+    Each of ``levels`` levels is a :class:`~flowkit.layers.Squeeze`, ``steps`` steps
+    (:class:`~flowkit.layers.ActNorm`, :class:`~flowkit.layers.InvConv1x1`, a coupling) and, but for
+    the last level, a :class:`~flowkit.layers.Split` and a :class:`~flowkit.layers.FactorOut` that
+    runs the next levels on half of the channels. The latent has the input's shape; the prior is a
+    learned :class:`~flowkit.distributions.DiagGaussian`. A conditioning image
+    ``(B, cond_channels, H, W)`` is average-pooled to each level's resolution.
 
     Args:
         input_shape: ``(C, H, W)``; ``H`` and ``W`` divisible by ``2 ** levels``.
@@ -251,9 +223,8 @@ class Glow(FlowModel):
         steps: flow steps per level.
         hidden_channels: hidden widths of the coupling sub-networks (:func:`~flowkit.nn.conv_subnet`).
         split_priors: factor out half of the channels after every level but the last.
-        transform: ``None`` for Glow's sigmoid-scaled :class:`~flowkit.layers.AffineCoupling`
-            (the fused kernel on CUDA), or an element-wise transform for a
-            :class:`~flowkit.layers.Coupling` (e.g. a spline).
+        transform: ``None`` for Glow's sigmoid-scaled :class:`~flowkit.layers.AffineCoupling`, or
+            an element-wise transform for a :class:`~flowkit.layers.Coupling` (e.g. a spline).
 
     Example:
         >>> import torch
@@ -303,11 +274,8 @@ class Glow(FlowModel):
         for width in reversed(widths):  # coarsest first: each level holds the coarser ones
             layers: list[Flow] = [Squeeze()]
             for _ in range(steps):
-                coupling: Flow = (
-                    AffineCoupling(width, cond_channels, subnet=subnet)
-                    if transform is None
-                    else Coupling(width, cond_channels, transform=transform, subnet=subnet)
-                )
+                coupling: Flow = (AffineCoupling(width, cond_channels, subnet=subnet) if transform is None
+                                  else Coupling(width, cond_channels, transform=transform, subnet=subnet))
                 layers += [ActNorm(width), InvConv1x1(width), coupling]
             if flow is not None and split_priors:
                 layers += [Split(width, cond_channels), FactorOut(flow, width // 2)]

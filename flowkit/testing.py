@@ -84,11 +84,10 @@ def check_flow(
     Raises :class:`FlowCheckError` naming the failed check.
 
     Args:
-        flow: the :class:`flowkit.Flow` to check (anything else: :class:`TypeError`).
+        flow: the :class:`flowkit.Flow` to check.
         x: a float64, float32, bfloat16 or float16 batch; ``x[0]`` at most 4096 elements while
-            ``jacobian_samples > 0`` (else :class:`ValueError`).
-        cond: the conditioning tensor (``x``'s batch size), a list of them (one per level, for
-            :class:`flowkit.Pick`), or ``None``.
+            ``jacobian_samples > 0``.
+        cond: the conditioning tensor, a list of them (for :class:`flowkit.Pick`), or ``None``.
         jacobian_samples: how many samples get the Jacobian check (0 skips it).
         check_gradients: run check 4's gradient part.
 
@@ -212,13 +211,7 @@ def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, generator: t
     """Add ``scale * N(0, 1)`` noise to every floating-point parameter of ``module``, in place.
 
     Use it before a property test: a wrong log-determinant or inverse can hide at the identity
-    most layers start from. Boolean ``*initialized`` buffers are set, so ActNorm's data-dependent
-    init does not overwrite the noise.
-
-    Args:
-        module: the module to perturb.
-        scale: the noise's standard deviation.
-        generator: a CPU generator for the noise, or ``None`` for torch's global one.
+    most layers start from. ``*initialized`` buffers are set, so ActNorm keeps the noise.
 
     Example:
         >>> import torch

@@ -1,19 +1,12 @@
-r"""Element-wise monotone transforms: the maps that couplings and autoregressive layers apply.
+r"""Element-wise monotone transforms :math:`y_i = f(x_i; \theta_i)`, applied by couplings and
+autoregressive layers, so that :math:`\log|\det J| = \sum_i \log f'(x_i; \theta_i)`.
 
-A coupling or an autoregressive layer computes parameters :math:`\theta_i` for each element it
-transforms (with a sub-network of the other elements and the conditioning) and maps the element by
-a strictly increasing scalar function :math:`y_i = f(x_i; \theta_i)`. The Jacobian is then
-triangular, and :math:`\log|\det J| = \sum_i \log f'(x_i; \theta_i)`. This module holds the
-functions :math:`f`: :class:`AffineTransform`, :class:`AdditiveTransform` and the
-:class:`RationalQuadraticSpline` of Neural Spline Flows. They have no learned parameters of their
-own; the layer that uses one owns the sub-network.
+The transforms own no parameters; the layer that uses one owns the sub-network.
 
-**Parameter layout.** A transform with ``P = params_per_element`` reads, for an input ``x`` of
-shape ``(B, C, *spatial)``, a sub-network output ``h`` of shape ``(B, C * P, *spatial)`` grouped
-by element: channels ``c * P`` to ``c * P + P - 1`` of ``h`` parametrise channel ``c`` of ``x``.
-For the affine transform (``P = 2``: shift, raw scale) this is SRFlow's ``"cross"`` layout, the
-one every flowkit layer uses. A zero ``h`` is the identity map for every transform here (except
-the sigmoid-scaled affine, which starts at a constant scale, as Glow's coupling).
+**Parameter layout.** With ``P = params_per_element``, an input ``x`` of shape
+``(B, C, *spatial)`` reads a sub-network output ``h`` of shape ``(B, C * P, *spatial)`` grouped by
+element: channels ``c * P`` to ``c * P + P - 1`` parametrise channel ``c`` (SRFlow's ``"cross"``
+layout). A zero ``h`` is the identity, except for the sigmoid-scaled affine (Glow's start).
 """
 
 from __future__ import annotations
@@ -44,12 +37,8 @@ _CLAMP_SHAPES = ("tanh", "rational")
 def soft_clamp(raw: Tensor, clamp: float | None, shape: Literal["tanh", "rational"] = "tanh") -> Tensor:
     r"""A smooth bound :math:`c` on a log-scale: ``c * tanh(raw / c)`` or ``raw / (1 + |raw| / c)``.
 
-    A soft bound keeps ``exp(log_scale)`` in ``[e^{-c}, e^{c}]`` without the zero gradient of a hard
-    clip, which is what keeps affine flows from diverging early in training. Both shapes have slope
-    1 at 0 (zero stays the identity). ``"tanh"`` is all but flat beyond ``|raw| = 2c``;
-    ``"rational"`` reaches only half the bound at ``|raw| = c`` and its slope decays as
-    :math:`1 / (1 + |\text{raw}| / c)^2`, so large log-scales keep a gradient (zuko's affine
-    transforms use it with :math:`c = \log 1000`).
+    Unlike a hard clip it keeps a gradient, which keeps affine flows from diverging early in
+    training; both shapes have slope 1 at 0. ``"rational"`` (zuko's) decays more slowly than ``"tanh"``.
 
     Args:
         raw: the unbounded values (a sub-network's raw log-scales).
@@ -77,8 +66,7 @@ def transform_or_default(owner: str, transform: MonotoneTransform | None) -> Mon
     """``transform``, or the soft-clamped exp :class:`AffineTransform` for ``None``; a clear error otherwise.
 
     Args:
-        owner: the name of the layer asking, used in the :class:`TypeError` raised when
-            ``transform`` is neither ``None`` nor a :class:`MonotoneTransform`.
+        owner: the layer's name, for the :class:`TypeError` raised on anything but a :class:`MonotoneTransform`.
         transform: the transform a layer was given, or ``None`` for the default.
 
     Example:
@@ -129,10 +117,7 @@ class MonotoneTransform(nn.Module):
     def unpack(self, h: Tensor, like: Tensor) -> Tensor:
         """``h`` of shape ``(B, C * P, *spatial)`` as ``(B, C, *spatial, P)`` (a view, no copy).
 
-        Args:
-            h: the packed parameters, ``P`` consecutive channels per channel of ``like``.
-            like: the tensor the parameters are for, ``(B, C, *spatial)``; ``h`` of any other
-                shape than ``(B, C * P, *spatial)`` raises a :class:`ValueError`.
+        Raises a :class:`ValueError` if ``h`` does not have that shape for ``like`` (``(B, C, *spatial)``).
         """
         self._check_packed(h, like)
         grouped = h.unflatten(1, (like.shape[1], self.params_per_element))
@@ -166,10 +151,6 @@ class MonotoneTransform(nn.Module):
         """:meth:`map` of ``x``, returned as ``(cat([passive, y], dim=1), logdet)``: a coupling's output.
 
         A transform with a fused kernel overrides it to write ``y`` straight into the joined tensor.
-
-        Args:
-            passive: ``(B, C1, *spatial)`` channels placed before the result.
-            x, h, inverse: as for :meth:`map`.
         """
         y, logdet = self.map(x, h, inverse=inverse)
         return torch.cat([passive, y], dim=1), logdet
@@ -195,18 +176,8 @@ class MonotoneTransform(nn.Module):
 class AdditiveTransform(MonotoneTransform):
     r"""The shift ``y = x + t`` (NICE), volume preserving: one parameter per element.
 
-    .. math::
-
-        y = x + t, \qquad x = y - t, \qquad \log f'(x) = 0,
-
-    with the shift :math:`t` the element's single parameter (``params[..., 0]``), so zero
-    parameters are the identity. The log-derivatives are zeros of ``x``'s shape, in float32 or
-    wider.
-
-    Use it (through :class:`~flowkit.layers.Coupling` or
-    :class:`~flowkit.layers.AdditiveCoupling`) where a unit Jacobian is wanted: NICE-style flows,
-    or a cheap first experiment; it cannot change the volume, so the scaling has to come from
-    other layers (an :class:`~flowkit.layers.ActNorm`, or the prior).
+    Use it (through :class:`~flowkit.layers.AdditiveCoupling`) where a unit Jacobian is wanted;
+    the scaling then has to come from other layers (an :class:`~flowkit.layers.ActNorm`, or the prior).
 
     Example:
         >>> import torch
@@ -231,21 +202,12 @@ class AdditiveTransform(MonotoneTransform):
 class AffineTransform(MonotoneTransform):
     r"""The affine map ``y = (x + t) * s`` (or ``y = x * s + t``) with two parameters per element.
 
-    The parameters are a shift ``t`` and a raw scale. ``shift_first=True`` (default) shifts, then
-    scales, as Glow, SRFlow and LLFlow's couplings do; ``shift_first=False`` scales, then shifts,
-    as RealNVP and MAF are written (Dinh et al., 2017; Papamakarios et al., 2017). The two families
-    of maps are the same, but not their training: in the first form a shift is multiplied by the
-    scale, which couples the two outputs of the sub-network. :class:`~flowkit.recipes.RealNVP` and
-    :class:`~flowkit.recipes.MAF` use the papers' form, which trained to lower NLLs
-    (:ref:`measured-design-choices`).
-
-    ``scale="exp"`` (default): :math:`s = \exp(c \tanh(\text{raw} / c))` with ``c = clamp``
-    (``None``: plain ``exp``), or :math:`s = \exp(\text{raw} / (1 + |\text{raw}| / c))` with
-    ``clamp_shape="rational"`` (see :func:`soft_clamp`), so zero parameters are the identity. ``scale="sigmoid"``:
-    :math:`s = \sigma(\text{raw} + 2) + \epsilon`, Glow's choice, computed by
-    :func:`flowkit.kernels.fused_affine` (the Triton kernel on CUDA; :meth:`map_joined` by
-    :func:`~flowkit.kernels.fused_affine_coupling`) when no ``keep`` mask is given and the shift
-    comes first (the fused op's form).
+    The parameters are a shift ``t`` and a raw scale. ``"exp"``: :math:`s = \exp(\text{raw})`
+    with ``raw`` bounded by :func:`soft_clamp`, so zero parameters are the identity. ``"sigmoid"``:
+    :math:`s = \sigma(\text{raw} + 2) + \epsilon` (Glow's), run by :func:`flowkit.kernels.fused_affine`
+    when the shift comes first and no ``keep`` mask is given. Glow, SRFlow and LLFlow shift first;
+    RealNVP and MAF scale first, which trains better in :class:`~flowkit.recipes.RealNVP` and
+    :class:`~flowkit.recipes.MAF` (:ref:`measured-design-choices`).
 
     Args:
         scale: ``"exp"`` or ``"sigmoid"``.
@@ -335,34 +297,19 @@ class RationalQuadraticSpline(MonotoneTransform):
     r"""The monotone rational-quadratic spline of Neural Spline Flows (Durkan et al., 2019).
 
     On ``[-bound, bound]`` the map is a spline of ``bins`` rational-quadratic pieces through
-    ``bins + 1`` increasing knots :math:`(x^{(k)}, y^{(k)})`, with positive derivatives
-    :math:`\delta^{(k)}` at the knots; outside it is the identity (linear tails), and the
-    derivative at both ends is 1 so that the map is :math:`C^1`. In bin :math:`k`, with
-    :math:`w_k, h_k` the bin's width and height, :math:`s_k = h_k / w_k` and
-    :math:`\xi = (x - x^{(k)}) / w_k`:
+    increasing knots :math:`(x^{(k)}, y^{(k)})` with derivatives :math:`\delta^{(k)} > 0`; outside it
+    is the identity, with derivative 1 at both ends. In bin :math:`k`, with :math:`s_k = h_k / w_k`
+    and :math:`\xi = (x - x^{(k)}) / w_k`:
 
     .. math::
         f(x) = y^{(k)} + \frac{h_k \left[s_k \xi^2 + \delta^{(k)} \xi (1 - \xi)\right]}
-                              {s_k + \left[\delta^{(k+1)} + \delta^{(k)} - 2 s_k\right] \xi (1 - \xi)},
+                              {s_k + \left[\delta^{(k+1)} + \delta^{(k)} - 2 s_k\right] \xi (1 - \xi)}.
 
-    whose derivative is closed-form too (the log-determinant is exact). The inverse solves the
-    quadratic in :math:`\xi` in the form :math:`\xi = 2c / (-b - \sqrt{b^2 - 4ac})`, which does
-    not cancel catastrophically when :math:`a` is small.
-
-    **Parameters** (``3 * bins - 1`` per element, in this order): ``bins`` unnormalised widths,
-    ``bins`` unnormalised heights (each passed through a softmax, then floored at
-    ``min_bin_width`` / ``min_bin_height`` of the interval), and ``bins - 1`` raw derivatives at
-    the inner knots, :math:`\delta = \delta_{\min} + \text{softplus}(\text{raw} + b)` with
-    :math:`b` chosen so that a zero raw value gives :math:`\delta = 1`: zero parameters are the
-    identity. The unnormalised widths and heights are multiplied by ``bin_logit_scale`` before
-    the softmax: a value below 1 makes the bins move more slowly in training than the
-    derivatives. :class:`~flowkit.recipes.NSF` keeps 1 (:ref:`measured-design-choices`).
-
-    The map is nflows' ``unconstrained_rational_quadratic_spline`` with linear tails, up to
-    the raw derivatives: nflows' equal these plus :math:`\log(e^{1 - \delta_{\min}} - 1)`
-    (so that a zero there gives :math:`\delta \approx 0.69`). Shifting them so, flowkit's
-    :class:`~flowkit.recipes.NSF` given nflows' weights returns nflows' log-probabilities to
-    1e-13 in float64.
+    **Parameters** (``3 * bins - 1`` per element, in this order): ``bins`` widths and ``bins``
+    heights (softmax, then floored), and ``bins - 1`` inner-knot derivatives
+    :math:`\delta = \delta_{\min} + \text{softplus}(\text{raw} + b)`, with :math:`b` such that zero
+    parameters are the identity. nflows' raw derivatives are these plus
+    :math:`\log(e^{1 - \delta_{\min}} - 1)`; otherwise the map is nflows' spline with linear tails.
 
     Args:
         bins: number of bins ``K`` (>= 1).
@@ -370,8 +317,9 @@ class RationalQuadraticSpline(MonotoneTransform):
         min_bin_width: smallest bin width, as a fraction of ``2 * bound``; ``bins * min_bin_width < 1``.
         min_bin_height: smallest bin height, likewise.
         min_derivative: smallest knot derivative, in ``(0, 1)``.
-        bin_logit_scale: the factor on the unnormalised widths and heights, positive and finite
-            (default 1).
+        bin_logit_scale: the factor on the widths' and heights' logits before the softmax; below 1
+            the bins train more slowly. :class:`~flowkit.recipes.NSF` keeps 1
+            (:ref:`measured-design-choices`).
 
     References:
         C. Durkan, A. Bekasov, I. Murray, G. Papamakarios. Neural Spline Flows. NeurIPS 2019.

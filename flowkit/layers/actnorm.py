@@ -19,11 +19,9 @@ class ActNorm(ActivationNorm, Flow):
 
     .. math:: \log|\det J| = N \sum_k \ell_k, \qquad \ell_k = \texttt{logs}[k],
 
-    with :math:`N` the positions per channel (``H * W``, or 1 for vectors). The first batch seen in
-    training mode sets the parameters so that ``y`` has zero mean and standard deviation ``scale``
-    per channel (Glow's data-dependent init; see :class:`~flowkit.nn.ActivationNorm`, which this
-    layer extends). Use it first in each flow step, as Glow does; give the first training batch a
-    representative size, since it fixes the initial scale.
+    with :math:`N` the positions per channel. The first batch seen in training mode sets the
+    parameters (Glow's data-dependent init; see :class:`~flowkit.nn.ActivationNorm`, which this layer
+    extends), so give it a representative size. Use it first in each flow step, as Glow does.
 
     Args: ``channels`` and ``scale``, as for :class:`~flowkit.nn.ActivationNorm`.
 

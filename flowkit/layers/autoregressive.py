@@ -1,12 +1,8 @@
 r"""Autoregressive flows on vectors: MADE, the masked autoregressive flow (MAF) and its inverse (IAF).
 
-A MADE (masked autoencoder for distribution estimation) is an MLP whose weight masks make output
-``d`` depend only on the inputs that come before ``d`` in a chosen order. With it, the element-wise
-parameters of feature ``d`` are a function of the features before it, and the Jacobian of
-:math:`y_d = f(x_d; \theta_d(x_{<d}, c))` is triangular. One MADE pass evaluates every
-:math:`\theta_d` at once; inverting needs ``D`` passes, one per feature in the order.
-:class:`MaskedAutoregressive` puts the single pass on the density side (fast training, slow
-sampling); :class:`InverseAutoregressive` puts it on the sampling side.
+One MADE pass gives every :math:`\theta_d` of :math:`y_d = f(x_d; \theta_d(x_{<d}, c))`; inverting
+takes ``D`` passes. :class:`MaskedAutoregressive` puts the single pass on the density side,
+:class:`InverseAutoregressive` on the sampling side.
 """
 
 from __future__ import annotations
@@ -61,48 +57,25 @@ def _order_degrees(name: str, features: int, order: OrderSpec) -> Tensor:
 class MADE(nn.Module):
     r"""A masked :class:`~flowkit.nn.MLP`: output block ``d`` depends only on the inputs before ``d`` in ``order``.
 
-    The network maps ``x`` of shape ``(B, features)`` (and a conditioning ``(B, cond_features)``,
-    which every hidden unit may see) to ``(B, features * out_per_feature)``, grouped by feature:
-    outputs ``d * P`` to ``d * P + P - 1`` are feature ``d``'s, the layout that
-    :mod:`flowkit.transforms` reads. Feature ``order[k]`` is the ``k``-th generated, so its
-    outputs depend on the features ``order[:k]`` (and the conditioning) only.
-
-    Every unit has a degree :math:`m`: input feature ``d`` its 1-based position in the order, a
-    conditioning input 0, and hidden unit ``j`` of each layer ``1 + j mod (D - 1)`` (Germain et
-    al., 2015), or ``j mod D`` with a conditioning (degree 0 reads it alone, and feeds the first
-    feature). Layer :math:`l`'s weight is multiplied by a fixed 0/1 mask,
+    It maps ``x`` ``(B, D)`` (and ``cond``, seen by every hidden unit) to ``(B, D * P)``, grouped
+    by feature as :mod:`flowkit.transforms` reads it. With unit degrees :math:`m` (input ``d``: its
+    1-based position in ``order``; hidden units cycle through them), the weight masks are
 
     .. math::
 
-        M^{l}_{jk} = [\, m^{l}(j) \ge m^{l-1}(k) \,] \ \text{(hidden layers)}, \qquad
-        M^{\text{out}}_{(d, p), k} = [\, m(d) > m^{L}(k) \,] \ \text{(output layer)},
+        M^{l}_{jk} = [\, m^{l}(j) \ge m^{l-1}(k) \,] \ \text{(hidden)}, \qquad
+        M^{\text{out}}_{(d, p), k} = [\, m(d) > m^{L}(k) \,] \ \text{(output)},
 
-    so every path from input :math:`k` to an output of feature :math:`d` has non-decreasing
-    degrees and ends with a strict increase, which gives the autoregressive property
-
-    .. math:: \frac{\partial\, \mathrm{MADE}(x, c)_{d, p}}{\partial x_k} = 0 \quad
-              \text{unless} \quad m(k) < m(d).
-
-    Every allowed connection exists as soon as the hidden layers have ``D - 1`` units (``D`` with
-    a conditioning); :meth:`inputs_of` reads the dependencies off the masks. The hidden layers keep
-    PyTorch's default initialisation; the output layer is zero-initialised (``zero_last``), so a
-    flow built on a fresh MADE starts as the identity (for the exp-affine, additive and spline
-    transforms).
-
-    Use it as the conditioner of :class:`MaskedAutoregressive` and :class:`InverseAutoregressive`
-    (which build one), or alone as an autoregressive model whose ``D`` conditionals come from one
-    pass.
+    so that output :math:`d` depends on input :math:`k` only if :math:`m(k) < m(d)`
+    (:meth:`inputs_of` reads this off the masks). The output layer starts at zero (``zero_last``).
 
     Args:
         features: ``D``, the size of the ``(B, D)`` input, at least 1.
         out_per_feature: ``P``, outputs per feature, at least 1 (default 1).
         hidden_features, activation, zero_last: as for :class:`~flowkit.nn.MLP`.
-        cond_features: size of the optional conditioning, 0 (default) for none; with one,
-            :meth:`forward` requires a ``cond`` of shape ``(B, cond_features)``, and without,
-            rejects one.
+        cond_features: size of the optional conditioning ``(B, cond_features)``, 0 (default) for none.
         order: ``"sequential"`` (default; feature 0 first), ``"reverse"``, or a permutation of
-            ``range(D)`` listing the features in the order they are generated; anything else
-            raises a :class:`ValueError`.
+            ``range(D)`` listing the features in the order they are generated.
 
     References:
         M. Germain, K. Gregor, I. Murray, H. Larochelle. MADE: Masked Autoencoder for
@@ -169,15 +142,7 @@ class MADE(nn.Module):
         )
 
     def inputs_of(self, feature: int) -> set[int]:
-        """The input features that output block ``feature`` can depend on (by the masks).
-
-        For checking the autoregressive property: with the default ``"sequential"`` order, output
-        block ``d`` may depend only on features ``0 .. d - 1``.
-
-        Args:
-            feature: the index of the output block (of ``out_per_feature`` values), in
-                ``range(features)``.
-        """
+        """The input features that output block ``feature`` can depend on (by the masks)."""
         reach = torch.eye(self.features + self.cond_features, dtype=torch.float64)
         for layer in self.net:
             if isinstance(layer, _MaskedLinear):
@@ -199,38 +164,16 @@ class MADE(nn.Module):
 class MaskedAutoregressive(Flow):
     r"""Masked autoregressive flow layer (MAF): :math:`y_d = f(x_d; \theta_d(x_{<d}, c))`.
 
-    ``f`` is any element-wise :class:`~flowkit.transforms.MonotoneTransform` (affine: MAF of
-    Papamakarios et al., 2017; a rational-quadratic spline: the autoregressive neural spline flow),
-    and :math:`\theta = \mathrm{MADE}(\cdot, c)`, with :math:`x_{<d}` the features before ``d`` in
-    ``order``:
-
-    .. math::
-
-        y_d = f(x_d; \theta_d(x_{<d}, c)), \qquad
-        x_d = f^{-1}(y_d; \theta_d(x_{<d}, c)) \ \text{(in the order)}, \qquad
-        \log|\det J| = \sum_d \log f'(x_d; \theta_d).
-
-    The forward direction (data to latent, density evaluation) is one :class:`MADE` pass; the
-    inverse (sampling) is ``D`` passes, each fixing one more feature in the order, the last of
-    which also gives the exact log-determinant. Alternate ``order`` between stacked layers
-    (``"sequential"``, ``"reverse"``) so that each feature is conditioned on the others somewhere
-    in the flow. The MADE's last layer is zero-initialised, so a fresh layer is the identity (for
-    the exp-affine, additive and spline transforms).
-
-    Use it for density estimation on vectors: each feature is conditioned on all those before it,
-    which is more expressive per layer than a coupling's half, at the price of sampling ``D``
-    times slower than evaluating. For fast sampling use :class:`InverseAutoregressive`; for both
-    directions in one pass, a :class:`~flowkit.layers.Coupling`.
+    ``f`` is any :class:`~flowkit.transforms.MonotoneTransform` and :math:`\theta` a :class:`MADE`;
+    :math:`\log|\det J| = \sum_d \log f'(x_d; \theta_d)`. The forward (density) direction is one
+    pass, the inverse (sampling) ``D`` passes. Use it for density estimation on vectors, alternating
+    ``order`` between stacked layers; for fast sampling use :class:`InverseAutoregressive`.
 
     Args:
         features: ``D``, the size of the ``(B, D)`` input.
-        cond_features: size of the ``(B, cond_features)`` conditioning; 0 (default) for an
-            unconditional layer.
-        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`, the
-            exp scale soft-clamped at 3).
-        hidden_features, order, activation, zero_last: the :class:`MADE`'s, with the same defaults
-            (``zero_last=False`` draws the last layer like the others: see
-            :class:`~flowkit.recipes.MAF` for when that trains better).
+        cond_features: size of the ``(B, cond_features)`` conditioning; 0 (default) for none.
+        transform: the element-wise map (default :class:`~flowkit.transforms.AffineTransform`).
+        hidden_features, order, activation, zero_last: the :class:`MADE`'s.
 
     References:
         G. Papamakarios, T. Pavlakou, I. Murray. Masked Autoregressive Flow for Density
@@ -281,8 +224,7 @@ class MaskedAutoregressive(Flow):
         order are exact, so ``D`` passes give every feature and the exact log-determinant."""
         check_channels(type(self).__name__, v, self.features)
         u = torch.zeros_like(v)
-        logdet = v.new_zeros(v.shape[0], dtype=torch.promote_types(v.dtype, torch.float32))
-        for _ in range(self.features):
+        for _ in range(self.features):  # features >= 1 (MADE checks), so logdet is always set
             u, logdet = self.transform.map(v, self.made(u, cond), inverse=True)
         return u, logdet
 
@@ -296,19 +238,9 @@ class MaskedAutoregressive(Flow):
 class InverseAutoregressive(MaskedAutoregressive):
     r"""Inverse autoregressive flow layer (IAF): the :class:`MaskedAutoregressive` map, reversed.
 
-    Sampling (:meth:`inverse`, latent :math:`z` to data :math:`x`) is one MADE pass,
-    :math:`x_d = f(z_d; \theta_d(z_{<d}, c))`; density evaluation (:meth:`forward`) solves the
-    same relation for :math:`z` in ``D`` passes:
-
-    .. math::
-
-        z_d = f^{-1}(x_d; \theta_d(z_{<d}, c)) \ \text{(in the order)}, \qquad
-        \log\left|\det \frac{\partial z}{\partial x}\right| = -\sum_d \log f'(z_d; \theta_d).
-
-    Initialised as :class:`MaskedAutoregressive` (a fresh layer is the identity). Use it where a
-    flow is sampled far more often than it is evaluated on given data (variational posteriors,
-    the student of a distilled flow), or where the log-density is only needed for its own samples
-    (the log-determinant of :meth:`inverse` comes with the single pass).
+    Sampling (:meth:`inverse`), :math:`x_d = f(z_d; \theta_d(z_{<d}, c))`, is one MADE pass;
+    density evaluation (:meth:`forward`) takes ``D``. Use it where a flow is sampled far more often
+    than evaluated on given data (variational posteriors).
 
     Args: as for :class:`MaskedAutoregressive`.
 

@@ -19,17 +19,14 @@ class InvConv1x1(Flow):
 
     .. math:: y_p = W x_p, \qquad \log|\det J| = H W \log|\det W|
 
-    at each of the ``H * W`` positions (one for a ``(B, C)`` input). ``W`` starts as a random
-    orthogonal matrix. The inverse is computed in float64, cached in eval mode without autograd
-    until a parameter changes; a numerically singular ``W`` raises a :class:`ValueError`. Use it
-    between couplings to mix all channels with a learned map (Glow); a
-    :class:`~flowkit.layers.Permute` only reorders.
+    at each of the ``H * W`` positions. ``W`` starts as a random orthogonal matrix; the inverse is
+    computed in float64 and cached in eval mode. Use it between couplings to mix all channels
+    (Glow); a :class:`~flowkit.layers.Permute` only reorders.
 
     Args:
         channels: number of channels ``C``, at least 1.
-        lu: learn ``W = P L (U + diag(sign * exp(log_s)))`` (Glow's LU form, as rosinality's
-            ``InvConv2dLU``; ``P`` and ``sign`` fixed): ``log|det W| = sum(log_s)``, cheap and
-            with a fixed sign. ``False`` learns the full matrix ``weight``.
+        lu: learn ``W = P L (U + diag(sign * exp(log_s)))`` (Glow's LU form; ``P`` and ``sign``
+            fixed), so that ``log|det W| = sum(log_s)``. ``False`` learns the full matrix ``weight``.
 
     Example:
         >>> import torch

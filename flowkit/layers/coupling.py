@@ -1,11 +1,8 @@
 """Coupling layers: some elements drive an invertible element-wise map of the others.
 
-Which elements pass through (and condition the map) is a *mask*: a split of the channels (the
-default: the first half), any fixed set of channels (:func:`alternating_mask` for vectors), or a
-spatial checkerboard for images (:class:`CheckerboardCoupling`). What map the other elements get is
-an element-wise :class:`~flowkit.transforms.MonotoneTransform`: :class:`Coupling` takes any of them
-(a rational-quadratic spline gives a neural spline flow's coupling); :class:`AffineCoupling` and
-:class:`AdditiveCoupling` are :class:`Coupling` with the affine and the additive transform.
+The elements that pass through are a split or mask of the channels (:class:`Coupling`) or a spatial
+checkerboard (:class:`CheckerboardCoupling`); the others get any
+:class:`~flowkit.transforms.MonotoneTransform`.
 """
 
 from __future__ import annotations
@@ -35,9 +32,7 @@ MaskSpec = Sequence[bool] | Tensor | None
 def alternating_mask(channels: int, parity: int = 0) -> Tensor:
     """A boolean mask over ``channels`` that is ``True`` at every other channel, from ``parity``.
 
-    Pass it as a coupling's ``mask`` (``True`` marks the channels that pass through and condition
-    the rest); alternate ``parity`` from one coupling to the next so that every channel is
-    transformed.
+    Pass it as a coupling's ``mask``, alternating ``parity`` so that every channel is transformed.
 
     Args:
         channels: the mask's length, the coupling's number of channels (or features).
@@ -112,44 +107,28 @@ class _Conditioned(Flow):
 class Coupling(_Conditioned):
     r"""A coupling with any element-wise monotone transform (affine, additive, spline, ...).
 
-    The channels marked passive (``mask``, or the first ``split``; index set :math:`P`) pass
-    through unchanged. The sub-network sees them (concatenated with ``cond`` when
-    ``cond_channels > 0``) and outputs ``K = transform.params_per_element`` parameters per active
-    channel (index set :math:`A`, grouped by channel as :mod:`flowkit.transforms` reads them), with
-    which ``transform`` maps the active channels:
+    The passive channels :math:`P` (``mask``, or the first ``split``) pass through and, with
+    ``cond``, give the parameters of the map of the active channels :math:`A`:
 
     .. math::
 
         y_P = x_P, \qquad y_A = f(x_A; \theta), \qquad \theta = \mathrm{NN}(x_P, c),
+        \qquad \log|\det J| = \sum_{i \in A} \log f'(x_i; \theta_i).
 
-        x_P = y_P, \qquad x_A = f^{-1}(y_A; \theta), \qquad \theta = \mathrm{NN}(y_P, c),
-
-        \log|\det J| = \sum_{i \in A} \log f'(x_i; \theta_i).
-
-    Both directions cost one sub-network pass. With a zero-initialised last layer (the default
-    sub-networks, :func:`flowkit.nn.conv_subnet` and :class:`flowkit.nn.MLP`) a fresh layer is the
-    identity for the exp-affine, additive and spline transforms, and a constant scale for the
-    sigmoid-scaled affine one; a module passed as ``subnet`` keeps its own initialisation.
-
-    Use it to pick the transform: a :class:`~flowkit.transforms.RationalQuadraticSpline` for a
-    neural spline flow, or :class:`~flowkit.transforms.AffineTransform` with
-    ``shift_first=False`` for RealNVP's scale-then-shift form.
+    With the default (zero-initialised) sub-networks a fresh layer is the identity, except for the
+    sigmoid-scaled affine transform. Use it to pick the transform, e.g. a
+    :class:`~flowkit.transforms.RationalQuadraticSpline` for a neural spline flow.
 
     Args:
         channels: channels (images ``(B, C, H, W)``) or features (vectors ``(B, D)``) of ``x``.
-        cond_channels: channels of ``cond`` (``(B, cond_channels, *spatial)``, the spatial size of
-            ``x``), 0 (default) for an unconditional layer.
-        transform: the element-wise map; default :class:`~flowkit.transforms.AffineTransform`
-            (exp scale soft-clamped at 3).
+        cond_channels: channels of ``cond`` (spatial size of ``x``), 0 (default) for none.
+        transform: the element-wise map; default :class:`~flowkit.transforms.AffineTransform`.
         subnet: a module, a constructor ``(in_channels, out_channels) -> nn.Module``, or ``None``
             for :func:`flowkit.nn.conv_subnet` (images only; pass :class:`flowkit.nn.MLP` for
-            vectors). It maps ``passive + cond_channels`` channels to ``K * active``; any other
-            output shape raises a :class:`ValueError`.
-        split: the first ``split`` channels pass through; ``0 < split < channels``, default
-            ``channels // 2``.
-        mask: instead of ``split`` (giving both is an error), ``channels`` booleans, ``True``
-            where the channel passes through, with at least one of each value (e.g.
-            :func:`alternating_mask`).
+            vectors). It maps ``passive + cond_channels`` channels to ``params_per_element * active``.
+        split: the first ``split`` channels pass through; default ``channels // 2``.
+        mask: instead of ``split``, ``channels`` booleans, ``True`` where the channel passes
+            through (e.g. :func:`alternating_mask`).
 
     Example:
         >>> import torch
@@ -204,8 +183,7 @@ class Coupling(_Conditioned):
         # halves' gradients into one tensor, where two slices would each zero-fill a tensor of x's
         # full size and then add the two.
         if self._blocks == "first":
-            passive, active = torch.split(x, [self.split, self.active_channels], dim=1)
-            return passive, active
+            return torch.split(x, [self.split, self.active_channels], dim=1)
         if self._blocks == "last":
             active, passive = torch.split(x, [self.active_channels, self.split], dim=1)
             return passive, active
@@ -232,36 +210,19 @@ class Coupling(_Conditioned):
 class CheckerboardCoupling(_Conditioned):
     r"""A coupling of images on a spatial checkerboard (RealNVP's first layers).
 
-    Pixels with ``(row + column) % 2 == parity`` pass through unchanged, in every channel; the
-    sub-network sees the image with the other pixels zeroed (concatenated with ``cond``) and
-    outputs ``K * channels`` channels of parameters at full resolution, of which those at the
-    transformed pixels are used. With the checkerboard :math:`b_{hw} = [(h + w) \bmod 2 = \text{parity}]`
-    (broadcast over channels) and :math:`\bar b = 1 - b`:
+    With the checkerboard :math:`b_{hw} = [(h + w) \bmod 2 = \text{parity}]`, over all channels:
 
     .. math::
 
-        y = b \odot x + \bar b \odot f(x; \theta), \qquad \theta = \mathrm{NN}(b \odot x, c),
-
-        x = b \odot y + \bar b \odot f^{-1}(y; \theta), \qquad \theta = \mathrm{NN}(b \odot y, c),
-
-        \log|\det J| = \sum_{k, h, w \,:\, b_{hw} = 0} \log f'(x_{khw}; \theta_{khw}).
-
-    As for :class:`Coupling`, a fresh layer with the default (zero-initialised) sub-network is the
-    identity for the exp-affine, additive and spline transforms. Any ``H`` and ``W`` are accepted;
-    an input that is not 4-D raises a :class:`ValueError`.
+        y = b \odot x + (1 - b) \odot f(x; \theta), \qquad \theta = \mathrm{NN}(b \odot x, c).
 
     Use it at full resolution, before the first :class:`~flowkit.layers.Squeeze`, where an image
-    has too few channels (3 for RGB) for a useful channel split. Its sub-network computes
-    parameters for every pixel and half of them are discarded, so once the image is squeezed a
-    channel :class:`Coupling` is the cheaper choice. Alternate ``parity`` between consecutive
-    layers.
+    has too few channels for a channel split; after it, a :class:`Coupling` is cheaper (this
+    sub-network computes parameters for every pixel and half are discarded). Alternate ``parity``.
 
     Args:
-        channels, cond_channels, transform: as for :class:`Coupling` (images only).
-        subnet: as for :class:`Coupling`; maps ``channels + cond_channels`` to ``K * channels``
-            channels.
-        parity: 0 (default) or 1, which colour of the checkerboard passes through; any other value
-            raises a :class:`ValueError`.
+        channels, cond_channels, transform, subnet: as for :class:`Coupling` (images only).
+        parity: 0 (default) or 1, which colour of the checkerboard passes through.
 
     Example:
         >>> import torch
@@ -282,10 +243,10 @@ class CheckerboardCoupling(_Conditioned):
         subnet: SubnetSpec = None,
         parity: int = 0,
     ) -> None:
-        transform = transform_or_default("CheckerboardCoupling", transform)
-        if parity not in (0, 1):
-            raise ValueError(f"CheckerboardCoupling: parity must be 0 or 1, got {parity}")
         name = "CheckerboardCoupling"
+        transform = transform_or_default(name, transform)
+        if parity not in (0, 1):
+            raise ValueError(f"{name}: parity must be 0 or 1, got {parity}")
         super().__init__(name, channels, cond_channels, transform.params_per_element * channels, subnet)
         self.channels = channels
         self.parity = parity
@@ -319,18 +280,11 @@ class AffineCoupling(Coupling):
 
     .. math::
 
-        y_A = (x_A + t) \odot s, \qquad (t, \text{raw}) = \mathrm{NN}(x_P, c), \qquad
-        \log|\det J| = \sum_{i \in A} \log s_i,
+        y_A = (x_A + t) \odot s, \qquad (t, \text{raw}) = \mathrm{NN}(x_P, c),
 
-    with the sub-network's output interleaved per active channel (shift, raw scale) and
-    :math:`s = \sigma(\text{raw} + 2) + \epsilon` (``scale="sigmoid"``, Glow/SRFlow/LLFlow; the
-    fused kernel on CUDA) or :math:`s = \exp(c \tanh(\text{raw} / c))` (``scale="exp"``,
-    ``c = clamp``). A fresh layer with the default sub-network has shift 0 and scale 1
-    (``"exp"``) or :math:`\sigma(2) + \epsilon \approx 0.881` (``"sigmoid"``).
-
-    Use it for Glow-style image flows and SRFlow/LLFlow weights. The sigmoid scale lies in
-    :math:`(\epsilon, 1 + \epsilon)`, so the forward map never expands an element by more than
-    :math:`1 + \epsilon`.
+    with :math:`s = \sigma(\text{raw} + 2) + \epsilon` (``"sigmoid"``, Glow's; never expands by
+    more than :math:`1 + \epsilon`) or :math:`s = \exp(c \tanh(\text{raw} / c))` (``"exp"``).
+    Use it for Glow-style image flows and SRFlow/LLFlow weights.
 
     Args:
         channels, cond_channels, subnet, split, mask: as for :class:`Coupling`.
@@ -372,9 +326,7 @@ class AdditiveCoupling(Coupling):
         y_A = x_A + \mathrm{NN}(x_P, c), \qquad x_A = y_A - \mathrm{NN}(y_P, c), \qquad
         \log|\det J| = 0.
 
-    A fresh layer with the default sub-network is the identity. Use it where a constant Jacobian
-    is wanted (the volume change carried by other layers, such as
-    :class:`~flowkit.layers.ActNorm`); it is cheaper than :class:`AffineCoupling` but cannot rescale.
+    Use it where a unit Jacobian is wanted; it is cheaper than :class:`AffineCoupling` but cannot rescale.
 
     Args:
         channels, cond_channels, subnet, split, mask: as for :class:`Coupling`.
@@ -399,5 +351,4 @@ class AdditiveCoupling(Coupling):
         split: int | None = None,
         mask: MaskSpec = None,
     ) -> None:
-        transform = AdditiveTransform()
-        super().__init__(channels, cond_channels, transform=transform, subnet=subnet, split=split, mask=mask)
+        super().__init__(channels, cond_channels, transform=AdditiveTransform(), subnet=subnet, split=split, mask=mask)

@@ -37,9 +37,8 @@ class HaarDownsample(Flow):
         \begin{bmatrix} a \\ b \\ c \\ d \end{bmatrix} = \frac{1}{s} Q
         \begin{bmatrix} y_0 \\ y_1 \\ y_2 \\ y_3 \end{bmatrix},
 
-    and :math:`\log|\det J| = C H W \log|s|` (0 at ``scale=1``). Use it instead of a
-    :class:`~flowkit.layers.Squeeze` when a later :class:`~flowkit.layers.Split` should factor out
-    the detail and keep the coarse image (as FrEIA's ``HaarDownsampling``).
+    and :math:`\log|\det J| = C H W \log|s|`. Use it instead of a :class:`~flowkit.layers.Squeeze`
+    when a later :class:`~flowkit.layers.Split` should factor out the detail and keep the coarse image.
 
     Args:
         order: ``"channel"`` (channel ``4c + k`` is band ``k`` of channel ``c``) or ``"band"``

@@ -15,30 +15,19 @@ __all__ = ["AffineInjector"]
 class AffineInjector(Flow):
     r"""``y = (x + t(cond)) * s(cond)`` with :math:`s = \sigma(\text{raw} + 2) + \epsilon`.
 
-    Because shift and scale do not depend on ``x``, the Jacobian is diagonal for *every*
-    channel, and the map inverts in closed form:
-
     .. math::
 
-        y = (x + t) \odot s, \qquad x = y \oslash s - t, \qquad
-        \log|\det J| = \sum_i \log s_i, \qquad (t, \text{raw}) = \mathrm{NN}(c),
+        y = (x + t) \odot s, \qquad \log|\det J| = \sum_i \log s_i, \qquad (t, \text{raw}) = \mathrm{NN}(c).
 
-    the sigmoid-scaled :class:`~flowkit.transforms.AffineTransform` with the sub-network's output
-    interleaved per channel (shift, raw scale). SRFlow calls this the conditional affine injector;
-    LLFlow's coupling steps apply one (``fFeatures``) before their coupling. A fresh layer with the
-    default sub-network has shift 0 and the constant scale :math:`\sigma(2) + \epsilon \approx 0.881`.
-
-    Use it to feed a conditioning image into every channel of the flow at once; an
-    :class:`AffineCoupling` with ``cond_channels`` transforms only the active channels, but
-    lets the map depend on ``x`` as well.
+    Shift and scale do not depend on ``x``, so every channel is transformed (SRFlow's conditional
+    affine injector). Use it to feed a conditioning image into every channel at once; an
+    :class:`AffineCoupling` transforms only the active channels, but depends on ``x`` too.
 
     Args:
         channels: channels of the input ``x`` (``(B, C, *spatial)``).
-        cond_channels: channels of ``cond``, at least 1 (the layer is always conditional);
-            ``cond`` must have ``x``'s batch and spatial size.
-        subnet: as for :class:`~flowkit.layers.Coupling`; it maps ``cond_channels`` to
-            ``2 * channels`` channels.
-        eps: :math:`\epsilon`, the floor added to the sigmoid scale (default ``1e-4``).
+        cond_channels: channels of ``cond`` (at ``x``'s spatial size), at least 1.
+        subnet: as for :class:`~flowkit.layers.Coupling`; it maps ``cond_channels`` to ``2 * channels``.
+        eps: :math:`\epsilon`, the floor added to the sigmoid scale.
 
     Example:
         >>> import torch

@@ -16,15 +16,14 @@ __all__ = ["Permute"]
 class Permute(Flow):
     r"""Reorders channels by a fixed permutation (volume preserving, logdet 0).
 
-    :math:`y_{:, k} = x_{:, \pi(k)}`, with :math:`\pi` the buffer ``permutation`` (saved with the
-    model). Use it between couplings when a fixed reordering is enough (vectors, small flows); for
-    a learned mixing use :class:`~flowkit.layers.InvConv1x1`.
+    :math:`y_{:, k} = x_{:, \pi(k)}`, with :math:`\pi` the buffer ``permutation``. Use it between
+    couplings when a fixed reordering is enough; for a learned mixing use
+    :class:`~flowkit.layers.InvConv1x1`.
 
     Args:
         channels: number of channels ``C`` (dimension 1; any trailing dimensions).
-        mode: ``"reverse"`` (:math:`\pi(k) = C - 1 - k`, RealNVP/Glow), ``"swap"`` (the halves
-            swapped, :math:`\pi(k) = (k + \lfloor C/2 \rfloor) \bmod C`, so the half a default
-            coupling transformed conditions the next) or ``"shuffle"`` (random, drawn once).
+        mode: ``"reverse"`` (:math:`\pi(k) = C - 1 - k`), ``"swap"`` (the halves swapped,
+            :math:`\pi(k) = (k + \lfloor C/2 \rfloor) \bmod C`) or ``"shuffle"`` (random, drawn once).
         generator: the random generator for ``"shuffle"``.
 
     Example:

@@ -29,10 +29,8 @@ class Split(Flow):
 
         \text{inverse:} \quad [x_1, \epsilon] \mapsto [x_1, \mu + \sigma \odot \epsilon].
 
-    Under a standard-normal :math:`\epsilon` this is Glow's learned prior
-    :math:`\mathcal N(x_2; \mu, \sigma^2)` of the factored-out half, as a bijection (as in FrEIA
-    and nflows); sampling :math:`\epsilon` at temperature :math:`T` gives Glow's
-    :math:`x_2 = \mu + T \sigma \epsilon`. Use it in multi-scale image flows after a
+    Under a standard-normal :math:`\epsilon` this is Glow's learned prior of the factored-out half,
+    as a bijection (as in FrEIA and nflows). Use it in multi-scale image flows after a
     :class:`~flowkit.layers.Squeeze`, followed by a :class:`FactorOut` that sends only ``x1`` on.
 
     Args:
@@ -40,9 +38,8 @@ class Split(Flow):
         cond_channels: channels of ``cond`` (at ``x``'s resolution) the prior also sees; 0 for none.
         keep: channels kept as they are, ``0 < keep < channels`` (default ``channels // 2``).
         prior_net: a module or a constructor ``(in_channels, out_channels) -> nn.Module`` giving
-            a (mean, log-std) pair per factored-out channel, interleaved as every flowkit layer
-            lays out its parameters; ``None`` for a zero-initialised :class:`~flowkit.nn.ZeroConv2d`
-            (the layer starts as the identity).
+            an interleaved (mean, log-std) pair per factored-out channel; ``None`` for a
+            :class:`~flowkit.nn.ZeroConv2d` (the layer starts as the identity).
 
     Example:
         >>> import torch
@@ -103,13 +100,12 @@ class FactorOut(Flow):
     r"""Runs ``flow`` on the first ``keep`` channels and passes the other channels through.
 
     The routing of a multi-scale flow (nflows' ``MultiscaleCompositeTransform``): after a
-    :class:`Split`, ``FactorOut(coarser_levels, keep)`` sends only the kept half on, so the latent
-    has the input's shape and one prior scores all of it. ``cond`` goes to ``flow`` unchanged.
+    :class:`Split`, it sends only the kept half on, so the latent has the input's shape.
 
     Args:
-        flow: the coarser levels; they must keep the shape they get (end a level that squeezes
-            with ``flowkit.Inverse(Squeeze())``), else :class:`ValueError`.
-        keep: how many leading channels go to ``flow`` (at least 1, fewer than the input has).
+        flow: the coarser levels; they must keep their input's shape (end a level that squeezes
+            with ``flowkit.Inverse(Squeeze())``).
+        keep: how many leading channels go to ``flow``.
 
     Example:
         >>> import torch, flowkit

@@ -34,9 +34,7 @@ class Squeeze(Flow):
         (i f + j) C + c & \text{spatial major} \end{cases}
 
     Use it before each scale of a multi-scale image flow, so that channel couplings mix
-    neighbouring pixels (:class:`~flowkit.layers.HaarDownsample` also rotates each block into
-    frequency bands). One ``Squeeze(8)`` (LLFlow's prior mean) is *not* three ``Squeeze(2)``: the
-    channel orders differ.
+    neighbouring pixels. One ``Squeeze(8)`` is *not* three ``Squeeze(2)``: the channel orders differ.
 
     Args:
         factor: block size ``f`` (>= 2); ``H`` and ``W`` must be divisible by it.

@@ -15,15 +15,12 @@ class ActivationNorm(nn.Module):
     r"""Per-channel ``y = (x + bias) * exp(logs)`` with Glow's data-dependent initialisation.
 
     On the first call in training mode, ``bias`` and ``logs`` are set from that batch so that ``y``
-    has zero mean and standard deviation ``scale`` per channel: ``bias = -mean``,
-    ``logs = log(scale / (std + 1e-6))``, the statistics taken over the batch and all positions in
-    float64 (pooled over all ranks under ``torch.distributed``, whatever their batch sizes). A
-    batch holding NaN or infinity raises a :class:`ValueError`; an empty batch leaves the module
-    to the next batch. The buffer ``initialized`` records it and is saved in ``state_dict``, so
-    loading a checkpoint never re-initialises; until then the module is the identity.
+    has zero mean and standard deviation ``scale`` per channel (statistics in float64, pooled over
+    all ranks under ``torch.distributed``). The buffer ``initialized`` records it and is saved in
+    ``state_dict``, so loading a checkpoint never re-initialises.
 
-    This is the normalisation inside sub-networks (:class:`~flowkit.nn.Conv2dActNorm`); the flow
-    layer :class:`~flowkit.layers.ActNorm` is the same map with its log-determinant and inverse.
+    This is the normalisation inside sub-networks; the flow layer :class:`~flowkit.layers.ActNorm`
+    is the same map with its log-determinant and inverse.
 
     Args:
         channels: number of channels (dimension 1 of the input), at least 1.
@@ -67,11 +64,9 @@ class ActivationNorm(nn.Module):
         return self.bias.view(shape), self.logs.view(shape)
 
     def initialize_from(self, x: Tensor) -> None:
-        """Set ``bias`` and ``logs`` from the batch ``x`` and mark the layer initialised.
+        """Set ``bias`` and ``logs`` from the finite batch ``x`` and mark the layer initialised.
 
-        Args:
-            x: a batch ``(B, channels, ...)`` with at least one value per channel, all finite;
-                under ``torch.distributed`` every rank must call it (the statistics are pooled).
+        Under ``torch.distributed`` every rank must call it (the statistics are pooled).
         """
         if not self._initialize(x):
             raise ValueError(f"{type(self).__name__} initialisation needs at least one value per channel, got a batch of "

@@ -1,8 +1,4 @@
-"""Convolutional and dense sub-networks for coupling layers, Glow/SRFlow style.
-
-The last layer of each is zero-initialised, so a fresh coupling starts from a constant
-shift and scale instead of a random transformation.
-"""
+"""Sub-networks for coupling layers, zero at the output so that a fresh coupling starts at constant parameters."""
 
 from __future__ import annotations
 
@@ -34,15 +30,12 @@ def _check_same_kernel(name: str, kernel_size: int) -> None:
 class Conv2dActNorm(nn.Conv2d):
     """A bias-free "same" convolution followed by an :class:`ActivationNorm` (Glow's ``Conv2d``).
 
-    Weights start from N(0, 0.05^2). The normalisation's bias replaces the convolution's, and it
-    is initialised from the first batch seen in training mode. The hidden layers of
-    :func:`conv_subnet`.
+    Weights start from N(0, 0.05^2); the normalisation initialises from the first training batch.
 
     Args:
         in_channels: channels of the input.
         out_channels: channels of the output (and of the ActNorm).
-        kernel_size: the square kernel's size, odd (default 3), padded by ``kernel_size // 2`` so
-            that the spatial size is kept; an even size raises a :class:`ValueError`.
+        kernel_size: the square kernel's size, odd (default 3), so that the spatial size is kept.
 
     Example:
         >>> import torch
@@ -68,18 +61,11 @@ class ZeroConv2d(nn.Conv2d):
 
     .. math:: \left( (W * x)_k + b_k \right) e^{\lambda\, \text{logs}_k},
 
-    and weight :math:`W`, bias :math:`b` and the per-channel ``logs`` (shape ``(C_out, 1, 1)``)
-    all start at zero, so the sub-network it ends outputs zeros until trained: a coupling built on
-    it starts as the identity (or a constant scale), a prior predicted by it as the standard
-    normal. The factor :math:`\lambda` sets how far one step on ``logs`` moves the output's
-    log-scale. Use it as the last layer of any image sub-network that feeds a flow's
-    parameters; :class:`ZeroLinear` is the version for vectors.
+    with :math:`W`, :math:`b` and ``logs`` starting at zero. Use it as the last layer of an image
+    sub-network that feeds a flow's parameters (:class:`ZeroLinear` for vectors).
 
     Args:
-        in_channels: channels of the input.
-        out_channels: channels of the output.
-        kernel_size: the square kernel's size, odd (default 3), padded by ``kernel_size // 2`` so
-            that the spatial size is kept; an even size raises a :class:`ValueError`.
+        in_channels, out_channels, kernel_size: as for :class:`Conv2dActNorm`.
         logscale_factor: :math:`\lambda`, the multiplier of ``logs`` in the exponent (default 3).
 
     Example:
@@ -106,14 +92,8 @@ class ZeroConv2d(nn.Conv2d):
 class ZeroLinear(nn.Linear):
     r"""A zero-initialised linear layer: the dense counterpart of :class:`ZeroConv2d` (no ``logs``).
 
-    :math:`y = W x + b` with :math:`W` and :math:`b` zero at construction, so a flow layer or
-    prior whose sub-network ends in it starts from zero parameters (for most transforms, the
-    identity). The last layer of :class:`MLP`; use it to end any sub-network on vectors,
-    e.g. the ``cond_net`` of a :class:`~flowkit.distributions.GaussianMixture`.
-
-    Args:
-        in_features: size of the input's last dimension.
-        out_features: size of the output's last dimension.
+    Use it to end a sub-network on vectors, e.g. the ``cond_net`` of a
+    :class:`~flowkit.distributions.GaussianMixture`.
 
     Example:
         >>> import torch
@@ -138,19 +118,16 @@ def conv_subnet(
 ) -> nn.Sequential:
     """Glow/SRFlow's coupling network: conv-ActNorm-ReLU layers, then a zero-initialised conv.
 
-    The first hidden layer has a ``kernel_size`` kernel, the others ``hidden_kernel_size``; the last
-    layer is a :class:`ZeroConv2d` of ``kernel_size``, so the network outputs zeros until trained.
-    With the defaults this is exactly the sub-network of SRFlow and LLFlow's couplings (3x3, 1x1,
-    zero 3x3), with their module indices (``0``, ``2``, ``4``). Every convolution keeps the spatial
-    size. The image counterpart of :class:`MLP`: pass it, or a ``functools.partial`` of it with
-    other widths, as the ``subnet`` of a coupling.
+    With the defaults it is the sub-network of SRFlow and LLFlow's couplings (3x3, 1x1, zero 3x3,
+    module indices ``0``, ``2``, ``4``). Pass it, or a ``functools.partial`` with other widths, as
+    a coupling's ``subnet``.
 
     Args:
         in_channels: channels of the input (a coupling's passive channels plus ``cond``'s).
         out_channels: channels of the output (the coupling's parameters).
-        hidden_channels: widths of the hidden layers (default ``(64, 64)``).
-        kernel_size: odd size of the first and last convolutions (default 3).
-        hidden_kernel_size: odd size of the other hidden convolutions (default 1).
+        hidden_channels: widths of the hidden layers.
+        kernel_size: odd size of the first and last convolutions.
+        hidden_kernel_size: odd size of the other hidden convolutions.
 
     Example:
         >>> import torch
@@ -170,21 +147,15 @@ def conv_subnet(
 class MLP(nn.Sequential):
     """A multi-layer perceptron: Linear-activation layers of ``hidden_features`` widths, then a Linear.
 
-    The last layer is a :class:`ZeroLinear` (``zero_last=True``), so a flow layer whose parameters
-    it computes starts from zero parameters (the identity for most transforms). The vector
-    counterpart of :func:`conv_subnet`: pass the class itself as the ``subnet`` of a coupling (it
-    is a constructor ``(in_features, out_features) -> nn.Module``), or a ``functools.partial`` of
-    it with other widths.
+    The vector counterpart of :func:`conv_subnet`: pass the class (or a ``functools.partial`` of
+    it) as a coupling's ``subnet``.
 
     Args:
         in_features: size of the input (a coupling's passive features plus ``cond``'s).
         out_features: size of the output (the coupling's parameters).
-        hidden_features: widths of the hidden layers, each positive (default ``(64, 64)``; ``()``
-            for a single linear layer).
-        activation: constructor of the nonlinearity after each hidden layer (default
-            :class:`torch.nn.ReLU`).
-        zero_last: zero-initialise the last layer (default ``True``); ``False`` keeps PyTorch's
-            default initialisation there too.
+        hidden_features: widths of the hidden layers (``()`` for a single linear layer).
+        activation: constructor of the nonlinearity after each hidden layer.
+        zero_last: make the last layer a :class:`ZeroLinear` (default), else PyTorch's initialisation.
 
     Example:
         >>> import functools, torch

@@ -18,12 +18,8 @@ __all__ = ["write_atomically"]
 def write_atomically(path: str | os.PathLike, data: bytes | memoryview | Callable[[BinaryIO], None]) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
-    Args:
-        path: the file to write (its folder must exist).
-        data: the bytes, or a function that writes them into the open binary file it is given.
-
-    Raises:
-        OSError: the write failed (``filename`` is ``path``); no temporary file is left behind.
+    ``data`` is the bytes, or a function that writes them into the open binary file it is given.
+    A failed write raises an :class:`OSError` whose ``filename`` is ``path`` and leaves no temporary file.
 
     Example:
         >>> import tempfile

@@ -46,9 +46,6 @@ def _safetensors():
 def load_checked(path: str | Path, sha256: str) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read a safetensors file whose sha256 must be ``sha256``; returns ``(tensors, metadata)``.
 
-    Raises:
-        WeightsError: the file is missing, its sha256 differs, or it is not safetensors.
-
     Example:
         >>> import tempfile, torch
         >>> from pathlib import Path

@@ -7,6 +7,7 @@ opening one never runs code.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import random
@@ -25,12 +26,8 @@ __all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` to ``path`` atomically (temporary file, fsync, rename); return the path.
 
-    Args:
-        state: tensors, numbers, strings, and lists and dicts of those.
-        path: the file to write (its folder is created).
-
-    Raises:
-        OSError: the write failed (a full disk included), with ``filename`` set to ``path``.
+    ``state`` holds tensors, numbers, strings, and lists and dicts of those. A failed write (a full
+    disk included) raises an :class:`OSError` whose ``filename`` is ``path``.
 
     Example:
         >>> import tempfile, torch
@@ -55,10 +52,6 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     Not a training checkpoint (a run cannot resume from it); load it with
     :func:`flowkit.models.llflow.cli.load_model`.
 
-    Args:
-        model: the :class:`~flowkit.models.LLFlow` to save, with its ``config``.
-        path: the file to write.
-
     Example:
         >>> import tempfile
         >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -69,8 +62,6 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
         >>> load_model(path).config == config
         True
     """
-    import dataclasses
-
     config = dataclasses.asdict(model.config)
     config["stack_blocks"] = list(config["stack_blocks"])
     return save_checkpoint({"format": "flowkit.model/1", "model": model.state_dict(), "llflow_config": config}, path)
@@ -79,12 +70,8 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: no code runs).
 
-    A file the safe loader refuses is reported as not a checkpoint (torch's advice to load it
-    with ``weights_only=False``, which would run its code, never reaches the user).
-
-    Raises:
-        FileNotFoundError: there is no such file.
-        ValueError: the file is empty, not a readable checkpoint, or holds non-finite weights.
+    A file that is empty, unreadable by the safe loader, or holds non-finite weights raises a
+    :class:`ValueError` (torch's advice to load it with ``weights_only=False`` never reaches the user).
 
     Example:
         >>> import tempfile
@@ -142,10 +129,6 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str = "last.pt") -
 
     Call it when a run (re)starts: only files named ``.NAME.*.tmp`` are removed.
 
-    Args:
-        folder: the folder the checkpoints are written to (may be missing).
-        name: the checkpoint's file name.
-
     Example:
         >>> import tempfile
         >>> from pathlib import Path
@@ -178,37 +161,20 @@ def capture_rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "python": _to_lists(random.getstate()),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached": float(cached),
-        },
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states captured by :func:`capture_rng_state`.
-
-    Args:
-        state: what :func:`capture_rng_state` returned, possibly through a checkpoint (CUDA
-            generators are set only when it holds them and CUDA is available).
-    """
+    """Restore the RNG states captured by :func:`capture_rng_state` (CUDA's only where available)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy_state = state["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["kind"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["pos"],
-            numpy_state["has_gauss"],
-            numpy_state["cached"],
-        )
-    )
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached"]))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -3,13 +3,10 @@
 ``python -m flowkit ...`` is the same command; ``torchrun --nproc_per_node N -m flowkit train ...``
 trains on N processes.
 
-Options are checked before any work starts, and a mistake is one line naming the option (or the
-TOML key and file). Files are written atomically. ``enhance`` reads folders one level deep
-(skipping non-regular files with a warning), writes ``OUTPUT/<stem>.png`` per input, never
-overwrites a file that is not its own earlier output for the same input (without
-``--overwrite``), refuses two inputs with one output name, and reports an unreadable input on its
-own line while writing the others. ``train`` stops on SIGINT or SIGTERM after the current step,
-with a checkpoint. :func:`main` lists the exit statuses.
+Options are checked before any work starts; a mistake is one line naming the option (or the TOML
+key and file). ``enhance`` writes ``OUTPUT/<stem>.png`` per input and never overwrites a file that
+is not its own earlier output (without ``--overwrite``). ``train`` stops on SIGINT or SIGTERM after
+the current step, with a checkpoint. :func:`main` lists the exit statuses.
 """
 
 from __future__ import annotations
@@ -49,21 +46,15 @@ SOURCE_KEY = "flowkit-input"
 def load_model(checkpoint: str | Path, *, official: bool | None = None, device: str = "cpu", ema: bool = True):
     """An :class:`~flowkit.models.LLFlow` from a flowkit training checkpoint or a reference one.
 
-    Returns the model in eval mode on ``device``. The file is read with
-    :func:`~flowkit.models.llflow.checkpoint.load_checkpoint` (no code runs).
+    Returns the model in eval mode on ``device``; no code in the file runs.
 
     Args:
         checkpoint: a flowkit training checkpoint (``OUTPUT/last.pt``), a file of
-            :func:`~flowkit.models.llflow.checkpoint.save_model`, or a reference state dict
-            (through :meth:`LLFlow.from_official`).
+            :func:`~flowkit.models.llflow.checkpoint.save_model`, or a reference state dict.
         official: ``None`` tells the kinds apart by their keys; ``True`` demands a reference
-            checkpoint, ``False`` a flowkit one (else :class:`ValueError`).
+            checkpoint, ``False`` a flowkit one.
         device: the device the model is moved to.
         ema: take a flowkit checkpoint's EMA weights when it has them.
-
-    Raises:
-        FileNotFoundError: there is no such file.
-        ValueError: not a checkpoint, not the kind asked for, or weights that do not fit the config.
 
     Example:
         >>> from flowkit.models.llflow.cli import load_model
@@ -433,9 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     0: success; 1: some inputs failed (each reported); 2: a usage or input mistake (one line);
     3: an internal error (a bug: the traceback follows); 130: interrupted. Arguments argparse
     rejects end in ``SystemExit(2)`` instead, and ``--help`` in ``SystemExit(0)``.
-
-    Args:
-        argv: the arguments after the program name; ``None`` takes them from ``sys.argv``.
 
     Example:
         >>> from flowkit.models.llflow.cli import main

@@ -28,14 +28,12 @@ class LLFlowConfig:
         stack_blocks: sorted, distinct 0-based indices of the trunk blocks whose outputs join every
             level's conditioning (the reference's ``stackRRDB.blocks``), possibly none.
         steps_per_level: conditional coupling steps ``K`` per level.
-        transition_steps: unconditional ActNorm + 1x1-conv steps after each level's squeeze
-            (the reference's ``additionalFlowNoAffine``).
+        transition_steps: unconditional steps after each level's squeeze (``additionalFlowNoAffine``).
         hidden_channels: hidden width of the coupling and injector sub-networks.
         affine_eps: the ``eps`` in ``scale = sigmoid(raw + 2) + eps``.
-        train_gt_ratio: probability, drawn once per batch, that the training loss's prior mean is
-            the ground truth's colour map instead of the encoder's.
-        memory: ``"standard"`` backpropagation or ``"invertible"`` (:mod:`flowkit.memory`: the
-            flow's activation memory stops growing with depth; same parameters and results).
+        train_gt_ratio: probability, drawn once per batch, that the training prior uses the ground
+            truth's colour map instead of the encoder's.
+        memory: ``"standard"`` or ``"invertible"`` backpropagation (:mod:`flowkit.memory`).
 
     Example:
         >>> from flowkit.models import LLFlowConfig

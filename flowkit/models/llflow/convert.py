@@ -49,10 +49,8 @@ def official_name(key: str, layers_per_level: int) -> str | None:
     """The reference checkpoint's name of flowkit parameter ``key``; ``None`` for flowkit-only buffers.
 
     Args:
-        key: a key of an :class:`~flowkit.models.LLFlow` state dict (else :class:`ValueError`).
-        layers_per_level: ``1 + transition_steps + steps_per_level`` (the reference counts the
-            squeeze); step ``position`` of level ``level`` is its layer
-            ``level * layers_per_level + position``.
+        key: a key of an :class:`~flowkit.models.LLFlow` state dict.
+        layers_per_level: ``1 + transition_steps + steps_per_level`` (the reference counts the squeeze).
 
     Example:
         >>> from flowkit.models.llflow.convert import official_name
@@ -97,11 +95,7 @@ def infer_config(state: Mapping[str, Tensor]) -> LLFlowConfig:
     """The :class:`LLFlowConfig` of a reference state dict, from its tensor shapes.
 
     What shapes cannot tell comes from the released configs: stacked blocks ``1, 3, 5, ...``, and
-    the ``LOL`` ``affine_eps`` and ``train_gt_ratio``. A layout that does not fit raises a
-    :class:`ValueError`.
-
-    Args:
-        state: a reference state dict (without the ``module.`` prefix).
+    the ``LOL`` ``affine_eps`` and ``train_gt_ratio``. ``state`` has no ``module.`` prefix.
 
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -151,9 +145,7 @@ def _load(checkpoint: str | Path | Mapping[str, Tensor]) -> dict[str, Tensor]:
     state = {}
     for key, value in checkpoint.items():
         if not isinstance(key, str) or not isinstance(value, Tensor):
-            raise TypeError(
-                f"from_official: entry {key!r} is not a (str, Tensor) pair ({type(value).__name__})"
-            )
+            raise TypeError(f"from_official: entry {key!r} is not a (str, Tensor) pair ({type(value).__name__})")
         state[key.removeprefix("module.")] = value
     return state
 
@@ -172,8 +164,7 @@ def from_official(
     :class:`ValueError` naming them. ActNorms are marked initialised.
 
     Args:
-        checkpoint: a path to a state dict (loaded with ``weights_only=True``), or the state dict
-            itself; keys may carry a ``module.`` prefix.
+        checkpoint: a path to a state dict, or the state dict; keys may carry a ``module.`` prefix.
         config: the model's config; ``None`` infers it (:func:`infer_config`).
         model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
 
@@ -196,11 +187,7 @@ def from_official(
     model = model_class(config)
     per_level = _layers_per_level(config)
     target = model.state_dict()
-    expected = {}
-    for key in target:
-        name = official_name(key, per_level)
-        if name is not None:
-            expected[name] = key
+    expected = {name: key for key in target if (name := official_name(key, per_level)) is not None}
     missing = sorted(k for k in expected if k not in state)
     unexpected = sorted(k for k in state if k not in expected and not k.startswith(DEAD_PREFIXES))
     mismatched = sorted(
@@ -213,9 +200,7 @@ def from_official(
                             ("mis-shaped keys", mismatched)) if items
     ]
     if problems:
-        raise ValueError(
-            f"from_official: the checkpoint does not match LLFlow({config}): " + "; ".join(problems)
-        )
+        raise ValueError(f"from_official: the checkpoint does not match LLFlow({config}): " + "; ".join(problems))
     for name, key in expected.items():
         target[key] = state[name].to(target[key].dtype)
     model.load_state_dict(target, strict=True)
@@ -230,9 +215,6 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
 
     Returns detached copies, on the model's device and in its dtype.
 
-    Args:
-        model: the model to convert.
-
     Example:
         >>> from flowkit.models import LLFlow, LLFlowConfig
         >>> from flowkit.models.llflow.convert import to_official
@@ -243,9 +225,5 @@ def to_official(model: nn.Module) -> dict[str, Tensor]:
         torch.Size([12, 1, 1])
     """
     per_level = _layers_per_level(model.config)
-    state = {}
-    for key, value in model.state_dict().items():
-        name = official_name(key, per_level)
-        if name is not None:
-            state[name] = value.detach().clone()
-    return state
+    return {name: value.detach().clone() for key, value in model.state_dict().items()
+            if (name := official_name(key, per_level)) is not None}

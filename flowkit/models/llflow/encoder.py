@@ -18,11 +18,7 @@ COLOR_EPS = 1e-4
 
 
 def encoder_input(low: Tensor, histeq: Tensor) -> Tensor:
-    """The 6-channel network input ``cat[log(low + 1e-3), histeq]``.
-
-    Args:
-        low: the low-light images, ``(B, 3, H, W)`` in ``[0, 1]``.
-        histeq: their histogram-equalised versions, the same shape, in ``[0, 1]``.
+    """The 6-channel network input ``cat[log(low + 1e-3), histeq]`` of ``(B, 3, H, W)`` images in ``[0, 1]``.
 
     Example:
         >>> import torch
@@ -35,9 +31,6 @@ def encoder_input(low: Tensor, histeq: Tensor) -> Tensor:
 
 def color_map(image: Tensor) -> Tensor:
     """``image / (sum over channels + 1e-4)``: the colour map (values about 1/3 for grey pixels).
-
-    Args:
-        image: non-negative images ``(B, C, H, W)`` (a black pixel maps to 0).
 
     Example:
         >>> import torch
@@ -58,10 +51,7 @@ def _central_difference(x: Tensor, dim: int) -> Tensor:
 
 
 def noise_map(colors: Tensor) -> Tensor:
-    """``max(|d/dH|, |d/dW|)`` of a colour map, with zero-padded central differences.
-
-    Args:
-        colors: a colour map ``(B, C, H, W)`` (:func:`color_map`), each channel on its own.
+    """``max(|d/dH|, |d/dW|)`` of a colour map, per channel, with zero-padded central differences.
 
     Example:
         >>> import torch
@@ -121,8 +111,7 @@ class ConditionEncoder(nn.Module):
       ``half`` is a bilinear x0.5 resize;
     * colour map: ``sigmoid(color_head(nearest_x2(down2)))``.
 
-    As in the reference, only the ``H/4`` level sees *activated* features. Each level's
-    conditioning is its feature with the ``stack_blocks`` outputs, nearest-resized to it.
+    Each level's conditioning is its feature with the ``stack_blocks`` outputs, nearest-resized to it.
 
     Args:
         channels: feature width ``nf``.
@@ -149,10 +138,8 @@ class ConditionEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if any(not 0 <= b < blocks for b in stack_blocks):
-            raise ValueError(
-                f"ConditionEncoder: stack_blocks must index the {blocks} trunk blocks, "
-                f"got {tuple(stack_blocks)}"
-            )
+            raise ValueError(f"ConditionEncoder: stack_blocks must index the {blocks} trunk blocks, "
+                             f"got {tuple(stack_blocks)}")
         self.channels = channels
         self.stack_blocks = tuple(stack_blocks)
         self.conv_first = nn.Conv2d(12, channels, 3, padding=1)

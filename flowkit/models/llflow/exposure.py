@@ -8,9 +8,8 @@ r"""Exposure control for enhanced images: brighter or darker without clipping or
     f(V) = \frac{g V}{1 + (g - 1) V}, \qquad
     \text{out}_c = x_c \cdot \frac{f(V)}{V}.
 
-a tone curve of slope :math:`g` at black that fixes 0 and 1: shadows and mid-tones move by about
-``stops`` EV, highlights are compressed instead of clipped, and one factor on all three channels
-keeps each pixel's hue and saturation.
+a tone curve of slope :math:`g` at black that fixes 0 and 1: highlights are compressed instead of
+clipped, and one factor on all three channels keeps each pixel's hue and saturation.
 """
 
 from __future__ import annotations
@@ -25,9 +24,7 @@ __all__ = ["adjust_exposure"]
 def adjust_exposure(image: Tensor, stops: float) -> Tensor:
     """Brighten (``stops > 0``) or darken (``stops < 0``) RGB images in ``[0, 1]``, keeping hue.
 
-    Args:
-        image: float RGB images ``(..., 3, H, W)`` with values in ``[0, 1]``.
-        stops: the change in EV, finite (+1 about doubles the shadows' brightness; 0 is the identity).
+    ``stops`` is the change in EV (+1 about doubles the shadows' brightness; 0 is the identity).
 
     Example:
         >>> import torch

@@ -17,15 +17,10 @@ __all__ = ["ConditionalFlow", "FlowStep"]
 class FlowStep(Sequential):
     r"""One step, a :class:`flowkit.Sequential`: ActNorm, a 1x1 convolution, then optionally a conditional affine pair.
 
-    With ``cond_channels > 0`` the step continues with SRFlow/LLFlow's conditional pair: an
-    :class:`~flowkit.layers.AffineInjector` (shift and scale of every channel from ``cond`` alone),
-    then an :class:`~flowkit.layers.AffineCoupling` of ``x[:, C//2:]`` given ``cat[x[:, :C//2], cond]``.
-    Both use interleaved (``"cross"``, flowkit's only layout) shift/scale channels and
-    :math:`s = \sigma(\text{raw} + 2) + \epsilon`; their sub-networks are
-    :func:`flowkit.nn.conv_subnet` (3x3, 1x1, zero-initialised 3x3). The 1x1 convolution is a full
-    matrix (no LU), as in the reference. With ``cond_channels = 0`` the step is only ActNorm and the
-    1x1 convolution (a "transition" step) and rejects a ``cond``. The members are numbered in that
-    order: ``step[0]`` is the ActNorm, ``step[3]`` the coupling.
+    With ``cond_channels > 0`` the step continues with SRFlow/LLFlow's conditional pair, an
+    :class:`~flowkit.layers.AffineInjector` and an :class:`~flowkit.layers.AffineCoupling`, both
+    sigmoid-scaled with :func:`flowkit.nn.conv_subnet` sub-networks; with 0 it is a "transition"
+    step. The 1x1 convolution is a full matrix (no LU), as in the reference.
 
     Args:
         channels: channels ``C`` of the flowing tensor.
@@ -79,26 +74,16 @@ def _upgrade_legacy_keys(module: nn.Module, state: dict[str, Any], prefix: str, 
 class ConditionalFlow(Sequential):
     """LLFlow's flow: 3 levels of ``Squeeze(2)``, transition steps and conditional coupling steps.
 
-    Level ``l`` (0-based) works at resolution ``H / 2^(l+1)`` with ``C = 3 * 4^(l+1)`` channels
-    (12, 48, 192) and is the :class:`flowkit.Sequential` ``[Squeeze(2), transition_steps x
-    FlowStep(C), steps_per_level x FlowStep(C, cond_channels)]`` (:attr:`levels`). There is no
-    factor-out: the latent is ``(B, 192, H/8, W/8)``. The numbering of a level's members (0 the
-    squeeze, then the steps) is the reference's layer numbering within the level.
+    Level ``l`` works at ``H / 2^(l+1)`` with ``C = 3 * 4^(l+1)`` channels and is the
+    :class:`flowkit.Sequential` ``[Squeeze(2), transition_steps x FlowStep(C), steps_per_level x
+    FlowStep(C, cond_channels)]`` (:attr:`levels`), numbered as the reference's layers. There is no
+    factor-out: the latent is ``(B, 192, H/8, W/8)``. ``cond`` is a list of one tensor per level, at
+    its resolution (each level is a ``WithCond(level, Pick(l))``). State dicts of older flowkit
+    versions (as in the shipped weights) are upgraded when loaded.
 
-    The flow is the chain of ``WithCond(level, Pick(l))``: ``cond`` is a list of 3 tensors, one
-    per level, each ``(B, cond_channels, H_l, W_l)`` at its level's resolution, which the chain
-    passes on as it is and :class:`flowkit.Pick` takes apart. The caller
-    (:class:`~flowkit.models.LLFlow`) passes the encoder's multi-resolution features explicitly.
-    State dicts in the layout of flowkit versions before this one (``levels.{l}.flows.{p}.actnorm``
-    and so on, as in the shipped weights) are upgraded when loaded.
-
-    ``memory`` says how gradients are computed in training: ``"standard"`` stores every activation;
-    ``"invertible"`` makes each level a :class:`flowkit.memory.InvertibleSequential`, which keeps
-    only the levels' outputs and rebuilds each step's input from its output in backward, so the
-    flow's activation memory no longer grows with ``steps_per_level`` (at the cost of about one
-    inverse and one extra forward of the flow per training step). Results are the same, and the
-    gradients agree up to rounding (see :mod:`flowkit.memory`). It can be switched on a built model
-    (``model.flow.memory = "invertible"``); it changes neither the parameters nor the state dict.
+    ``memory="invertible"`` makes each level a :class:`flowkit.memory.InvertibleSequential`, so
+    activation memory no longer grows with ``steps_per_level``; it can be switched on a built model
+    and changes neither the parameters nor the state dict.
 
     Args:
         cond_channels: channels of every level's conditioning.

@@ -13,11 +13,8 @@ def equalize_hist(image: Tensor) -> Tensor:
 
     With ``h`` the plane's histogram and ``i`` its first non-empty bin,
     ``lut[j] = round(float32(sum_{i<k<=j} h[k]) * float32(255 / (H*W - h[i])))`` for ``j > i``,
-    OpenCV's float32 operations, so the result matches it bit for bit (a constant plane is
+    in OpenCV's float32 operations, so the result matches it bit for bit (a constant plane is
     returned as it is).
-
-    Args:
-        image: a uint8 tensor with at least 2 dimensions.
 
     Example:
         >>> import torch
@@ -54,9 +51,6 @@ def equalize_hist(image: Tensor) -> Tensor:
 
 def histeq_image(low: Tensor) -> Tensor:
     """LLFlow's histogram-equalized input: ``equalize_hist(round(low * 255)) / 255`` per channel.
-
-    Args:
-        low: float images ``(B, C, H, W)`` in ``[0, 1]``.
 
     Example:
         >>> import torch

@@ -7,9 +7,8 @@ r"""LPIPS, the learned perceptual image patch similarity (Zhang et al., CVPR 201
     \qquad \hat f^l_{hw} = \frac{f^l_{hw}}{\|f^l_{hw}\|_2 + 10^{-10}},
 
 with :math:`f^l` AlexNet's activations after the ReLU of convolution :math:`l` and :math:`w_l`
-the v0.1 per-channel weights. The shipped weights are torchvision's AlexNet (BSD-3-Clause) and
-the LPIPS v0.1 heads (BSD-2-Clause); both notices are in ``weights/``. They reproduce the
-published distances of the LPIPS repository's example images.
+the v0.1 per-channel weights. The shipped weights (torchvision's AlexNet, BSD-3-Clause, and the
+LPIPS v0.1 heads, BSD-2-Clause; notices in ``weights/``) reproduce the published distances.
 
 References:
     Zhang, Isola, Efros, Shechtman, Wang. "The Unreasonable Effectiveness of Deep Features as a
@@ -81,9 +80,6 @@ class LPIPS(nn.Module):
     def load_published(self, state: dict[str, Tensor]) -> None:
         """Load weights in the published layout: ``features.{0,3,6,8,10}.{weight,bias}``, ``lin{0..4}.weight``.
 
-        Args:
-            state: exactly these tensors (missing or extra keys raise a :class:`ValueError`).
-
         Example:
             >>> from flowkit.models.llflow.lpips import LPIPS
             >>> LPIPS().load_published({})  # doctest: +ELLIPSIS
@@ -116,12 +112,8 @@ class LPIPS(nn.Module):
     def forward(self, x: Tensor, y: Tensor, *, normalize: bool = True) -> Tensor:
         """The distance between ``x`` and ``y``, one value per pair.
 
-        Returns shape ``(B,)``, in the weights' dtype.
-
-        Args:
-            x: RGB images ``(B, 3, H, W)``, at least 32x32 (else :class:`ValueError`).
-            y: images of the same shape and range as ``x``.
-            normalize: inputs are in ``[0, 1]``; ``False`` for ``[-1, 1]`` (the LPIPS package's).
+        ``x`` and ``y`` are RGB images ``(B, 3, H, W)``, at least 32x32, in ``[0, 1]`` (or in
+        ``[-1, 1]`` with ``normalize=False``, the LPIPS package's). Returns shape ``(B,)``.
         """
         for name, image in (("x", x), ("y", y)):
             if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:

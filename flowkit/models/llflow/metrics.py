@@ -1,17 +1,9 @@
 r"""Image quality metrics in torch: PSNR, SSIM, and LLFlow's evaluation protocol, named and explicit.
 
 Every function takes batched images ``(..., 3, H, W)`` (float in [0, 1], or uint8) and returns one
-float64 value per image, shape ``(...)``, matching scikit-image to about 1e-12.
-
-* Standard metrics: :func:`psnr` and :func:`ssim` (11-tap Gaussian window, sigma 1.5), and
-  :func:`lpips` (AlexNet, v0.1, as the LLFlow paper reports it).
-* LLFlow's reference protocol (``code/test.py`` and ``code/Measure.py``, which produced the
-  published numbers): :func:`reference_metrics`.
-* Every number of a report (``flowkit evaluate``, the model card, validation) comes from
-  :func:`score_enhancement`, so one image gets one value per metric wherever it is quoted.
-
-GT-mean alignment uses the ground truth at test time, so it is never applied silently: every
-function that can use it takes it as an explicit argument.
+float64 value per image, matching scikit-image to about 1e-12. :func:`reference_metrics` is LLFlow's
+published protocol; every number flowkit reports comes from :func:`score_enhancement`. GT-mean
+alignment uses the ground truth, so it is never applied silently.
 """
 
 from __future__ import annotations
@@ -77,8 +69,7 @@ def _data_range(data_range: float | None, x: Tensor) -> float:
 def psnr(pred: Tensor, target: Tensor, *, data_range: float | None = None) -> Tensor:
     r"""Peak signal-to-noise ratio per image, :math:`10 \log_{10}(R^2 / \mathrm{MSE})` in dB.
 
-    The MSE is over each image's channels and pixels; identical images give ``inf``. Values are
-    used as given (clamp a raw model output first).
+    Identical images give ``inf``. Values are used as given (clamp a raw model output first).
 
     Args:
         pred: images, shape ``(..., C, H, W)``, float or uint8.
@@ -151,9 +142,9 @@ def ssim(
 ) -> Tensor:
     r"""Structural similarity (Wang et al., 2004) per image, averaged over channels.
 
-    The SSIM map's mean over the valid region (where the window fits). The defaults equal
-    scikit-image's ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``;
-    ``window="uniform", win_size=7, sample_covariance=True`` is scikit-image's default. No clamping.
+    The SSIM map's mean where the window fits. The defaults equal scikit-image's
+    ``gaussian_weights=True, sigma=1.5, use_sample_covariance=False``; ``window="uniform",
+    win_size=7, sample_covariance=True`` is scikit-image's default.
 
     Args:
         pred: images, shape ``(..., C, H, W)``, float or uint8.
@@ -163,12 +154,7 @@ def ssim(
         win_size: window width and height (odd).
         sigma: standard deviation of the Gaussian window.
         sample_covariance: scale variances by ``N / (N - 1)``, ``N = win_size**2``.
-        k1: ``C1 = (k1 * data_range)**2``, the luminance term's stabiliser.
-        k2: ``C2 = (k2 * data_range)**2``, the contrast-structure term's stabiliser.
-
-    References:
-        Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from error visibility to
-        structural similarity", IEEE TIP, 2004.
+        k1, k2: the stabilisers ``C1 = (k1 * data_range)**2`` and ``C2 = (k2 * data_range)**2``.
 
     Example:
         >>> import torch
@@ -208,18 +194,9 @@ def ssim_columns(
 ) -> Tensor:
     r"""Column-wise 1-D SSIM of single-channel images: scikit-image 0.18's ``multichannel=True`` on 2-D.
 
-    That scikit-image reads a 2-D (H, W) image as W one-dimensional "channels": each column gets
-    a 1-D SSIM (uniform window down the column), and the columns are averaged. LLFlow's published
-    SSIM was computed this way.
-
-    Args:
-        pred: single-channel images, shape ``(..., H, W)``, float or uint8.
-        target: reference images, same shape.
-        data_range: as for :func:`ssim`.
-        win_size: window length down each column (odd).
-        sample_covariance: scale variances by ``N / (N - 1)``, ``N = win_size``.
-        k1: as for :func:`ssim`.
-        k2: as for :func:`ssim`.
+    That version reads a 2-D (H, W) image as W one-dimensional "channels" and averages their 1-D
+    SSIMs: LLFlow's published SSIM was computed this way. ``pred`` and ``target`` are ``(..., H, W)``;
+    the other arguments are as for :func:`ssim`, with a window down each column.
 
     Example:
         >>> import torch
@@ -263,10 +240,8 @@ def _gray_weights(weights: str | Sequence[float]) -> tuple[float, float, float]:
 def rgb_to_gray(image: Tensor, *, weights: str | Sequence[float] = "bt601") -> Tensor:
     """Weighted sum of the R, G, B channels, ``(..., 3, H, W) -> (..., H, W)``, in float64.
 
-    Args:
-        image: RGB images (float, or uint8 giving values on the 0-255 scale).
-        weights: a name in :data:`GRAY_WEIGHTS` (``"bt601"``, ``"reference_swapped"``) or
-            three numbers for R, G, B.
+    ``weights`` is a name in :data:`GRAY_WEIGHTS` or three numbers for R, G, B; a uint8 image gives
+    values on the 0-255 scale.
 
     Example:
         >>> import torch
@@ -286,9 +261,6 @@ def rgb_to_gray_uint8(image: Tensor) -> Tensor:
 
     ``(9798 R + 19235 G + 3735 B + 2**14) >> 15`` (OpenCV 3.4.2+'s fixed point), what LLFlow's
     ``Measure.py`` feeds to SSIM; it can differ by one level from the rounded float luma.
-
-    Args:
-        image: uint8 RGB images (float input in [0, 1] is rounded to uint8 first).
 
     Example:
         >>> import torch
@@ -310,11 +282,7 @@ def gt_mean_align(pred: Tensor, target: Tensor, *, weights: str | Sequence[float
     ``pred * mean(rgb_to_gray(target)) / mean(pred)`` per image, unclamped, as LLFlow's
     ``test.py`` (after KinD). An oracle correction: report it only alongside numbers without it.
 
-    Args:
-        pred: predictions, ``(..., 3, H, W)`` float.
-        target: ground truth, same shape, float in [0, 1] or uint8.
-        weights: gray weights for the target (:data:`GRAY_WEIGHTS`; ``"reference_swapped"``
-            reproduces the reference's numbers).
+    ``weights`` are the target's gray weights (``"reference_swapped"`` reproduces the reference's numbers).
 
     Example:
         >>> import torch
@@ -348,11 +316,8 @@ def reference_metrics(
     reference code under scikit-image >= 0.20), ``"ssim_gray_columns"`` of the same through
     :func:`ssim_columns` (under its pinned 0.18: the published SSIM) and ``"ssim_rgb"``.
 
-    Args:
-        pred: raw model output, ``(..., 3, H, W)`` float (values outside [0, 1] allowed).
-        target: ground truth, same shape, float in [0, 1] or uint8.
-        gt_mean: apply GT-mean brightness alignment first.
-        gt_mean_weights: as ``weights`` for :func:`gt_mean_align`.
+    ``pred`` is the raw model output; ``gt_mean`` applies :func:`gt_mean_align` first, with
+    ``gt_mean_weights``.
 
     Example:
         >>> import torch
@@ -382,12 +347,8 @@ _LPIPS: dict[torch.device, nn.Module] = {}
 def lpips(pred: Tensor, target: Tensor) -> Tensor:
     """LPIPS distance (AlexNet, v0.1, as published) per image; lower is more similar.
 
-    Images are at least 32x32. The network is loaded once per device and runs without autograd
-    (use :class:`flowkit.models.llflow.lpips.LPIPS` for a differentiable loss).
-
-    Args:
-        pred: the images to score, ``(..., 3, H, W)``.
-        target: the reference images, the same shape.
+    Images are at least 32x32. No autograd (use :class:`flowkit.models.llflow.lpips.LPIPS` for a
+    differentiable loss).
 
     Example:
         >>> import torch
@@ -423,13 +384,8 @@ def score_enhancement(output: Tensor, target: Tensor, *, perceptual: bool = True
     after :func:`gt_mean_align`; ``paper_*`` follow :func:`reference_metrics` (gray SSIM by
     :func:`ssim_columns`; ``paper_gtmean_*`` with the reference's swapped gray weights).
 
-    Args:
-        output: the model's raw output ``(..., 3, H, W)``, float (each protocol clamps).
-        target: the ground truth, same shape, float in [0, 1] or uint8.
-        perceptual: compute the LPIPS columns (always left out below 32x32).
-
-    Returns:
-        One float64 tensor per column of :data:`SCORE_COLUMNS`.
+    ``output`` is the model's raw output; ``perceptual`` adds the LPIPS columns (never below 32x32).
+    Returns one float64 tensor per column of :data:`SCORE_COLUMNS`.
 
     Example:
         >>> import torch

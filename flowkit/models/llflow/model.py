@@ -81,21 +81,17 @@ def _pad_to_multiple(image: Tensor) -> Tensor:
 
 
 class LLFlow(nn.Module):
-    r"""LLFlow: a conditional normalizing flow from normally-lit images to a latent whose prior is
-    a Gaussian centred on the low-light image's colour map (Wang et al., AAAI 2022).
+    r"""LLFlow: a conditional flow from normally-lit images to a latent whose prior is a Gaussian
+    centred on the low-light image's colour map (Wang et al., AAAI 2022).
 
-    ``encoder`` (a :class:`~flowkit.models.llflow.encoder.ConditionEncoder` on
-    ``[log(low + 1e-3), histeq(low)]``) gives one conditioning per flow level and a colour map;
-    ``flow`` (a :class:`~flowkit.models.llflow.flow.ConditionalFlow`) maps the normal-light ``high``
-    ``(B, 3, H, W)`` to ``z`` ``(B, 192, H/8, W/8)``. The prior is :math:`\mathcal N(\mu, I)`, with
-    :math:`\mu` = ``Squeeze(8)`` of the encoder's colour map ``x / (sum_c x + 1e-4)`` (in training,
-    with probability ``train_gt_ratio``, the ground truth's).
+    ``encoder`` (a :class:`~flowkit.models.llflow.encoder.ConditionEncoder`) gives one conditioning
+    per flow level and a colour map; ``flow`` (a :class:`~flowkit.models.llflow.flow.ConditionalFlow`)
+    maps ``high`` ``(B, 3, H, W)`` to ``z`` ``(B, 192, H/8, W/8)`` with prior :math:`\mathcal N(\mu, I)`,
+    :math:`\mu` = ``Squeeze(8)`` of the colour map.
 
-    Every method that takes ``low``, float ``(B, 3, H, W)`` in ``[0, 1]`` (cast to the model's dtype and
-    device), and ``histeq``, its per-channel histogram equalization in ``[0, 1]`` as a training
-    pipeline precomputes it on the full image, or ``None`` to compute it from ``low``
-    (:func:`~flowkit.models.llflow.histeq.histeq_image`). The density methods need ``H`` and ``W``
-    divisible by 8; :meth:`enhance` takes any size.
+    Every method takes ``low``, float ``(B, 3, H, W)`` in ``[0, 1]``, and ``histeq``, its
+    per-channel histogram equalization, or ``None`` to compute it from ``low``. The density methods
+    need ``H`` and ``W`` divisible by 8; :meth:`enhance` takes any size.
 
     Args:
         config: the model's sizes; ``LLFlowConfig.lol()`` when omitted.
@@ -183,10 +179,6 @@ class LLFlow(nn.Module):
     def prior_mean(self, colors: Tensor) -> Tensor:
         """``Squeeze(8)`` of a colour map ``(B, 3, H, W)``: the prior mean ``(B, 192, H/8, W/8)``.
 
-        Args:
-            colors: the encoder's colour map, or :func:`~flowkit.models.llflow.encoder.color_map`
-                of a normal-light image.
-
         Example:
             >>> import torch
             >>> from flowkit.models import LLFlow, LLFlowConfig
@@ -200,12 +192,7 @@ class LLFlow(nn.Module):
     # -- density ----------------------------------------------------------------------------------
 
     def encode(self, high: Tensor, low: Tensor, *, histeq: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Map the normal-light ``high`` to the latent ``z`` given ``low``; returns ``(z, logdet)``.
-
-        ``z`` is ``(B, 192, H/8, W/8)`` in the reference's channel order.
-
-        Args:
-            high: the normal-light images, the shape of ``low``.
+        """Map the normal-light ``high`` (shaped as ``low``) to ``z``; returns ``(z, logdet)``.
 
         Example:
             >>> import torch
@@ -228,9 +215,6 @@ class LLFlow(nn.Module):
         """Map a latent ``z`` ``(B, 192, H/8, W/8)`` to an image given ``low``; returns ``(x, logdet)``.
 
         ``x`` is the raw (unclamped) flow output.
-
-        Args:
-            z: the latent, floating-point, ``(B, 192, H/8, W/8)`` (else :class:`ValueError`).
 
         Example:
             >>> import torch
@@ -278,11 +262,9 @@ class LLFlow(nn.Module):
     ) -> Tensor:
         """Per-sample negative log-likelihood of ``high`` given ``low``, in bits per pixel, shape ``(B,)``.
 
-        ``-(logdet + log N(z; mean, I)) / (ln 2 * H * W)``, without dequantisation noise (as the
-        reference trains).
+        ``-(logdet + log N(z; mean, I)) / (ln 2 * H * W)``, without dequantisation noise.
 
         Args:
-            high: the normal-light images, the shape of ``low``.
             prior: the prior mean from the encoder's colour map (``"encoder"``) or ``high``'s (``"gt"``).
 
         Example:
@@ -305,11 +287,7 @@ class LLFlow(nn.Module):
         """The training objective: the batch mean of :meth:`nll`, with one random prior per batch.
 
         The prior mean is the ground truth's colour map with probability ``train_gt_ratio``, the
-        encoder's otherwise (the only term through which the encoder's colour map learns).
-
-        Args:
-            high: the normal-light images, the shape of ``low``.
-            generator: the random generator for the prior choice (default: torch's global one).
+        encoder's otherwise. ``generator`` draws that choice.
 
         Example:
             >>> import torch
@@ -338,24 +316,19 @@ class LLFlow(nn.Module):
     ) -> Tensor:
         """Enhance low-light images ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, 3, H, W)``.
 
-        Decodes ``z = mean + T * eps`` (``T = 0``: the prior mean, the reference's deterministic
-        output). Any ``H`` and ``W``: the input is padded by reflection to a multiple of 8 and the
-        output cropped back. No autograd; :meth:`decode` is the differentiable reverse pass.
+        Decodes ``z = mean + T * eps`` (``T = 0``: the prior mean, the reference's output). The
+        input is padded to a multiple of 8 and the output cropped back. No autograd (:meth:`decode` has it).
 
         Args:
             temperature: ``T``, a finite number ``>= 0``.
             clamp: clamp the output to ``[0, 1]``; ``False`` returns the raw flow output.
-            generator: the random generator for ``eps`` (default: torch's global one).
-            precision: ``"float32"``, or ``"bfloat16"`` autocast for the network (prior mean,
-                affine maps and output stay float32): faster on CPUs with AMX, close to float32
-                (measured: see :ref:`measured-design-choices`).
-            exposure: ``None``, or stops (EV) by which to brighten (positive) or darken the model's
-                choice, with the hue-preserving tone curve
+            generator: the random generator for ``eps``.
+            precision: ``"float32"``, or ``"bfloat16"`` autocast for the network, faster on CPUs with
+                AMX (:ref:`measured-design-choices`).
+            exposure: ``None``, or stops (EV) to brighten (positive) or darken the output with
                 :func:`~flowkit.models.llflow.exposure.adjust_exposure`. Needs ``clamp=True``.
-            tile: ``None``, or the side of overlapping square tiles
-                (:func:`~flowkit.models.llflow.tiling.enhance_in_tiles`), a multiple of 8 larger
-                than ``2 * overlap``: bounds a large photograph's memory (histeq still sees the
-                whole image).
+            tile: ``None``, or the side of overlapping square tiles (a multiple of 8 above
+                ``2 * overlap``; :func:`~flowkit.models.llflow.tiling.enhance_in_tiles`) to bound memory.
             overlap: the pixels neighbouring tiles share and blend over.
 
         Example:
@@ -420,12 +393,11 @@ class LLFlow(nn.Module):
     def from_pretrained(cls, name: str | None = None) -> LLFlow:
         """A trained model shipped with flowkit, in eval mode, loaded offline from the package.
 
-        The weights are sha256-checked safetensors; the model card entries are in
-        ``pretrained_card`` (the default model was trained on synthetic pairs, not on LOL).
+        The model card entries are in ``pretrained_card`` (the default model was trained on
+        synthetic pairs, not on LOL).
 
         Args:
-            name: one of :func:`~flowkit.models.llflow.pretrained.pretrained_names`, or ``None``
-                for the default; an unknown name raises a :class:`ValueError` listing them.
+            name: one of :func:`~flowkit.models.llflow.pretrained.pretrained_names`, or ``None`` for the default.
 
         Example:
             >>> import torch

@@ -80,13 +80,8 @@ def pretrained_names() -> list[str]:
 def load_pretrained(name: str | None = None, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """The shipped model ``name`` (default :data:`DEFAULT_PRETRAINED`) as an eval-mode :class:`LLFlow`.
 
-    Args:
-        name: the shipped model's name, or ``None`` for the default.
-        model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
-
-    Raises:
-        ValueError: no shipped model has that name (the message lists them).
-        flowkit.models.llflow._weights.WeightsError: the weight file is missing, damaged or replaced.
+    ``model_class`` builds the model from its config. A missing, damaged or replaced weight file
+    raises a :class:`~flowkit.models.llflow._weights.WeightsError`.
 
     Example:
         >>> from flowkit.models import LLFlow
@@ -123,12 +118,8 @@ def _build(tensors, metadata: dict[str, str], path: Path, cls):
 def export_pretrained(model, path: str | Path, card: dict[str, str] | None = None) -> str:
     """Write ``model`` (an :class:`LLFlow`) as a self-describing safetensors file; returns its sha256.
 
-    Read it back with :func:`read_exported`, which needs the returned sha256.
-
-    Args:
-        model: the model to write (its state dict and ``config``).
-        path: the file to write (atomically; its folder is created).
-        card: model card entries, strings under any key but ``llflow_config``, or ``None``.
+    Read it back with :func:`read_exported`, which needs the returned sha256. ``card`` holds model
+    card entries, strings under any key but ``llflow_config``.
 
     Example:
         >>> import tempfile
@@ -154,15 +145,8 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
 def read_exported(path: str | Path, sha256: str, *, model_class: Callable[[LLFlowConfig], nn.Module]):
     """Load a file written by :func:`export_pretrained`, checking its sha256 (see there).
 
-    Returns the eval-mode :class:`LLFlow`, its card entries in ``pretrained_card``.
-
-    Args:
-        path: the safetensors file.
-        sha256: the hex sha256 :func:`export_pretrained` returned.
-        model_class: what builds the model from its config (:class:`~flowkit.models.LLFlow`).
-
-    Raises:
-        flowkit.models.llflow._weights.WeightsError: the file or its contents are not the model.
+    Returns the eval-mode :class:`LLFlow`, its card entries in ``pretrained_card``; a file that is
+    not the model raises a :class:`~flowkit.models.llflow._weights.WeightsError`.
     """
     tensors, metadata = load_checked(path, sha256)
     return _build(tensors, metadata, Path(path), model_class)

@@ -19,7 +19,7 @@ class ResidualDenseBlock(nn.Module):
     Args:
         channels: input and output channels.
         growth: channels added by each of the first four convolutions.
-        residual_scale: factor applied to the residual branch.
+        residual_scale: factor on the residual branch.
 
     Example:
         >>> import torch
@@ -88,8 +88,7 @@ class RRDB(nn.Module):
     several as the trunk of a conditioning encoder (as SRFlow and LLFlow do).
 
     Args:
-        channels: input and output channels.
-        growth: growth channels of each dense block.
+        channels, growth: as for :class:`ResidualDenseBlock`.
         residual_scale: factor on the outer residual branch (the inner blocks keep 0.2).
 
     Example:

@@ -20,10 +20,8 @@ def enhance_in_tiles(
 
     Args:
         enhance: enhances one tile given its low-light pixels and its crop of ``histeq``.
-        low: the low-light images ``(B, 3, H, W)``.
-        histeq: their histogram equalisation, computed on the whole images.
-        tile: the tiles' side in pixels, a multiple of 8 larger than twice ``overlap`` (the last
-            tile along a side is moved back to end at the border).
+        low, histeq: the low-light images ``(B, 3, H, W)`` and their whole-image equalisation.
+        tile: the tiles' side in pixels, a multiple of 8 larger than twice ``overlap``.
         overlap: the pixels neighbouring tiles share, over which their weights ramp linearly.
 
     Example:

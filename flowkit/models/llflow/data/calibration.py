@@ -1,11 +1,8 @@
 r"""Fitting the low-light synthesizer to real low/normal-light pairs, and comparing the two.
 
-A real pair gives the tone curve and colour cast of :func:`~flowkit.models.llflow.data.darken`
-by least squares on block means (:func:`fit_tone`), and its noise levels by simulation
-(:func:`fit_noise`): clipping and 8-bit rounding bend the measured :func:`noise_profile` at the
-dark end, so candidate levels are simulated and measured the same way. :func:`calibrate` fits
-several pairs and returns :class:`~flowkit.models.llflow.data.LowLightSynthesizer` ranges that span
-them; :func:`low_light_statistics` gives what the calibration figure compares.
+:func:`fit_tone` fits the tone curve and colour cast of :func:`~flowkit.models.llflow.data.darken`
+to a real pair; :func:`fit_noise` fits its noise levels by simulation (clipping and 8-bit rounding
+bend the measured profile at the dark end). :func:`calibrate` does both for several pairs.
 """
 
 from __future__ import annotations
@@ -77,9 +74,8 @@ class ToneFit:
 def fit_tone(low: Tensor, high: Tensor, *, block: int = 8, min_high: float = 0.03) -> ToneFit:
     r"""Fit the tone curve and colour cast that turn ``high`` into ``low`` (least squares in logs).
 
-    Solves :math:`\log L_c = \log s + \log g_c + \gamma \log H_c` on ``block``-averaged images
-    (averaging removes most of the noise), leaving out blocks darker than ``min_high`` in
-    ``high`` or one 8-bit level in ``low``.
+    Solves :math:`\log L_c = \log s + \log g_c + \gamma \log H_c` on ``block``-averaged images,
+    leaving out blocks darker than ``min_high`` in ``high`` or one 8-bit level in ``low``.
 
     Args:
         low: the low-light image of the pair, (3, H, W), uint8 or float in [0, 1].
@@ -141,12 +137,10 @@ def noise_profile(
 ) -> NoiseProfile:
     """Measure the low image's noise where the normal-light image is flat.
 
-    A pixel's noise sample is ``low`` minus its neighbourhood mean (unbiased for white noise),
-    binned by that mean, where ``high`` is flat over the neighbourhood.
+    A pixel's noise sample is ``low`` minus its neighbourhood mean, binned by that mean.
 
     Args:
-        low: the low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape; it only decides where the scene is flat.
+        low, high: as for :func:`fit_tone`; ``high`` only decides where the scene is flat.
         window: side of the square neighbourhood, odd and at least 3.
         flat: the largest standard deviation of ``high`` over a neighbourhood that counts as flat.
         edges: increasing bin edges in [0, 1] for the neighbourhood mean of ``low``.
@@ -201,17 +195,14 @@ def fit_noise(
 ) -> tuple[float, tuple[float, float, float]]:
     """Fit Poisson-Gaussian noise levels to a real pair by simulation; returns ``(shot, read per channel)``.
 
-    Every grid combination darkens ``high`` with ``tone`` (one simulation each) and compares its
-    :func:`noise_profile` with ``low``'s; each channel takes its best read level, and the shot
-    level is shared.
+    Every grid combination darkens ``high`` with ``tone`` and compares its :func:`noise_profile`
+    with ``low``'s; each channel takes its best read level, and the shot level is shared.
 
     Args:
-        low: the real low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape, with flat regions.
+        low, high: as for :func:`fit_tone`; ``high`` needs flat regions.
         tone: the pair's :func:`fit_tone`.
         shot_grid: the candidate shot-noise levels ``a``, each >= 0.
-        read_grid: the candidate read-noise standard deviations; ``None`` for 24 log-spaced
-            values from 1e-3 to 4e-2.
+        read_grid: the candidate read-noise levels; ``None`` for 24 log-spaced from 1e-3 to 4e-2.
         seed: seed of the simulated noise, the same for every candidate.
 
     Example:
@@ -272,9 +263,7 @@ class LowLightStatistics:
 def low_light_statistics(low: Tensor, high: Tensor) -> LowLightStatistics:
     """Brightness, colour cast and noise profile of a low-light image relative to its reference.
 
-    Args:
-        low: the low-light image, (3, H, W), uint8 or float in [0, 1].
-        high: its normal-light reference, the same shape (means below 1e-6 are raised to it).
+    ``low`` and ``high`` are as for :func:`fit_tone`.
 
     Example:
         >>> import torch
@@ -344,10 +333,8 @@ class Calibration:
 
 
 def _span(values: Sequence[float], widen: float, upper: float | None = None) -> tuple[float, float]:
-    low, high = min(values) / (1 + widen), max(values) * (1 + widen)
-    if upper is not None:
-        high = min(high, upper)
-    return (low, high)
+    high = max(values) * (1 + widen)
+    return min(values) / (1 + widen), high if upper is None else min(high, upper)
 
 
 def calibrate(
@@ -355,8 +342,7 @@ def calibrate(
 ) -> Calibration:
     """Fit every ``(name, low, high)`` pair and derive :class:`~flowkit.models.llflow.data.LowLightSynthesizer` ranges.
 
-    The scale is capped at 1, and the shot-noise range starts at 1e-5 or above (a fit of 0 means
-    "below what the pairs resolve").
+    The scale is capped at 1, and the shot-noise range starts at 1e-5 or above.
 
     Args:
         pairs: at least one ``(name, low, high)``, images as for :func:`fit_tone`.

@@ -23,13 +23,8 @@ Equalizer = Callable[[Tensor], Tensor]
 def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """The random generator that decides item ``index``'s crop and flip in ``epoch``.
 
-    Seeded from ``(seed, epoch, index)`` only (mixed by :class:`numpy.random.SeedSequence`), so
-    an item is the same whichever worker or rank loads it, and a resumed run sees the same items.
-
-    Args:
-        seed: the dataset's seed (non-negative).
-        epoch: the epoch (non-negative).
-        index: the item's index (non-negative).
+    Seeded from the non-negative ``(seed, epoch, index)`` only, so an item is the same whichever
+    worker or rank loads it, and a resumed run sees the same items.
 
     Example:
         >>> a, b = item_generator(0, 1, 2), item_generator(0, 1, 2)
@@ -49,23 +44,20 @@ class PairedImageDataset(Dataset):
     r"""Low/normal-light image pairs as training or evaluation items.
 
     Items are dicts: ``"low"`` and ``"high"``, float32 (3, H, W) in [0, 1]; ``"histeq"``, the
-    per-channel histogram equalization of the 8-bit low image over 255, computed on the **full**
-    image before the crop (as LLFlow's pipeline does); and ``"name"``, the low file's stem. Item
-    ``i``'s crop and flip come from :func:`item_generator` ``(seed, epoch, i)``. Call
-    :meth:`set_epoch` before each epoch (persistent DataLoader workers do not see it). Every pair
-    is checked at construction (:func:`~flowkit.models.llflow.data.check_pairs`), so a bad file
-    raises a :class:`~flowkit.models.llflow.data.DatasetError` before training starts.
+    low image's equalization, computed on the **full** image before the crop (as LLFlow's pipeline
+    does); and ``"name"``. Call :meth:`set_epoch` before each epoch (persistent DataLoader workers
+    do not see it). Every pair is checked at construction, so a bad file raises a
+    :class:`~flowkit.models.llflow.data.DatasetError` before training starts.
 
     Args:
         pairs: the image pairs (:func:`~flowkit.models.llflow.data.find_pairs`); or use
             :meth:`from_root` / :meth:`from_folders`.
         patch_size: crop size ``(height, width)`` or one int; ``None`` keeps full images.
         flip: random left-right flips with probability 0.5.
-        seed: seed of the crops and flips.
+        seed: seed of the crops and flips (:func:`item_generator`).
         histeq: ``True`` for LLFlow's equalization, ``False`` for none, or a function from a
             uint8 (3, H, W) tensor to another.
-        check: ``"decode"`` decodes every file (catches truncated files); ``"header"`` reads
-            only sizes.
+        check: ``"decode"`` decodes every file (catches truncated files); ``"header"`` reads sizes.
         cache: keep decoded images in memory (one cache per DataLoader worker).
 
     Example:
@@ -108,12 +100,8 @@ class PairedImageDataset(Dataset):
 
     @classmethod
     def from_root(cls, root: str | Path, split: str = "train", **kwargs) -> PairedImageDataset:
-        """Build from a LOL / LOL-v2 / pair-folder root (see :func:`~flowkit.models.llflow.data.find_pairs`).
-
-        Args:
-            root: the dataset root.
-            split: ``"train"`` or ``"test"``.
-            **kwargs: the constructor's keyword arguments.
+        """Build from the ``"train"`` or ``"test"`` split of a LOL / LOL-v2 / pair-folder root
+        (:func:`~flowkit.models.llflow.data.find_pairs`); ``kwargs`` go to the constructor.
 
         Example:
             >>> import tempfile, torch
@@ -131,11 +119,6 @@ class PairedImageDataset(Dataset):
     def from_folders(cls, low_dir: str | Path, high_dir: str | Path, **kwargs) -> PairedImageDataset:
         """Build from two folders paired by file name (see :func:`~flowkit.models.llflow.data.pair_folders`).
 
-        Args:
-            low_dir: folder of low-light images.
-            high_dir: folder of normal-light images.
-            **kwargs: the constructor's keyword arguments.
-
         Example:
             >>> import tempfile, torch
             >>> from pathlib import Path
@@ -149,10 +132,7 @@ class PairedImageDataset(Dataset):
         return cls(pair_folders(low_dir, high_dir), **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops and flips the next items use (like ``DistributedSampler``).
-
-        Args:
-            epoch: the epoch number, non-negative.
+        """Select the (non-negative) epoch whose crops and flips the next items use (like ``DistributedSampler``).
 
         Example:
             >>> data = PairedImageDataset.__new__(PairedImageDataset)
@@ -256,18 +236,13 @@ class SyntheticPairDataset(Dataset):
     r"""Normal-light photographs darkened on the fly: a fresh degradation for every item and epoch.
 
     Item ``i`` of epoch ``e`` darkens photograph ``i`` with draws from :func:`item_generator`
-    ``(seed, e, i)`` (degradation first, then crop and flip), equalizes the whole low image, and
-    crops: every epoch brings new noise and exposures of the same scenes. Items are dicts as
-    :class:`PairedImageDataset`'s; names are the photographs' stems (made unique as
-    :meth:`from_folder` says).
+    ``(seed, e, i)``, then crops and flips. Items are dicts as :class:`PairedImageDataset`'s.
 
     Args:
         images: the normal-light image files.
         synthesizer: the degradation (e.g. :meth:`~flowkit.models.llflow.data.LowLightSynthesizer.lol`).
-        patch_size: as for :class:`PairedImageDataset`.
-        flip: as for :class:`PairedImageDataset`.
+        patch_size, flip, histeq: as for :class:`PairedImageDataset`.
         seed: seed of the degradations, crops and flips.
-        histeq: as for :class:`PairedImageDataset`.
         multiple_of: centre-crop each photograph once to a multiple of this (8 for LLFlow).
         cache: keep the decoded photographs in memory (uint8).
 
@@ -331,15 +306,6 @@ class SyntheticPairDataset(Dataset):
         Item names are the stems; where two share a stem, every name is the path under
         ``folder`` joined with ``_`` (``day_0001``, ``night_0001``).
 
-        Args:
-            folder: the folder of normal-light photographs.
-            synthesizer: the degradation, as for the constructor.
-            recursive: also take the images in sub-folders, at any depth.
-            **kwargs: the constructor's keyword arguments.
-
-        Raises:
-            DatasetError: ``folder`` is not a folder, or holds no image files.
-
         Example:
             >>> import tempfile
             >>> from pathlib import Path
@@ -388,8 +354,7 @@ class CombinedDataset(Dataset):
     Use it to mix a few real pairs into a large synthetic set.
 
     Args:
-        parts: ``(dataset, repeats)`` pairs, in order, ``repeats`` a positive int; the datasets
-            must keep their lengths.
+        parts: ``(dataset, repeats)`` pairs, in order; the datasets must keep their lengths.
 
     Example:
         >>> from flowkit.models.llflow.data import CombinedDataset

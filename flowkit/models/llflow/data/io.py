@@ -30,11 +30,7 @@ _GRAY_16BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
 
 
 class ImageReadError(OSError):
-    """An image file could not be opened or decoded; ``path`` names it.
-
-    Args:
-        path: the file (kept as a :class:`pathlib.Path` in ``path``).
-        reason: why, usually the decoder's message (kept in ``reason``).
+    """An image file could not be opened or decoded; ``path`` names it and ``reason`` says why.
 
     Example:
         >>> err = ImageReadError("photos/a.png", "not an image")
@@ -50,9 +46,6 @@ class ImageReadError(OSError):
 
 def image_size(path: str | Path) -> tuple[int, int]:
     """Return ``(height, width)`` of an image from its header, without decoding the pixels.
-
-    Args:
-        path: the image file (unreadable: :class:`ImageReadError`).
 
     Example:
         >>> import tempfile, torch
@@ -91,11 +84,8 @@ def _decode(path: str | Path) -> tuple[np.ndarray, float]:
                 # Pillow has no 16-bit colour mode and keeps only the high byte of each sample.
                 deep = read_png16_rgb(path) if im.format == "PNG" else None
                 if deep is None:
-                    warnings.warn(
-                        f"{path}: 16-bit colour image decoded at 8-bit precision (interlaced or not "
-                        "a PNG: Pillow keeps the high byte)",
-                        stacklevel=3,
-                    )
+                    warnings.warn(f"{path}: 16-bit colour image decoded at 8-bit precision (interlaced or not "
+                                  "a PNG: Pillow keeps the high byte)", stacklevel=3)
             if mode in ("L", "1", "LA"):
                 warnings.warn(f"{path}: grayscale image (mode {mode}) converted to RGB", stacklevel=3)
             elif mode in ("RGBA", "PA", "RGBa") or (mode == "P" and "transparency" in im.info):
@@ -117,7 +107,7 @@ def read_image(path: str | Path, *, dtype: torch.dtype = torch.float32) -> Tenso
     with a :class:`UserWarning` naming the file.
 
     Args:
-        path: the image file (unreadable: :class:`ImageReadError`).
+        path: the image file.
         dtype: ``torch.uint8`` (16-bit values rounded to 8 bit) or a floating dtype.
 
     Example:
@@ -172,13 +162,8 @@ def to_uint8(image: Tensor, *, rounding: str = "round") -> Tensor:
 def write_image(path: str | Path, image: Tensor, *, text: dict[str, str] | None = None) -> None:
     """Write a (3, H, W) image as an 8-bit file whose format follows the suffix (PNG is lossless).
 
-    Parent folders are created; the file is replaced atomically, so a failed write leaves an
-    earlier file intact.
-
-    Args:
-        path: where to write.
-        image: (3, H, W) uint8, or float in [0, 1] (rounded by :func:`to_uint8`).
-        text: PNG text chunks to store (string keys and values); PNG files only.
+    Parent folders are created; the file is replaced atomically. A float image is rounded by
+    :func:`to_uint8`; ``text`` holds PNG text chunks to store.
 
     Example:
         >>> import tempfile, torch

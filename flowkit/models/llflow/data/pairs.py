@@ -30,9 +30,7 @@ _MAX_LISTED = 20
 class DatasetError(ValueError):
     """A data folder is unusable; ``problems`` lists every reason, each naming its file.
 
-    Args:
-        summary: the message's first line.
-        problems: every reason, one string each (the message lists the first 20).
+    The message is ``summary`` followed by the first 20 problems.
 
     Example:
         >>> err = DatasetError("2 problems", ["low/a.png has no partner", "high/b.png has no partner"])
@@ -88,14 +86,8 @@ def _child(folder: Path, names: Sequence[str]) -> Path | None:
 def pair_folders(low_dir: str | Path, high_dir: str | Path, *, prefix: str = "") -> list[ImagePair]:
     """Pair the images of two folders by file name (see the module notes), sorted by name.
 
-    Args:
-        low_dir: folder of low-light images.
-        high_dir: folder of normal-light images.
-        prefix: put in front of every pair's name.
-
-    Raises:
-        DatasetError: a folder is missing or holds no images, a file has no partner, or two files
-            of one folder map to the same name. Every such file is named.
+    ``prefix`` goes in front of every pair's name. A missing or empty folder, a file without
+    partner, or two files with one name raise a :class:`DatasetError` naming every such file.
 
     Example:
         >>> import tempfile, torch
@@ -144,15 +136,7 @@ def _pair_dirs(folder: Path) -> tuple[Path, Path] | None:
 def image_files(folder: str | Path, *, recursive: bool = True) -> list[Path]:
     """The image files in ``folder`` (and its sub-folders unless ``recursive=False``), sorted.
 
-    Files with a suffix in :data:`~flowkit.models.llflow.data.io.IMAGE_SUFFIXES`, by full path: every
-    reader of a photograph folder lists it here, so they agree on which image is the ``k``-th.
-
-    Args:
-        folder: the folder of normal-light photographs.
-        recursive: also take the images in sub-folders, at any depth.
-
-    Raises:
-        DatasetError: ``folder`` is not a folder, or holds no image files.
+    Every reader of a photograph folder lists it here, so they agree on which image is the ``k``-th.
 
     Example:
         >>> import tempfile
@@ -179,9 +163,6 @@ def find_pairs(root: str | Path, split: str = "train") -> list[ImagePair]:
     Args:
         root: the dataset root (the module docstring lists the layouts).
         split: ``"train"`` or ``"test"`` (or ``"eval"``, ``"val"``); ignored for a pair folder.
-
-    Raises:
-        DatasetError: no known layout under ``root``, or a pairing problem.
 
     Example:
         >>> import tempfile, torch
@@ -232,7 +213,7 @@ def check_pairs(
     Args:
         pairs: the pairs to check.
         decode: decode every image (catches truncated files); ``False`` reads only the headers.
-        min_size: ``(height, width)`` every image must at least have (e.g. the training patch).
+        min_size: the least ``(height, width)`` of every image (e.g. the training patch).
 
     Example:
         >>> import tempfile, torch
@@ -256,10 +237,7 @@ def check_pairs(
         found: list[tuple[int, int]] = []
         for path in (pair.low, pair.high):
             try:
-                if decode:
-                    found.append(tuple(read_image(path, dtype=torch.uint8).shape[1:]))
-                else:
-                    found.append(image_size(path))
+                found.append(tuple(read_image(path, dtype=torch.uint8).shape[1:]) if decode else image_size(path))
             except ImageReadError as exc:
                 problems.append(str(exc))
         before = len(problems)

@@ -43,13 +43,8 @@ def _texture(generator: torch.Generator, yy: Tensor, xx: Tensor) -> Tensor:
 def make_scene(height: int, width: int, *, seed: int = 0, shapes: tuple[int, int] = (3, 9)) -> Tensor:
     """Draw one scene: a shaded two-colour gradient with textured rectangles and ellipses on top.
 
-    Returns a uint8 (3, height, width) image, a function of the arguments only.
-
-    Args:
-        height: image height in pixels.
-        width: image width in pixels.
-        seed: the scene's seed.
-        shapes: the number of shapes is drawn uniformly from ``[shapes[0], shapes[1])``.
+    Returns a uint8 (3, height, width) image, a function of the arguments only; the number of
+    shapes is drawn from ``range(*shapes)``.
 
     Example:
         >>> from flowkit.models.llflow.data import make_scene
@@ -96,13 +91,6 @@ def write_scenes(
     """Write ``count`` scenes as PNGs ``scene_0000.png``, ... into ``out_dir``.
 
     Scene ``i`` is :func:`make_scene` with seed ``seed * 1_000_003 + i``; returns the paths.
-
-    Args:
-        out_dir: the folder to write (created if needed).
-        count: how many scenes.
-        height: image height.
-        width: image width.
-        seed: base seed.
 
     Example:
         >>> import tempfile

@@ -1,7 +1,6 @@
 r"""Synthetic low-light images from normal-light ones: gamma and scale darkening plus sensor noise.
 
-For a normal-light image :math:`x \in [0, 1]` with colour channels :math:`c`, :func:`darken`
-computes
+For a normal-light image :math:`x \in [0, 1]` with colour channels :math:`c`, :func:`darken` computes
 
 .. math::
 
@@ -9,12 +8,9 @@ computes
     y_c = a \cdot \mathrm{Poisson}(d_c / a) + \sigma \rho_c \cdot \mathcal{N}(0, 1), \qquad
     \text{low}_c = \mathrm{round}(255 \cdot \mathrm{clamp}(y_c, 0, 1)) / 255.
 
-A gamma curve and an exposure scale (as LOL-v2's synthetic subset), channel gains
-:math:`g = (g_R, 1, g_B)` for a colour cast, and a sensor's Poisson-Gaussian noise (Foi et al.,
-2008): shot noise of variance :math:`a d` plus read noise of standard deviation
-:math:`\sigma \rho_c`, red and blue noisier by :math:`\rho = (\rho_R, 1, \rho_B)`. Poisson counts
-above 64 are drawn from their normal approximation. :meth:`LowLightSynthesizer.lol` has ranges
-fitted to real LOL pairs by :mod:`flowkit.models.llflow.data.calibration`.
+a gamma curve and exposure scale (as LOL-v2's synthetic subset), channel gains :math:`g` for a
+colour cast, and Poisson-Gaussian sensor noise (Foi et al., 2008) with per-channel read-noise
+multipliers :math:`\rho`. :meth:`LowLightSynthesizer.lol` is fitted to real LOL pairs.
 
 References:
     Foi, Trimeche, Katkovnik, Egiazarian. "Practical Poissonian-Gaussian noise modeling and
@@ -47,9 +43,7 @@ __all__ = ["LowLightParams", "LowLightSynthesizer", "darken", "main", "write_syn
 
 @dataclass(frozen=True)
 class LowLightParams:
-    """The darkening and noise parameters applied to one image.
-
-    :func:`darken` checks them (a :class:`ValueError` outside the ranges below).
+    """The darkening and noise parameters applied to one image (:func:`darken` checks them).
 
     Attributes:
         gamma: exponent of the gamma curve (> 0; > 1 darkens).
@@ -114,11 +108,10 @@ def darken(image: Tensor, params: LowLightParams, *, generator: torch.Generator 
     else:
         raise ValueError(f"darken expects a float image in [0, 1] or uint8, got dtype {image.dtype}")
     dark = params.scale * x**params.gamma
+    read_std: Tensor | float = params.read_noise
     if params.per_channel:
         gains = torch.tensor(params.gains, dtype=torch.float64).view(3, 1, 1)
         dark = (dark * gains).clamp(max=1.0)
-    read_std: Tensor | float = params.read_noise
-    if params.per_channel:
         read_std = params.read_noise * torch.tensor(params.noise_ratios, dtype=torch.float64).view(3, 1, 1)
     if params.shot_noise > 0 or params.read_noise > 0:
         dark = _add_noise(dark, params.shot_noise, read_std, generator)
@@ -166,20 +159,10 @@ def _uniform(generator: torch.Generator, bounds: tuple[float, float]) -> float:
 class LowLightSynthesizer:
     """Random low-light degradation: draws :class:`LowLightParams` per image and applies :func:`darken`.
 
-    Every field is a range ``(low, high)``, ``0 < low <= high`` (``low == high`` fixes the value),
-    of a :class:`LowLightParams` field; ``gamma`` and ``scale`` are drawn uniformly, the others
-    log-uniformly. The defaults are generic (no colour cast); :meth:`lol` and :meth:`lol_wide`
-    are fitted to real pairs. Calling it with a ``seed`` is reproducible.
-
-    Attributes:
-        gamma: the gamma exponent's range.
-        scale: the exposure scale's range, at most 1.
-        shot_noise: the range of ``a``.
-        read_noise: the green read-noise standard deviation's range.
-        red_gain: the red gain's range, relative to green.
-        blue_gain: the blue gain's range, relative to green.
-        red_noise: the red read-noise multiplier's range, relative to green.
-        blue_noise: the blue read-noise multiplier's range, relative to green.
+    Every field is a range ``(low, high)``, ``0 < low <= high``, of a :class:`LowLightParams` value
+    (the gains and noise multipliers relative to green); ``gamma`` and ``scale`` (at most 1) are
+    drawn uniformly, the others log-uniformly. The defaults have no colour cast; :meth:`lol` and
+    :meth:`lol_wide` are fitted to real pairs.
 
     Example:
         >>> import torch
@@ -214,10 +197,8 @@ class LowLightSynthesizer:
 
     @classmethod
     def lol(cls) -> LowLightSynthesizer:
-        """Ranges fitted to the real LOL pairs (eval15 #778 and our485 #697, #717, #776).
-
-        Each range spans the pairs' fits (:func:`flowkit.models.llflow.data.calibration.calibrate`),
-        widened by about 15% on each side.
+        """Ranges spanning :func:`~flowkit.models.llflow.data.calibration.calibrate`'s fits of four real
+        LOL pairs (eval15 #778 and our485 #697, #717, #776), widened by about 15%.
 
         Example:
             >>> from flowkit.models.llflow.data import LowLightSynthesizer
@@ -230,9 +211,8 @@ class LowLightSynthesizer:
     def lol_wide(cls) -> LowLightSynthesizer:
         """:meth:`lol`'s ranges with exposures reaching as dark as real low-light datasets do.
 
-        A model trained on :meth:`lol` (whose four pairs are 7-15 times darker than their ground
-        truth) under-brightens darker inputs, such as LOL-v2's; this preset lowers the exposure
-        scale's lower end to 0.08 (measured: see :ref:`measured-design-choices`).
+        A model trained on :meth:`lol` under-brightens darker inputs such as LOL-v2's
+        (:ref:`measured-design-choices`).
 
         Example:
             >>> from flowkit.models.llflow.data import LowLightSynthesizer
@@ -242,11 +222,7 @@ class LowLightSynthesizer:
         return cls(**LOL_WIDE)
 
     def sample_params(self, generator: torch.Generator) -> LowLightParams:
-        """Draw one image's parameters (gamma, scale, shot noise, read noise, gains, noise ratios).
-
-        Args:
-            generator: the CPU generator, drawn in the fields' order (a degenerate log-uniform
-                range takes no draw).
+        """Draw one image's parameters from the CPU ``generator``, in the fields' order.
 
         Example:
             >>> import torch
@@ -333,9 +309,7 @@ def write_synthetic_pairs(
     """Turn a folder of normal-light images into a pair folder ``out_dir/{low,high}/NAME.png``.
 
     ``high/NAME.png`` is the source as 8-bit RGB, ``low/NAME.png`` its darkened version, and
-    ``params.csv`` records each image's parameters and seed (derived from ``seed`` and the name,
-    so a pair does not depend on the folder's other files). The result is a folder that
-    :class:`~flowkit.models.llflow.data.PairedImageDataset` reads.
+    ``params.csv`` records each image's parameters and seed (from ``seed`` and the name).
 
     Args:
         src_dir: folder of normal-light images (PNG, JPEG, ...).
@@ -407,10 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m flowkit.models.llflow.data.synthetic SRC OUT`` (or ``--scenes N OUT``).
 
     Runs :func:`write_synthetic_pairs` on ``SRC``, or on ``N`` generated scenes (written to
-    ``OUT/scenes``); ``--help`` lists the options. Its errors are raised, not turned into a status.
-
-    Args:
-        argv: the arguments after the program name; ``None`` takes them from ``sys.argv``.
+    ``OUT/scenes``). Its errors are raised, not turned into a status.
 
     Example:
         >>> import tempfile
@@ -445,15 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_scenes(src, args.scenes, *args.size, seed=args.seed)
     else:
         src = Path(args.paths[0])
-    pairs = write_synthetic_pairs(
-        src,
-        out,
-        seed=args.seed,
-        recursive=args.recursive,
-        multiple_of=args.multiple_of,
-        limit=args.limit,
-        overwrite=args.overwrite,
-    )
+    pairs = write_synthetic_pairs(src, out, seed=args.seed, recursive=args.recursive, multiple_of=args.multiple_of,
+                                  limit=args.limit, overwrite=args.overwrite)
     print(f"wrote {len(pairs)} pairs to {out}")
     return 0
 

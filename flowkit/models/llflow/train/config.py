@@ -32,32 +32,28 @@ class DataSection:
 
     Args:
         root: a LOL / LOL-v2 / pair-folder root (:func:`~flowkit.models.llflow.data.find_pairs`).
-        train_low: folder of low-light training images, paired by name with ``train_high``'s.
-        train_high: folder of the normal-light training images.
-        val_low: validation folders for a run that names its training folders; without
-            ``val_low`` and ``val_high``, the training folders validate (whole images).
-        val_high: folder of the normal-light validation images.
+        train_low, train_high: folders of training images, paired by name.
+        val_low, val_high: validation folders for a run that names its training folders (else the
+            training folders validate, on whole images).
         synthetic_source: a folder of normal-light photographs (searched recursively), or
             ``"scenes"`` for generated scenes, to synthesise pairs from, once, under
             ``OUTPUT/synthetic``; with ``synthetic_online``, possibly a list of folders.
-        synthetic_count: how many training pairs are written (scenes, or at most that many
-            photographs); ignored with ``synthetic_online``.
+        synthetic_count: how many training pairs are written; ignored with ``synthetic_online``.
         synthetic_size: height and width of the generated scenes, at least ``patch_size``.
-        synthetic_val_count: validation pairs synthesised: scenes, the first photographs of
-            ``synthetic_source`` (held out of training), or at most that many of
-            ``synthetic_val_source`` (0: all).
+        synthetic_val_count: validation pairs synthesised (scenes, photographs held out of
+            ``synthetic_source``, or at most that many of ``synthetic_val_source``; 0: all).
         patch_size: side of the square training crops, a positive multiple of 8.
-        batch_size: pairs per step and process; a step of ``N`` processes sees ``N * batch_size``.
+        batch_size: pairs per step and process.
         flip: flip training crops left-right at random.
         num_workers: DataLoader worker processes (0 loads in the training process).
         cache: keep decoded images in memory.
         val_limit: validate on the first this many pairs only (0: all).
-        synthesizer: the degradation's ranges: ``"default"``, ``"lol"`` or ``"lol_wide"``
-            (:class:`~flowkit.models.llflow.data.LowLightSynthesizer`'s presets).
+        synthesizer: ``"default"``, ``"lol"`` or ``"lol_wide"``, a
+            :class:`~flowkit.models.llflow.data.LowLightSynthesizer` preset.
         synthetic_online: darken the photographs afresh for every item and epoch
             (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
-        synthetic_val_source: a folder of photographs for the validation pairs, darkened once;
-            ``None`` takes them from ``synthetic_source``.
+        synthetic_val_source: a folder of photographs for the validation pairs (``None``: from
+            ``synthetic_source``).
         real_train: a pair folder or dataset root whose training pairs join the training set.
         real_train_repeat: how many times each ``real_train`` pair appears per epoch.
         base: the folder relative data paths are taken from (``None``: the current directory).
@@ -108,11 +104,9 @@ class OptimSection:
         warmup: steps of linear warm-up from 0 (:func:`~flowkit.models.llflow.train.schedule.warmup_multistep`).
         milestones: the steps at which the rate is multiplied by ``gamma``.
         gamma: the factor applied at each milestone.
-        grad_clip: the largest global gradient norm (0: no clipping); a step with a non-finite
-            norm is skipped either way.
-        ema: decay of an exponential moving average of the weights (e.g. 0.999; 0: off), which
-            validation uses and checkpoints keep
-            (:class:`~flowkit.models.llflow.train.ema.ExponentialMovingAverage`).
+        grad_clip: the largest global gradient norm (0: no clipping); a non-finite norm skips the step.
+        ema: decay of the weights' :class:`~flowkit.models.llflow.train.ema.ExponentialMovingAverage`
+            (e.g. 0.999; 0: off), which validation uses.
     """
 
     lr: float = 5e-4
@@ -133,14 +127,11 @@ class RunSection:
         iterations: the run's total optimiser steps (a resumed run continues up to it).
         amp: ``"none"`` (float32), ``"bf16"`` or ``"fp16"`` autocast (with a gradient scaler).
         seed: seeds the weights, data order, crops, flips, degradations and prior choices.
-        val_every: validate every this many steps and after the last; the EMA weights (or the
-            model's, without EMA) that score the best PSNR so far go to ``OUTPUT/best.pt``, which
-            ``flowkit enhance --checkpoint`` loads, with their step and PSNR in ``best.json``.
-        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and
-            when the run is stopped.
+        val_every: validate every this many steps and after the last; the best-scoring weights
+            (EMA when enabled) go to ``OUTPUT/best.pt``, their step and PSNR to ``best.json``.
+        checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and on a stop.
         log_every: record the loss every this many steps and after the last.
-        output: the run's folder (logs, checkpoints, images, synthesised pairs), relative to the
-            current directory, not to ``[data] base``.
+        output: the run's folder, relative to the current directory (not to ``[data] base``).
     """
 
     iterations: int = 1000
@@ -156,16 +147,12 @@ class RunSection:
 class TrainConfig:
     """A whole training run: the model preset and overrides, data, optimiser and run sections.
 
-    A mistake raises a :class:`ValueError` naming the section and key (the ``model`` table's
-    when :meth:`llflow_config` runs, which :func:`load_config` does).
+    A mistake raises a :class:`ValueError` naming the section and key.
 
     Args:
         model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"`` (default),
-            ``"lol_v2"`` or ``"tiny"``) and any :class:`~flowkit.models.LLFlowConfig` fields to
-            override, e.g. ``memory``.
-        data: the ``[data]`` section.
-        optim: the ``[optim]`` section.
-        run: the ``[run]`` section.
+            ``"lol_v2"`` or ``"tiny"``) and any :class:`~flowkit.models.LLFlowConfig` fields to override.
+        data, optim, run: the ``[data]``, ``[optim]`` and ``[run]`` sections.
 
     Example:
         >>> from flowkit.models.llflow.train import load_config
@@ -242,10 +229,7 @@ def _section(cls, table: dict[str, Any], name: str):
     if unknown:
         raise ValueError(f"[{name}] has unknown keys {unknown}; known keys: {sorted(known)}")
     hints = typing.get_type_hints(cls)
-    values = {}
-    for key, value in table.items():
-        values[key] = _typed(value, hints[key], f"[{name}] {key}")
-    return cls(**values)
+    return cls(**{key: _typed(value, hints[key], f"[{name}] {key}") for key, value in table.items()})
 
 
 def _typed(value: Any, hint: Any, where: str) -> Any:
@@ -293,9 +277,8 @@ def _toml_type(value: Any) -> str:
 def shipped_configs() -> list[str]:
     """Names of the configs shipped with flowkit.
 
-    ``lol*`` are the reference's recipes; ``default`` trains the shipped model
-    (:meth:`~flowkit.models.LLFlow.from_pretrained`), ``synthetic_v2`` its longer successor;
-    ``tiny`` trains in minutes on CPU.
+    ``lol*`` are the reference's recipes; ``default`` trains the shipped model, ``tiny`` trains in
+    minutes on CPU.
 
     Example:
         >>> from flowkit.models.llflow.train import shipped_configs
@@ -308,15 +291,8 @@ def shipped_configs() -> list[str]:
 def load_config(source: str | Path) -> TrainConfig:
     """Read a training config from a TOML file, or a shipped config by name (see :func:`shipped_configs`).
 
-    Keys left out take their defaults.
-
-    Args:
-        source: a TOML file, or a shipped config's name (without a suffix, e.g. ``"tiny"``).
-
-    Raises:
-        FileNotFoundError: there is no such file or shipped config.
-        ValueError: invalid TOML, an unknown section or key, or a refused value; the message
-            starts with the file and names the key.
+    Keys left out take their defaults. A mistake raises a :class:`ValueError` that starts with the
+    file and names the key.
     """
     path = Path(source)
     if not path.suffix and not path.exists():

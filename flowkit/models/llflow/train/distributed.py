@@ -15,14 +15,8 @@ __all__ = ["DistributedContext", "init_distributed"]
 class DistributedContext:
     """Where this process stands: its rank, the world size and its device.
 
-    The defaults describe a single process on the CPU.
-
-    Args:
-        rank: the process's global rank, in ``range(world_size)``.
-        world_size: the number of processes in the run.
-        local_rank: the process's rank on its machine, the index of its GPU.
-        device: the device the process computes on.
-        launched: started by ``torchrun``, which makes a process group even of one process.
+    The defaults describe a single process on the CPU; ``local_rank`` is the index of the GPU on
+    its machine, and ``launched`` says whether ``torchrun`` started it.
     """
 
     rank: int = 0
@@ -48,9 +42,8 @@ def init_distributed(device: str | None = None) -> DistributedContext:
     Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) the default process group is
     initialised even for one process, so ``--nproc_per_node 1`` runs the many-GPU code path.
 
-    Args:
-        device: ``"cuda"`` (the local rank's GPU, made current; NCCL), ``"cpu"`` or another
-            device string (gloo); ``None`` for ``"cuda"`` when available.
+    ``device`` is ``"cuda"`` (the local rank's GPU; NCCL), ``"cpu"`` or another device string
+    (gloo); ``None`` for ``"cuda"`` when available.
 
     Example:
         >>> from flowkit.models.llflow.train.distributed import init_distributed

@@ -42,12 +42,7 @@ class ExponentialMovingAverage(nn.Module):
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Move the shadow's parameters one step toward ``model``'s and copy its buffers.
-
-        Args:
-            model: the trained model, the architecture the average was made from (paired by
-                position; other counts raise a :class:`ValueError`).
-        """
+        """Move the shadow's parameters one step toward ``model``'s (the same architecture) and copy its buffers."""
         params, buffers = list(model.parameters()), list(model.buffers())
         shadow_params, shadow_buffers = list(self.shadow.parameters()), list(self.shadow.buffers())
         if len(params) != len(shadow_params) or len(buffers) != len(shadow_buffers):

@@ -22,12 +22,8 @@ def warmup_multistep(
     Call ``scheduler.step()`` once per iteration, after ``optimizer.step()``. (The reference's
     trainer stays at ``lr0 * (warmup - 1) / warmup`` after the warm-up; flowkit uses ``lr0``.)
 
-    Args:
-        optimizer: the optimizer; each group's learning rate at creation is its ``lr0``.
-        warmup: warm-up steps, >= 0 (with one, the first step runs at rate 0).
-        milestones: the steps from which one more factor of ``gamma`` applies, in any order
-            (those within the warm-up take effect when it ends).
-        gamma: the factor per milestone passed.
+    Each optimizer group's learning rate at creation is its ``lr0``; milestones within the warm-up
+    take effect when it ends.
 
     Example:
         >>> import torch

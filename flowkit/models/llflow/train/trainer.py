@@ -58,8 +58,7 @@ class TrainResult:
         step: the last step completed, counted from the start of training.
         losses: ``(step, loss)`` at every logged step, each process's own batch.
         validations: one dict per validation (rank 0 only): ``step`` and :func:`validate`'s means.
-        skipped_steps: steps skipped for a non-finite loss or gradient norm (not fp16's
-            scaler-skipped steps).
+        skipped_steps: steps skipped for a non-finite loss or gradient norm (not fp16's scaler skips).
         checkpoint: the last checkpoint written (``OUTPUT/last.pt``), or ``None``.
         interrupted: the run stopped early on SIGINT or SIGTERM, after a checkpoint.
     """
@@ -76,17 +75,8 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
     """This rank's batches of dataset indices for ``epoch``: a seeded shuffle, split across ranks.
 
     A permutation drawn from ``(seed, epoch)`` only (so a resumed run recomputes it), cut into
-    ``size // (batch_size * world)`` steps; rank ``r`` takes every ``world``-th index of each.
-    The ranks' batches never share an index. A ``size`` below ``batch_size * world`` raises a
-    :class:`ValueError`.
-
-    Args:
-        size: the number of items in the dataset.
-        batch_size: items per batch and process, positive.
-        seed: the run's seed.
-        epoch: the epoch, from 0.
-        rank: this process's rank, in ``range(world)``.
-        world: the number of processes.
+    ``size // (batch_size * world)`` steps; rank ``r`` of ``world`` takes every ``world``-th index
+    of each, so the ranks' batches never share an index.
 
     Example:
         >>> from flowkit.models.llflow.train.trainer import epoch_batches
@@ -180,14 +170,7 @@ def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | 
     """The training and validation datasets that ``config``'s ``[data]`` section describes.
 
     Returns ``(train_set, val_set)``: random crops and flips with ``set_epoch``, and whole
-    images. Every pair is checked before training starts.
-
-    Args:
-        config: the run's config (:class:`~flowkit.models.llflow.train.config.DataSection`, and
-            ``[run] seed``).
-        output: the run's folder; synthesised pairs go to ``output/synthetic``, once.
-        ctx: this process's place in a distributed run (rank 0 writes synthetic pairs), or
-            ``None`` for a single process.
+    images. Synthesised pairs go to ``output/synthetic`` (written by rank 0 of ``ctx``), once.
     """
     ctx = ctx or DistributedContext()
     data = config.data
@@ -326,11 +309,7 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
     Returns the means ``"psnr"``, ``"ssim"``, ``"input_psnr"`` and ``"nll"`` (bits per pixel,
     :meth:`~flowkit.models.LLFlow.nll`).
 
-    Args:
-        model: the :class:`~flowkit.models.LLFlow` (run in eval mode, its mode restored after).
-        dataset: non-empty, items as :class:`~flowkit.models.llflow.data.PairedImageDataset`'s.
-        device: the model's device.
-        image_path: where to save the first pair as a grid low | enhanced | reference, or ``None``.
+    ``image_path``, if given, receives the first pair as a grid low | enhanced | reference.
     """
     if len(dataset) == 0:
         raise ValueError("validate needs at least one validation pair, got an empty dataset")
@@ -364,8 +343,8 @@ def train(
 
     Args:
         config: the run (see :class:`~flowkit.models.llflow.train.TrainConfig`).
-        resume: ``OUTPUT/last.pt`` of an earlier run; every state is restored, so the run
-            matches an uninterrupted one bit for bit on the same machine.
+        resume: ``OUTPUT/last.pt`` of an earlier run; the run then matches an uninterrupted one
+            bit for bit on the same machine.
         device: ``"cpu"`` or ``"cuda"``; default CUDA when available.
         stop_after: stop (with a checkpoint) after this step, as if the run were interrupted.
         progress: show a progress bar.
