@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -51,16 +51,11 @@ def _fail(check: str, detail: str) -> None:
 Cond = Tensor | Sequence[Tensor] | None  # one tensor, or one per level (see flowkit.Pick)
 
 
-def _as(value: Cond, dtype: torch.dtype) -> Cond:
+def _map_cond(value: Cond, fn: Callable[[Tensor], Tensor]) -> Cond:
+    """``fn`` applied to the conditioning tensor, or to each of a list of them."""
     if value is None or isinstance(value, Tensor):
-        return None if value is None else value.to(dtype)
-    return [item.to(dtype) for item in value]
-
-
-def _sample_of(value: Cond, b: int) -> Cond:
-    if value is None or isinstance(value, Tensor):
-        return None if value is None else value[b : b + 1]
-    return [item[b : b + 1] for item in value]
+        return None if value is None else fn(value)
+    return [fn(item) for item in value]
 
 
 def check_flow(
@@ -159,11 +154,11 @@ def _check_jacobian(model: Flow, x: Tensor, cond: Cond, samples: int) -> float:
             f"use an input with at most {_MAX_JACOBIAN_SIZE}"
         )
     model64 = copy.deepcopy(model).to(torch.float64)
-    x64, cond64 = x.to(torch.float64), _as(cond, torch.float64)
+    x64, cond64 = x.to(torch.float64), _map_cond(cond, lambda t: t.to(torch.float64))
     worst = 0.0
     for b in range(min(samples, x.shape[0])):
         xb = x64[b : b + 1]
-        cb = _sample_of(cond64, b)
+        cb = _map_cond(cond64, lambda t, b=b: t[b : b + 1])
 
         def single(inp: Tensor, xb: Tensor = xb, cb: Cond = cb) -> Tensor:
             return model64(inp.view_as(xb), cb)[0].flatten()
