@@ -168,6 +168,8 @@ def _train(args: argparse.Namespace) -> int:
         config.run.output = args.output
     if args.iterations:
         config.run.iterations = args.iterations
+    if args.init:
+        config.run.init = args.init
     if args.data_root:
         config.data.root = args.data_root
         config.data.synthetic_source = None
@@ -372,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", help="continue from this checkpoint (OUTPUT/last.pt)")
     train.add_argument("--output", help="run folder (overrides [run] output)")
     train.add_argument("--iterations", type=_positive_int, help="override [run] iterations")
+    train.add_argument("--init", help="start from these weights: a shipped model's name or a checkpoint "
+                                      "(override [run] init)")
     train.add_argument("--data-root", help="override [data] root (and turn off synthetic data)")
     train.add_argument("--data-dir", help="override [data] base, the folder relative data paths are taken from")
     train.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")

@@ -132,6 +132,10 @@ class RunSection:
         checkpoint_every: write ``OUTPUT/last.pt`` every this many steps, after the last and on a stop.
         log_every: record the loss every this many steps and after the last.
         output: the run's folder, relative to the current directory (not to ``[data] base``).
+        init: start from trained weights instead of random ones (fine-tuning): the name of a
+            shipped model (:func:`~flowkit.models.llflow.pretrained.pretrained_names`) or a flowkit
+            checkpoint (a run's ``last.pt``, whose EMA weights are taken, or ``best.pt``), of the same
+            model config. The optimiser, schedule and step start afresh; ``--resume`` overrides it.
     """
 
     iterations: int = 1000
@@ -141,6 +145,7 @@ class RunSection:
     checkpoint_every: int = 1000
     log_every: int = 10
     output: str = "runs/llflow"
+    init: str | None = None
 
 
 @dataclass

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from flowkit.models.llflow import LLFlow
+from flowkit.models.llflow import LLFlow, pretrained
 from flowkit.models.llflow._files import write_atomically
 from flowkit.models.llflow.checkpoint import (
     capture_rng_state,
@@ -367,6 +367,8 @@ def train(
     ema = ExponentialMovingAverage(model, config.optim.ema) if config.optim.ema else None
 
     step = 0
+    if run.init is not None and resume is None:
+        model.load_state_dict(_initial_weights(run.init, config, ctx.device))
     if ctx.is_main:
         remove_stale_temporaries(output)  # partial checkpoints of killed runs
     if resume is not None:
@@ -494,6 +496,28 @@ class _StopRequest:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         self._previous.clear()
+
+
+def _initial_weights(init: str, config: TrainConfig, device: torch.device) -> dict[str, Tensor]:
+    """The weights ``[run] init`` names: a shipped model or a checkpoint's (EMA) weights."""
+    if init in pretrained.PRETRAINED:
+        source = LLFlow.from_pretrained(init)
+        state, saved = source.state_dict(), _plain(source.config)
+    else:
+        if not Path(init).is_file():
+            raise FileNotFoundError(
+                f"[run] init {init}: neither a checkpoint file nor a shipped model {pretrained.pretrained_names()}"
+            )
+        checkpoint = load_checkpoint(init, map_location=device)
+        if not isinstance(checkpoint.get("model"), dict) or not isinstance(checkpoint.get("llflow_config"), dict):
+            raise ValueError(f"[run] init {init} is not a flowkit checkpoint (it has no model weights and model config)")
+        state = checkpoint.get("ema") or checkpoint["model"]
+        saved = {**_plain(LLFlowConfig()), **checkpoint["llflow_config"]}
+    wanted = _plain(config.llflow_config())
+    if saved != wanted:
+        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        raise ValueError(f"[run] init {init} has another model config than [model] (differs in {differing})")
+    return state
 
 
 def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:

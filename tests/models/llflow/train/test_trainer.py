@@ -280,3 +280,43 @@ def test_the_best_validated_weights_are_kept_across_a_resume(micro_config, tmp_p
     _, val_set = build_datasets(config, tmp_path / "run")
     rescored = validate(load_model(tmp_path / "run" / "best.pt"), val_set, torch.device("cpu"))["psnr"]
     assert rescored == pytest.approx(record["psnr"], abs=1e-5)
+
+
+def test_init_starts_a_new_run_from_a_checkpoints_ema_weights(micro_config, tmp_path, monkeypatch):
+    import dataclasses
+
+    import flowkit.models.llflow.train.trainer as trainer
+
+    source = load_config(micro_config(4, tmp_path / "source"))
+    train(dataclasses.replace(source, optim=dataclasses.replace(source.optim, ema=0.5)), device="cpu", progress=False)
+    ema = _final_state(tmp_path / "source")["ema"]
+
+    seen = {}
+    real_forward = trainer._Objective.forward
+
+    def first_weights(self, low, high, histeq):
+        seen.setdefault("weights", {k: v.clone() for k, v in self.model.state_dict().items()})
+        return real_forward(self, low, high, histeq)
+
+    monkeypatch.setattr(trainer._Objective, "forward", first_weights)
+    config = load_config(micro_config(2, tmp_path / "tuned"))
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, init=str(tmp_path / "source" / "last.pt")))
+    result = train(config, device="cpu", progress=False)
+    assert result.step == 2  # a fresh run: its own step count, not the source's 4
+    assert set(seen["weights"]) == set(ema)
+    for name, tensor in ema.items():
+        assert torch.equal(seen["weights"][name], tensor), f"{name} is not the source's EMA weight"
+    # The source's last raw weights differ from its EMA: the test tells the two apart.
+    assert any(not torch.equal(t, ema[n]) for n, t in _final_state(tmp_path / "source")["model"].items())
+
+
+def test_init_refuses_weights_of_another_model_config(micro_config, tmp_path):
+    import dataclasses
+
+    with pytest.raises(ValueError, match=r"\[run\] init llflow-small-synthetic has another model config"):
+        config = load_config(micro_config(2, tmp_path / "run"))
+        train(dataclasses.replace(config, run=dataclasses.replace(config.run, init="llflow-small-synthetic")),
+              device="cpu", progress=False)
+    with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a shipped model"):
+        train(dataclasses.replace(config, run=dataclasses.replace(config.run, init=str(tmp_path / "nope.pt"))),
+              device="cpu", progress=False)
