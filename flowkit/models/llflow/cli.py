@@ -101,43 +101,25 @@ def _note(args: argparse.Namespace, message: str) -> None:
 
 
 # ---------------------------------------------------------------------------- option checking
-def _int_at_least(minimum: int, expected: str):
-    """An argparse type: an integer ``>= minimum``, else a one-line error saying ``expected``."""
+def _number(kind, expected: str, accept):
+    """An argparse type: ``kind(text)`` if ``accept`` holds for it, else a one-line error saying ``expected``."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _int_at_least(1, "a positive integer")
-_non_negative_int = _int_at_least(0, "an integer >= 0")
-
-
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
-
-
-def _stops(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of stops such as 0.5 or -1, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of stops, got {text}")
-    return value
+_positive_int = _number(int, "a positive integer", lambda value: value >= 1)
+_non_negative_int = _number(int, "an integer >= 0", lambda value: value >= 0)
+_temperature = _number(float, "a finite number >= 0", lambda value: math.isfinite(value) and value >= 0)
+_stops = _number(float, "a finite number of stops such as 0.5 or -1", math.isfinite)
 
 
 def _device(name: str | None) -> str:
@@ -385,12 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="PSNR/SSIM/LPIPS table of a model on paired data",
                                    description="Evaluate a model on a paired dataset's test split.")
     evaluate.add_argument("--data", required=True, help="LOL / LOL-v2 / pair-folder root")
-    evaluate.add_argument("--checkpoint", help="flowkit or reference checkpoint (default: the shipped model)")
-    evaluate.add_argument("--pretrained", metavar="NAME", help=f"which shipped model (default: {DEFAULT_PRETRAINED})")
-    evaluate.add_argument("--official", action="store_true", help="the checkpoint is the reference's")
+    _model_options(evaluate)
     evaluate.add_argument("--split", default="test", choices=["train", "test"])
     evaluate.add_argument("--output", default="evaluation", help="folder for metrics.json and metrics.md")
-    evaluate.add_argument("--device", choices=["cpu", "cuda"])
     evaluate.set_defaults(run=_evaluate)
 
     enhance = commands.add_parser(
@@ -399,9 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Files that flowkit did not write for the same input are never replaced without --overwrite.")
     enhance.add_argument("inputs", nargs="+", help="image files or folders")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
-    enhance.add_argument("--checkpoint", help="flowkit or reference checkpoint (default: the shipped model)")
-    enhance.add_argument("--pretrained", metavar="NAME", help=f"which shipped model (default: {DEFAULT_PRETRAINED})")
-    enhance.add_argument("--official", action="store_true", help="the checkpoint is the reference's")
+    _model_options(enhance)
     enhance.add_argument("--temperature", type=_temperature, default=0.0, help="0: the prior mean (deterministic)")
     enhance.add_argument("--samples", type=_positive_int, default=1,
                          help="samples per image (with --temperature > 0), written as <stem>_<i>.png")
@@ -417,9 +394,16 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("--exposure", type=_stops, metavar="STOPS",
                          help="brighten (> 0) or darken (< 0) the model's result by this many stops (EV), "
                               "keeping hue and highlights (default: the model's own exposure)")
-    enhance.add_argument("--device", choices=["cpu", "cuda"])
     enhance.set_defaults(run=_enhance)
     return parser
+
+
+def _model_options(command: argparse.ArgumentParser) -> None:
+    """The options that pick the model a command runs, and its device."""
+    command.add_argument("--checkpoint", help="flowkit or reference checkpoint (default: the shipped model)")
+    command.add_argument("--pretrained", metavar="NAME", help=f"which shipped model (default: {DEFAULT_PRETRAINED})")
+    command.add_argument("--official", action="store_true", help="the checkpoint is the reference's")
+    command.add_argument("--device", choices=["cpu", "cuda"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -101,7 +101,7 @@ def test_enhance_exposure_brightens_darkens_and_rejects_a_non_number(tmp_path, c
     with pytest.raises(SystemExit) as stop:
         main(["enhance", str(source), "-o", str(tmp_path / "x"), "--exposure", "bright"])
     assert stop.value.code == 2
-    assert "argument --exposure: expected a number of stops such as 0.5 or -1, got 'bright'" in capsys.readouterr().err
+    assert "argument --exposure: expected a finite number of stops such as 0.5 or -1, got 'bright'" in capsys.readouterr().err
 
 
 def test_tiles_cover_the_image_and_a_single_tile_equals_the_whole(checkpoint):
