@@ -395,13 +395,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m flowkit.models.llflow.data.synthetic",
         description="Make synthetic low/normal-light training pairs (OUT/low, OUT/high, OUT/params.csv).",
     )
-    parser.add_argument(
-        "paths", nargs="+", metavar="[SRC] OUT", help="source folder (unless --scenes) and output folder"
-    )
+    parser.add_argument("paths", nargs="+", metavar="[SRC] OUT", help="source folder (unless --scenes) and output folder")
     parser.add_argument("--scenes", type=int, metavar="N", help="generate N scenes instead of reading SRC")
-    parser.add_argument(
-        "--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="scene size"
-    )
+    parser.add_argument("--size", type=int, nargs=2, default=(128, 128), metavar=("H", "W"), help="scene size")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--recursive", action="store_true", help="include sub-folders of SRC")
     parser.add_argument("--multiple-of", type=int, default=1, help="centre-crop sizes to a multiple of this")
@@ -411,11 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args.paths) != (1 if args.scenes is not None else 2):
         parser.error("give SRC and OUT, or --scenes N and OUT")
     out = Path(args.paths[-1])
+    src = out / "scenes" if args.scenes is not None else Path(args.paths[0])
     if args.scenes is not None:
-        src = out / "scenes"
         write_scenes(src, args.scenes, *args.size, seed=args.seed)
-    else:
-        src = Path(args.paths[0])
     pairs = write_synthetic_pairs(src, out, seed=args.seed, recursive=args.recursive, multiple_of=args.multiple_of,
                                   limit=args.limit, overwrite=args.overwrite)
     print(f"wrote {len(pairs)} pairs to {out}")

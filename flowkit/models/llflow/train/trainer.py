@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import signal
 import threading
@@ -114,12 +115,11 @@ def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> t
         seed = config.run.seed
         if source == "scenes":
             size = data.synthetic_size
-            write_scenes(root / "scenes_train", data.synthetic_count, size, size, seed=seed)
-            write_scenes(root / "scenes_val", data.synthetic_val_count, size, size, seed=seed + 1)
-            write_synthetic_pairs(root / "scenes_train", train_dir, seed=seed, multiple_of=8, overwrite=True,
-                                  synthesizer=synthesizer)
-            write_synthetic_pairs(root / "scenes_val", val_dir, seed=seed + 1, multiple_of=8, overwrite=True,
-                                  synthesizer=synthesizer)
+            for folder, count, offset in ((train_dir, data.synthetic_count, 0), (val_dir, data.synthetic_val_count, 1)):
+                scenes = root / f"scenes_{folder.name}"
+                write_scenes(scenes, count, size, size, seed=seed + offset)
+                write_synthetic_pairs(scenes, folder, seed=seed + offset, multiple_of=8, overwrite=True,
+                                      synthesizer=synthesizer)
         elif val_source is not None:
             # Validation pairs from their own photographs, degraded once with a seed of their own.
             write_synthetic_pairs(val_source, val_dir, seed=seed + 1, multiple_of=8, recursive=True,
@@ -511,13 +511,19 @@ def _initial_weights(init: str, config: TrainConfig, device: torch.device) -> di
         checkpoint = load_checkpoint(init, map_location=device)
         if not isinstance(checkpoint.get("model"), dict) or not isinstance(checkpoint.get("llflow_config"), dict):
             raise ValueError(f"[run] init {init} is not a flowkit checkpoint (it has no model weights and model config)")
-        state = checkpoint.get("ema") or checkpoint["model"]
-        saved = {**_plain(LLFlowConfig()), **checkpoint["llflow_config"]}
-    wanted = _plain(config.llflow_config())
-    if saved != wanted:
-        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+        state, saved = checkpoint.get("ema") or checkpoint["model"], checkpoint["llflow_config"]
+    if differing := _config_difference(saved, config):
         raise ValueError(f"[run] init {init} has another model config than [model] (differs in {differing})")
     return state
+
+
+def _config_difference(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """The model-config fields where a checkpoint's ``saved`` config and ``config``'s differ."""
+    wanted = _plain(config.llflow_config())
+    # Fields added to LLFlowConfig after the checkpoint was written take their defaults.
+    saved = {**_plain(LLFlowConfig()), **saved}
+    known = {f.name for f in dataclasses.fields(LLFlowConfig)}
+    return sorted(k for k in set(saved) | set(wanted) if k not in known or saved.get(k) != wanted.get(k))
 
 
 def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
@@ -527,13 +533,7 @@ def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfi
             f"{path} is not a training checkpoint (it holds no optimiser state or step; a model saved for "
             "enhancement cannot resume a run): pass OUTPUT/last.pt of the run to resume"
         )
-    import dataclasses
-
-    wanted = _plain(config.llflow_config())
-    # Fields added to LLFlowConfig after the checkpoint was written take their defaults.
-    saved = {**_plain(LLFlowConfig()), **dict(state.get("llflow_config") or {})}
-    if set(saved) - {f.name for f in dataclasses.fields(LLFlowConfig)} or saved != wanted:
-        differing = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if differing := _config_difference(dict(state.get("llflow_config") or {}), config):
         raise ValueError(
             f"{path} was written by a run with another model config (differs in {differing}); resume it with "
             "the config that wrote it"
@@ -583,8 +583,6 @@ def _checkpoint(output, step, model, optimizer, scheduler, scaler, ema, selector
 
 def _plain(value: Any) -> Any:
     """Dataclasses and tuples as dicts and lists, so the checkpoint loads with ``weights_only``."""
-    import dataclasses
-
     if dataclasses.is_dataclass(value):
         return _plain(dataclasses.asdict(value))
     if isinstance(value, dict):
