@@ -61,8 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     models = {name: LLFlow.from_pretrained(name) for name in pretrained_names()}
     for path in args.checkpoint:
-        step = torch.load(path, map_location="cpu", weights_only=True)["step"]
-        models[f"{path.name} step {step} (EMA)"] = load_model(path, ema=True)
+        # A run's last.pt knows its step; best.pt's is in the best.json beside it.
+        step = torch.load(path, map_location="cpu", weights_only=True).get("step")
+        if step is None and (path.parent / "best.json").exists():
+            step = json.loads((path.parent / "best.json").read_text())["step"]
+        models[f"{path.parent.name}/{path.name} step {step} (EMA)"] = load_model(path, ema=True)
     results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
     with tempfile.TemporaryDirectory() as folder:
         for set_name, (synthesizer, seed) in SETS.items():
