@@ -57,6 +57,10 @@ class DataSection:
         real_train: a pair folder or dataset root whose training pairs join the training set.
         real_train_repeat: how many times each ``real_train`` pair appears per epoch.
         base: the folder relative data paths are taken from (``None``: the current directory).
+        dequantize: spread the normal-light images the loss sees over their 8-bit levels,
+            ``(255 x + u) / 256`` with ``u ~ U[0, 1)``. The reference trains without it; with 8-bit targets
+            the flow can then keep lowering its NLL by concentrating density on the 256 levels and
+            on clipped highlights, which the enhancement does not gain from.
     """
 
     root: str | None = None
@@ -80,6 +84,7 @@ class DataSection:
     real_train: str | None = None
     real_train_repeat: int = 1
     base: str | None = None
+    dequantize: bool = False
 
     def path(self, value: str | tuple[str, ...] | None) -> str | tuple[str, ...] | None:
         """``value`` (a path, a tuple of them, or ``None``) taken from ``base`` when relative.

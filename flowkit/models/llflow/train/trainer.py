@@ -412,6 +412,8 @@ def train(
         while step < run.iterations:
             batch = next(batches)
             low, high, histeq = (batch[k].to(ctx.device) for k in ("low", "high", "histeq"))
+            if config.data.dequantize:  # the global generator, which checkpoints keep: resumes stay exact
+                high = (high * 255 + torch.rand(high.shape, device=ctx.device)) / 256
             optimizer.zero_grad(set_to_none=True)
             with _autocast(config, ctx.device):
                 loss = objective(low, high, histeq)

@@ -26,11 +26,18 @@ def test_epoch_batches_cover_each_index_at_most_once_and_split_ranks():
         epoch_batches(5, 3, 0, 0, world=2)
 
 
-def test_resume_reproduces_the_uninterrupted_run_exactly(micro_config, tmp_path):
-    straight = load_config(micro_config(8, tmp_path / "straight"))
+@pytest.mark.parametrize("dequantize", [False, True])
+def test_resume_reproduces_the_uninterrupted_run_exactly(micro_config, tmp_path, dequantize):
+    import dataclasses
+
+    def config(name):
+        loaded = load_config(micro_config(8, tmp_path / name))
+        return dataclasses.replace(loaded, data=dataclasses.replace(loaded.data, dequantize=dequantize))
+
+    straight = config("straight")
     train(straight, device="cpu", progress=False)
 
-    interrupted = load_config(micro_config(8, tmp_path / "interrupted"))
+    interrupted = config("interrupted")
     first = train(interrupted, device="cpu", progress=False, stop_after=3)
     assert first.step == 3
     midway = _final_state(tmp_path / "interrupted")["model"]
@@ -320,3 +327,30 @@ def test_init_refuses_weights_of_another_model_config(micro_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a shipped model"):
         train(dataclasses.replace(config, run=dataclasses.replace(config.run, init=str(tmp_path / "nope.pt"))),
               device="cpu", progress=False)
+
+
+def test_dequantize_spreads_the_targets_over_their_8_bit_levels(micro_config, tmp_path, monkeypatch):
+    import dataclasses
+
+    import flowkit.models.llflow.train.trainer as trainer
+
+    real_forward = trainer._Objective.forward
+
+    def targets(dequantize):
+        seen = []
+
+        def capture(self, low, high, histeq):
+            seen.append(high.clone())
+            return real_forward(self, low, high, histeq)
+
+        monkeypatch.setattr(trainer._Objective, "forward", capture)
+        config = load_config(micro_config(2, tmp_path / f"run_{dequantize}"))
+        train(dataclasses.replace(config, data=dataclasses.replace(config.data, dequantize=dequantize)),
+              device="cpu", progress=False)
+        return torch.cat(seen)
+
+    plain, spread = targets(False), targets(True)
+    assert 0 <= spread.min() and spread.max() < 1
+    # Level k of the same batches spreads over [k, k + 1) / 256, about uniformly (std 1/sqrt(12)).
+    assert torch.equal((spread * 256).floor(), (plain * 255).round())
+    assert 0.25 < (spread * 256 - (spread * 256).floor()).std() < 0.33
