@@ -350,7 +350,7 @@ def test_dequantize_spreads_the_targets_over_their_8_bit_levels(micro_config, tm
         return torch.cat(seen)
 
     plain, spread = targets(False), targets(True)
-    assert 0 <= spread.min() and spread.max() < 1
+    assert spread.min() >= 0 and spread.max() < 1
     # Level k of the same batches spreads over [k, k + 1) / 256, about uniformly (std 1/sqrt(12)).
     assert torch.equal((spread * 256).floor(), (plain * 255).round())
     assert 0.25 < (spread * 256 - (spread * 256).floor()).std() < 0.33
