@@ -60,7 +60,7 @@ class DataSection:
         dequantize: spread the normal-light images the loss sees over their 8-bit levels,
             ``(255 x + u) / 256`` with ``u ~ U[0, 1)``. The reference trains without it; with 8-bit targets
             the flow can then keep lowering its NLL by concentrating density on the 256 levels and
-            on clipped highlights, which the enhancement does not gain from.
+            on clipped highlights, a gain in likelihood that no enhancement reflects.
     """
 
     root: str | None = None

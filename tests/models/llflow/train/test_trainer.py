@@ -320,8 +320,8 @@ def test_init_starts_a_new_run_from_a_checkpoints_ema_weights(micro_config, tmp_
 def test_init_refuses_weights_of_another_model_config(micro_config, tmp_path):
     import dataclasses
 
+    config = load_config(micro_config(2, tmp_path / "run"))
     with pytest.raises(ValueError, match=r"\[run\] init llflow-small-synthetic has another model config"):
-        config = load_config(micro_config(2, tmp_path / "run"))
         train(dataclasses.replace(config, run=dataclasses.replace(config.run, init="llflow-small-synthetic")),
               device="cpu", progress=False)
     with pytest.raises(FileNotFoundError, match="neither a checkpoint file nor a shipped model"):
