@@ -7,7 +7,8 @@ Run from the repository root with the research data in ../shared/data::
 Kodak24 (never trained on) is darkened twice, once by each synthesizer the shipped models were
 trained with: ``LowLightSynthesizer.lol()`` with seed 11 (v1's validation set) and
 ``LowLightSynthesizer.lol_wide()`` with seed 21 (the synthetic_v2 run's). Every shipped model and
-every ``--checkpoint`` (its EMA weights) is scored on all 24 pairs of both with
+every ``--checkpoint`` (its EMA weights) is scored on all 24 pairs of both, as it enhances by
+default and as the reference decodes (the prior mean, ``temperature=0``, labelled ``[prior mean]``), with
 :func:`flowkit.models.llflow.metrics.score_enhancement`, and the output's mean brightness and HSV
 saturation are compared with the ground truth's. This is the set that decides whether new weights
 ship; LOL #778 never does. The scores go to ``validation_metrics.json`` in ``--out``.
@@ -29,6 +30,7 @@ from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, 
 from flowkit.models.llflow.metrics import score_enhancement
 from flowkit.models.llflow.pretrained import pretrained_names
 
+DECODES = {"": {}, " [prior mean]": {"temperature": 0.0}}
 SETS = {"kodak24_lol": (LowLightSynthesizer.lol, 11), "kodak24_lol_wide": (LowLightSynthesizer.lol_wide, 21)}
 
 
@@ -39,11 +41,11 @@ def colour(image: torch.Tensor) -> tuple[float, float]:
     return image.mean().item(), saturation.mean().item()
 
 
-def score(model: LLFlow, pairs: PairedImageDataset) -> dict[str, float]:
+def score(model: LLFlow, pairs: PairedImageDataset, **options) -> dict[str, float]:
     rows = []
     for item in pairs:
         with torch.no_grad():
-            raw = model.enhance(item["low"][None], histeq=item["histeq"][None], clamp=False)
+            raw = model.enhance(item["low"][None], histeq=item["histeq"][None], clamp=False, **options)
         scores = {k: float(v) for k, v in score_enhancement(raw, item["high"][None], perceptual=False).items()}
         saved = to_uint8(raw[0].clamp(0, 1)).float() / 255
         (bright, sat), (gt_bright, gt_sat) = colour(saved), colour(item["high"])
@@ -59,23 +61,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    models = {name: LLFlow.from_pretrained(name) for name in pretrained_names()}
+    named = {name: LLFlow.from_pretrained(name) for name in pretrained_names()}
     for path in args.checkpoint:
         # A run's last.pt knows its step; best.pt's is in the best.json beside it.
         step = torch.load(path, map_location="cpu", weights_only=True).get("step")
         if step is None and (path.parent / "best.json").exists():
             step = json.loads((path.parent / "best.json").read_text())["step"]
-        models[f"{path.parent.name}/{path.name} step {step} (EMA)"] = load_model(path, ema=True)
-    results: dict[str, dict[str, dict[str, float]]] = {name: {} for name in models}
+        named[f"{path.parent.name}/{path.name} step {step} (EMA)"] = load_model(path, ema=True)
+    # Each model as it enhances by default, and as the reference decodes (the prior mean).
+    models = {(f"{name}{decode}", decode): model for name, model in named.items() for decode in DECODES}
+    results: dict[str, dict[str, dict[str, float]]] = {name: {} for name, _ in models}
     with tempfile.TemporaryDirectory() as folder:
         for set_name, (synthesizer, seed) in SETS.items():
             write_synthetic_pairs(args.data / "photos" / "Kodak24", Path(folder) / set_name, seed=seed,
                                   multiple_of=8, synthesizer=synthesizer())
             pairs = PairedImageDataset.from_root(Path(folder) / set_name)
-            for name, model in models.items():
-                results[name][set_name] = score(model.eval(), pairs)
+            for (name, decode), model in models.items():
+                results[name][set_name] = score(model.eval(), pairs, **DECODES[decode])
                 row = results[name][set_name]
-                print(f"{name:40s} {set_name:17s} PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}  "
+                print(f"{name:50s} {set_name:17s} PSNR {row['psnr']:.2f}  SSIM {row['ssim']:.4f}  "
                       f"GT-mean PSNR {row['gtmean_psnr']:.2f}  brightness {row['brightness']:.3f} "
                       f"(GT {row['gt_brightness']:.3f})  saturation {row['saturation']:.3f} "
                       f"(GT {row['gt_saturation']:.3f})", flush=True)

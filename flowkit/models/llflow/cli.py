@@ -32,7 +32,7 @@ from flowkit.models.llflow.checkpoint import load_checkpoint
 from flowkit.models.llflow.data import IMAGE_SUFFIXES, PairedImageDataset, read_image, write_image
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.models.llflow.metrics import SCORE_COLUMNS, score_enhancement
-from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR
 from flowkit.models.llflow.train import load_config, train
 from flowkit.models.llflow.train.config import shipped_configs
 
@@ -46,7 +46,9 @@ SOURCE_KEY = "flowkit-input"
 def load_model(checkpoint: str | Path, *, official: bool | None = None, device: str = "cpu", ema: bool = True):
     """An :class:`~flowkit.models.LLFlow` from a flowkit training checkpoint or a reference one.
 
-    Returns the model in eval mode on ``device``; no code in the file runs.
+    Returns the model in eval mode on ``device``; no code in the file runs. A flowkit checkpoint's
+    model enhances as the shipped ones do (:data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`),
+    a reference checkpoint's as the reference does.
 
     Args:
         checkpoint: a flowkit training checkpoint (``OUTPUT/last.pt``), a file of
@@ -78,6 +80,7 @@ def load_model(checkpoint: str | Path, *, official: bool | None = None, device: 
         model.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
     except (TypeError, RuntimeError) as error:
         raise ValueError(f"{checkpoint}: its weights do not match its model config ({error})") from error
+    model.enhance_defaults = dict(MEAN_OF_PAIR)
     return model.to(device).eval()
 
 
@@ -285,8 +288,6 @@ def _enhance(args: argparse.Namespace) -> int:
     if args.tile and (args.tile % 8 or args.tile <= 2 * args.overlap):
         raise ValueError(f"--tile must be 0 (off) or a multiple of 8 larger than twice --overlap "
                          f"({args.overlap}), got {args.tile}")  # checked before any image is read
-    if args.samples > 1 and args.temperature == 0:
-        raise ValueError("--samples > 1 needs --temperature > 0 (at temperature 0 every sample is the same)")
     _folder_option("-o/--output", args.output)
     device = _device(args.device)
     inputs, warnings = _inputs(args.inputs)
@@ -298,6 +299,11 @@ def _enhance(args: argparse.Namespace) -> int:
     output = Path(args.output)
     names = _targets(inputs, output)
     model, _ = _model_for(args, device)
+    temperature = model.enhance_defaults["temperature"] if args.temperature is None else args.temperature
+    if args.samples > 1 and temperature == 0:
+        raise ValueError("--samples > 1 needs --temperature > 0 (at temperature 0 every sample is the same)")
+    if args.average is not None and args.average > 1 and temperature == 0:
+        raise ValueError("--average > 1 needs --temperature > 0 (at temperature 0 every decode is the same)")
     output.mkdir(parents=True, exist_ok=True)
     protected = {p.resolve() for p in inputs}
     failures = 0
@@ -322,8 +328,8 @@ def _enhance(args: argparse.Namespace) -> int:
             histeq = histeq_image(low)  # once per image, not once per sample
             for target in targets:
                 with torch.no_grad():
-                    result = model.enhance(low, histeq=histeq, temperature=args.temperature, generator=generator,
-                                           precision=args.precision, exposure=args.exposure,
+                    result = model.enhance(low, histeq=histeq, temperature=temperature, average=args.average,
+                                           generator=generator, precision=args.precision, exposure=args.exposure,
                                            tile=args.tile or None, overlap=args.overlap)
                 write_image(target, result[0].cpu(), text={SOURCE_KEY: source})
         except (OSError, ValueError) as error:
@@ -379,7 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("inputs", nargs="+", help="image files or folders")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
     _model_options(enhance)
-    enhance.add_argument("--temperature", type=_temperature, default=0.0, help="0: the prior mean (deterministic)")
+    enhance.add_argument("--temperature", type=_temperature,
+                         help="latent temperature; 0: decode the prior mean, the reference's output "
+                              "(default: the model's, 1 for flowkit's models and 0 for reference checkpoints)")
+    enhance.add_argument("--average", type=_positive_int,
+                         help="decodes averaged per image, in antithetic pairs (default: the model's, 2 for "
+                              "flowkit's models at a temperature above 0)")
     enhance.add_argument("--samples", type=_positive_int, default=1,
                          help="samples per image (with --temperature > 0), written as <stem>_<i>.png")
     enhance.add_argument("--seed", type=int, default=0, help="seed of the sampling")

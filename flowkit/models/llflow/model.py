@@ -128,6 +128,9 @@ class LLFlow(nn.Module):
             config.hidden_channels, config.affine_eps, memory=config.memory,
         )
         self.prior_squeeze = Squeeze(_MULTIPLE)
+        # The options enhance() takes where a call leaves them out (None): the reference's single
+        # decode of the prior mean, unless from_pretrained sets the shipped model's.
+        self.enhance_defaults: dict[str, float | int | None] = {"temperature": 0.0, "average": 1, "seed": None}
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -309,20 +312,32 @@ class LLFlow(nn.Module):
 
     @torch.no_grad()
     def enhance(
-        self, low: Tensor, *, temperature: float = 0.0, clamp: bool = True,
+        self, low: Tensor, *, temperature: float | None = None, clamp: bool = True,
         generator: torch.Generator | None = None, histeq: Tensor | None = None,
         precision: Literal["float32", "bfloat16"] = "float32", exposure: float | None = None,
-        tile: int | None = None, overlap: int = 32,
+        tile: int | None = None, overlap: int = 32, average: int | None = None,
     ) -> Tensor:
         """Enhance low-light images ``(B, 3, H, W)`` in ``[0, 1]``; returns ``(B, 3, H, W)``.
 
         Decodes ``z = mean + T * eps`` (``T = 0``: the prior mean, the reference's output). The
         input is padded to a multiple of 8 and the output cropped back. No autograd (:meth:`decode` has it).
 
+        ``average = n > 1`` returns the mean of ``n`` decodes, of ``mean + T * eps_i`` with the
+        ``eps_i`` in antithetic pairs (``eps_2k+1 = -eps_2k``) and one encoder pass. At ``T = 1``
+        this estimates the conditional mean ``E[x | low]``, the output that minimises the expected
+        squared error, where the decode of the prior mean is only the image of the latent's mode: a
+        flow bends the latent Gaussian, so the two differ, the more the sharper the trained density.
+        A pair cancels the estimate's first-order noise in ``eps``; more pairs reduce the rest.
+
+        Options left out (``None``) come from :attr:`enhance_defaults`: a single decode of the prior
+        mean for a model built here or from the reference's weights; the shipped models'
+        (:meth:`from_pretrained`) average an antithetic pair at ``T = 1`` with a fixed seed.
+
         Args:
             temperature: ``T``, a finite number ``>= 0``.
             clamp: clamp the output to ``[0, 1]``; ``False`` returns the raw flow output.
-            generator: the random generator for ``eps``.
+            generator: the random generator for ``eps``; ``None`` seeds a new one with
+                ``enhance_defaults["seed"]``, or draws from torch's global generator if that is ``None``.
             precision: ``"float32"``, or ``"bfloat16"`` autocast for the network, faster on CPUs with
                 AMX (:ref:`measured-design-choices`).
             exposure: ``None``, or stops (EV) to brighten (positive) or darken the output with
@@ -330,6 +345,8 @@ class LLFlow(nn.Module):
             tile: ``None``, or the side of overlapping square tiles (a multiple of 8 above
                 ``2 * overlap``; :func:`~flowkit.models.llflow.tiling.enhance_in_tiles`) to bound memory.
             overlap: the pixels neighbouring tiles share and blend over.
+            average: ``n``, the number of decodes averaged; ``n > 1`` needs ``T > 0``. ``None``: the
+                default's at ``T > 0``, else 1.
 
         Example:
             >>> import torch
@@ -341,11 +358,20 @@ class LLFlow(nn.Module):
             >>> out.shape, bool(out.min() >= 0 and out.max() <= 1)
             (torch.Size([1, 3, 9, 11]), True)
         """
+        defaults = self.enhance_defaults
+        temperature = defaults["temperature"] if temperature is None else temperature
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"LLFlow.enhance: temperature must be a finite number >= 0, got {temperature!r}")
         if precision not in _PRECISIONS:
             raise ValueError(f"LLFlow.enhance: precision must be one of {_PRECISIONS}, got {precision!r}")
+        if average is None:
+            average = defaults["average"] if temperature > 0 else 1
+        if isinstance(average, bool) or not isinstance(average, int) or average < 1:
+            raise ValueError(f"LLFlow.enhance: average must be an integer >= 1, got {average!r}")
+        if average > 1 and temperature == 0:
+            raise ValueError("LLFlow.enhance: average > 1 needs temperature > 0 (at temperature 0 every "
+                             "decode is the same)")
         if exposure is not None:
             if isinstance(exposure, bool) or not isinstance(exposure, (int, float)) or not math.isfinite(exposure):
                 raise ValueError(f"LLFlow.enhance: exposure must be None or a finite number of stops, got {exposure!r}")
@@ -353,8 +379,11 @@ class LLFlow(nn.Module):
                 raise ValueError("LLFlow.enhance: exposure needs clamp=True (the tone curve works on [0, 1])")
         dtype = low.dtype if isinstance(low, Tensor) else None
         low, histeq = self._low_and_histeq("enhance", low, histeq)
+        if generator is None and temperature > 0 and defaults["seed"] is not None:
+            generator = torch.Generator(low.device).manual_seed(defaults["seed"])
         if tile is not None:
-            options = {"temperature": temperature, "clamp": clamp, "generator": generator, "precision": precision}
+            options = {"temperature": temperature, "clamp": clamp, "generator": generator, "precision": precision,
+                       "average": average}
             x = enhance_in_tiles(lambda part, part_histeq: self.enhance(part, histeq=part_histeq, **options),
                                  low, histeq, tile, overlap)
             # The tone curve after blending: it sees the image the tiles make up.
@@ -374,11 +403,16 @@ class LLFlow(nn.Module):
             # float32 prior mean: the flow state starts at full precision whatever autocast did.
             z = self.prior_mean(colors.to(torch.promote_types(colors.dtype, torch.float32)))
             del colors
-            if temperature > 0:
+            if temperature == 0:
+                x, _ = self.flow.inverse(z, conditions)
+            else:
                 device = generator.device if generator is not None else z.device
-                eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
-                z = z + temperature * eps
-            x, _ = self.flow.inverse(z, conditions)
+                x = 0.0
+                for i in range(average):
+                    if i % 2 == 0:
+                        eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+                    x = x + self.flow.inverse(z + temperature * (eps if i % 2 == 0 else -eps), conditions)[0]
+                x = x / average
         # Back to NCHW, and to float32 from autocast's bfloat16 (float64 models stay float64).
         x = x[:, :, :h, :w].to(torch.promote_types(x.dtype, torch.float32)).contiguous()
         if clamp:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
@@ -18,8 +18,8 @@ from torch import nn
 from flowkit.models.llflow._weights import WeightsError, load_checked, save_safetensors
 from flowkit.models.llflow.config import LLFlowConfig
 
-__all__ = ["DEFAULT_PRETRAINED", "PRETRAINED", "PretrainedModel", "export_pretrained", "load_pretrained",
-           "pretrained_names", "read_exported"]
+__all__ = ["DEFAULT_PRETRAINED", "MEAN_OF_PAIR", "PRETRAINED", "PretrainedModel", "export_pretrained",
+           "load_pretrained", "pretrained_names", "read_exported"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -33,18 +33,25 @@ class PretrainedModel:
         file: the safetensors file in ``flowkit/models/llflow/weights/``.
         sha256: the file's sha256, checked at every load.
         summary: one line for users: what it is and what it was trained on.
+        enhance_defaults: the loaded model's :attr:`~flowkit.models.LLFlow.enhance_defaults`.
     """
 
     name: str
     file: str
     sha256: str
     summary: str
+    enhance_defaults: dict[str, float | int | None] = field(default_factory=lambda: dict(MEAN_OF_PAIR))
 
     @property
     def path(self) -> Path:
         """Where the weight file is installed."""
         return WEIGHTS_DIR / self.file
 
+
+MEAN_OF_PAIR = {"temperature": 1.0, "average": 2, "seed": 0}
+"""The shipped models' enhancement: the mean of an antithetic pair of decodes at temperature 1 with
+a fixed seed, an estimate of the conditional mean (see :meth:`~flowkit.models.LLFlow.enhance`; the
+model card measures it against the reference's decode of the prior mean)."""
 
 PRETRAINED: dict[str, PretrainedModel] = {}
 """The shipped models by name."""
@@ -96,7 +103,9 @@ def load_pretrained(name: str | None = None, *, model_class: Callable[[LLFlowCon
         raise ValueError(f"no shipped LLFlow model is called {name!r}; shipped: {pretrained_names()}")
     entry = PRETRAINED[name]
     tensors, metadata = load_checked(entry.path, entry.sha256)
-    return _build(tensors, metadata, entry.path, model_class)
+    model = _build(tensors, metadata, entry.path, model_class)
+    model.enhance_defaults = dict(entry.enhance_defaults)
+    return model
 
 
 def _build(tensors, metadata: dict[str, str], path: Path, cls):

@@ -13,7 +13,7 @@ from flowkit.models.llflow.cli import load_model, main
 from flowkit.models.llflow.data import read_image, write_image
 from flowkit.models.llflow.exposure import adjust_exposure
 from flowkit.models.llflow.histeq import histeq_image
-from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR
 from flowkit.testing import perturb_parameters
 
 TOY = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
@@ -73,6 +73,19 @@ def test_enhance_samples_at_a_temperature(tmp_path, checkpoint):
     assert main(argv) == 0
     first, second = read_image(tmp_path / "out" / "img0_0.png"), read_image(tmp_path / "out" / "img0_1.png")
     assert not torch.equal(first, second)
+
+
+def test_enhance_averages_a_pair_at_temperature_1_by_default(tmp_path, checkpoint):
+    assert load_model(checkpoint).enhance_defaults == MEAN_OF_PAIR
+    [source] = _images(tmp_path / "in", 1)
+    images = {}
+    for name, options in {"default": [], "explicit": ["--temperature", "1", "--average", "2"],
+                          "prior_mean": ["--temperature", "0"]}.items():
+        assert main(["enhance", str(source), "-o", str(tmp_path / name), "--checkpoint", str(checkpoint),
+                     *options]) == 0
+        images[name] = read_image(tmp_path / name / "img0.png")
+    assert torch.equal(images["default"], images["explicit"])
+    assert not torch.equal(images["default"], images["prior_mean"])
 
 
 def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):

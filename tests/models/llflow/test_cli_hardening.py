@@ -95,7 +95,9 @@ def test_special_files_are_skipped_and_the_batch_goes_on(tmp_path, checkpoint, c
     (["--overlap", "-1"], "argument --overlap: expected an integer >= 0"),
     (["--samples", "0"], "argument --samples: expected a positive integer, got 0"),
     (["--temperature", "nan"], "argument --temperature: expected a finite number >= 0"),
-    (["--samples", "2"], "--samples > 1 needs --temperature > 0"),
+    (["--samples", "2", "--temperature", "0"], "--samples > 1 needs --temperature > 0"),
+    (["--average", "2", "--temperature", "0"], "--average > 1 needs --temperature > 0"),
+    (["--average", "0"], "argument --average: expected a positive integer, got 0"),
 ])
 def test_bad_enhance_options_are_one_line(tmp_path, capsys, argv, message):
     source = _image(tmp_path / "a.png")

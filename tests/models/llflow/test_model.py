@@ -90,6 +90,42 @@ def test_sampling_is_reproducible_and_centred_on_the_mean(toy_model):
     torch.testing.assert_close(first, decoded, rtol=3e-5, atol=3e-5)
 
 
+def test_average_is_the_mean_of_antithetic_decodes(toy_model):
+    model = toy_model
+    low, _ = images()
+    mean = model.prior_mean(model.condition(low).color_map)
+    draws = torch.Generator().manual_seed(7)
+    eps = [torch.randn(2, 192, 2, 3, generator=draws) for _ in range(2)]
+    latents = [mean + 0.9 * eps[0], mean - 0.9 * eps[0], mean + 0.9 * eps[1]]
+    decoded = [model.decode(z, low)[0].detach() for z in latents]
+    for n in (2, 3):
+        out = model.enhance(low, temperature=0.9, average=n, generator=torch.Generator().manual_seed(7), clamp=False)
+        torch.testing.assert_close(out, sum(decoded[:n]) / n, rtol=3e-5, atol=3e-5)
+    # A pair is not its first decode: the average moved (by more than the channels-last tolerance).
+    assert (decoded[0] - (decoded[0] + decoded[1]) / 2).abs().max() > 1e-3
+
+
+def test_enhance_defaults_fill_in_the_options_a_call_leaves_out(toy_model):
+    low, _ = images()
+    reference = toy_model.enhance(low, clamp=False)
+    torch.testing.assert_close(reference, toy_model.enhance(low, temperature=0.0, clamp=False), rtol=0, atol=0)
+    toy_model.enhance_defaults = {"temperature": 1.0, "average": 2, "seed": 5}
+    default = toy_model.enhance(low, clamp=False)
+    explicit = toy_model.enhance(low, temperature=1.0, average=2, generator=torch.Generator().manual_seed(5),
+                                 clamp=False)
+    torch.testing.assert_close(default, explicit, rtol=0, atol=0)
+    torch.testing.assert_close(toy_model.enhance(low, clamp=False), default, rtol=0, atol=0)  # seeded: repeatable
+    # An explicit temperature 0 is the single decode of the prior mean, not an error.
+    torch.testing.assert_close(toy_model.enhance(low, temperature=0.0, clamp=False), reference, rtol=0, atol=0)
+    assert not torch.allclose(default, reference, atol=1e-3)
+
+
+def test_shipped_model_enhances_with_the_mean_of_a_pair():
+    model = LLFlow.from_pretrained()
+    assert model.enhance_defaults == {"temperature": 1.0, "average": 2, "seed": 0}
+    assert LLFlow(toy_config()).enhance_defaults == {"temperature": 0.0, "average": 1, "seed": None}
+
+
 def test_loss_selects_the_prior_once_per_batch_with_probability_train_gt_ratio():
     torch.manual_seed(0)
     low, high = images()
@@ -190,6 +226,11 @@ def test_bad_options_are_clear_errors(toy_model):
         toy_model.nll(low, high, prior="mean")
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         toy_model.enhance(low, temperature=-0.1)
+    for average in (0, 1.5, True):
+        with pytest.raises(ValueError, match=f"average must be an integer >= 1, got {average!r}"):
+            toy_model.enhance(low, temperature=1.0, average=average)
+    with pytest.raises(ValueError, match="average > 1 needs temperature > 0"):
+        toy_model.enhance(low, average=2)
     with pytest.raises(ValueError, match="histeq must have the shape of low"):
         toy_model.enhance(low, histeq=low[:, :, :8])
     with pytest.raises(ValueError, match=r"histeq must have values in \[0, 1\]"):
