@@ -4,7 +4,8 @@ Variants, interleaved in one process on the same image (a real LOL low-light ima
 ``../shared`` is there, otherwise a dark random one of the same size):
 
 * ``shipped``: ``LLFlow.from_pretrained().enhance(low)``, histogram equalization included (what
-  ``flowkit enhance`` runs per image);
+  ``flowkit enhance`` runs per image): one encoder pass and an antithetic pair of inverse flows;
+* ``shipped, prior mean``: the same with ``temperature=0``, the reference's single decode;
 * ``lol_small``: the reference's ``LOL_smallNet`` size (random weights) doing the same, the
   architecture the shipped model slims (encoder 32 -> 24 channels, growth 32 -> 16, coupling
   hidden 64 -> 32);
@@ -51,10 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         low, source = read_image(SHARED_LOW)[None], "LOL eval15 #778 (600x400)"
     else:
         low, source = torch.rand(1, 3, 400, 600, generator=torch.Generator().manual_seed(0)) * 0.1, "random"
-    models = {"shipped": LLFlow.from_pretrained(), "lol_small": LLFlow(LLFlowConfig.lol_small()).eval()}
+    shipped = LLFlow.from_pretrained()
+    models = {"shipped": shipped, "shipped, prior mean": shipped, "lol_small": LLFlow(LLFlowConfig.lol_small()).eval()}
     if args.large:
         models["lol"] = LLFlow(LLFlowConfig.lol()).eval()
-    variants = {name: (lambda m=model: m.enhance(low)) for name, model in models.items()}
+    for model in models.values():  # the random-weight sizes enhance as the shipped model does
+        model.enhance_defaults = dict(shipped.enhance_defaults)
+    options = {name: {"temperature": 0.0} if name == "shipped, prior mean" else {} for name in models}
+    variants = {name: (lambda m=model, o=options[name]: m.enhance(low, **o)) for name, model in models.items()}
     stats = interleaved(variants, device, rounds=args.rounds, min_sample_s=0.0, warmup=1)
 
     rows = []

@@ -37,23 +37,27 @@ print(f"mean brightness: dark {dark.mean():.3f}, ground truth {bright.mean():.3f
 # :meth:`LLFlow.from_pretrained() <flowkit.models.LLFlow.from_pretrained>` loads the weights that
 # ship inside the package (checked by sha256, no pickle) in eval mode.
 # :meth:`~flowkit.models.LLFlow.enhance` takes ``(B, 3, H, W)`` images in ``[0, 1]`` of any
-# size. At temperature 0 it decodes the prior mean, the usual setting; a positive temperature
-# samples, giving a slightly different enhancement each time.
+# size. By default the shipped model averages an antithetic pair of decodes at temperature 1,
+# an estimate of the conditional mean, the output with the least expected squared error.
+# ``temperature=0`` decodes the prior mean once, as the reference does; a positive temperature
+# alone draws one sample, slightly different each time.
 
 model = LLFlow.from_pretrained()
 with torch.no_grad():
     enhanced = model.enhance(dark[None])[0]
+    prior_mean = model.enhance(dark[None], temperature=0.0)[0]
     sampled = model.enhance(
         dark[None], temperature=0.8, generator=torch.Generator().manual_seed(0)
     )[0]
 
 images = {
     "dark input": dark,
-    "enhanced (temperature 0)": enhanced,
-    "sampled (temperature 0.8)": sampled,
+    "enhanced (default)": enhanced,
+    "prior mean (temperature 0)": prior_mean,
+    "sample (temperature 0.8)": sampled,
     "ground truth": bright,
 }
-fig, axes = plt.subplots(1, 4, figsize=(13, 2.8))
+fig, axes = plt.subplots(1, 5, figsize=(16, 2.8))
 for ax, (title, image) in zip(axes, images.items()):
     ax.imshow(image.detach().permute(1, 2, 0).clamp(0, 1).numpy())
     ax.set_title(title, fontsize=10)

@@ -328,7 +328,7 @@ def _enhance(args: argparse.Namespace) -> int:
             histeq = histeq_image(low)  # once per image, not once per sample
             for target in targets:
                 with torch.no_grad():
-                    result = model.enhance(low, histeq=histeq, temperature=temperature, average=args.average,
+                    result = model.enhance(low, histeq=histeq, temperature=args.temperature, average=args.average,
                                            generator=generator, precision=args.precision, exposure=args.exposure,
                                            tile=args.tile or None, overlap=args.overlap)
                 write_image(target, result[0].cpu(), text={SOURCE_KEY: source})
@@ -389,8 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="latent temperature; 0: decode the prior mean, the reference's output "
                               "(default: the model's, 1 for flowkit's models and 0 for reference checkpoints)")
     enhance.add_argument("--average", type=_positive_int,
-                         help="decodes averaged per image, in antithetic pairs (default: the model's, 2 for "
-                              "flowkit's models at a temperature above 0)")
+                         help="decodes averaged per image, in antithetic pairs (default: 1 with --temperature, "
+                              "else the model's: 2 for flowkit's models)")
     enhance.add_argument("--samples", type=_positive_int, default=1,
                          help="samples per image (with --temperature > 0), written as <stem>_<i>.png")
     enhance.add_argument("--seed", type=int, default=0, help="seed of the sampling")

@@ -114,6 +114,12 @@ class LLFlow(nn.Module):
     pretrained_card: dict[str, str] | None = None
     """The model card entries of a shipped model (:meth:`from_pretrained`), ``None`` for any other."""
 
+    enhance_defaults: dict[str, float | int | None]
+    """What :meth:`enhance` uses for the ``temperature``, ``average`` and generator ``seed`` a call
+    leaves out. A new model's are the reference's single decode of the prior mean,
+    ``{"temperature": 0.0, "average": 1, "seed": None}``; the shipped models' are
+    :data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`."""
+
     def __init__(self, config: LLFlowConfig | None = None) -> None:
         super().__init__()
         config = LLFlowConfig.lol() if config is None else config
@@ -128,9 +134,7 @@ class LLFlow(nn.Module):
             config.hidden_channels, config.affine_eps, memory=config.memory,
         )
         self.prior_squeeze = Squeeze(_MULTIPLE)
-        # The options enhance() takes where a call leaves them out (None): the reference's single
-        # decode of the prior mean, unless from_pretrained sets the shipped model's.
-        self.enhance_defaults: dict[str, float | int | None] = {"temperature": 0.0, "average": 1, "seed": None}
+        self.enhance_defaults = {"temperature": 0.0, "average": 1, "seed": None}
 
     # -- inputs -----------------------------------------------------------------------------------
 
@@ -346,7 +350,7 @@ class LLFlow(nn.Module):
                 ``2 * overlap``; :func:`~flowkit.models.llflow.tiling.enhance_in_tiles`) to bound memory.
             overlap: the pixels neighbouring tiles share and blend over.
             average: ``n``, the number of decodes averaged; ``n > 1`` needs ``T > 0``. ``None``: the
-                default's at ``T > 0``, else 1.
+                default's if ``temperature`` is left out too, else 1 (one sample at that temperature).
 
         Example:
             >>> import torch
@@ -359,14 +363,15 @@ class LLFlow(nn.Module):
             (torch.Size([1, 3, 9, 11]), True)
         """
         defaults = self.enhance_defaults
-        temperature = defaults["temperature"] if temperature is None else temperature
+        if temperature is None:
+            temperature = defaults["temperature"]
+            average = defaults["average"] if average is None else average
         if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
                 or not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"LLFlow.enhance: temperature must be a finite number >= 0, got {temperature!r}")
         if precision not in _PRECISIONS:
             raise ValueError(f"LLFlow.enhance: precision must be one of {_PRECISIONS}, got {precision!r}")
-        if average is None:
-            average = defaults["average"] if temperature > 0 else 1
+        average = 1 if average is None else average  # a temperature alone asks for one sample
         if isinstance(average, bool) or not isinstance(average, int) or average < 1:
             raise ValueError(f"LLFlow.enhance: average must be an integer >= 1, got {average!r}")
         if average > 1 and temperature == 0:

@@ -80,12 +80,13 @@ def test_enhance_averages_a_pair_at_temperature_1_by_default(tmp_path, checkpoin
     [source] = _images(tmp_path / "in", 1)
     images = {}
     for name, options in {"default": [], "explicit": ["--temperature", "1", "--average", "2"],
-                          "prior_mean": ["--temperature", "0"]}.items():
+                          "prior_mean": ["--temperature", "0"], "sample": ["--temperature", "1"]}.items():
         assert main(["enhance", str(source), "-o", str(tmp_path / name), "--checkpoint", str(checkpoint),
                      *options]) == 0
         images[name] = read_image(tmp_path / name / "img0.png")
     assert torch.equal(images["default"], images["explicit"])
     assert not torch.equal(images["default"], images["prior_mean"])
+    assert not torch.equal(images["default"], images["sample"])  # a temperature alone: one sample
 
 
 def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):

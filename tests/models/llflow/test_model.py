@@ -115,8 +115,13 @@ def test_enhance_defaults_fill_in_the_options_a_call_leaves_out(toy_model):
                                  clamp=False)
     torch.testing.assert_close(default, explicit, rtol=0, atol=0)
     torch.testing.assert_close(toy_model.enhance(low, clamp=False), default, rtol=0, atol=0)  # seeded: repeatable
-    # An explicit temperature 0 is the single decode of the prior mean, not an error.
+    # A temperature alone is one decode: of the prior mean at 0 (not an error), else one sample.
     torch.testing.assert_close(toy_model.enhance(low, temperature=0.0, clamp=False), reference, rtol=0, atol=0)
+    sample = toy_model.enhance(low, temperature=1.0, generator=torch.Generator().manual_seed(5), clamp=False)
+    torch.testing.assert_close(sample, toy_model.enhance(low, temperature=1.0, average=1, clamp=False,
+                                                         generator=torch.Generator().manual_seed(5)), rtol=0, atol=0)
+    # An average alone takes the default temperature.
+    torch.testing.assert_close(toy_model.enhance(low, average=2, clamp=False), default, rtol=0, atol=0)
     assert not torch.allclose(default, reference, atol=1e-3)
 
 
@@ -230,7 +235,7 @@ def test_bad_options_are_clear_errors(toy_model):
         with pytest.raises(ValueError, match=f"average must be an integer >= 1, got {average!r}"):
             toy_model.enhance(low, temperature=1.0, average=average)
     with pytest.raises(ValueError, match="average > 1 needs temperature > 0"):
-        toy_model.enhance(low, average=2)
+        toy_model.enhance(low, temperature=0.0, average=2)
     with pytest.raises(ValueError, match="histeq must have the shape of low"):
         toy_model.enhance(low, histeq=low[:, :, :8])
     with pytest.raises(ValueError, match=r"histeq must have values in \[0, 1\]"):
