@@ -306,6 +306,10 @@ class _Logger:
 def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None) -> dict[str, float]:
     """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
 
+    The output is the mean of an antithetic pair of decodes
+    (:data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`), as flowkit's trained models enhance;
+    runs before December 2026 scored the prior mean's decode instead.
+
     Returns the means ``"psnr"``, ``"ssim"``, ``"input_psnr"`` and ``"nll"`` (bits per pixel,
     :meth:`~flowkit.models.LLFlow.nll`).
 
@@ -320,7 +324,10 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
         item = dataset[index]
         low, high = item["low"][None].to(device), item["high"][None].to(device)
         histeq = item["histeq"][None].to(device) if "histeq" in item else None
-        enhanced = model.enhance(low, histeq=histeq)
+        # Scored as flowkit's trained models enhance: the mean of an antithetic pair, seeded per image.
+        generator = torch.Generator(device).manual_seed(pretrained.MEAN_OF_PAIR["seed"])
+        enhanced = model.enhance(low, histeq=histeq, temperature=pretrained.MEAN_OF_PAIR["temperature"],
+                                 average=pretrained.MEAN_OF_PAIR["average"], generator=generator)
         scores["psnr"].append(float(psnr(enhanced, high)[0]))
         scores["ssim"].append(float(ssim(enhanced, high)[0]))
         scores["input_psnr"].append(float(psnr(low, high)[0]))
