@@ -49,9 +49,11 @@ class PretrainedModel:
 
 
 MEAN_OF_PAIR = {"temperature": 1.0, "average": 2, "seed": 0}
-"""The shipped models' enhancement: the mean of an antithetic pair of decodes at temperature 1 with
-a fixed seed, an estimate of the conditional mean (see :meth:`~flowkit.models.LLFlow.enhance`; the
-model card measures it against the reference's decode of the prior mean)."""
+"""How the shipped models enhance, their ``enhance_defaults``.
+
+The mean of an antithetic pair of decodes at temperature 1 with a fixed seed, an estimate of the
+conditional mean (see :meth:`~flowkit.models.LLFlow.enhance`; the model card measures it against
+the reference's decode of the prior mean)."""
 
 PRETRAINED: dict[str, PretrainedModel] = {}
 """The shipped models by name."""
