@@ -19,8 +19,8 @@ import torch
 
 from flowkit.models.llflow._files import write_atomically
 
-__all__ = ["capture_rng_state", "load_checkpoint", "remove_stale_temporaries", "restore_rng_state", "save_checkpoint",
-           "save_model"]
+__all__ = ["capture_rng_state", "load_checkpoint", "model_weights", "remove_stale_temporaries", "restore_rng_state",
+           "save_checkpoint", "save_model"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -104,6 +104,26 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if bad:
         raise ValueError(f"{path} holds non-finite values (NaN or infinity) in {bad}; refusing to use it")
     return state
+
+
+def model_weights(state: dict[str, Any], source: str, *, ema: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weights and the model config (a dict) that a flowkit checkpoint ``state`` holds.
+
+    A training checkpoint's EMA weights are taken when it has them and ``ema`` is true. ``source``
+    names the checkpoint in the error that a state without weights or config raises.
+
+    Example:
+        >>> weights, config = model_weights({"model": {"w": 1}, "ema": {"w": 2}, "llflow_config": {}}, "a.pt")
+        >>> weights
+        {'w': 2}
+        >>> model_weights({"step": 3}, "b.pt")
+        Traceback (most recent call last):
+        ...
+        ValueError: b.pt is not a flowkit checkpoint (it has no model weights and model config)
+    """
+    if not isinstance(state.get("model"), dict) or not isinstance(state.get("llflow_config"), dict):
+        raise ValueError(f"{source} is not a flowkit checkpoint (it has no model weights and model config)")
+    return (state["ema"] if ema and "ema" in state else state["model"]), state["llflow_config"]
 
 
 def _non_finite(value: Any, name: str = "") -> str | None:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow._files import write_atomically
 from flowkit.models.llflow._weights import WeightsError
-from flowkit.models.llflow.checkpoint import load_checkpoint
+from flowkit.models.llflow.checkpoint import load_checkpoint, model_weights
 from flowkit.models.llflow.data import IMAGE_SUFFIXES, PairedImageDataset, read_image, write_image
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.models.llflow.metrics import SCORE_COLUMNS, score_enhancement
@@ -71,13 +71,11 @@ def load_model(checkpoint: str | Path, *, official: bool | None = None, device: 
         raise ValueError(f"{checkpoint} is a flowkit checkpoint, not a reference one: leave out --official")
     if official or (official is None and not is_flowkit):
         return LLFlow.from_official(state).to(device).eval()
-    if not isinstance(state.get("llflow_config"), dict) or not isinstance(state.get("model"), dict):
-        raise ValueError(f"{checkpoint} is not a flowkit checkpoint (it has no model weights and model config)")
-    config = dict(state["llflow_config"])
-    config["stack_blocks"] = tuple(config.get("stack_blocks", ()))
+    weights, config = model_weights(state, str(checkpoint), ema=ema)
+    config = dict(config, stack_blocks=tuple(config.get("stack_blocks", ())))
     try:
         model = LLFlow(LLFlowConfig(**config))
-        model.load_state_dict(state["ema"] if ema and "ema" in state else state["model"])
+        model.load_state_dict(weights)
     except (TypeError, RuntimeError) as error:
         raise ValueError(f"{checkpoint}: its weights do not match its model config ({error})") from error
     model.enhance_defaults = dict(MEAN_OF_PAIR)

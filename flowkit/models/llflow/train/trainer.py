@@ -24,6 +24,7 @@ from flowkit.models.llflow._files import write_atomically
 from flowkit.models.llflow.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    model_weights,
     remove_stale_temporaries,
     restore_rng_state,
     save_checkpoint,
@@ -517,10 +518,7 @@ def _initial_weights(init: str, config: TrainConfig, device: torch.device) -> di
             raise FileNotFoundError(
                 f"[run] init {init}: neither a checkpoint file nor a shipped model {pretrained.pretrained_names()}"
             )
-        checkpoint = load_checkpoint(init, map_location=device)
-        if not isinstance(checkpoint.get("model"), dict) or not isinstance(checkpoint.get("llflow_config"), dict):
-            raise ValueError(f"[run] init {init} is not a flowkit checkpoint (it has no model weights and model config)")
-        state, saved = checkpoint.get("ema") or checkpoint["model"], checkpoint["llflow_config"]
+        state, saved = model_weights(load_checkpoint(init, map_location=device), f"[run] init {init}")
     if differing := _config_difference(saved, config):
         raise ValueError(f"[run] init {init} has another model config than [model] (differs in {differing})")
     return state
