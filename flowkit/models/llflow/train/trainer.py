@@ -8,7 +8,7 @@ import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -304,12 +304,14 @@ class _Logger:
 
 
 @torch.no_grad()
-def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None) -> dict[str, float]:
+def validate(model: nn.Module, dataset, device: torch.device, image_path: Path | None = None, *,
+             decode: Mapping[str, Any] = pretrained.MEAN_OF_PAIR) -> dict[str, float]:
     """Enhance every validation pair; mean PSNR and SSIM of the output and PSNR of the raw input.
 
-    The output is the mean of an antithetic pair of decodes
+    ``decode`` holds the ``temperature``, ``average`` and ``seed`` of the enhancement, seeded afresh
+    for every image. By default it is the mean of an antithetic pair of decodes
     (:data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`), as flowkit's trained models enhance;
-    runs before December 2026 scored the prior mean's decode instead.
+    runs before December 2026 scored the prior mean's decode (``temperature`` 0, ``average`` 1).
 
     Returns the means ``"psnr"``, ``"ssim"``, ``"input_psnr"`` and ``"nll"`` (bits per pixel,
     :meth:`~flowkit.models.LLFlow.nll`).
@@ -325,10 +327,10 @@ def validate(model: nn.Module, dataset, device: torch.device, image_path: Path |
         item = dataset[index]
         low, high = item["low"][None].to(device), item["high"][None].to(device)
         histeq = item["histeq"][None].to(device) if "histeq" in item else None
-        # Scored as flowkit's trained models enhance: the mean of an antithetic pair, seeded per image.
-        generator = torch.Generator(device).manual_seed(pretrained.MEAN_OF_PAIR["seed"])
-        enhanced = model.enhance(low, histeq=histeq, temperature=pretrained.MEAN_OF_PAIR["temperature"],
-                                 average=pretrained.MEAN_OF_PAIR["average"], generator=generator)
+        # Seeded per image, so that a score does not depend on the order of the pairs.
+        generator = None if decode["seed"] is None else torch.Generator(device).manual_seed(decode["seed"])
+        enhanced = model.enhance(low, histeq=histeq, temperature=decode["temperature"],
+                                 average=decode["average"], generator=generator)
         scores["psnr"].append(float(psnr(enhanced, high)[0]))
         scores["ssim"].append(float(ssim(enhanced, high)[0]))
         scores["input_psnr"].append(float(psnr(low, high)[0]))

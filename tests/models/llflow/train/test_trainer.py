@@ -267,6 +267,33 @@ def test_validate_refuses_an_empty_validation_set():
         validate(model, [], torch.device("cpu"))
 
 
+def test_validate_scores_the_decode_it_is_given():
+    from flowkit.models import LLFlow, LLFlowConfig
+    from flowkit.models.llflow.metrics import psnr
+    from flowkit.models.llflow.train.trainer import validate
+
+    torch.manual_seed(3)
+    model = LLFlow(LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4, stack_blocks=(),
+                                steps_per_level=1, hidden_channels=4))
+    for parameter in model.parameters():  # away from the identity initialisation, so the decodes differ
+        parameter.data.add_(0.05 * torch.randn_like(parameter))
+    pairs = [{"low": 0.1 * torch.rand(3, 16, 16), "high": torch.rand(3, 16, 16)} for _ in range(2)]
+    model.eval()  # as validate enhances
+
+    def expected(seed=None, **options):
+        scores = []
+        for p in pairs:
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            scores.append(float(psnr(model.enhance(p["low"][None], generator=generator, **options), p["high"][None])[0]))
+        return sum(scores) / len(scores)
+
+    prior_mean = validate(model, pairs, torch.device("cpu"), decode={"temperature": 0.0, "average": 1, "seed": None})
+    assert prior_mean["psnr"] == pytest.approx(expected(temperature=0.0), abs=1e-6)
+    pair = validate(model, pairs, torch.device("cpu"))  # the shipped models' decode, seeded afresh per image
+    assert pair["psnr"] == pytest.approx(expected(temperature=1.0, average=2, seed=0), abs=1e-6)
+    assert abs(pair["psnr"] - prior_mean["psnr"]) > 1e-5  # the two checks above tell the decodes apart
+
+
 def test_the_best_validated_weights_are_kept_across_a_resume(micro_config, tmp_path):
     import dataclasses
     import json
