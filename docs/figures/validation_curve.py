@@ -1,18 +1,24 @@
-"""The model card's validation curve: PSNR against training step, for the v2 runs and v1.
+"""The model card's validation curve: PSNR against training step, for the v2 runs and the shipped models.
 
 Run from the repository root::
 
     python docs/figures/validation_curve.py \
         --run "campaign=$HOME/.cache/flowkit/runs/synthetic_v2" \
-        --run "campaign, dequantised=$HOME/.cache/flowkit/runs/synthetic_v2_dq" \
-        --fork "from v1, lr 2.5e-4=$HOME/.cache/flowkit/ft_v1b" ...
+        --run "campaign, dequantised targets=$HOME/.cache/flowkit/runs/synthetic_v2_dq" \
+        --fork "from v1: v2 data, lr 2.5e-4=$HOME/.cache/flowkit/ft_v1b" ... \
+        --prior-mean-through "campaign=4840" --prior-mean-through "campaign, dequantised targets=1500" ...
 
 reads each run's ``log.csv`` (its EMA weights' validation, on the first 12 Kodak24 photographs
 darkened by ``LowLightSynthesizer.lol_wide()`` with seed 21; every run must have validated on the
 same pairs), scores every shipped model on those pairs (the first run's ``synthetic/val`` folder)
-with the trainer's own :func:`~flowkit.models.llflow.train.trainer.validate`, and writes it all to
-``validation_curve.json`` beside the figure. A ``--fork`` started from v1's weights (``--init``):
-its steps are drawn after v1's 1400. Without ``--run`` it redraws the figure from that file.
+with the trainer's own :func:`~flowkit.models.llflow.train.trainer.validate` in both decodes, and
+writes it all to ``validation_curve.json`` beside the figure. A ``--fork`` started from v1's
+weights (``--init``): its steps are drawn after v1's 1400.
+
+The trainer validated with the prior mean's decode until December 2026 and with the mean of an
+antithetic pair since; the log does not say which, so ``--prior-mean-through LABEL=STEP`` names
+the last step of a run or fork that was scored at the prior mean. The figure has a panel for each
+decode. Without ``--run`` it redraws the figure from the JSON.
 """
 
 from __future__ import annotations
@@ -33,22 +39,24 @@ from torch.utils.data import Subset
 
 from flowkit.models import LLFlow
 from flowkit.models.llflow.data import PairedImageDataset
-from flowkit.models.llflow.pretrained import pretrained_names
+from flowkit.models.llflow.pretrained import MEAN_OF_PAIR, pretrained_names
 from flowkit.models.llflow.train.trainer import validate
 
 PAIRS = 12  # the run's val_limit
 # The step each shipped model's training stopped at, where its point sits on the step axis.
-TRAINED_STEPS = {"llflow-small-synthetic": 1400}
+TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843}
 V1 = "llflow-small-synthetic"  # the weights the forks start from
+DECODES = {"prior mean": {"temperature": 0.0, "average": 1, "seed": None}, "mean of a pair": MEAN_OF_PAIR}
 
 
-def _validations(run: Path) -> list[dict[str, float]]:
+def _validations(run: Path, prior_mean_through: int) -> list[dict[str, float | str]]:
     scores: dict[int, dict[str, float]] = {}
     with open(run / "log.csv", newline="") as file:
         for row in csv.DictReader(file):
             if row["kind"] in ("val/psnr", "val/ssim"):
                 scores.setdefault(int(row["step"]), {})[row["kind"][4:]] = float(row["loss"])
-    return [{"step": s} | v for s, v in sorted(scores.items())]
+    return [{"step": s, "decode": "prior mean" if s <= prior_mean_through else "mean of a pair"} | v
+            for s, v in sorted(scores.items())]
 
 
 def _labelled(option: str) -> tuple[str, Path]:
@@ -58,35 +66,63 @@ def _labelled(option: str) -> tuple[str, Path]:
     return label, Path(folder).expanduser()
 
 
-def measure(runs: list[tuple[str, Path]], forks: list[tuple[str, Path]]) -> dict:
+def _labelled_step(option: str) -> tuple[str, int]:
+    label, _, step = option.rpartition("=")
+    if not label or not step.isdigit():
+        raise argparse.ArgumentTypeError(f"expected LABEL=STEP, got {option!r}")
+    return label, int(step)
+
+
+def measure(runs: list[tuple[str, Path]], forks: list[tuple[str, Path]], prior_mean_through: dict[str, int]) -> dict:
+    if unknown := set(prior_mean_through) - {label for label, _ in runs + forks}:
+        raise SystemExit(f"--prior-mean-through names no --run or --fork: {sorted(unknown)}")
     pairs = Subset(PairedImageDataset.from_root(runs[0][1] / "synthetic" / "val"), range(PAIRS))
     shipped = {}
     for name in pretrained_names():
-        result = validate(LLFlow.from_pretrained(name), pairs, torch.device("cpu"))
-        shipped[name] = {"psnr": result["psnr"], "ssim": result["ssim"], "step": TRAINED_STEPS.get(name)}
-        print(f"{name}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
-    return {"pairs": PAIRS, "runs": {label: _validations(folder) for label, folder in runs},
-            "forks": {label: _validations(folder) for label, folder in forks}, "shipped": shipped}
+        model = LLFlow.from_pretrained(name)
+        shipped[name] = {"step": TRAINED_STEPS.get(name)}
+        for decode, options in DECODES.items():
+            result = validate(model, pairs, torch.device("cpu"), decode=options)
+            shipped[name][decode] = {"psnr": result["psnr"], "ssim": result["ssim"]}
+            print(f"{name}, {decode}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
+
+    def read(folders):
+        return {label: _validations(folder, prior_mean_through.get(label, -1)) for label, folder in folders}
+
+    return {"pairs": PAIRS, "runs": read(runs), "forks": read(forks), "shipped": shipped}
 
 
 def draw(data: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=150)
-    for (label, rows), colour in zip(data["runs"].items(), ("tab:blue", "tab:green", "tab:purple")):
-        ax.plot([r["step"] for r in rows], [r["psnr"] for r in rows], "o-", color=colour, label=f"{label} (EMA)")
+    fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=150, sharey=True)
+    run_colours = dict(zip(data["runs"], ("tab:blue", "tab:green", "tab:purple")))
+    fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive")))
+    shipped_colours = dict(zip(data["shipped"], ("tab:orange", "black")))
     v1 = data["shipped"][V1]
-    for (label, rows), colour in zip(data["forks"].items(), ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive")):
-        ax.plot([v1["step"]] + [v1["step"] + r["step"] for r in rows], [v1["psnr"]] + [r["psnr"] for r in rows],
-                ".--", color=colour, lw=1, label=label)
-    for name, score in data["shipped"].items():
-        if score["step"] is not None:
-            ax.plot([score["step"]], [score["psnr"]], "s", color="tab:orange", ms=8,
-                    label=f"{name} (shipped, trained {score['step']} steps)")
-        ax.axhline(score["psnr"], color="tab:orange", lw=0.8, ls="--")
-    ax.set_xlabel("training step (8 patches of 128x128 each)")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(f"Validation: {data['pairs']} Kodak24 photographs darkened by lol_wide (seed 21)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    for ax, decode in zip(axes, DECODES):
+        for label, rows in data["runs"].items():
+            rows = [r for r in rows if r["decode"] == decode]
+            if rows:
+                ax.plot([r["step"] for r in rows], [r["psnr"] for r in rows], "o-", color=run_colours[label],
+                        label=f"{label} (EMA)")
+        for label, rows in data["forks"].items():
+            rows = [r for r in rows if r["decode"] == decode]
+            if rows:
+                ax.plot([v1["step"]] + [v1["step"] + r["step"] for r in rows],
+                        [v1[decode]["psnr"]] + [r["psnr"] for r in rows], ".--", color=fork_colours[label], lw=1,
+                        label=label)
+        for name, score in data["shipped"].items():
+            colour = shipped_colours[name]
+            ax.axhline(score[decode]["psnr"], color=colour, lw=0.8, ls="--")
+            if score["step"] is not None:
+                ax.plot([score["step"]], [score[decode]["psnr"]], "s", color=colour, ms=8,
+                        label=f"{name} (shipped, trained {score['step']} steps)")
+        ax.set_title(f"decoded at the {decode}" if decode == "prior mean" else f"decoded as the {decode} "
+                     "(the shipped models' default)", fontsize=9)
+        ax.set_xlabel("training step (8 patches of 128x128 each)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0].set_ylabel("PSNR (dB)")
+    fig.suptitle(f"Validation: {data['pairs']} Kodak24 photographs darkened by lol_wide (seed 21)", fontsize=10)
     fig.tight_layout()
     save_png(fig, path)
 
@@ -97,12 +133,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="a campaign's run folder (repeatable); omit to redraw from the JSON")
     parser.add_argument("--fork", type=_labelled, action="append", default=[], metavar="LABEL=FOLDER",
                         help="a run started from v1's weights (repeatable)")
+    parser.add_argument("--prior-mean-through", type=_labelled_step, action="append", default=[],
+                        metavar="LABEL=STEP", help="the last step the run or fork LABEL scored at the prior mean "
+                        "(repeatable; default: none, every validation is of the mean of a pair)")
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
     args = parser.parse_args(argv)
     record = args.out / "validation_curve.json"
     if args.run:
         torch.set_num_threads(2)
-        data = measure(args.run, args.fork)
+        data = measure(args.run, args.fork, dict(args.prior_mean_through))
         temporary = record.with_name(f".{record.name}.tmp")
         temporary.write_text(json.dumps(data, indent=2) + "\n")
         temporary.replace(record)
