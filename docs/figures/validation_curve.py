@@ -5,8 +5,9 @@ Run from the repository root::
     python docs/figures/validation_curve.py \
         --run "campaign=$HOME/.cache/flowkit/runs/synthetic_v2" \
         --run "campaign, dequantised targets=$HOME/.cache/flowkit/runs/synthetic_v2_dq" \
-        --fork "from v1: v2 data, lr 2.5e-4=$HOME/.cache/flowkit/ft_v1b" ... \
-        --prior-mean-through "campaign=4840" --prior-mean-through "campaign, dequantised targets=1500" ...
+        --fork "from v1: v2 data, lr 2.5e-4=$HOME/.cache/flowkit/ft_v1" ... \
+        --prior-mean-through "campaign=4843" --prior-mean-through "campaign, dequantised targets=1500" \
+        --prior-mean-through "from v1: v2 data, lr 2.5e-4=600" ...
 
 reads each run's ``log.csv`` (its EMA weights' validation, on the first 12 Kodak24 photographs
 darkened by ``LowLightSynthesizer.lol_wide()`` with seed 21; every run must have validated on the
