@@ -40,14 +40,14 @@ from torch.utils.data import Subset
 
 from flowkit.models import LLFlow
 from flowkit.models.llflow.data import PairedImageDataset
-from flowkit.models.llflow.pretrained import MEAN_OF_PAIR, pretrained_names
+from flowkit.models.llflow.pretrained import MEAN_OF_PAIR, PRIOR_MEAN, pretrained_names
 from flowkit.models.llflow.train.trainer import validate
 
 PAIRS = 12  # the run's val_limit
 # The step each shipped model's training stopped at, where its point sits on the step axis.
 TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843}
 V1 = "llflow-small-synthetic"  # the weights the forks start from
-DECODES = {"prior mean": {"temperature": 0.0, "average": 1, "seed": None}, "mean of a pair": MEAN_OF_PAIR}
+DECODES = {"prior mean": PRIOR_MEAN, "mean of a pair": MEAN_OF_PAIR}
 
 
 def _validations(run: Path, prior_mean_through: int) -> list[dict[str, float | str]]:

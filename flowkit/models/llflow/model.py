@@ -117,7 +117,7 @@ class LLFlow(nn.Module):
     enhance_defaults: dict[str, float | int | None]
     """What :meth:`enhance` uses for the ``temperature``, ``average`` and generator ``seed`` a call
     leaves out. A new model's are the reference's single decode of the prior mean,
-    ``{"temperature": 0.0, "average": 1, "seed": None}``; the shipped models' are
+    :data:`~flowkit.models.llflow.pretrained.PRIOR_MEAN`; the shipped models' are
     :data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`."""
 
     def __init__(self, config: LLFlowConfig | None = None) -> None:
@@ -134,7 +134,7 @@ class LLFlow(nn.Module):
             config.hidden_channels, config.affine_eps, memory=config.memory,
         )
         self.prior_squeeze = Squeeze(_MULTIPLE)
-        self.enhance_defaults = {"temperature": 0.0, "average": 1, "seed": None}
+        self.enhance_defaults = dict(pretrained.PRIOR_MEAN)
 
     # -- inputs -----------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from torch import nn
 from flowkit.models.llflow._weights import WeightsError, load_checked, save_safetensors
 from flowkit.models.llflow.config import LLFlowConfig
 
-__all__ = ["DEFAULT_PRETRAINED", "MEAN_OF_PAIR", "PRETRAINED", "PretrainedModel", "export_pretrained",
+__all__ = ["DEFAULT_PRETRAINED", "MEAN_OF_PAIR", "PRETRAINED", "PRIOR_MEAN", "PretrainedModel", "export_pretrained",
            "load_pretrained", "pretrained_names", "read_exported"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -54,6 +54,12 @@ MEAN_OF_PAIR = {"temperature": 1.0, "average": 2, "seed": 0}
 The mean of an antithetic pair of decodes at temperature 1 with a fixed seed, an estimate of the
 conditional mean (see :meth:`~flowkit.models.LLFlow.enhance`; the model card measures it against
 the reference's decode of the prior mean)."""
+
+PRIOR_MEAN = {"temperature": 0.0, "average": 1, "seed": None}
+"""The reference LLFlow's decode, a new model's ``enhance_defaults``.
+
+One decode of the prior's mean, temperature 0, so no noise is drawn and no seed is needed. It
+scores lower than :data:`MEAN_OF_PAIR` on every validation set the model card reports."""
 
 PRETRAINED: dict[str, PretrainedModel] = {}
 """The shipped models by name."""

@@ -270,6 +270,7 @@ def test_validate_refuses_an_empty_validation_set():
 def test_validate_scores_the_decode_it_is_given():
     from flowkit.models import LLFlow, LLFlowConfig
     from flowkit.models.llflow.metrics import psnr
+    from flowkit.models.llflow.pretrained import PRIOR_MEAN
     from flowkit.models.llflow.train.trainer import validate
 
     torch.manual_seed(3)
@@ -287,7 +288,7 @@ def test_validate_scores_the_decode_it_is_given():
             scores.append(float(psnr(model.enhance(p["low"][None], generator=generator, **options), p["high"][None])[0]))
         return sum(scores) / len(scores)
 
-    prior_mean = validate(model, pairs, torch.device("cpu"), decode={"temperature": 0.0, "average": 1, "seed": None})
+    prior_mean = validate(model, pairs, torch.device("cpu"), decode=PRIOR_MEAN)
     assert prior_mean["psnr"] == pytest.approx(expected(temperature=0.0), abs=1e-6)
     pair = validate(model, pairs, torch.device("cpu"))  # the shipped models' decode, seeded afresh per image
     assert pair["psnr"] == pytest.approx(expected(temperature=1.0, average=2, seed=0), abs=1e-6)
