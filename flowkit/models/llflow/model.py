@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,14 @@ __all__ = ["LLFlow"]
 # The latent is (B, 3 * 8 * 8, H/8, W/8): three squeezes by 2.
 _MULTIPLE = 8
 _PRECISIONS = ("float32", "bfloat16")
+# A sampled decode with a raw value beyond +-100 (or not finite) has diverged. A trained model's
+# decodes of images in [0, 1] stay within about [-0.5, 1.5], but where a draw of eps takes the
+# inverse couplings out of what training saw, their division by the sigmoid scale feeds on itself
+# and a patch of the image runs to 1e19. Such an image is decoded again with fresh noise, up to
+# _REDRAWS times, and then at the prior mean. (An untrained model's decodes reach +-30, hence the
+# wide bound.)
+_DIVERGED = 100.0
+_REDRAWS = 3
 
 
 def _check_image(method: str, name: str, image: object) -> Tensor:
@@ -332,6 +341,10 @@ class LLFlow(nn.Module):
         squared error, where the decode of the prior mean is only the image of the latent's mode: a
         flow bends the latent Gaussian, so the two differ, the more the sharper the trained density.
         A pair cancels the estimate's first-order noise in ``eps``; more pairs reduce the rest.
+        A sampled decode can diverge where ``eps`` takes the inverse couplings beyond what training
+        saw (their division by the scale then compounds, and a patch of the image runs to 1e19):
+        a decode with a raw value beyond +-100 is drawn again for that image, up to three times,
+        and an image that still diverges gets the prior mean's decode, with a ``RuntimeWarning``.
 
         Options left out (``None``) come from :attr:`enhance_defaults`: a single decode of the prior
         mean for a model built here or from the reference's weights; the shipped models'
@@ -411,13 +424,7 @@ class LLFlow(nn.Module):
             if temperature == 0:
                 x, _ = self.flow.inverse(z, conditions)
             else:
-                device = generator.device if generator is not None else z.device
-                x = 0.0
-                for i in range(average):
-                    if i % 2 == 0:
-                        eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
-                    x = x + self.flow.inverse(z + temperature * (eps if i % 2 == 0 else -eps), conditions)[0]
-                x = x / average
+                x = self._sampled_decodes(z, conditions, temperature, average, generator, h, w) / average
         # Back to NCHW, and to float32 from autocast's bfloat16 (float64 models stay float64).
         x = x[:, :, :h, :w].to(torch.promote_types(x.dtype, torch.float32)).contiguous()
         if clamp:
@@ -425,6 +432,47 @@ class LLFlow(nn.Module):
         if exposure is not None:
             x = adjust_exposure(x, exposure)
         return x.to(dtype)
+
+    def _sampled_decodes(self, z: Tensor, conditions: list[Tensor], temperature: float, average: int,
+                         generator: torch.Generator | None, h: int, w: int) -> Tensor:
+        """The sum of ``average`` decodes of ``z + T * eps_i`` (antithetic pairs), none diverged.
+
+        A decode that diverges for an item (see ``_DIVERGED``) is drawn again for that item,
+        from the same generator; an item that still diverges after ``_REDRAWS`` more draws gets
+        ``average`` times the prior mean's decode instead, with a warning.
+        """
+        device = generator.device if generator is not None else z.device
+
+        def draw(shape: torch.Size) -> Tensor:
+            return torch.randn(shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+
+        def diverged(x: Tensor) -> Tensor:  # (B,) bool; NaN fails the comparison too
+            return ~(x[:, :, :h, :w].abs() <= _DIVERGED).flatten(1).all(1)
+
+        total, failed = 0.0, torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
+        for i in range(average):
+            if i % 2 == 0:
+                eps = draw(z.shape)
+            x = self.flow.inverse(z + temperature * (eps if i % 2 == 0 else -eps), conditions)[0]
+            bad = diverged(x)
+            for _ in range(_REDRAWS):
+                if not bad.any():
+                    break
+                index = bad.nonzero()[:, 0]
+                again = self.flow.inverse(z[index] + temperature * draw(z[index].shape),
+                                          [c[index] for c in conditions])[0]
+                x = x.index_copy(0, index, again.to(x.dtype))
+                bad = bad.index_copy(0, index, diverged(again))
+            failed |= bad
+            total = total + torch.where(bad[:, None, None, None], 0.0, x)
+        if failed.any():
+            index = failed.nonzero()[:, 0]
+            warnings.warn(f"LLFlow.enhance: the decode at temperature {temperature} diverged for {len(index)} "
+                          f"image(s) in {_REDRAWS + 1} draws; they get the decode of the prior mean (temperature 0)",
+                          RuntimeWarning, stacklevel=3)
+            prior = self.flow.inverse(z[index], [c[index] for c in conditions])[0]
+            total = total.index_copy(0, index, (average * prior).to(total.dtype))
+        return total
 
     # -- checkpoints ------------------------------------------------------------------------------
 
