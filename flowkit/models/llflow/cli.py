@@ -17,6 +17,7 @@ import math
 import stat
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -238,16 +239,16 @@ def _is_regular(path: Path) -> bool:
 
 
 def _inputs(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
-    """The images to enhance (files given, and image files one level inside folders) and warnings."""
+    """The images to enhance (files given, and image files one level inside folders), and notes on what was skipped."""
     found: list[Path] = []
-    warnings: list[str] = []
+    skipped: list[str] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
             try:
                 entries = sorted(path.iterdir())
             except OSError as error:
-                warnings.append(f"{path}: cannot list the folder ({error.strerror or error}); skipped")
+                skipped.append(f"{path}: cannot list the folder ({error.strerror or error}); skipped")
                 continue
             for entry in entries:
                 if entry.suffix.lower() not in IMAGE_SUFFIXES:
@@ -255,10 +256,10 @@ def _inputs(paths: Sequence[str]) -> tuple[list[Path], list[str]]:
                 if _is_regular(entry):
                     found.append(entry)
                 elif not entry.is_dir():
-                    warnings.append(f"{entry}: not a regular file (a FIFO, socket, device or broken link); skipped")
+                    skipped.append(f"{entry}: not a regular file (a FIFO, socket, device or broken link); skipped")
         else:
             found.append(path)  # a missing or special file is reported when it is read
-    return found, warnings
+    return found, skipped
 
 
 def _targets(inputs: list[Path], output: Path) -> dict[Path, Path]:
@@ -288,8 +289,8 @@ def _enhance(args: argparse.Namespace) -> int:
                          f"({args.overlap}), got {args.tile}")  # checked before any image is read
     _folder_option("-o/--output", args.output)
     device = _device(args.device)
-    inputs, warnings = _inputs(args.inputs)
-    for warning in warnings:
+    inputs, skipped = _inputs(args.inputs)
+    for warning in skipped:
         _note(args, warning)
     if not inputs:
         raise FileNotFoundError("no input images found in " + ", ".join(args.inputs))
@@ -325,10 +326,13 @@ def _enhance(args: argparse.Namespace) -> int:
             low = read_image(path)[None].to(device)
             histeq = histeq_image(low)  # once per image, not once per sample
             for target in targets:
-                with torch.no_grad():
+                with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always", RuntimeWarning)
                     result = model.enhance(low, histeq=histeq, temperature=args.temperature, average=args.average,
                                            generator=generator, precision=args.precision, exposure=args.exposure,
                                            tile=args.tile or None, overlap=args.overlap)
+                for warning in caught:  # a decode that diverged: one line naming the image, no source line
+                    progress.write(f"flowkit enhance: {path}: {warning.message}")
                 write_image(target, result[0].cpu(), text={SOURCE_KEY: source})
         except (OSError, ValueError) as error:
             failures += 1

@@ -89,6 +89,28 @@ def test_enhance_averages_a_pair_at_temperature_1_by_default(tmp_path, checkpoin
     assert not torch.equal(images["default"], images["sample"])  # a temperature alone: one sample
 
 
+def test_enhance_names_the_image_whose_decode_diverged_in_one_line(tmp_path, checkpoint, capsys, monkeypatch):
+    from flowkit.models.llflow.flow import ConditionalFlow
+
+    inverse = ConditionalFlow.inverse
+
+    def runaway(self, z, conditions):  # every decode runs away, the prior mean's too
+        x, logdet = inverse(self, z, conditions)
+        return x + 1e19, logdet
+
+    monkeypatch.setattr(ConditionalFlow, "inverse", runaway)
+    [source] = _images(tmp_path / "in", 1)
+    argv = ["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(checkpoint),
+            "--temperature", "1", "--average", "2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "diverged" in line] == [
+        f"flowkit enhance: {source}: LLFlow.enhance: the decode at temperature 1.0 diverged for 1 image(s) in 4 "
+        "draws; they get the decode of the prior mean (temperature 0)"]
+    assert "RuntimeWarning" not in err and "model.py" not in err  # no warning's source line
+    assert (tmp_path / "out" / "img0.png").is_file()
+
+
 def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):
     [source] = _images(tmp_path / "in", 1)
     images = {}
