@@ -343,8 +343,9 @@ class LLFlow(nn.Module):
         A pair cancels the estimate's first-order noise in ``eps``; more pairs reduce the rest.
         A sampled decode can diverge where ``eps`` takes the inverse couplings beyond what training
         saw (their division by the scale then compounds, and a patch of the image runs to 1e19):
-        a decode with a raw value beyond +-100 is drawn again for that image, up to three times,
-        and an image that still diverges gets the prior mean's decode, with a ``RuntimeWarning``.
+        a pair with a raw value beyond +-100 is drawn again, both its decodes, for that image, up
+        to three times, and an image that still diverges gets the prior mean's decode, with a
+        ``RuntimeWarning``.
 
         Options left out (``None``) come from :attr:`enhance_defaults`: a single decode of the prior
         mean for a model built here or from the reference's weights; the shipped models'
@@ -437,34 +438,36 @@ class LLFlow(nn.Module):
                          generator: torch.Generator | None, h: int, w: int) -> Tensor:
         """The sum of ``average`` decodes of ``z + T * eps_i`` (antithetic pairs), none diverged.
 
-        A decode that diverges for an item (see ``_DIVERGED``) is drawn again for that item,
-        from the same generator; an item that still diverges after ``_REDRAWS`` more draws gets
-        ``average`` times the prior mean's decode instead, with a warning.
+        A pair with a decode that diverges for an image (see ``_DIVERGED``) is drawn again, both
+        its decodes, for that image, from the same generator: a redraw of one decode alone would
+        break the pair's cancellation of the noise. An image that still diverges after
+        ``_REDRAWS`` more draws gets ``average`` times the prior mean's decode, with a warning.
         """
         device = generator.device if generator is not None else z.device
-
-        def draw(shape: torch.Size) -> Tensor:
-            return torch.randn(shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
 
         def diverged(x: Tensor) -> Tensor:  # (B,) bool; NaN fails the comparison too
             return ~(x[:, :, :h, :w].abs() <= _DIVERGED).flatten(1).all(1)
 
+        def decode(signs: tuple[float, ...], index: Tensor | None = None) -> tuple[Tensor, Tensor]:
+            """The sum of the decodes of ``z + sign * T * eps`` for one draw of eps, and which diverged."""
+            mean, cond = (z, conditions) if index is None else (z[index], [c[index] for c in conditions])
+            eps = torch.randn(mean.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+            xs = [self.flow.inverse(mean + sign * temperature * eps, cond)[0] for sign in signs]
+            return sum(xs), torch.stack([diverged(x) for x in xs]).any(0)
+
         total, failed = 0.0, torch.zeros(z.shape[0], dtype=torch.bool, device=z.device)
-        for i in range(average):
-            if i % 2 == 0:
-                eps = draw(z.shape)
-            x = self.flow.inverse(z + temperature * (eps if i % 2 == 0 else -eps), conditions)[0]
-            bad = diverged(x)
+        for first in range(0, average, 2):
+            signs = (1.0, -1.0) if first + 1 < average else (1.0,)
+            part, bad = decode(signs)
             for _ in range(_REDRAWS):
                 if not bad.any():
                     break
                 index = bad.nonzero()[:, 0]
-                again = self.flow.inverse(z[index] + temperature * draw(z[index].shape),
-                                          [c[index] for c in conditions])[0]
-                x = x.index_copy(0, index, again.to(x.dtype))
-                bad = bad.index_copy(0, index, diverged(again))
+                again, still = decode(signs, index)
+                part = part.index_copy(0, index, again.to(part.dtype))
+                bad = bad.index_copy(0, index, still)
             failed |= bad
-            total = total + torch.where(bad[:, None, None, None], 0.0, x)
+            total = total + torch.where(bad[:, None, None, None], 0.0, part)
         if failed.any():
             index = failed.nonzero()[:, 0]
             warnings.warn(f"LLFlow.enhance: the decode at temperature {temperature} diverged for {len(index)} "

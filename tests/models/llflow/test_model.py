@@ -121,19 +121,19 @@ def _blowing_up(model, monkeypatch, blow_up):
     return calls
 
 
-def test_a_diverged_decode_is_drawn_again_for_that_image(toy_model, monkeypatch):
+def test_a_diverged_pair_is_drawn_again_for_that_image(toy_model, monkeypatch):
     model = toy_model
     low, _ = images()
     mean = model.prior_mean(model.condition(low).color_map)
     draws = torch.Generator().manual_seed(7)
     eps = torch.randn(2, 192, 2, 3, generator=draws)
-    again = torch.randn(1, 192, 2, 3, generator=draws)  # image 0's second draw for the first decode
+    again = torch.randn(1, 192, 2, 3, generator=draws)  # image 0's second draw, for both decodes of its pair
     with torch.no_grad():
-        first = model.decode(mean[:1] + 0.9 * again, low[:1])[0] + model.decode(mean[:1] - 0.9 * eps[:1], low[:1])[0]
+        first = model.decode(mean[:1] + 0.9 * again, low[:1])[0] + model.decode(mean[:1] - 0.9 * again, low[:1])[0]
         second = model.decode(mean[1:] + 0.9 * eps[1:], low[1:])[0] + model.decode(mean[1:] - 0.9 * eps[1:], low[1:])[0]
     calls = _blowing_up(model, monkeypatch, lambda z, call: call == 1)
     out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
-    assert calls == [2, 1, 2]  # the pair's first decode, image 0's redraw, the pair's second decode
+    assert calls == [2, 2, 1, 1]  # the pair, then image 0's pair again: antithetic still
     torch.testing.assert_close(out, torch.cat([first, second]) / 2, rtol=3e-5, atol=3e-5)
 
 
@@ -147,7 +147,7 @@ def test_an_image_whose_decodes_keep_diverging_gets_the_prior_mean(toy_model, mo
     calls = _blowing_up(model, monkeypatch, lambda z, call: call < 9)  # every draw; not the prior mean
     with pytest.warns(RuntimeWarning, match=r"diverged for 1 image\(s\) in 4 draws"):
         out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
-    assert calls == [2, 1, 1, 1, 2, 1, 1, 1, 1]  # two decodes, each drawn 3 more times, then the prior mean
+    assert calls == [2, 2, 1, 1, 1, 1, 1, 1, 1]  # the pair, image 0's pair drawn 3 more times, the prior mean
     torch.testing.assert_close(out[:1], prior, rtol=3e-5, atol=3e-5)
     torch.testing.assert_close(out[1:], pair[1:], rtol=0, atol=0)  # the other image is left as it was
     assert (prior - pair[:1]).abs().max() > 1e-3  # the fallback is not what the pair would have given
