@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from flowkit.models import LLFlow, LLFlowConfig
 from flowkit.models.llflow._files import write_atomically
-from flowkit.models.llflow._weights import WeightsError
+from flowkit.models.llflow._weights import WeightsError, sha256_of
 from flowkit.models.llflow.checkpoint import load_checkpoint, model_weights
 from flowkit.models.llflow.data import IMAGE_SUFFIXES, PairedImageDataset, read_image, write_image
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.models.llflow.metrics import SCORE_COLUMNS, score_enhancement
-from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR, read_exported
 from flowkit.models.llflow.train import load_config, train
 from flowkit.models.llflow.train.config import shipped_configs
 
@@ -53,7 +53,9 @@ def load_model(checkpoint: str | Path, *, official: bool | None = None, device: 
 
     Args:
         checkpoint: a flowkit training checkpoint (``OUTPUT/last.pt``), a file of
-            :func:`~flowkit.models.llflow.checkpoint.save_model`, or a reference state dict.
+            :func:`~flowkit.models.llflow.checkpoint.save_model`, a ``.safetensors`` file of
+            :func:`~flowkit.models.llflow.pretrained.export_pretrained` (the form flowkit ships its
+            models in), or a reference state dict.
         official: ``None`` tells the kinds apart by their keys; ``True`` demands a reference
             checkpoint, ``False`` a flowkit one.
         device: the device the model is moved to.
@@ -66,6 +68,16 @@ def load_model(checkpoint: str | Path, *, official: bool | None = None, device: 
         ...
         FileNotFoundError: no checkpoint at missing.pt
     """
+    if Path(checkpoint).suffix.lower() == ".safetensors":
+        path = Path(checkpoint)
+        if official:
+            raise ValueError(f"{path} is a flowkit safetensors file, not a reference checkpoint: leave out --official")
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint at {path}")
+        # Self-describing (the config is in its metadata); no digest to check it against but its own.
+        model = read_exported(path, sha256_of(path.read_bytes()), model_class=LLFlow)
+        model.enhance_defaults = dict(MEAN_OF_PAIR)
+        return model.to(device).eval()
     state = load_checkpoint(checkpoint)
     is_flowkit = "llflow_config" in state or str(state.get("format", "")).startswith("flowkit.")
     if official and is_flowkit:

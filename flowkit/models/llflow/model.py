@@ -29,9 +29,9 @@ _PRECISIONS = ("float32", "bfloat16")
 # A sampled decode with a raw value beyond +-100 (or not finite) has diverged. A trained model's
 # decodes of images in [0, 1] stay within about [-0.5, 1.5], but where a draw of eps takes the
 # inverse couplings out of what training saw, their division by the sigmoid scale feeds on itself
-# and a patch of the image runs to 1e19. Such an image is decoded again with fresh noise, up to
-# _REDRAWS times, and then at the prior mean. (An untrained model's decodes reach +-30, hence the
-# wide bound.)
+# and a patch of the image runs to 1e19. That image's pair is decoded again with fresh noise, up
+# to _REDRAWS times, and then at the prior mean. (An untrained model's decodes reach +-30, hence
+# the wide bound.)
 _DIVERGED = 100.0
 _REDRAWS = 3
 

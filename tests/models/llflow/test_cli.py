@@ -111,6 +111,26 @@ def test_enhance_names_the_image_whose_decode_diverged_in_one_line(tmp_path, che
     assert (tmp_path / "out" / "img0.png").is_file()
 
 
+def test_load_model_reads_an_exported_safetensors_file(tmp_path, capsys):
+    from flowkit.models.llflow.pretrained import export_pretrained
+
+    config = LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4, stack_blocks=(),
+                          steps_per_level=1, hidden_channels=4)
+    torch.manual_seed(0)
+    model = LLFlow(config)
+    path = tmp_path / "mine.safetensors"
+    export_pretrained(model, path, {"data": "scenes"})
+    loaded = load_model(path)
+    assert loaded.config == config and loaded.enhance_defaults == MEAN_OF_PAIR and not loaded.training
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    [source] = _images(tmp_path / "in", 1)
+    assert main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(path)]) == 0
+    assert (tmp_path / "out" / "img0.png").is_file()
+    assert main(["enhance", str(source), "-o", str(tmp_path / "out"), "--checkpoint", str(tmp_path / "no.safetensors")]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"no checkpoint at {tmp_path / 'no.safetensors'}")
+
+
 def test_enhance_in_bfloat16_is_close_to_float32(tmp_path, checkpoint):
     [source] = _images(tmp_path / "in", 1)
     images = {}
