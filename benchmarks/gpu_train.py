@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # flowkit from thi
 
 import torch
 
-from flowkit.models.llflow.checkpoint import load_checkpoint, model_weights, save_checkpoint
+from flowkit.models.llflow.checkpoint import load_checkpoint, model_weights, save_weights
 from flowkit.models.llflow.data.pairs import image_files
 from flowkit.models.llflow.train import load_config
 
@@ -115,8 +115,8 @@ def stage(checkpoint: Path, data_dir: Path, folder: Path, lr: float | None, work
     (folder / "data").mkdir(parents=True)
 
     weights = {name: value.half() if value.is_floating_point() else value for name, value in weights.items()}
-    save_checkpoint({"format": "flowkit.model/1", "model": weights, "llflow_config": llflow_config,
-                     "campaign": {"checkpoint": str(checkpoint), "step": int(state["step"])}}, folder / "init.pt")
+    save_weights(weights, llflow_config, folder / "init.pt",
+                 campaign={"checkpoint": str(checkpoint), "step": int(state["step"])})
     used = (folder / "init.pt").stat().st_size
 
     def relative(path: str) -> Path:
@@ -192,8 +192,7 @@ def run(folder: Path, minutes: float, out: Path, device: str, iterations: int | 
     if last.is_file():
         state = load_checkpoint(last)
         weights, llflow_config = model_weights(state, str(last))
-        save_checkpoint({"format": "flowkit.model/1", "model": weights, "llflow_config": llflow_config},
-                        out / "last_ema.pt")
+        save_weights(weights, llflow_config, out / "last_ema.pt")
         summary.append(f"last checkpoint: step {state['step']}")
     for name in ("log.csv", "best.pt", "best.json"):
         if (output / name).is_file():

@@ -19,8 +19,11 @@ import torch
 
 from flowkit.models.llflow._files import write_atomically
 
-__all__ = ["capture_rng_state", "load_checkpoint", "model_weights", "remove_stale_temporaries", "restore_rng_state",
-           "save_checkpoint", "save_model"]
+__all__ = ["MODEL_FORMAT", "capture_rng_state", "load_checkpoint", "model_weights", "remove_stale_temporaries",
+           "restore_rng_state", "save_checkpoint", "save_model", "save_weights"]
+
+#: The ``format`` entry of a weights-only file (:func:`save_weights`), which no run can resume from.
+MODEL_FORMAT = "flowkit.model/1"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -46,6 +49,28 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     return write_atomically(path, buffer.getbuffer())
 
 
+def save_weights(weights: dict[str, torch.Tensor], llflow_config: dict[str, Any], path: str | os.PathLike,
+                 **extra: Any) -> Path:
+    """Save an LLFlow's ``weights`` and config dict (atomically) in the form ``flowkit enhance`` loads.
+
+    The file holds ``{"format": "flowkit.model/1", "model": weights, "llflow_config": llflow_config}``
+    and any ``extra`` entries (provenance, say), which loaders ignore. Use :func:`save_model` for a
+    model in memory; this is for weights taken out of a checkpoint (its EMA weights, or a float16
+    copy) without building the model.
+
+    Example:
+        >>> import tempfile, torch
+        >>> path = save_weights({"w": torch.ones(2)}, {"hidden_channels": 8}, tempfile.mkdtemp() + "/w.pt",
+        ...                     campaign={"step": 10})
+        >>> state = load_checkpoint(path)
+        >>> state["format"], state["campaign"], model_weights(state, "w.pt")[1]
+        ('flowkit.model/1', {'step': 10}, {'hidden_channels': 8})
+    """
+    if set(extra) & {"format", "model", "llflow_config"}:
+        raise ValueError(f"extra entries may not replace format, model or llflow_config, got {sorted(extra)}")
+    return save_checkpoint({"format": MODEL_FORMAT, "model": weights, "llflow_config": llflow_config, **extra}, path)
+
+
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """Save an LLFlow's weights and config (atomically) in the form ``flowkit enhance`` / ``evaluate`` load.
 
@@ -64,7 +89,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike) -> Path:
     """
     config = dataclasses.asdict(model.config)
     config["stack_blocks"] = list(config["stack_blocks"])
-    return save_checkpoint({"format": "flowkit.model/1", "model": model.state_dict(), "llflow_config": config}, path)
+    return save_weights(model.state_dict(), config, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

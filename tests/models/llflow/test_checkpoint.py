@@ -11,13 +11,45 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.models.llflow.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from flowkit.models.llflow.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    model_weights,
+    restore_rng_state,
+    save_checkpoint,
+    save_model,
+    save_weights,
+)
 
 
 def test_round_trip_with_weights_only_loading(tmp_path):
     state = {"step": 7, "weights": torch.randn(3, 3), "rng": capture_rng_state(), "config": {"lr": [1e-3]}}
     loaded = load_checkpoint(save_checkpoint(state, tmp_path / "c.pt"))
     assert loaded["step"] == 7 and torch.equal(loaded["weights"], state["weights"])
+
+
+def test_saved_weights_load_as_the_model_they_came_from(tmp_path):
+    import dataclasses
+
+    from flowkit.models import LLFlow, LLFlowConfig
+    from flowkit.models.llflow.cli import load_model
+
+    config = LLFlowConfig(encoder_channels=8, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
+                          steps_per_level=1, hidden_channels=8)
+    torch.manual_seed(0)
+    model = LLFlow(config)
+    config_dict = dataclasses.asdict(config) | {"stack_blocks": [1]}
+    path = save_weights(model.state_dict(), config_dict, tmp_path / "w.pt", campaign={"step": 12})
+    assert load_checkpoint(path)["campaign"] == {"step": 12}
+    loaded = load_model(path)
+    assert loaded.config == config
+    assert all(torch.equal(loaded.state_dict()[name], value) for name, value in model.state_dict().items())
+    # save_model writes the same entries from the model itself
+    weights, saved_config = model_weights(load_checkpoint(save_model(model, tmp_path / "m.pt")), "m.pt")
+    assert saved_config == config_dict and weights.keys() == model.state_dict().keys()
+    with pytest.raises(ValueError, match="may not replace"):
+        save_weights(model.state_dict(), config_dict, tmp_path / "x.pt", format="other")
+    assert not (tmp_path / "x.pt").exists()
 
 
 def test_rng_state_restores_python_numpy_and_torch(tmp_path):

@@ -10,6 +10,7 @@ from flowkit.models.llflow.checkpoint import (
     restore_rng_state,
     save_checkpoint,
     save_model,
+    save_weights,
 )
 from flowkit.models.llflow.train.config import (
     DataSection,
@@ -38,6 +39,7 @@ __all__ = [
     "restore_rng_state",
     "save_checkpoint",
     "save_model",
+    "save_weights",
     "shipped_configs",
     "train",
     "validate",

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from flowkit.models.llflow import LLFlow, pretrained
 from flowkit.models.llflow._files import write_atomically
 from flowkit.models.llflow.checkpoint import (
+    MODEL_FORMAT,
     capture_rng_state,
     load_checkpoint,
     model_weights,
@@ -537,7 +538,7 @@ def _config_difference(saved: dict[str, Any], config: TrainConfig) -> list[str]:
 
 def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:
     """A checkpoint resumes a run only if it is a training checkpoint of the same model config."""
-    if state.get("format") == "flowkit.model/1" or "optimizer" not in state or "step" not in state:
+    if state.get("format") == MODEL_FORMAT or "optimizer" not in state or "step" not in state:
         raise ValueError(
             f"{path} is not a training checkpoint (it holds no optimiser state or step; a model saved for "
             "enhancement cannot resume a run): pass OUTPUT/last.pt of the run to resume"
