@@ -5,6 +5,8 @@ Run from the repository root with the research data in ../shared/data::
     # export a training run's EMA weights into the package (prints the sha256 to record in
     # flowkit/models/llflow/pretrained.py), with the card entries measured here:
     python docs/figures/model_card.py --export runs/default/last.pt --wall-time "2 h 05 min"
+    # the same, stored in float16 (half the file; measured as the rounded weights it stores):
+    python docs/figures/model_card.py --export runs/default/last.pt --storage float16 --name ...
     # measure the installed shipped model and draw the figures:
     python docs/figures/model_card.py
 
@@ -29,7 +31,7 @@ import torch
 from flowkit.models import LLFlow
 from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
 from flowkit.models.llflow.metrics import psnr, score_enhancement
-from flowkit.models.llflow.pretrained import WEIGHTS_DIR, export_pretrained
+from flowkit.models.llflow.pretrained import WEIGHTS_DIR, export_pretrained, round_weights
 
 FIGURES = Path("docs/_static/figures")
 SUMMARY = ("a slimmed LOL_smallNet trained by flowkit on 580 photographs darkened by the LOL-calibrated "
@@ -127,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="export the run's moving average or its last weights")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--name", default="llflow-synthetic-v2", help="the exported model's name")
+    parser.add_argument("--storage", choices=["float32", "float16"], default="float32",
+                        help="the exported file's floating-point type (float16 halves it)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
@@ -135,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
         model = load_model(args.export, ema=args.weights == "ema")
         state = torch.load(args.export, weights_only=True, map_location="cpu")
+        storage = getattr(torch, args.storage)
+        round_weights(model, storage)  # the card measures what the file will hold
     else:
         model, state = LLFlow.from_pretrained(), None
     # As the model enhances by default, and as the reference decodes (the prior mean, temperature 0).
@@ -157,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             "hardware": f"CPU only, 2 cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
                         "bfloat16 autocast",
             "weights": ("exponential moving average (decay 0.999)" if args.weights == "ema"
-                        else "the last step's weights") + ", float32; chosen on Kodak24 validation PSNR, never on LOL",
+                        else "the last step's weights") + f", stored in {args.storage}; chosen on Kodak24 "
+                        "validation PSNR, never on LOL",
             "lol778_psnr": f"{ours['psnr']:.2f}",
             "lol778_ssim": f"{ours['ssim']:.4f}",
             "lol778_lpips": f"{ours['lpips']:.4f}",
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             "kodak24_synthetic_lpips": f"{kodak['lpips']:.4f}",
         }
         target = WEIGHTS_DIR / f"{args.name}.safetensors"
-        digest = export_pretrained(model, target, card)
+        digest = export_pretrained(model, target, card, dtype=storage)
         print(f"wrote {target} ({target.stat().st_size / 2**20:.1f} MiB), sha256 {digest}")
         print("record it in flowkit/models/llflow/pretrained.py, then run this script without --export")
     else:

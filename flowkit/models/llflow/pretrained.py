@@ -13,13 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from flowkit.models.llflow._weights import WeightsError, load_checked, save_safetensors
 from flowkit.models.llflow.config import LLFlowConfig
 
 __all__ = ["DEFAULT_PRETRAINED", "MEAN_OF_PAIR", "PRETRAINED", "PRIOR_MEAN", "PretrainedModel", "export_pretrained",
-           "load_pretrained", "pretrained_names", "read_exported"]
+           "load_pretrained", "pretrained_names", "read_exported", "round_weights"]
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -141,11 +142,14 @@ def _build(tensors, metadata: dict[str, str], path: Path, cls):
     return model.eval()
 
 
-def export_pretrained(model, path: str | Path, card: dict[str, str] | None = None) -> str:
+def export_pretrained(model, path: str | Path, card: dict[str, str] | None = None, *,
+                      dtype: torch.dtype = torch.float32) -> str:
     """Write ``model`` (an :class:`LLFlow`) as a self-describing safetensors file; returns its sha256.
 
     Read it back with :func:`read_exported`, which needs the returned sha256. ``card`` holds model
-    card entries, strings under any key but ``llflow_config``.
+    card entries, strings under any key but ``llflow_config``. ``dtype`` is the storage type of the
+    floating-point tensors: ``torch.float16`` halves the file, and loading casts them back to the
+    model's float32 (measure the rounded weights, :func:`round_weights`, before shipping them).
 
     Example:
         >>> import tempfile
@@ -165,7 +169,33 @@ def export_pretrained(model, path: str | Path, card: dict[str, str] | None = Non
         if key == "llflow_config" or not isinstance(value, str):
             raise ValueError(f"card entries must be strings under other keys than llflow_config, got {key!r}")
         metadata[key] = value
-    return save_safetensors(path, model.state_dict(), metadata)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be torch.float32, torch.float16 or torch.bfloat16, got {dtype}")
+    tensors = {name: value.to(dtype) if value.is_floating_point() else value
+               for name, value in model.state_dict().items()}
+    return save_safetensors(path, tensors, metadata)
+
+
+def round_weights(model, dtype: torch.dtype):
+    """Round ``model``'s floating-point weights and buffers to ``dtype`` and back, in place; returns it.
+
+    The model then computes as the file that :func:`export_pretrained` writes with the same
+    ``dtype`` will once loaded, so that what is measured is what ships.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.models.llflow.pretrained import round_weights
+        >>> layer = torch.nn.Linear(1, 1)
+        >>> with torch.no_grad():
+        ...     _ = layer.weight.fill_(1 + 2**-12)
+        >>> round_weights(layer, torch.float16).weight.item()  # float16 keeps 10 bits of mantissa
+        1.0
+    """
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.is_floating_point():
+                tensor.copy_(tensor.to(dtype))
+    return model
 
 
 def read_exported(path: str | Path, sha256: str, *, model_class: Callable[[LLFlowConfig], nn.Module]):

@@ -18,6 +18,7 @@ from flowkit.models.llflow.pretrained import (
     export_pretrained,
     pretrained_names,
     read_exported,
+    round_weights,
 )
 
 TOY = LLFlowConfig(encoder_channels=4, encoder_blocks=2, growth_channels=4, stack_blocks=(1,),
@@ -91,6 +92,32 @@ def test_export_round_trip_keeps_every_tensor_and_the_config(tmp_path):
     assert torch.equal(model.eval().enhance(low), again.enhance(low))
     with pytest.raises(ValueError, match="card entries must be strings"):
         export_pretrained(model, tmp_path / "n.safetensors", {"steps": 3})
+
+
+def test_a_float16_export_loads_as_the_rounded_model_at_half_the_size(tmp_path):
+    torch.manual_seed(0)
+    model = LLFlow(TOY)
+    with torch.no_grad():
+        model.loss(torch.rand(2, 3, 16, 16) * 0.2, torch.rand(2, 3, 16, 16))  # ActNorm initialisation
+        for parameter in model.parameters():  # away from the zero-initialised couplings
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    full = export_pretrained(model, tmp_path / "f32.safetensors")
+    half = export_pretrained(model, tmp_path / "f16.safetensors", dtype=torch.float16)
+    size = (tmp_path / "f16.safetensors").stat().st_size
+    assert size < 0.55 * (tmp_path / "f32.safetensors").stat().st_size
+    loaded = read_exported(tmp_path / "f16.safetensors", half, model_class=LLFlow)
+    original = read_exported(tmp_path / "f32.safetensors", full, model_class=LLFlow)
+    rounded = round_weights(model, torch.float16)
+    changed = 0
+    for name, tensor in rounded.state_dict().items():
+        assert loaded.state_dict()[name].dtype == tensor.dtype, name  # cast back to the model's float32
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+        changed += not torch.equal(original.state_dict()[name], tensor)
+    assert changed > 0  # the rounding did round something
+    low = torch.rand(1, 3, 16, 24) * 0.2
+    assert torch.equal(rounded.eval().enhance(low), loaded.enhance(low))
+    with pytest.raises(ValueError, match="dtype must be"):
+        export_pretrained(model, tmp_path / "i.safetensors", dtype=torch.int8)
 
 
 def test_a_file_whose_metadata_does_not_fit_is_a_clear_error(tmp_path):
