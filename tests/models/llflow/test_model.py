@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -121,20 +122,41 @@ def _blowing_up(model, monkeypatch, blow_up):
     return calls
 
 
+def _redrawn_pairs(model, draws: int, temperature: float) -> torch.Tensor:
+    """The two images' pair sums when image 0's pair is drawn ``draws`` times, the last at ``temperature``."""
+    low, _ = images()
+    mean = model.prior_mean(model.condition(low).color_map)
+    generator = torch.Generator().manual_seed(7)
+    eps = torch.randn(2, 192, 2, 3, generator=generator)
+    for _ in range(draws - 1):  # image 0's redraws, for both decodes of its pair
+        again = torch.randn(1, 192, 2, 3, generator=generator)
+    with torch.no_grad():
+        return torch.cat([sum(model.decode(m + sign * t * e, x)[0] for sign in (1, -1))
+                          for m, t, e, x in ((mean[:1], temperature, again, low[:1]), (mean[1:], 0.9, eps[1:], low[1:]))])
+
+
 def test_a_diverged_pair_is_drawn_again_for_that_image(toy_model, monkeypatch):
     model = toy_model
     low, _ = images()
-    mean = model.prior_mean(model.condition(low).color_map)
-    draws = torch.Generator().manual_seed(7)
-    eps = torch.randn(2, 192, 2, 3, generator=draws)
-    again = torch.randn(1, 192, 2, 3, generator=draws)  # image 0's second draw, for both decodes of its pair
-    with torch.no_grad():
-        first = model.decode(mean[:1] + 0.9 * again, low[:1])[0] + model.decode(mean[:1] - 0.9 * again, low[:1])[0]
-        second = model.decode(mean[1:] + 0.9 * eps[1:], low[1:])[0] + model.decode(mean[1:] - 0.9 * eps[1:], low[1:])[0]
+    expected = _redrawn_pairs(model, 2, 0.9)
     calls = _blowing_up(model, monkeypatch, lambda z, call: call == 1)
-    out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a redraw at the temperature asked for is not worth a warning
+        out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
     assert calls == [2, 2, 1, 1]  # the pair, then image 0's pair again: antithetic still
-    torch.testing.assert_close(out, torch.cat([first, second]) / 2, rtol=3e-5, atol=3e-5)
+    torch.testing.assert_close(out, expected / 2, rtol=3e-5, atol=3e-5)
+
+
+def test_a_pair_that_keeps_diverging_is_drawn_at_a_lower_temperature(toy_model, monkeypatch):
+    model = toy_model
+    low, _ = images()
+    expected = _redrawn_pairs(model, 3, 0.8 * 0.9)  # the redraw at 0.9 diverges too
+    calls = _blowing_up(model, monkeypatch, lambda z, call: call <= 4)  # the first pair and its redraw
+    with pytest.warns(RuntimeWarning, match=r"temperature 0.9 diverged for 1 of 2 images; decoded instead: "
+                                            r"image 0 at temperature 0.72$"):
+        out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
+    assert calls == [2, 2, 1, 1, 1, 1]
+    torch.testing.assert_close(out, expected / 2, rtol=3e-5, atol=3e-5)
 
 
 def test_an_image_whose_decodes_keep_diverging_gets_the_prior_mean(toy_model, monkeypatch):
@@ -145,7 +167,8 @@ def test_an_image_whose_decodes_keep_diverging_gets_the_prior_mean(toy_model, mo
         prior = model.decode(mean[:1], low[:1])[0]
     pair = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
     calls = _blowing_up(model, monkeypatch, lambda z, call: call < 9)  # every draw; not the prior mean
-    with pytest.warns(RuntimeWarning, match=r"diverged for 1 image\(s\) in 4 draws"):
+    with pytest.warns(RuntimeWarning, match=r"temperature 0.9 diverged for 1 of 2 images; decoded instead: "
+                                            r"image 0 at the prior mean \(temperature 0\)$"):
         out = model.enhance(low, temperature=0.9, average=2, generator=torch.Generator().manual_seed(7), clamp=False)
     assert calls == [2, 2, 1, 1, 1, 1, 1, 1, 1]  # the pair, image 0's pair drawn 3 more times, the prior mean
     torch.testing.assert_close(out[:1], prior, rtol=3e-5, atol=3e-5)
