@@ -5,8 +5,9 @@ Run from the repository root with the research data in ../shared/data::
     # export a training run's EMA weights into the package (prints the sha256 to record in
     # flowkit/models/llflow/pretrained.py), with the card entries measured here:
     python docs/figures/model_card.py --export runs/default/last.pt --wall-time "2 h 05 min"
-    # the same, stored in float16 (half the file; measured as the rounded weights it stores):
-    python docs/figures/model_card.py --export runs/default/last.pt --storage float16 --name ...
+    # the same, stored in float16 (half the file; measured as the rounded weights it stores),
+    # decoding by default as the mean of a pair at temperature 0.8:
+    python docs/figures/model_card.py --export runs/default/last.pt --storage float16 --temperature 0.8 --name ...
     # measure the installed shipped model and draw the figures:
     python docs/figures/model_card.py
 
@@ -31,7 +32,7 @@ import torch
 from flowkit.models import LLFlow
 from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
 from flowkit.models.llflow.metrics import psnr, score_enhancement
-from flowkit.models.llflow.pretrained import WEIGHTS_DIR, export_pretrained, round_weights
+from flowkit.models.llflow.pretrained import MEAN_OF_PAIR, WEIGHTS_DIR, export_pretrained, round_weights
 
 FIGURES = Path("docs/_static/figures")
 SUMMARY = ("a slimmed LOL_smallNet trained by flowkit on 580 photographs darkened by the LOL-calibrated "
@@ -128,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
                         help="export the run's moving average or its last weights")
     parser.add_argument("--no-figures", action="store_true")
-    parser.add_argument("--name", default="llflow-synthetic-v2", help="the exported model's name")
+    parser.add_argument("--name", default="llflow-synthetic-v3", help="the exported model's name")
+    parser.add_argument("--temperature", type=float, default=1.0,
+                        help="the exported model's default decode: the mean of an antithetic pair at this temperature")
     parser.add_argument("--storage", choices=["float32", "float16"], default="float32",
                         help="the exported file's floating-point type (float16 halves it)")
     args = parser.parse_args(argv)
@@ -141,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         state = torch.load(args.export, weights_only=True, map_location="cpu")
         storage = getattr(torch, args.storage)
         round_weights(model, storage)  # the card measures what the file will hold
+        # ... as it will enhance: register the same defaults with the model in pretrained.py.
+        model.enhance_defaults = {**MEAN_OF_PAIR, "temperature": args.temperature}
     else:
         model, state = LLFlow.from_pretrained(), None
     # As the model enhances by default, and as the reference decodes (the prior mean, temperature 0).
@@ -165,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             "weights": ("exponential moving average (decay 0.999)" if args.weights == "ema"
                         else "the last step's weights") + f", stored in {args.storage}; chosen on Kodak24 "
                         "validation PSNR, never on LOL",
+            "inference": f"the mean of an antithetic pair of decodes at temperature {args.temperature:g}, seed "
+                         f"{MEAN_OF_PAIR['seed']}",
             "lol778_psnr": f"{ours['psnr']:.2f}",
             "lol778_ssim": f"{ours['ssim']:.4f}",
             "lol778_lpips": f"{ours['lpips']:.4f}",

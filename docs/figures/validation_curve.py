@@ -12,7 +12,8 @@ Run from the repository root::
 reads each run's ``log.csv`` (its EMA weights' validation, on the first 12 Kodak24 photographs
 darkened by ``LowLightSynthesizer.lol_wide()`` with seed 21; every run must have validated on the
 same pairs), scores every shipped model on those pairs (the first run's ``synthetic/val`` folder)
-with the trainer's own :func:`~flowkit.models.llflow.train.trainer.validate` in both decodes, and
+with the trainer's own :func:`~flowkit.models.llflow.train.trainer.validate` in both decodes (the
+pair at each model's own default temperature), and
 writes it all to ``validation_curve.json`` beside the figure. A ``--fork`` started from v1's
 weights (``--init``): its steps are drawn after v1's 1400.
 
@@ -45,7 +46,7 @@ from flowkit.models.llflow.train.trainer import validate
 
 PAIRS = 12  # the run's val_limit
 # The step each shipped model's training stopped at, where its point sits on the step axis.
-TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843}
+TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843, "llflow-synthetic-v3": 12000}
 V1 = "llflow-small-synthetic"  # the weights the forks start from
 DECODES = {"prior mean": PRIOR_MEAN, "mean of a pair": MEAN_OF_PAIR}
 
@@ -83,6 +84,9 @@ def measure(runs: list[tuple[str, Path]], forks: list[tuple[str, Path]], prior_m
         model = LLFlow.from_pretrained(name)
         shipped[name] = {"step": TRAINED_STEPS.get(name)}
         for decode, options in DECODES.items():
+            if decode == "mean of a pair":  # at the model's own temperature (v3's is 0.8)
+                options = model.enhance_defaults
+                shipped[name]["temperature"] = options["temperature"]
             result = validate(model, pairs, torch.device("cpu"), decode=options)
             shipped[name][decode] = {"psnr": result["psnr"], "ssim": result["ssim"]}
             print(f"{name}, {decode}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
@@ -97,7 +101,8 @@ def draw(data: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=150, sharey=True)
     run_colours = dict(zip(data["runs"], ("tab:blue", "tab:green", "tab:purple")))
     fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive")))
-    shipped_colours = dict(zip(data["shipped"], ("tab:orange", "black")))
+    shipped_colours = {"llflow-small-synthetic": "black", "llflow-synthetic-v2": "tab:orange",
+                       "llflow-synthetic-v3": "tab:cyan"}
     v1 = data["shipped"][V1]
     for ax, decode in zip(axes, DECODES):
         for label, rows in data["runs"].items():
@@ -115,8 +120,10 @@ def draw(data: dict, path: Path) -> None:
             colour = shipped_colours[name]
             ax.axhline(score[decode]["psnr"], color=colour, lw=0.8, ls="--")
             if score["step"] is not None:
+                at = "" if decode == "prior mean" or score.get("temperature", 1.0) == 1.0 \
+                    else f", pair at T = {score['temperature']:g}"
                 ax.plot([score["step"]], [score[decode]["psnr"]], "s", color=colour, ms=8,
-                        label=f"{name} (shipped, trained {score['step']} steps)")
+                        label=f"{name} (shipped, trained {score['step']} steps{at})")
         ax.set_title(f"decoded at the {decode}" if decode == "prior mean" else f"decoded as the {decode} "
                      "(the shipped models' default)", fontsize=9)
         ax.set_xlabel("training step (8 patches of 128x128 each)")

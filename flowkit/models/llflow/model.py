@@ -130,7 +130,7 @@ class LLFlow(nn.Module):
     """What :meth:`enhance` uses for the ``temperature``, ``average`` and generator ``seed`` a call
     leaves out. A new model's are the reference's single decode of the prior mean,
     :data:`~flowkit.models.llflow.pretrained.PRIOR_MEAN`; the shipped models' are
-    :data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`."""
+    :data:`~flowkit.models.llflow.pretrained.MEAN_OF_PAIR`, at temperature 0.8 for v3."""
 
     def __init__(self, config: LLFlowConfig | None = None) -> None:
         super().__init__()

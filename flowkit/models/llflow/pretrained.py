@@ -50,11 +50,12 @@ class PretrainedModel:
 
 
 MEAN_OF_PAIR = {"temperature": 1.0, "average": 2, "seed": 0}
-"""How the shipped models enhance, their ``enhance_defaults``.
+"""How the shipped models enhance, their ``enhance_defaults`` (v3's at temperature 0.8).
 
 The mean of an antithetic pair of decodes at temperature 1 with a fixed seed, an estimate of the
 conditional mean (see :meth:`~flowkit.models.LLFlow.enhance`; the model card measures it against
-the reference's decode of the prior mean)."""
+the reference's decode of the prior mean). ``llflow-synthetic-v3`` decodes its pair at 0.8: it
+scores the same on the validation pairs there, and its decodes diverge on fewer real photographs."""
 
 PRIOR_MEAN = {"temperature": 0.0, "average": 1, "seed": None}
 """The reference LLFlow's decode, a new model's ``enhance_defaults``.
@@ -65,7 +66,7 @@ scores lower than :data:`MEAN_OF_PAIR` on every validation set the model card re
 PRETRAINED: dict[str, PretrainedModel] = {}
 """The shipped models by name."""
 
-DEFAULT_PRETRAINED = "llflow-synthetic-v2"
+DEFAULT_PRETRAINED = "llflow-synthetic-v3"
 """The model ``LLFlow.from_pretrained()`` and ``flowkit enhance`` use when none is named."""
 
 
@@ -91,13 +92,26 @@ _register(PretrainedModel(
 ))
 
 
+_register(PretrainedModel(
+    name="llflow-synthetic-v3",
+    file="llflow-synthetic-v3.safetensors",
+    sha256="29fb18e552bfc500bb805b18bd192aae4235a943a53933c5384ba72f8fd05b21",
+    summary="the slimmed LOL_smallNet of llflow-small-synthetic trained 8.6 times longer by flowkit, with "
+            "dequantised targets, on 580 photographs darkened to real low-light exposures (not on LOL); see the "
+            "model card in the docs",
+    # Its pair diverges at T = 1 on 8 of the 24 real photographs of the model card's figures, and
+    # scores the same on Kodak24 at 0.8 (the model card).
+    enhance_defaults={**MEAN_OF_PAIR, "temperature": 0.8},
+))
+
+
 def pretrained_names() -> list[str]:
     """Names of the shipped models, the default first.
 
     Example:
         >>> from flowkit.models.llflow.pretrained import pretrained_names
         >>> pretrained_names()[0]
-        'llflow-synthetic-v2'
+        'llflow-synthetic-v3'
     """
     return sorted(PRETRAINED, key=lambda name: (name != DEFAULT_PRETRAINED, name))
 
@@ -114,7 +128,7 @@ def load_pretrained(name: str | None = None, *, model_class: Callable[[LLFlowCon
         >>> load_pretrained("nope", model_class=LLFlow)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: no shipped LLFlow model is called 'nope'; shipped: ['llflow-synthetic-v2'...]
+        ValueError: no shipped LLFlow model is called 'nope'; shipped: ['llflow-synthetic-v3'...]
     """
     name = DEFAULT_PRETRAINED if name is None else name
     if name not in PRETRAINED:
