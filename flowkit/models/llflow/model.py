@@ -34,8 +34,8 @@ _DIVERGED = 100.0
 # The temperatures, as fractions of the one asked for, at which an image's diverged pair is drawn
 # again. A rare draw diverges once (v2's kodim08), so the first redraw keeps the temperature.
 # Some inputs diverge at T = 1 in most draws, such as the saturated red shirt of LOL eval15 #146
-# for the dequantised campaign's checkpoints: 3 of 3 seeded pairs at T = 1, 1 at 0.8 and none at
-# 0.7. After the last, the image gets the prior mean's decode (temperature 0).
+# for the dequantised campaign's step-11,000 checkpoint: 3 of 3 seeded pairs at T = 1, 1 at 0.8
+# and none at 0.7. After the last, the image gets the prior mean's decode (temperature 0).
 _RETRIES = (1.0, 0.8, 0.6)
 
 
