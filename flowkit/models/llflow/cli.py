@@ -172,7 +172,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.data_dir:
         config.data.base = args.data_dir
     _folder_option("[run] output", config.run.output)
-    result = train(config, resume=args.resume, device=device, progress=not args.no_progress)
+    with warnings.catch_warnings():
+        # A warning during a run (a slow autocast, say) is one line, not a source excerpt.
+        warnings.showwarning = lambda message, *_: _note(args, str(message))
+        result = train(config, resume=args.resume, device=device, progress=not args.no_progress)
     if result.interrupted:
         _note(args, f"interrupted at step {result.step}; checkpoint written to {result.checkpoint} "
                     f"(continue with --resume {result.checkpoint})")

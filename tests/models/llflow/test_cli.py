@@ -207,6 +207,15 @@ def test_train_then_enhance_from_the_command_line(micro_config, tmp_path):
     assert (tmp_path / "out" / "img0.png").exists()
 
 
+def test_train_prints_a_slow_autocast_warning_as_one_line(micro_config, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    config = micro_config(1, tmp_path / "run")
+    config.write_text(config.read_text().replace("[run]\n", "[run]\namp = \"bf16\"\n"))
+    assert main(["train", "--config", str(config), "--no-progress"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if "amp" in line]
+    assert lines == [lines[0]] and lines[0].startswith("flowkit train: [run] amp = 'bf16': this CPU has no native")
+
+
 def test_enhance_and_evaluate_on_the_real_lol_pair(shared_dir, tmp_path, checkpoint):
     lol = shared_dir / "data" / "LOL"
     assert main(["enhance", str(lol / "eval15" / "low" / "778.png"), "-o", str(tmp_path / "out"),

@@ -22,7 +22,14 @@ from flowkit.models.llflow.train.config import (
 )
 from flowkit.models.llflow.train.ema import ExponentialMovingAverage
 from flowkit.models.llflow.train.schedule import warmup_multistep
-from flowkit.models.llflow.train.trainer import TrainResult, build_datasets, epoch_batches, train, validate
+from flowkit.models.llflow.train.trainer import (
+    TrainResult,
+    build_datasets,
+    emulated_autocast,
+    epoch_batches,
+    train,
+    validate,
+)
 
 __all__ = [
     "DataSection",
@@ -33,6 +40,7 @@ __all__ = [
     "TrainResult",
     "build_datasets",
     "capture_rng_state",
+    "emulated_autocast",
     "epoch_batches",
     "load_checkpoint",
     "load_config",

@@ -8,6 +8,7 @@ import json
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from flowkit.models.llflow.train.distributed import DistributedContext, init_dis
 from flowkit.models.llflow.train.ema import ExponentialMovingAverage
 from flowkit.models.llflow.train.schedule import warmup_multistep
 
-__all__ = ["TrainResult", "build_datasets", "epoch_batches", "train", "validate"]
+__all__ = ["TrainResult", "build_datasets", "emulated_autocast", "epoch_batches", "train", "validate"]
 
 
 @dataclass
@@ -227,6 +228,35 @@ def _batches(dataset, config: TrainConfig, ctx: DistributedContext, start_step: 
             step += 1
 
 
+def emulated_autocast(amp: str, device: torch.device | str) -> str | None:
+    """Why ``[run] amp`` would train slower than float32 on ``device``, or ``None`` where it would not.
+
+    On a CPU, bfloat16 and float16 autocast are fast only where oneDNN has the instructions for
+    them (AVX512-BF16 or AMX for bfloat16, AVX512-FP16 or AMX-FP16 for float16); elsewhere every
+    low-precision convolution is emulated and a training step takes many times as long as in
+    float32 (the model card's pilot has the numbers). :func:`~flowkit.models.llflow.train.train`
+    warns with this message; GPUs are not checked.
+
+    Args:
+        amp: ``"none"``, ``"bf16"`` or ``"fp16"``, as in the config.
+        device: where the run trains.
+
+    Example:
+        >>> from flowkit.models.llflow.train.trainer import emulated_autocast
+        >>> emulated_autocast("none", "cpu") is None
+        True
+    """
+    if amp == "none" or torch.device(device).type != "cpu":
+        return None
+    check = {"bf16": "_is_mkldnn_bf16_supported", "fp16": "_is_mkldnn_fp16_supported"}[amp]
+    supported = getattr(torch.ops.mkldnn, check, None)
+    if supported is None or supported():
+        return None  # an unknown torch: assume nothing
+    name = {"bf16": "bfloat16", "fp16": "float16"}[amp]
+    return (f"[run] amp = {amp!r}: this CPU has no native {name} instructions, so {name} autocast is emulated "
+            "and trains many times slower than float32; set [run] amp = 'none' here")
+
+
 def _autocast(config: TrainConfig, device: torch.device):
     if config.run.amp == "none":
         return torch.autocast(device.type, enabled=False)
@@ -363,6 +393,9 @@ def train(
     ctx = init_distributed(device)
     output = Path(config.run.output)
     run = config.run
+    slow = emulated_autocast(run.amp, ctx.device)
+    if slow is not None and ctx.is_main:
+        warnings.warn(slow, RuntimeWarning, stacklevel=2)
     torch.manual_seed(run.seed)  # identical initial weights on every rank
     model = LLFlow(config.llflow_config()).to(ctx.device)
     train_set, val_set = build_datasets(config, output, ctx)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
 
 import ddp_worker
 import pytest
@@ -9,7 +10,7 @@ import torch
 import torch.multiprocessing as mp
 
 from flowkit.models.llflow.train import load_config, train
-from flowkit.models.llflow.train.trainer import _Objective, epoch_batches
+from flowkit.models.llflow.train.trainer import _Objective, emulated_autocast, epoch_batches
 
 
 def _final_state(output):
@@ -103,6 +104,28 @@ def test_tiny_config_learns_on_synthetic_pairs(tmp_path):
     assert (tmp_path / "tiny" / "log.csv").exists() and (tmp_path / "tiny" / "images").is_dir()
 
 
+@pytest.mark.parametrize("amp, check", [("bf16", "_is_mkldnn_bf16_supported"), ("fp16", "_is_mkldnn_fp16_supported")])
+def test_emulated_autocast_names_the_setting_only_where_the_cpu_lacks_it(monkeypatch, amp, check):
+    monkeypatch.setattr(torch.ops.mkldnn, check, lambda: False)
+    message = emulated_autocast(amp, "cpu")
+    assert message.startswith(f"[run] amp = '{amp}'") and "amp = 'none'" in message
+    assert emulated_autocast("none", "cpu") is None
+    assert emulated_autocast(amp, torch.device("cuda")) is None  # GPUs are not judged
+    monkeypatch.setattr(torch.ops.mkldnn, check, lambda: True)
+    assert emulated_autocast(amp, "cpu") is None
+
+
+def test_training_with_emulated_bf16_warns_once(micro_config, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    config = load_config(micro_config(1, tmp_path / "slow"))
+    config.run.amp = "bf16"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(config, device="cpu", progress=False).step == 1
+    assert [str(w.message)[:20] for w in caught if w.category is RuntimeWarning] == ["[run] amp = 'bf16': "]
+
+
+@pytest.mark.filterwarnings("ignore:.run. amp = 'bf16'")  # on CPUs without AVX512-BF16
 def test_bf16_autocast_ema_and_gradient_clipping_run(micro_config, tmp_path):
     config = load_config(micro_config(3, tmp_path / "mixed"))
     config.run.amp, config.optim.ema, config.optim.grad_clip = "bf16", 0.9, 1.0
