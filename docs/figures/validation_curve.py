@@ -8,14 +8,19 @@ Run from the repository root::
         --fork "from v1: v2 data, lr 2.5e-4=$HOME/.cache/flowkit/ft_v1" ... \
         --prior-mean-through "campaign=4843" --prior-mean-through "campaign, dequantised targets=1500" \
         --prior-mean-through "from v1: v2 data, lr 2.5e-4=600" ...
+    python docs/figures/validation_curve.py --fork "from v3=$HOME/.cache/flowkit/runs/v3_continue" \
+        --fork-from "from v3=llflow-synthetic-v3"
 
 reads each run's ``log.csv`` (its EMA weights' validation, on the first 12 Kodak24 photographs
 darkened by ``LowLightSynthesizer.lol_wide()`` with seed 21; every run must have validated on the
 same pairs), scores every shipped model on those pairs (the first run's ``synthetic/val`` folder)
 with the trainer's own :func:`~flowkit.models.llflow.train.trainer.validate` in both decodes (the
 pair at each model's own default temperature), and
-writes it all to ``validation_curve.json`` beside the figure. A ``--fork`` started from v1's
-weights (``--init``): its steps are drawn after v1's 1400.
+writes it all to ``validation_curve.json`` beside the figure. A ``--fork`` is a run started from a
+shipped model's weights (``--init``; v1's unless ``--fork-from LABEL=NAME`` names another): its
+steps are drawn after that model's training steps, from that model's score in the decode the
+trainer validates with. Runs and forks already in the JSON stay there (their run folders may be
+gone) unless a new one takes the same label; the shipped models are scored anew.
 
 The trainer validated with the prior mean's decode until December 2026 and with the mean of an
 antithetic pair since; the log does not say which, so ``--prior-mean-through LABEL=STEP`` names
@@ -75,35 +80,59 @@ def _labelled_step(option: str) -> tuple[str, int]:
     return label, int(step)
 
 
-def measure(runs: list[tuple[str, Path]], forks: list[tuple[str, Path]], prior_mean_through: dict[str, int]) -> dict:
+def _score(model: LLFlow, pairs, options: dict) -> dict[str, float]:
+    result = validate(model, pairs, torch.device("cpu"), decode=options)
+    return {"psnr": result["psnr"], "ssim": result["ssim"]}
+
+
+def _labelled_name(option: str) -> tuple[str, str]:
+    label, _, name = option.rpartition("=")
+    if not label or name not in TRAINED_STEPS:
+        raise argparse.ArgumentTypeError(f"expected LABEL=NAME with NAME one of {sorted(TRAINED_STEPS)}, got {option!r}")
+    return label, name
+
+
+def measure(data: dict, runs: list[tuple[str, Path]], forks: list[tuple[str, Path]],
+            fork_from: dict[str, str], prior_mean_through: dict[str, int]) -> dict:
+    """``data`` with these runs and forks added (or replaced) and every shipped model scored anew."""
     if unknown := set(prior_mean_through) - {label for label, _ in runs + forks}:
         raise SystemExit(f"--prior-mean-through names no --run or --fork: {sorted(unknown)}")
-    pairs = Subset(PairedImageDataset.from_root(runs[0][1] / "synthetic" / "val"), range(PAIRS))
-    shipped = {}
+    if unknown := set(fork_from) - {label for label, _ in forks}:
+        raise SystemExit(f"--fork-from names no --fork: {sorted(unknown)}")
+    pairs = Subset(PairedImageDataset.from_root((runs + forks)[0][1] / "synthetic" / "val"), range(PAIRS))
+    shipped, models = {}, {}
     for name in pretrained_names():
-        model = LLFlow.from_pretrained(name)
-        shipped[name] = {"step": TRAINED_STEPS.get(name)}
+        models[name] = model = LLFlow.from_pretrained(name)
+        shipped[name] = {"step": TRAINED_STEPS.get(name), "temperature": model.enhance_defaults["temperature"]}
         for decode, options in DECODES.items():
-            if decode == "mean of a pair":  # at the model's own temperature (v3's is 0.8)
-                options = model.enhance_defaults
-                shipped[name]["temperature"] = options["temperature"]
-            result = validate(model, pairs, torch.device("cpu"), decode=options)
-            shipped[name][decode] = {"psnr": result["psnr"], "ssim": result["ssim"]}
-            print(f"{name}, {decode}: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.3f}")
+            # The pair at the model's own temperature (v3's is 0.8).
+            shipped[name][decode] = _score(model, pairs, (options | model.enhance_defaults)
+                                           if decode == "mean of a pair" else options)
+            print(f"{name}, {decode}: PSNR {shipped[name][decode]['psnr']:.2f} dB")
+    starts = dict(data.get("fork_starts", {}))
+    for label, _ in forks:
+        # Where the fork's line starts: its weights scored as the trainer validates (T = 1).
+        name = fork_from.get(label, V1)
+        starts[label] = {"from": name} | {decode: _score(models[name], pairs, options)
+                                          for decode, options in DECODES.items()}
 
     def read(folders):
         return {label: _validations(folder, prior_mean_through.get(label, -1)) for label, folder in folders}
 
-    return {"pairs": PAIRS, "runs": read(runs), "forks": read(forks), "shipped": shipped}
+    return {"pairs": PAIRS, "runs": data.get("runs", {}) | read(runs), "forks": data.get("forks", {}) | read(forks),
+            "fork_starts": starts, "shipped": shipped}
 
 
 def draw(data: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11.0, 4.4), dpi=150, sharey=True)
     run_colours = dict(zip(data["runs"], ("tab:blue", "tab:green", "tab:purple")))
-    fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive")))
+    fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive",
+                                            "tab:purple")))
     shipped_colours = {"llflow-small-synthetic": "black", "llflow-synthetic-v2": "tab:orange",
-                       "llflow-synthetic-v3": "tab:cyan"}
-    v1 = data["shipped"][V1]
+                       "llflow-synthetic-v3": "tab:cyan", "llflow-synthetic-v4": "tab:blue"}
+    # Forks recorded before fork_starts existed all started from v1, whose default decode is T = 1.
+    starts = {label: data.get("fork_starts", {}).get(label, {"from": V1} | data["shipped"][V1])
+              for label in data["forks"]}
     for ax, decode in zip(axes, DECODES):
         for label, rows in data["runs"].items():
             rows = [r for r in rows if r["decode"] == decode]
@@ -113,9 +142,11 @@ def draw(data: dict, path: Path) -> None:
         for label, rows in data["forks"].items():
             rows = [r for r in rows if r["decode"] == decode]
             if rows:
-                ax.plot([v1["step"]] + [v1["step"] + r["step"] for r in rows],
-                        [v1[decode]["psnr"]] + [r["psnr"] for r in rows], ".--", color=fork_colours[label], lw=1,
-                        label=label)
+                start = starts[label]
+                steps = TRAINED_STEPS[start["from"]]
+                ax.plot([steps] + [steps + r["step"] for r in rows],
+                        [start[decode]["psnr"]] + [r["psnr"] for r in rows], ".--", color=fork_colours[label],
+                        lw=1, label=label)
         for name, score in data["shipped"].items():
             colour = shipped_colours[name]
             ax.axhline(score[decode]["psnr"], color=colour, lw=0.8, ls="--")
@@ -140,21 +171,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=_labelled, action="append", default=[], metavar="LABEL=FOLDER",
                         help="a campaign's run folder (repeatable); omit to redraw from the JSON")
     parser.add_argument("--fork", type=_labelled, action="append", default=[], metavar="LABEL=FOLDER",
-                        help="a run started from v1's weights (repeatable)")
+                        help="a run started from a shipped model's weights, v1's by default (repeatable)")
+    parser.add_argument("--fork-from", type=_labelled_name, action="append", default=[], metavar="LABEL=NAME",
+                        help="the shipped model the fork LABEL started from (repeatable)")
     parser.add_argument("--prior-mean-through", type=_labelled_step, action="append", default=[],
                         metavar="LABEL=STEP", help="the last step the run or fork LABEL scored at the prior mean "
                         "(repeatable; default: none, every validation is of the mean of a pair)")
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
     args = parser.parse_args(argv)
     record = args.out / "validation_curve.json"
-    if args.run:
+    data = json.loads(record.read_text()) if record.exists() else {}
+    if args.run or args.fork:
         torch.set_num_threads(2)
-        data = measure(args.run, args.fork, dict(args.prior_mean_through))
+        data = measure(data, args.run, args.fork, dict(args.fork_from), dict(args.prior_mean_through))
         temporary = record.with_name(f".{record.name}.tmp")
         temporary.write_text(json.dumps(data, indent=2) + "\n")
         temporary.replace(record)
-    else:
-        data = json.loads(record.read_text())
     draw(data, args.out / "validation_curve.png")
     return 0
 
