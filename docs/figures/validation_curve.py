@@ -129,7 +129,7 @@ def draw(data: dict, path: Path) -> None:
     fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive",
                                             "tab:purple")))
     shipped_colours = {"llflow-small-synthetic": "black", "llflow-synthetic-v2": "tab:orange",
-                       "llflow-synthetic-v3": "tab:cyan", "llflow-synthetic-v4": "tab:blue"}
+                       "llflow-synthetic-v3": "tab:cyan"}
     # Forks recorded before fork_starts existed all started from v1, whose default decode is T = 1.
     starts = {label: data.get("fork_starts", {}).get(label, {"from": V1} | data["shipped"][V1])
               for label in data["forks"]}
