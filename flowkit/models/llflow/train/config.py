@@ -140,7 +140,8 @@ class RunSection:
         init: start from trained weights instead of random ones (fine-tuning): the name of a
             shipped model (:func:`~flowkit.models.llflow.pretrained.pretrained_names`) or a flowkit
             checkpoint (a run's ``last.pt``, whose EMA weights are taken, or ``best.pt``), of the same
-            model config. The optimiser, schedule and step start afresh; ``--resume`` overrides it.
+            model sizes; ``affine_eps``, ``train_gt_ratio`` and ``memory``, which shape no weight, come
+            from ``[model]``. The optimiser, schedule and step start afresh; ``--resume`` overrides it.
     """
 
     iterations: int = 1000

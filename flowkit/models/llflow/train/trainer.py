@@ -555,18 +555,24 @@ def _initial_weights(init: str, config: TrainConfig, device: torch.device) -> di
                 f"[run] init {init}: neither a checkpoint file nor a shipped model {pretrained.pretrained_names()}"
             )
         state, saved = model_weights(load_checkpoint(init, map_location=device), f"[run] init {init}")
-    if differing := _config_difference(saved, config):
+    if differing := _config_difference(saved, config, ignore=_NOT_IN_WEIGHTS):
         raise ValueError(f"[run] init {init} has another model config than [model] (differs in {differing})")
     return state
 
 
-def _config_difference(saved: dict[str, Any], config: TrainConfig) -> list[str]:
-    """The model-config fields where a checkpoint's ``saved`` config and ``config``'s differ."""
+# The LLFlowConfig fields that shape no weight: a fine-tune may change them (a floor of the coupling
+# scale, the training prior's mix, the backpropagation mode), so [run] init does not compare them.
+_NOT_IN_WEIGHTS = frozenset({"affine_eps", "train_gt_ratio", "memory"})
+
+
+def _config_difference(saved: dict[str, Any], config: TrainConfig, ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The model-config fields, less ``ignore``, where a checkpoint's ``saved`` config and ``config``'s differ."""
     wanted = _plain(config.llflow_config())
     # Fields added to LLFlowConfig after the checkpoint was written take their defaults.
     saved = {**_plain(LLFlowConfig()), **saved}
     known = {f.name for f in dataclasses.fields(LLFlowConfig)}
-    return sorted(k for k in set(saved) | set(wanted) if k not in known or saved.get(k) != wanted.get(k))
+    return sorted(k for k in set(saved) | set(wanted)
+                  if k not in ignore and (k not in known or saved.get(k) != wanted.get(k)))
 
 
 def _check_resumable(state: dict[str, Any], path: str | Path, config: TrainConfig) -> None:

@@ -380,6 +380,27 @@ def test_init_refuses_weights_of_another_model_config(micro_config, tmp_path):
               device="cpu", progress=False)
 
 
+def test_init_takes_the_scale_floor_and_prior_mix_from_the_new_config(micro_config, tmp_path):
+    import dataclasses
+
+    source = load_config(micro_config(2, tmp_path / "source"))
+    train(source, device="cpu", progress=False)
+    assert _final_state(tmp_path / "source")["llflow_config"]["affine_eps"] == 1e-4
+    # The fine-tune changes what shapes no weight; the weights load and the run records its own values.
+    tuned = dataclasses.replace(
+        load_config(micro_config(2, tmp_path / "tuned")),
+        model={**source.model, "affine_eps": 0.05, "train_gt_ratio": 0.5},
+        run=dataclasses.replace(source.run, init=str(tmp_path / "source" / "last.pt"), output=str(tmp_path / "tuned")),
+    )
+    assert train(tuned, device="cpu", progress=False).step == 2
+    saved = _final_state(tmp_path / "tuned")["llflow_config"]
+    assert (saved["affine_eps"], saved["train_gt_ratio"]) == (0.05, 0.5)
+    # A size still has to match: the weights would not fit.
+    wider = dataclasses.replace(tuned, model={**tuned.model, "hidden_channels": 2 * tuned.llflow_config().hidden_channels})
+    with pytest.raises(ValueError, match=r"another model config than \[model\] \(differs in \['hidden_channels'\]\)"):
+        train(wider, device="cpu", progress=False)
+
+
 def test_dequantize_spreads_the_targets_over_their_8_bit_levels(micro_config, tmp_path, monkeypatch):
     import dataclasses
 
