@@ -30,7 +30,8 @@ class LLFlowConfig:
         steps_per_level: conditional coupling steps ``K`` per level.
         transition_steps: unconditional steps after each level's squeeze (``additionalFlowNoAffine``).
         hidden_channels: hidden width of the coupling and injector sub-networks.
-        affine_eps: the ``eps`` in ``scale = sigmoid(raw + 2) + eps``.
+        affine_eps: the ``eps`` in ``scale = sigmoid(raw + 2) + eps`` (the reference's ``1e-4``): the
+            scale's floor, so that no coupling or injector inverse amplifies by more than ``1 / eps``.
         train_gt_ratio: probability, drawn once per batch, that the training prior uses the ground
             truth's colour map instead of the encoder's.
         memory: ``"standard"`` or ``"invertible"`` backpropagation (:mod:`flowkit.memory`).
