@@ -130,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="export the run's moving average or its last weights")
     parser.add_argument("--no-figures", action="store_true")
     parser.add_argument("--name", default="llflow-synthetic-v3", help="the exported model's name")
+    parser.add_argument("--recipe", default="flowkit train --config synthetic_v2 --data-dir ../shared/data",
+                        help="how the exported run was trained, for the card")
     parser.add_argument("--temperature", type=float, default=1.0,
                         help="the exported model's default decode: the mean of an antithetic pair at this temperature")
     parser.add_argument("--storage", choices=["float32", "float16"], default="float32",
@@ -154,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(results, indent=2))
 
     if args.export:
+        optim, run = state["config"]["optim"], state["config"]["run"]  # the run's own TrainConfig
         ours = results["lol778"]["flowkit"]
         kodak = results["kodak24_synthetic"]
         card = {
@@ -162,12 +165,12 @@ def main(argv: list[str] | None = None) -> int:
             "data": "synthetic pairs: 580 photographs (BSDS500, Sun-Hays 80, Urban100) darkened on the fly by "
                     "LowLightSynthesizer.lol_wide() (LOL-fitted, exposures widened to 5-30x) + the 3 real LOL our485 "
                     "pairs #697, #717, #776 (10x each); not trained on LOL's 485 training pairs",
-            "recipe": "flowkit train --config synthetic_v2 --data-dir ../shared/data",
+            "recipe": args.recipe,
             "steps": str(state["step"]),
             "wall_time": args.wall_time,
             "hardware": f"CPU only, 2 cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
-                        "bfloat16 autocast",
-            "weights": ("exponential moving average (decay 0.999)" if args.weights == "ema"
+                        + {"bf16": "bfloat16 autocast", "fp16": "float16 autocast"}.get(run["amp"], "float32"),
+            "weights": (f"exponential moving average (decay {optim['ema']:g})" if args.weights == "ema" and optim["ema"]
                         else "the last step's weights") + f", stored in {args.storage}; chosen on Kodak24 "
                         "validation PSNR, never on LOL",
             "inference": f"the mean of an antithetic pair of decodes at temperature {args.temperature:g}, seed "
