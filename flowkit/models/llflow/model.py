@@ -260,14 +260,14 @@ class LLFlow(nn.Module):
 
     def _nll_parts(
         self, method: str, low: Tensor, high: Tensor, histeq: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
         low, histeq = self._low_and_histeq(method, low, histeq)
         high = self._image(method, "high", high)
         _check_same_shape(method, "high", high, low)
         _check_multiple(method, low)
         features = self.encoder(encoder_input(low, histeq))
         z, logdet = self.flow(high, features.conditions)
-        return z, logdet, self.prior_mean(features.color_map), self.prior_mean(color_map(high))
+        return z, logdet, self.prior_mean(features.color_map), self.prior_mean(color_map(high)), features.conditions
 
     @staticmethod
     def _bits_per_pixel(z: Tensor, logdet: Tensor, mean: Tensor) -> Tensor:
@@ -296,17 +296,34 @@ class LLFlow(nn.Module):
         """
         if prior not in ("encoder", "gt"):
             raise ValueError(f"LLFlow.nll: prior must be 'encoder' or 'gt', got {prior!r}")
-        z, logdet, mean_encoder, mean_gt = self._nll_parts("nll", low, high, histeq)
+        z, logdet, mean_encoder, mean_gt, _ = self._nll_parts("nll", low, high, histeq)
         return self._bits_per_pixel(z, logdet, mean_encoder if prior == "encoder" else mean_gt)
 
     def loss(
         self, low: Tensor, high: Tensor, generator: torch.Generator | None = None, *,
-        histeq: Tensor | None = None,
+        histeq: Tensor | None = None, decode_weight: float = 0.0, decode_temperature: float = 1.0,
     ) -> Tensor:
-        """The training objective: the batch mean of :meth:`nll`, with one random prior per batch.
+        """The training objective: the batch mean of :meth:`nll`, with one random prior per batch,
+        plus an optional L1 term on the enhancement itself.
 
         The prior mean is the ground truth's colour map with probability ``train_gt_ratio``, the
         encoder's otherwise. ``generator`` draws that choice.
+
+        The reference trains on the likelihood alone (``decode_weight = 0``, the default). Its
+        likelihood says nothing about decodes from latents that no ground truth encodes to, and a
+        sampled decode can leave the data's range and diverge. With ``decode_weight = w > 0`` the
+        loss adds ``w * mean |x_bar - high|``, where ``x_bar = (f^-1(mu + T eps) + f^-1(mu - T eps)) / 2``
+        is the antithetic pair of decodes that :meth:`enhance` averages, ``mu`` the encoder's prior
+        mean, ``T = decode_temperature`` and ``eps`` standard normal noise drawn from ``generator``:
+        the loss then also scores what a user sees. (SRFlow's ``weight_l1`` is this term at ``T = 0``.)
+        It costs two inverse passes of the flow with their backward.
+
+        Args:
+            low, high: the low-light input and its normal-light ground truth ``(B, 3, H, W)``.
+            generator: draws the prior choice and the decode noise.
+            histeq: ``low``'s histogram-equalised image (computed when left out).
+            decode_weight: ``w``, a finite number ``>= 0``.
+            decode_temperature: ``T``, a finite number ``>= 0``.
 
         Example:
             >>> import torch
@@ -314,15 +331,25 @@ class LLFlow(nn.Module):
             >>> model = LLFlow(LLFlowConfig(encoder_channels=4, encoder_blocks=1, growth_channels=4,
             ...                             stack_blocks=(), steps_per_level=1, hidden_channels=4))
             >>> low, high = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
-            >>> loss = model.loss(low, high, torch.Generator().manual_seed(0))
+            >>> loss = model.loss(low, high, torch.Generator().manual_seed(0), decode_weight=0.5)
             >>> loss.backward(); loss.shape
             torch.Size([])
         """
-        z, logdet, mean_encoder, mean_gt = self._nll_parts("loss", low, high, histeq)
+        for name, value in (("decode_weight", decode_weight), ("decode_temperature", decode_temperature)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0:
+                raise ValueError(f"LLFlow.loss: {name} must be a finite number >= 0, got {value!r}")
+        z, logdet, mean_encoder, mean_gt, conditions = self._nll_parts("loss", low, high, histeq)
         device = generator.device if generator is not None else torch.device("cpu")
         draw = torch.rand((), generator=generator, device=device).to(z.device)
         mean = torch.where(draw < self.config.train_gt_ratio, mean_gt, mean_encoder)
-        return self._bits_per_pixel(z, logdet, mean).mean()
+        loss = self._bits_per_pixel(z, logdet, mean).mean()
+        if decode_weight == 0:
+            return loss
+        eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+        pair = [self.flow.inverse(mean_encoder + sign * decode_temperature * eps, conditions)[0]
+                for sign in (1.0, -1.0)]
+        return loss + decode_weight * ((pair[0] + pair[1]) / 2 - high).abs().mean()
 
     # -- enhancement ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from flowkit.models.llflow.checkpoint import (
 )
 from flowkit.models.llflow.train.config import (
     DataSection,
+    LossSection,
     OptimSection,
     RunSection,
     TrainConfig,
@@ -34,6 +35,7 @@ from flowkit.models.llflow.train.trainer import (
 __all__ = [
     "DataSection",
     "ExponentialMovingAverage",
+    "LossSection",
     "OptimSection",
     "RunSection",
     "TrainConfig",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -17,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["DataSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
+__all__ = ["DataSection", "LossSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 SYNTHESIZERS = ("default", "lol", "lol_wide")
@@ -125,6 +126,21 @@ class OptimSection:
 
 
 @dataclass
+class LossSection:
+    """The training objective: the reference's likelihood, and an optional term on enhancements.
+
+    Args:
+        decode_weight: the weight ``w`` of the L1 distance between the ground truth and the mean
+            of an antithetic pair of sampled decodes, the image that enhancement returns
+            (:meth:`~flowkit.models.LLFlow.loss`); 0, the reference's objective, leaves it out.
+        decode_temperature: the temperature ``T`` of those decodes.
+    """
+
+    decode_weight: float = 0.0
+    decode_temperature: float = 1.0
+
+
+@dataclass
 class RunSection:
     """Length, precision, seeds and how often to validate, log and checkpoint.
 
@@ -163,7 +179,7 @@ class TrainConfig:
     Args:
         model: the ``[model]`` table: ``preset`` (``"lol"``, ``"lol_small"`` (default),
             ``"lol_v2"`` or ``"tiny"``) and any :class:`~flowkit.models.LLFlowConfig` fields to override.
-        data, optim, run: the ``[data]``, ``[optim]`` and ``[run]`` sections.
+        data, optim, loss, run: the ``[data]``, ``[optim]``, ``[loss]`` and ``[run]`` sections.
 
     Example:
         >>> from flowkit.models.llflow.train import load_config
@@ -175,6 +191,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=lambda: {"preset": "lol_small"})
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
     run: RunSection = field(default_factory=RunSection)
 
     def __post_init__(self) -> None:
@@ -200,6 +217,9 @@ class TrainConfig:
             raise ValueError(f"[data] synthetic_source can be a list of folders only with synthetic_online, got {list(source)}")
         if isinstance(source, tuple) and not self.data.synthetic_val_source:
             raise ValueError("[data] a list of synthetic_source folders needs synthetic_val_source for validation")
+        for name in ("decode_weight", "decode_temperature"):
+            if not math.isfinite(getattr(self.loss, name)) or getattr(self.loss, name) < 0:
+                raise ValueError(f"[loss] {name} must be a finite number >= 0, got {getattr(self.loss, name)}")
         has_folders = self.data.train_low is not None and self.data.train_high is not None
         if not (self.data.root or has_folders or self.data.synthetic_source):
             raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")
@@ -316,10 +336,10 @@ def load_config(source: str | Path) -> TrainConfig:
             table = tomllib.load(handle)
         except tomllib.TOMLDecodeError as error:
             raise ValueError(f"{path} is not valid TOML: {error}") from error
-    unknown = sorted(set(table) - {"model", "data", "optim", "run"})
+    unknown = sorted(set(table) - {"model", "data", "optim", "loss", "run"})
     if unknown:
-        raise ValueError(f"{path}: unknown sections {unknown}; expected [model], [data], [optim], [run]")
-    for name in ("model", "data", "optim", "run"):
+        raise ValueError(f"{path}: unknown sections {unknown}; expected [model], [data], [optim], [loss], [run]")
+    for name in ("model", "data", "optim", "loss", "run"):
         if not isinstance(table.get(name, {}), dict):
             raise ValueError(f"{path}: {name} must be a [{name}] table, got {table[name]!r}")
     try:
@@ -327,6 +347,7 @@ def load_config(source: str | Path) -> TrainConfig:
             model=dict(table.get("model", {"preset": "lol_small"})),
             data=_section(DataSection, table.get("data", {}), "data"),
             optim=_section(OptimSection, table.get("optim", {}), "optim"),
+            loss=_section(LossSection, table.get("loss", {}), "loss"),
             run=_section(RunSection, table.get("run", {}), "run"),
         )
         config.llflow_config()  # the model section is checked now, not when training starts

@@ -44,7 +44,7 @@ from flowkit.models.llflow.data import (
 )
 from flowkit.models.llflow.data.pairs import image_files
 from flowkit.models.llflow.metrics import psnr, ssim
-from flowkit.models.llflow.train.config import TrainConfig
+from flowkit.models.llflow.train.config import LossSection, TrainConfig
 from flowkit.models.llflow.train.distributed import DistributedContext, init_distributed
 from flowkit.models.llflow.train.ema import ExponentialMovingAverage
 from flowkit.models.llflow.train.schedule import warmup_multistep
@@ -202,13 +202,14 @@ def build_datasets(config: TrainConfig, output: Path, ctx: DistributedContext | 
 class _Objective(nn.Module):
     """Routes a batch through ``LLFlow.loss`` inside ``forward``, so that DDP sees the call."""
 
-    def __init__(self, model: nn.Module, selector: torch.Generator) -> None:
+    def __init__(self, model: nn.Module, selector: torch.Generator, loss: LossSection) -> None:
         super().__init__()
         self.model = model
         self.selector = selector
+        self.terms = {"decode_weight": loss.decode_weight, "decode_temperature": loss.decode_temperature}
 
     def forward(self, low: Tensor, high: Tensor, histeq: Tensor) -> Tensor:
-        return self.model.loss(low, high, histeq=histeq, generator=self.selector)
+        return self.model.loss(low, high, histeq=histeq, generator=self.selector, **self.terms)
 
 
 def _batches(dataset, config: TrainConfig, ctx: DistributedContext, start_step: int) -> Iterator[dict[str, Any]]:
@@ -429,7 +430,7 @@ def train(
         restore_rng_state(state["rng"])
 
     batches = _batches(train_set, config, ctx, step)
-    objective: nn.Module = _Objective(model, selector)
+    objective: nn.Module = _Objective(model, selector, config.loss)
     if step == 0:
         # ActNorm's data-dependent initialisation, from the first batch, before DDP takes over;
         # under torch.distributed the statistics are averaged over every rank's batch.
