@@ -223,6 +223,59 @@ def test_loss_selects_the_prior_once_per_batch_with_probability_train_gt_ratio()
     assert 0 < sum(picks) < 40
 
 
+def _pair_l1(model, low, high, eps, temperature):
+    """mean |x_bar - high| for the antithetic pair decoded through the public decode and prior_mean."""
+    mean = model.prior_mean(model.condition(low).color_map)
+    pair = [model.decode(mean + sign * temperature * eps, low)[0] for sign in (1.0, -1.0)]
+    return ((pair[0] + pair[1]) / 2 - high).abs().mean()
+
+
+@pytest.mark.parametrize(("weight", "temperature"), [(2.5, 0.7), (0.5, 0.0)])
+def test_decode_term_adds_the_weighted_l1_of_the_enhanced_pair(weight, temperature):
+    torch.manual_seed(0)
+    model = perturbed(LLFlow(toy_config(train_gt_ratio=0.0))).eval()
+    low, high = images()
+    nll = model.nll(low, high).mean()
+    generator, draws = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    loss = model.loss(low, high, generator, decode_weight=weight, decode_temperature=temperature)
+    torch.rand((), generator=draws)  # the prior's choice comes first in the stream
+    eps = torch.randn(2, 192, 2, 3, generator=draws)
+    l1 = _pair_l1(model, low, high, eps, temperature)
+    assert l1 > 0.05  # a term that matters, not a rounding residue
+    assert torch.allclose(loss, nll + weight * l1, rtol=1e-5, atol=1e-6)
+    # the reference's objective, and its random stream, when the weight is 0
+    generator, plain = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(model.loss(low, high, generator, decode_weight=0.0), model.loss(low, high, plain))
+    assert torch.equal(generator.get_state(), plain.get_state())
+
+
+def test_decode_term_trains_the_flow_toward_the_ground_truth():
+    torch.manual_seed(0)
+    model = perturbed(LLFlow(toy_config(train_gt_ratio=0.0)))
+    low, high = images()
+    model.eval()
+    eps = torch.randn(2, 192, 2, 3, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        before = float(_pair_l1(model, low, high, eps, 0.5))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(15):
+        optimizer.zero_grad()
+        # the L1 term alone (its weight dwarfs the likelihood), each step with fresh noise
+        (model.loss(low, high, torch.Generator().manual_seed(0), decode_weight=1e3, decode_temperature=0.5)
+         / 1e3).backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert float(_pair_l1(model, low, high, eps, 0.5)) < 0.8 * before
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "1"])
+def test_decode_term_rejects_bad_weights_and_temperatures(toy_model, bad):
+    low, high = images()
+    for name in ("decode_weight", "decode_temperature"):
+        with pytest.raises(ValueError, match=f"LLFlow.loss: {name} must be a finite number >= 0, got "):
+            toy_model.loss(low, high, **{name: bad})
+
+
 def test_loss_trains_the_encoder_color_head_and_the_flow():
     torch.manual_seed(0)
     model = perturbed(LLFlow(toy_config(train_gt_ratio=0.0)))

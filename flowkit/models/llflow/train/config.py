@@ -134,6 +134,11 @@ class LossSection:
             of an antithetic pair of sampled decodes, the image that enhancement returns
             (:meth:`~flowkit.models.LLFlow.loss`); 0, the reference's objective, leaves it out.
         decode_temperature: the temperature ``T`` of those decodes.
+
+    Example:
+        >>> from flowkit.models.llflow.train import LossSection
+        >>> LossSection(decode_weight=4.0).decode_temperature
+        1.0
     """
 
     decode_weight: float = 0.0

@@ -54,6 +54,21 @@ def test_unknown_keys_and_sections_are_named(tmp_path):
         load_config(bad).llflow_config()
 
 
+def test_loss_section_defaults_to_the_likelihood_and_is_validated(tmp_path):
+    config = load_config("synthetic_v2")
+    assert (config.loss.decode_weight, config.loss.decode_temperature) == (0.0, 1.0)
+    good = tmp_path / "good.toml"
+    good.write_text("[data]\nroot = 'x'\n[loss]\ndecode_weight = 4\ndecode_temperature = 0.8\n")
+    assert (load_config(good).loss.decode_weight, load_config(good).loss.decode_temperature) == (4.0, 0.8)
+    for line, message in (("decode_weight = -1.0", r"\[loss\] decode_weight must be a finite number >= 0, got -1.0"),
+                          ("decode_temperature = nan", r"\[loss\] decode_temperature must be a finite number >= 0"),
+                          ("decode_wieght = 1.0", "decode_wieght"),
+                          ("decode_weight = 'big'", r"\[loss\] decode_weight must be a number, got 'big'")):
+        good.write_text(f"[data]\nroot = 'x'\n[loss]\n{line}\n")
+        with pytest.raises(ValueError, match=message):
+            load_config(good)
+
+
 def test_missing_config_lists_the_shipped_ones():
     with pytest.raises(FileNotFoundError, match="lol_small"):
         load_config("nonexistent")

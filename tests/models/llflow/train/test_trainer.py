@@ -426,3 +426,19 @@ def test_dequantize_spreads_the_targets_over_their_8_bit_levels(micro_config, tm
     # Level k of the same batches spreads over [k, k + 1) / 256, about uniformly (std 1/sqrt(12)).
     assert torch.equal((spread * 256).floor(), (plain * 255).round())
     assert 0.25 < (spread * 256 - (spread * 256).floor()).std() < 0.33
+
+
+def test_the_loss_section_adds_the_decode_term_to_each_step(micro_config, tmp_path):
+    import dataclasses
+
+    from flowkit.models.llflow.train import LossSection
+
+    def losses(name, loss):
+        config = load_config(micro_config(3, tmp_path / name))
+        return train(dataclasses.replace(config, loss=loss), device="cpu", progress=False).losses
+
+    plain = losses("plain", LossSection())
+    decoded = losses("decoded", LossSection(decode_weight=3.0, decode_temperature=0.5))
+    # The same weights and batch at step 1: the likelihood is the same, the decode term is added.
+    assert plain[0][0] == decoded[0][0] == 1
+    assert decoded[0][1] > plain[0][1] + 0.1
