@@ -15,24 +15,26 @@ from .conftest import perturbed, relative_error, toy_config
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
-def _loss_and_gradients(model: LLFlow, low, high) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss_and_gradients(model: LLFlow, low, high, **terms) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     model.zero_grad(set_to_none=True)
-    loss = model.loss(low, high, torch.Generator().manual_seed(0))
+    loss = model.loss(low, high, torch.Generator().manual_seed(0), **terms)
     loss.backward()
     return loss.detach(), {name: p.grad for name, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("terms", [{}, {"decode_weight": 2.0, "decode_temperature": 0.5}], ids=["nll", "decode"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_training_loss_and_gradients_match_the_standard_path(dtype):
-    """Encoder and flow gradients through LLFlow.loss: the flow's conditioning gets its gradient too."""
+def test_training_loss_and_gradients_match_the_standard_path(dtype, terms):
+    """Encoder and flow gradients through LLFlow.loss (the likelihood, and with the decode term
+    whose inverse passes backpropagate as usual): the flow's conditioning gets its gradient too."""
     torch.manual_seed(0)
     model = perturbed(LLFlow(toy_config())).to(dtype).train()
     generator = torch.Generator().manual_seed(1)
     high = torch.rand(2, 3, 8, 16, generator=generator, dtype=dtype)
     low = high * 0.2
-    loss, expected = _loss_and_gradients(model, low, high)
+    loss, expected = _loss_and_gradients(model, low, high, **terms)
     model.flow.memory = "invertible"
-    loss_inv, actual = _loss_and_gradients(model, low, high)
+    loss_inv, actual = _loss_and_gradients(model, low, high, **terms)
     assert torch.equal(loss, loss_inv)
     assert any(name.startswith("encoder.") for name in expected)
     for name, grad in expected.items():
