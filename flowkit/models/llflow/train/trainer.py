@@ -206,7 +206,7 @@ class _Objective(nn.Module):
         super().__init__()
         self.model = model
         self.selector = selector
-        self.terms = {"decode_weight": loss.decode_weight, "decode_temperature": loss.decode_temperature}
+        self.terms = dataclasses.asdict(loss)  # LossSection's fields are LLFlow.loss's keywords
 
     def forward(self, low: Tensor, high: Tensor, histeq: Tensor) -> Tensor:
         return self.model.loss(low, high, histeq=histeq, generator=self.selector, **self.terms)
