@@ -302,9 +302,10 @@ class LLFlow(nn.Module):
     def loss(
         self, low: Tensor, high: Tensor, generator: torch.Generator | None = None, *,
         histeq: Tensor | None = None, decode_weight: float = 0.0, decode_temperature: float = 1.0,
+        decode_distance: str = "l1",
     ) -> Tensor:
         """The training objective: the batch mean of :meth:`nll`, with one random prior per batch,
-        plus an optional L1 term on the enhancement itself.
+        plus an optional distance term on the enhancement itself.
 
         The prior mean is the ground truth's colour map with probability ``train_gt_ratio``, the
         encoder's otherwise. ``generator`` draws that choice.
@@ -312,11 +313,15 @@ class LLFlow(nn.Module):
         The reference trains on the likelihood alone (``decode_weight = 0``, the default). Its
         likelihood says nothing about decodes from latents that no ground truth encodes to, and a
         sampled decode can leave the data's range and diverge. With ``decode_weight = w > 0`` the
-        loss adds ``w * mean |x_bar - high|``, where ``x_bar = (f^-1(mu + T eps) + f^-1(mu - T eps)) / 2``
-        is the antithetic pair of decodes that :meth:`enhance` averages, ``mu`` the encoder's prior
-        mean, ``T = decode_temperature`` and ``eps`` standard normal noise drawn from ``generator``:
-        the loss then also scores what a user sees. (SRFlow's ``weight_l1`` is this term at ``T = 0``.)
-        It costs two inverse passes of the flow with their backward.
+        loss adds ``w * mean |x_bar - high|`` (``decode_distance = "l1"``) or
+        ``w * mean (x_bar - high)^2`` (``"l2"``), where
+        ``x_bar = (f^-1(mu + T eps) + f^-1(mu - T eps)) / 2`` is the antithetic pair of decodes that
+        :meth:`enhance` averages, ``mu`` the encoder's prior mean, ``T = decode_temperature`` and
+        ``eps`` standard normal noise drawn from ``generator``: the loss then also scores what a user
+        sees. (SRFlow's ``weight_l1`` is the L1 term at ``T = 0``.) The L1 distance pulls each pixel
+        toward a median of what the encoder's condition allows; the squared one toward the mean,
+        which is what PSNR rewards, with more weight on large errors. The term costs two inverse
+        passes of the flow with their backward.
 
         Args:
             low, high: the low-light input and its normal-light ground truth ``(B, 3, H, W)``.
@@ -324,6 +329,7 @@ class LLFlow(nn.Module):
             histeq: ``low``'s histogram-equalised image (computed when left out).
             decode_weight: ``w``, a finite number ``>= 0``.
             decode_temperature: ``T``, a finite number ``>= 0``.
+            decode_distance: ``"l1"`` (mean absolute error) or ``"l2"`` (mean squared error).
 
         Example:
             >>> import torch
@@ -339,6 +345,8 @@ class LLFlow(nn.Module):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0:
                 raise ValueError(f"LLFlow.loss: {name} must be a finite number >= 0, got {value!r}")
+        if decode_distance not in ("l1", "l2"):
+            raise ValueError(f"LLFlow.loss: decode_distance must be 'l1' or 'l2', got {decode_distance!r}")
         z, logdet, mean_encoder, mean_gt, conditions = self._nll_parts("loss", low, high, histeq)
         device = generator.device if generator is not None else torch.device("cpu")
         draw = torch.rand((), generator=generator, device=device).to(z.device)
@@ -349,7 +357,8 @@ class LLFlow(nn.Module):
         eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
         pair = [self.flow.inverse(mean_encoder + sign * decode_temperature * eps, conditions)[0]
                 for sign in (1.0, -1.0)]
-        return loss + decode_weight * ((pair[0] + pair[1]) / 2 - high).abs().mean()
+        error = (pair[0] + pair[1]) / 2 - high
+        return loss + decode_weight * (error.abs() if decode_distance == "l1" else error.square()).mean()
 
     # -- enhancement ------------------------------------------------------------------------------
 

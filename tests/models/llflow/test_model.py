@@ -223,26 +223,28 @@ def test_loss_selects_the_prior_once_per_batch_with_probability_train_gt_ratio()
     assert 0 < sum(picks) < 40
 
 
-def _pair_l1(model, low, high, eps, temperature):
-    """mean |x_bar - high| for the antithetic pair decoded through the public decode and prior_mean."""
+def _pair_distance(model, low, high, eps, temperature, power=1):
+    """mean |x_bar - high| ** power for the antithetic pair decoded through the public decode and prior_mean."""
     mean = model.prior_mean(model.condition(low).color_map)
     pair = [model.decode(mean + sign * temperature * eps, low)[0] for sign in (1.0, -1.0)]
-    return ((pair[0] + pair[1]) / 2 - high).abs().mean()
+    return ((pair[0] + pair[1]) / 2 - high).abs().pow(power).mean()
 
 
-@pytest.mark.parametrize(("weight", "temperature"), [(2.5, 0.7), (0.5, 0.0)])
-def test_decode_term_adds_the_weighted_l1_of_the_enhanced_pair(weight, temperature):
+@pytest.mark.parametrize(("weight", "temperature", "distance"),
+                         [(2.5, 0.7, "l1"), (0.5, 0.0, "l1"), (6.0, 0.7, "l2")])
+def test_decode_term_adds_the_weighted_distance_of_the_enhanced_pair(weight, temperature, distance):
     torch.manual_seed(0)
     model = perturbed(LLFlow(toy_config(train_gt_ratio=0.0))).eval()
     low, high = images()
     nll = model.nll(low, high).mean()
     generator, draws = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    loss = model.loss(low, high, generator, decode_weight=weight, decode_temperature=temperature)
+    loss = model.loss(low, high, generator, decode_weight=weight, decode_temperature=temperature,
+                      decode_distance=distance)
     torch.rand((), generator=draws)  # the prior's choice comes first in the stream
     eps = torch.randn(2, 192, 2, 3, generator=draws)
-    l1 = _pair_l1(model, low, high, eps, temperature)
-    assert l1 > 0.05  # a term that matters, not a rounding residue
-    assert torch.allclose(loss, nll + weight * l1, rtol=1e-5, atol=1e-6)
+    term = _pair_distance(model, low, high, eps, temperature, power=1 if distance == "l1" else 2)
+    assert term > 0.05  # a term that matters, not a rounding residue
+    assert torch.allclose(loss, nll + weight * term, rtol=1e-5, atol=1e-6)
     # the reference's objective, and its random stream, when the weight is 0
     generator, plain = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(model.loss(low, high, generator, decode_weight=0.0), model.loss(low, high, plain))
@@ -256,7 +258,7 @@ def test_decode_term_trains_the_flow_toward_the_ground_truth():
     model.eval()
     eps = torch.randn(2, 192, 2, 3, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        before = float(_pair_l1(model, low, high, eps, 0.5))
+        before = float(_pair_distance(model, low, high, eps, 0.5))
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(15):
         optimizer.zero_grad()
@@ -265,7 +267,7 @@ def test_decode_term_trains_the_flow_toward_the_ground_truth():
          / 1e3).backward()
         optimizer.step()
     with torch.no_grad():
-        assert float(_pair_l1(model, low, high, eps, 0.5)) < 0.8 * before
+        assert float(_pair_distance(model, low, high, eps, 0.5)) < 0.8 * before
 
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "1"])
@@ -274,6 +276,8 @@ def test_decode_term_rejects_bad_weights_and_temperatures(toy_model, bad):
     for name in ("decode_weight", "decode_temperature"):
         with pytest.raises(ValueError, match=f"LLFlow.loss: {name} must be a finite number >= 0, got "):
             toy_model.loss(low, high, **{name: bad})
+    with pytest.raises(ValueError, match="LLFlow.loss: decode_distance must be 'l1' or 'l2', got 'L2'"):
+        toy_model.loss(low, high, decode_weight=1.0, decode_distance="L2")
 
 
 def test_loss_trains_the_encoder_color_head_and_the_flow():

@@ -130,10 +130,11 @@ class LossSection:
     """The training objective: the reference's likelihood, and an optional term on enhancements.
 
     Args:
-        decode_weight: the weight ``w`` of the L1 distance between the ground truth and the mean
+        decode_weight: the weight ``w`` of the distance between the ground truth and the mean
             of an antithetic pair of sampled decodes, the image that enhancement returns
             (:meth:`~flowkit.models.LLFlow.loss`); 0, the reference's objective, leaves it out.
         decode_temperature: the temperature ``T`` of those decodes.
+        decode_distance: ``"l1"`` (mean absolute error) or ``"l2"`` (mean squared error).
 
     Example:
         >>> from flowkit.models.llflow.train import LossSection
@@ -143,6 +144,7 @@ class LossSection:
 
     decode_weight: float = 0.0
     decode_temperature: float = 1.0
+    decode_distance: str = "l1"
 
 
 @dataclass
@@ -225,6 +227,8 @@ class TrainConfig:
         for name in ("decode_weight", "decode_temperature"):
             if not math.isfinite(getattr(self.loss, name)) or getattr(self.loss, name) < 0:
                 raise ValueError(f"[loss] {name} must be a finite number >= 0, got {getattr(self.loss, name)}")
+        if self.loss.decode_distance not in ("l1", "l2"):
+            raise ValueError(f"[loss] decode_distance must be 'l1' or 'l2', got {self.loss.decode_distance!r}")
         has_folders = self.data.train_low is not None and self.data.train_high is not None
         if not (self.data.root or has_folders or self.data.synthetic_source):
             raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")

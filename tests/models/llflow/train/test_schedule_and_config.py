@@ -56,13 +56,16 @@ def test_unknown_keys_and_sections_are_named(tmp_path):
 
 def test_loss_section_defaults_to_the_likelihood_and_is_validated(tmp_path):
     config = load_config("synthetic_v2")
-    assert (config.loss.decode_weight, config.loss.decode_temperature) == (0.0, 1.0)
+    assert (config.loss.decode_weight, config.loss.decode_temperature, config.loss.decode_distance) == (0.0, 1.0, "l1")
     good = tmp_path / "good.toml"
-    good.write_text("[data]\nroot = 'x'\n[loss]\ndecode_weight = 4\ndecode_temperature = 0.8\n")
-    assert (load_config(good).loss.decode_weight, load_config(good).loss.decode_temperature) == (4.0, 0.8)
+    good.write_text("[data]\nroot = 'x'\n[loss]\ndecode_weight = 4\ndecode_temperature = 0.8\ndecode_distance = 'l2'\n")
+    loss = load_config(good).loss
+    assert (loss.decode_weight, loss.decode_temperature, loss.decode_distance) == (4.0, 0.8, "l2")
     for line, message in (("decode_weight = -1.0", r"\[loss\] decode_weight must be a finite number >= 0, got -1.0"),
                           ("decode_temperature = nan", r"\[loss\] decode_temperature must be a finite number >= 0"),
                           ("decode_wieght = 1.0", "decode_wieght"),
+                          ("decode_distance = 'l3'", r"\[loss\] decode_distance must be 'l1' or 'l2', got 'l3'"),
+                          ("decode_distance = 2", r"\[loss\] decode_distance must be a str"),
                           ("decode_weight = 'big'", r"\[loss\] decode_weight must be a number, got 'big'")):
         good.write_text(f"[data]\nroot = 'x'\n[loss]\n{line}\n")
         with pytest.raises(ValueError, match=message):
