@@ -320,10 +320,10 @@ class LLFlow(nn.Module):
         ``eps`` standard normal noise drawn from ``generator``: the loss then also scores what a user
         sees. (SRFlow's ``weight_l1`` is the L1 term at ``T = 0``.) The L1 distance pulls each pixel
         toward a median of what the encoder's condition allows; the squared one toward the mean,
-        which is what PSNR rewards, with more weight on large errors; the square of a decode that
-        diverges (see :meth:`enhance`) overflows to ``inf`` in float32, and the trainer then skips
-        the step, where the L1 still gives a clipped gradient. The term costs two inverse passes
-        of the flow with their backward.
+        which is what PSNR rewards, with more weight on large errors. But the square of a decode
+        that diverges (see :meth:`enhance`) can overflow to ``inf`` in float32, and ``flowkit
+        train`` then skips the step; the L1 of such a decode stays finite, and gradient clipping
+        bounds its step. The term costs two inverse passes of the flow with their backward.
 
         Args:
             low, high: the low-light input and its normal-light ground truth ``(B, 3, H, W)``.
