@@ -37,6 +37,9 @@ _DIVERGED = 100.0
 # for the dequantised campaign's step-11,000 checkpoint: 3 of 3 seeded pairs at T = 1, 1 at 0.8
 # and none at 0.7. After the last, the image gets the prior mean's decode (temperature 0).
 _RETRIES = (1.0, 0.8, 0.6)
+#: The distances ``LLFlow.loss``'s decode term can use, by name: each maps the error of the
+#: enhanced pair to its per-element penalty. ``[loss] decode_distance`` is checked against it.
+DECODE_DISTANCES = {"l1": torch.abs, "l2": torch.square}
 
 
 def _check_image(method: str, name: str, image: object) -> Tensor:
@@ -347,8 +350,9 @@ class LLFlow(nn.Module):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value < 0:
                 raise ValueError(f"LLFlow.loss: {name} must be a finite number >= 0, got {value!r}")
-        if decode_distance not in ("l1", "l2"):
-            raise ValueError(f"LLFlow.loss: decode_distance must be 'l1' or 'l2', got {decode_distance!r}")
+        if decode_distance not in DECODE_DISTANCES:
+            raise ValueError(f"LLFlow.loss: decode_distance must be one of {sorted(DECODE_DISTANCES)}, "
+                             f"got {decode_distance!r}")
         z, logdet, mean_encoder, mean_gt, conditions = self._nll_parts("loss", low, high, histeq)
         device = generator.device if generator is not None else torch.device("cpu")
         draw = torch.rand((), generator=generator, device=device).to(z.device)
@@ -359,8 +363,7 @@ class LLFlow(nn.Module):
         eps = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
         pair = [self.flow.inverse(mean_encoder + sign * decode_temperature * eps, conditions)[0]
                 for sign in (1.0, -1.0)]
-        error = (pair[0] + pair[1]) / 2 - high
-        return loss + decode_weight * (error.abs() if decode_distance == "l1" else error.square()).mean()
+        return loss + decode_weight * DECODE_DISTANCES[decode_distance]((pair[0] + pair[1]) / 2 - high).mean()
 
     # -- enhancement ------------------------------------------------------------------------------
 

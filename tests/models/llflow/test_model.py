@@ -276,7 +276,7 @@ def test_decode_term_rejects_bad_weights_and_temperatures(toy_model, bad):
     for name in ("decode_weight", "decode_temperature"):
         with pytest.raises(ValueError, match=f"LLFlow.loss: {name} must be a finite number >= 0, got "):
             toy_model.loss(low, high, **{name: bad})
-    with pytest.raises(ValueError, match="LLFlow.loss: decode_distance must be 'l1' or 'l2', got 'L2'"):
+    with pytest.raises(ValueError, match=r"LLFlow.loss: decode_distance must be one of \['l1', 'l2'\], got 'L2'"):
         toy_model.loss(low, high, decode_weight=1.0, decode_distance="L2")
 
 

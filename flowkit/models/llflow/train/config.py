@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.models.llflow.config import LLFlowConfig
+from flowkit.models.llflow.model import DECODE_DISTANCES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -227,8 +228,9 @@ class TrainConfig:
         for name in ("decode_weight", "decode_temperature"):
             if not math.isfinite(getattr(self.loss, name)) or getattr(self.loss, name) < 0:
                 raise ValueError(f"[loss] {name} must be a finite number >= 0, got {getattr(self.loss, name)}")
-        if self.loss.decode_distance not in ("l1", "l2"):
-            raise ValueError(f"[loss] decode_distance must be 'l1' or 'l2', got {self.loss.decode_distance!r}")
+        if self.loss.decode_distance not in DECODE_DISTANCES:
+            raise ValueError(f"[loss] decode_distance must be one of {sorted(DECODE_DISTANCES)}, "
+                             f"got {self.loss.decode_distance!r}")
         has_folders = self.data.train_low is not None and self.data.train_high is not None
         if not (self.data.root or has_folders or self.data.synthetic_source):
             raise ValueError("[data] needs root, train_low + train_high, or synthetic_source")

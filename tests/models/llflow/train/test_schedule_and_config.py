@@ -64,7 +64,7 @@ def test_loss_section_defaults_to_the_likelihood_and_is_validated(tmp_path):
     for line, message in (("decode_weight = -1.0", r"\[loss\] decode_weight must be a finite number >= 0, got -1.0"),
                           ("decode_temperature = nan", r"\[loss\] decode_temperature must be a finite number >= 0"),
                           ("decode_wieght = 1.0", "decode_wieght"),
-                          ("decode_distance = 'l3'", r"\[loss\] decode_distance must be 'l1' or 'l2', got 'l3'"),
+                          ("decode_distance = 'l3'", r"\[loss\] decode_distance must be one of \['l1', 'l2'\], got 'l3'"),
                           ("decode_distance = 2", r"\[loss\] decode_distance must be a str"),
                           ("decode_weight = 'big'", r"\[loss\] decode_weight must be a number, got 'big'")):
         good.write_text(f"[data]\nroot = 'x'\n[loss]\n{line}\n")
