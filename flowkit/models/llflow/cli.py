@@ -33,7 +33,7 @@ from flowkit.models.llflow.checkpoint import load_checkpoint, model_weights
 from flowkit.models.llflow.data import IMAGE_SUFFIXES, PairedImageDataset, read_image, write_image
 from flowkit.models.llflow.histeq import histeq_image
 from flowkit.models.llflow.metrics import SCORE_COLUMNS, score_enhancement
-from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR, read_exported
+from flowkit.models.llflow.pretrained import DEFAULT_PRETRAINED, MEAN_OF_PAIR, PRETRAINED, read_exported
 from flowkit.models.llflow.train import load_config, train
 from flowkit.models.llflow.train.config import shipped_configs
 
@@ -42,6 +42,10 @@ __all__ = ["load_model", "main"]
 # Marks flowkit's own enhanced PNGs with the input they came from (a PNG text chunk), so a rerun
 # may replace them while any other file of the same name is left alone.
 SOURCE_KEY = "flowkit-input"
+
+# For --help: the default model's own temperature, read from its registry entry so that the help
+# follows the default model when it changes.
+_DEFAULT_TEMPERATURE = PRETRAINED[DEFAULT_PRETRAINED].enhance_defaults["temperature"]
 
 
 def load_model(checkpoint: str | Path, *, official: bool | None = None, device: str = "cpu", ema: bool = True):
@@ -404,7 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(enhance)
     enhance.add_argument("--temperature", type=_temperature,
                          help="latent temperature; 0: decode the prior mean, the reference's output "
-                              "(default: the model's, 1 for flowkit's models and 0 for reference checkpoints)")
+                              f"(default: the model's own: {_DEFAULT_TEMPERATURE:g} for {DEFAULT_PRETRAINED}, 1 for the older "
+                              "shipped models and flowkit's checkpoints, 0 for reference checkpoints)")
     enhance.add_argument("--average", type=_positive_int,
                          help="decodes averaged per image, in antithetic pairs (default: 1 with --temperature, "
                               "else the model's: 2 for flowkit's models)")

@@ -41,6 +41,14 @@ def test_every_command_has_help(command, capsys):
     assert "usage: flowkit" in capsys.readouterr().out
 
 
+def test_enhance_help_states_the_default_models_own_temperature(capsys):
+    # v3 decodes at 0.8 (its registry entry); the help once said 1, the older models' value.
+    with pytest.raises(SystemExit):
+        main(["enhance", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "0.8 for llflow-synthetic-v3" in help_text
+
+
 def test_python_dash_m_flowkit_runs():
     done = subprocess.run([sys.executable, "-m", "flowkit", "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "enhance" in done.stdout
