@@ -325,7 +325,6 @@ def _enhance(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     protected = {p.resolve() for p in inputs}
     failures = 0
-    generator = torch.Generator(device=device).manual_seed(args.seed)
     progress = _Progress(inputs, "enhance")
     for path in progress:
         base = names[path]
@@ -344,6 +343,8 @@ def _enhance(args: argparse.Namespace) -> int:
                                           "pass --overwrite to replace it")
             low = read_image(path)[None].to(device)
             histeq = histeq_image(low)  # once per image, not once per sample
+            # A generator per image: its output does not depend on the other inputs or their order.
+            generator = torch.Generator(device=device).manual_seed(args.seed)
             for target in targets:
                 with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always", RuntimeWarning)
@@ -415,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "else the model's: 2 for flowkit's models)")
     enhance.add_argument("--samples", type=_positive_int, default=1,
                          help="samples per image (with --temperature > 0), written as <stem>_<i>.png")
-    enhance.add_argument("--seed", type=int, default=0, help="seed of the sampling")
+    enhance.add_argument("--seed", type=int, default=0,
+                         help="seed of each image's sampling (every image starts from it, so an image's output "
+                              "does not depend on the other inputs)")
     enhance.add_argument("--tile", type=_non_negative_int, default=0,
                          help="enhance in tiles of this size (a multiple of 8; 0: whole images)")
     enhance.add_argument("--overlap", type=_non_negative_int, default=32, help="tile overlap in pixels")

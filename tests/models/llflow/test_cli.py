@@ -83,6 +83,21 @@ def test_enhance_samples_at_a_temperature(tmp_path, checkpoint):
     assert not torch.equal(first, second)
 
 
+@pytest.mark.parametrize("options", [[], ["--temperature", "1"]], ids=["default pair", "one sample"])
+def test_an_images_enhancement_does_not_depend_on_the_other_inputs(tmp_path, checkpoint, options):
+    sources = _images(tmp_path / "in", 3)
+    assert main(["enhance", *map(str, sources), "-o", str(tmp_path / "all"), "--checkpoint", str(checkpoint),
+                 *options]) == 0
+    assert main(["enhance", str(sources[2]), "-o", str(tmp_path / "alone"), "--checkpoint", str(checkpoint),
+                 *options]) == 0
+    assert torch.equal(read_image(tmp_path / "all" / "img2.png"), read_image(tmp_path / "alone" / "img2.png"))
+    # ... and it is what the Python API gives for that image, seeded as the shipped models seed.
+    model = load_model(checkpoint)
+    temperature = {"temperature": 1.0} if options else {}
+    expected = model.enhance(read_image(sources[2])[None], generator=torch.Generator().manual_seed(0), **temperature)
+    torch.testing.assert_close(read_image(tmp_path / "all" / "img2.png"), expected[0], atol=0.5 / 255 + 1e-6, rtol=0)
+
+
 def test_enhance_averages_a_pair_at_temperature_1_by_default(tmp_path, checkpoint):
     assert load_model(checkpoint).enhance_defaults == MEAN_OF_PAIR
     [source] = _images(tmp_path / "in", 1)
