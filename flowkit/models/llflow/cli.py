@@ -409,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(enhance)
     enhance.add_argument("--temperature", type=_temperature,
                          help="latent temperature; 0: decode the prior mean, the reference's output "
-                              f"(default: the model's own: {_DEFAULT_TEMPERATURE:g} for {DEFAULT_PRETRAINED}, 1 for the older "
-                              "shipped models and flowkit's checkpoints, 0 for reference checkpoints)")
+                              f"(default: the model's own: {_DEFAULT_TEMPERATURE:g} for {DEFAULT_PRETRAINED}, "
+                              f"{MEAN_OF_PAIR['temperature']:g} for the older shipped models and flowkit's checkpoints, "
+                              "0 for reference checkpoints)")
     enhance.add_argument("--average", type=_positive_int,
                          help="decodes averaged per image, in antithetic pairs (default: 1 with --temperature, "
                               "else the model's: 2 for flowkit's models)")
