@@ -43,10 +43,6 @@ __all__ = ["load_model", "main"]
 # may replace them while any other file of the same name is left alone.
 SOURCE_KEY = "flowkit-input"
 
-# For --help: the default model's own temperature, read from its registry entry so that the help
-# follows the default model when it changes.
-_DEFAULT_TEMPERATURE = PRETRAINED[DEFAULT_PRETRAINED].enhance_defaults["temperature"]
-
 
 def load_model(checkpoint: str | Path, *, official: bool | None = None, device: str = "cpu", ema: bool = True):
     """An :class:`~flowkit.models.LLFlow` from a flowkit training checkpoint or a reference one.
@@ -407,9 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     enhance.add_argument("inputs", nargs="+", help="image files or folders")
     enhance.add_argument("-o", "--output", required=True, help="output folder")
     _model_options(enhance)
+    default_temperature = PRETRAINED[DEFAULT_PRETRAINED].enhance_defaults["temperature"]  # follows the default
     enhance.add_argument("--temperature", type=_temperature,
                          help="latent temperature; 0: decode the prior mean, the reference's output "
-                              f"(default: the model's own: {_DEFAULT_TEMPERATURE:g} for {DEFAULT_PRETRAINED}, "
+                              f"(default: the model's own: {default_temperature:g} for {DEFAULT_PRETRAINED}, "
                               f"{MEAN_OF_PAIR['temperature']:g} for the older shipped models and flowkit's checkpoints, "
                               "0 for reference checkpoints)")
     enhance.add_argument("--average", type=_positive_int,
