@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.models.llflow.config import LLFlowConfig
+from flowkit.models.llflow.data import LowLightSynthesizer
 from flowkit.models.llflow.model import DECODE_DISTANCES
 
 if sys.version_info >= (3, 11):
@@ -22,7 +23,8 @@ else:  # pragma: no cover - Python 3.10
 __all__ = ["DataSection", "LossSection", "OptimSection", "RunSection", "TrainConfig", "load_config", "shipped_configs"]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-SYNTHESIZERS = ("default", "lol", "lol_wide")
+SYNTHESIZER_PRESETS = {"default": LowLightSynthesizer, "lol": LowLightSynthesizer.lol,
+                       "lol_wide": LowLightSynthesizer.lol_wide}
 
 
 @dataclass
@@ -52,6 +54,11 @@ class DataSection:
         val_limit: validate on the first this many pairs only (0: all).
         synthesizer: ``"default"``, ``"lol"`` or ``"lol_wide"``, a
             :class:`~flowkit.models.llflow.data.LowLightSynthesizer` preset.
+        synthesizer_gamma, synthesizer_scale: ``[low, high]`` ranges that replace the preset's
+            gamma and exposure-scale ranges (``None``: the preset's). A preset fitted to LOL
+            darkens every photograph to LOL's 1-12% of full scale, so a model trained on it alone
+            brightens whatever it is given to the same level; ranges reaching milder darkening
+            (gamma near 1, scale near 1) teach it to lift a dim input less than a dark one.
         synthetic_online: darken the photographs afresh for every item and epoch
             (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
         synthetic_val_source: a folder of photographs for the validation pairs (``None``: from
@@ -81,6 +88,8 @@ class DataSection:
     cache: bool = False
     val_limit: int = 0
     synthesizer: str = "default"
+    synthesizer_gamma: tuple[float, float] | None = None
+    synthesizer_scale: tuple[float, float] | None = None
     synthetic_online: bool = False
     synthetic_val_source: str | None = None
     real_train: str | None = None
@@ -98,6 +107,25 @@ class DataSection:
         if value is None or value == "scenes" or self.base is None or Path(value).is_absolute():
             return value
         return str(Path(self.base) / value)
+
+    def low_light_synthesizer(self) -> LowLightSynthesizer:
+        """The :class:`~flowkit.models.llflow.data.LowLightSynthesizer` that darkens the training photographs.
+
+        Example:
+            >>> from flowkit.models.llflow.train import DataSection
+            >>> DataSection(synthesizer="lol_wide", synthesizer_scale=(0.08, 0.7)).low_light_synthesizer().scale
+            (0.08, 0.7)
+        """
+        if self.synthesizer not in SYNTHESIZER_PRESETS:
+            raise ValueError(
+                f"[data] synthesizer must be one of {sorted(SYNTHESIZER_PRESETS)}, got {self.synthesizer!r}"
+            )
+        preset = SYNTHESIZER_PRESETS[self.synthesizer]()
+        ranges = {name: getattr(self, f"synthesizer_{name}") for name in ("gamma", "scale")}
+        try:
+            return dataclasses.replace(preset, **{k: v for k, v in ranges.items() if v is not None})
+        except ValueError as error:
+            raise ValueError(f"[data] synthesizer_{error}") from error
 
 
 @dataclass
@@ -213,8 +241,7 @@ class TrainConfig:
                 "[data] needs batch_size >= 1 and a patch_size that is a positive multiple of 8, got "
                 f"batch_size={self.data.batch_size}, patch_size={self.data.patch_size}"
             )
-        if self.data.synthesizer not in SYNTHESIZERS:
-            raise ValueError(f"[data] synthesizer must be one of {sorted(SYNTHESIZERS)}, got {self.data.synthesizer!r}")
+        self.data.low_light_synthesizer()  # raises on an unknown preset or a bad range
         if isinstance(self.data.real_train_repeat, bool) or not isinstance(self.data.real_train_repeat, int) \
                 or self.data.real_train_repeat < 1:
             raise ValueError(f"[data] real_train_repeat must be a positive int, got {self.data.real_train_repeat!r}")

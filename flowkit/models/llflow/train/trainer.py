@@ -35,7 +35,6 @@ from flowkit.models.llflow.checkpoint import (
 from flowkit.models.llflow.config import LLFlowConfig
 from flowkit.models.llflow.data import (
     CombinedDataset,
-    LowLightSynthesizer,
     PairedImageDataset,
     SyntheticPairDataset,
     write_image,
@@ -103,15 +102,10 @@ def epoch_batches(size: int, batch_size: int, seed: int, epoch: int, rank: int =
     return [order[s * per_step : (s + 1) * per_step][rank::world] for s in range(steps)]
 
 
-def _synthesizer(config: TrainConfig):
-    named = {"lol": LowLightSynthesizer.lol, "lol_wide": LowLightSynthesizer.lol_wide}
-    return named.get(config.data.synthesizer, LowLightSynthesizer)()
-
-
 def _synthesise(config: TrainConfig, output: Path, ctx: DistributedContext) -> tuple[Any, Any]:
     data = config.data
     source, val_source = data.path(data.synthetic_source), data.path(data.synthetic_val_source)
-    synthesizer = _synthesizer(config)
+    synthesizer = data.low_light_synthesizer()
     root = output / "synthetic"
     train_dir, val_dir = root / "train", root / "val"
     if ctx.is_main and not (root / "done").exists():

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from flowkit.models import LLFlowConfig
+from flowkit.models.llflow.data import LowLightSynthesizer
 from flowkit.models.llflow.train import load_config, shipped_configs, warmup_multistep
 
 
@@ -124,6 +125,24 @@ def test_a_list_of_photograph_folders_is_taken_from_base(tmp_path):
                     "synthetic_val_source = 'c'\nsynthesizer = 'lol_wide'\n")
     data = load_config(good).data
     assert data.path(data.synthetic_source) == ("/data/a", "/b") and data.synthesizer == "lol_wide"
+
+
+def test_synthesizer_ranges_replace_the_presets_gamma_and_scale(tmp_path):
+    good = tmp_path / "good.toml"
+    good.write_text("[data]\nsynthetic_source = 'photos'\nsynthesizer = 'lol_wide'\n"
+                    "synthesizer_gamma = [1, 2.89]\nsynthesizer_scale = [0.08, 0.7]\n")
+    synth = load_config(good).data.low_light_synthesizer()
+    assert synth.gamma == (1.0, 2.89) and synth.scale == (0.08, 0.7)
+    # The other ranges stay the preset's: the noise and colour cast fitted to LOL.
+    wide = LowLightSynthesizer.lol_wide()
+    assert (synth.read_noise, synth.red_gain, synth.blue_noise) == (wide.read_noise, wide.red_gain, wide.blue_noise)
+    bad = tmp_path / "bad.toml"
+    for text, message in (("synthesizer_scale = [0.5, 1.5]", r"\[data\] synthesizer_scale must stay within \(0, 1\]"),
+                          ("synthesizer_gamma = [2.0, 1.0]", r"\[data\] synthesizer_gamma must be a range"),
+                          ("synthesizer_gamma = [1.0]", r"\[data\] synthesizer_gamma must be a list of 2 numbers")):
+        bad.write_text(f"[data]\nsynthetic_source = 'photos'\n{text}\n")
+        with pytest.raises(ValueError, match=message):
+            load_config(bad)
 
 
 def test_synthetic_v2_recipe_is_ten_times_v1_on_the_widened_darkening():
