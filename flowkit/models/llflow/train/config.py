@@ -125,6 +125,7 @@ class DataSection:
         try:
             return dataclasses.replace(preset, **{k: v for k, v in ranges.items() if v is not None})
         except ValueError as error:
+            # LowLightSynthesizer's range errors begin with the field's name, here the key's suffix.
             raise ValueError(f"[data] synthesizer_{error}") from error
 
 
