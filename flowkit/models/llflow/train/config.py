@@ -120,13 +120,15 @@ class DataSection:
             raise ValueError(
                 f"[data] synthesizer must be one of {sorted(SYNTHESIZER_PRESETS)}, got {self.synthesizer!r}"
             )
-        preset = SYNTHESIZER_PRESETS[self.synthesizer]()
-        ranges = {name: getattr(self, f"synthesizer_{name}") for name in ("gamma", "scale")}
-        try:
-            return dataclasses.replace(preset, **{k: v for k, v in ranges.items() if v is not None})
-        except ValueError as error:
-            # LowLightSynthesizer's range errors begin with the field's name, here the key's suffix.
-            raise ValueError(f"[data] synthesizer_{error}") from error
+        synthesizer = SYNTHESIZER_PRESETS[self.synthesizer]()
+        for name in ("gamma", "scale"):
+            value = getattr(self, f"synthesizer_{name}")
+            if value is not None:
+                try:
+                    synthesizer = dataclasses.replace(synthesizer, **{name: value})
+                except ValueError as error:
+                    raise ValueError(f"[data] synthesizer_{name}: {error}") from error
+        return synthesizer
 
 
 @dataclass

@@ -137,8 +137,8 @@ def test_synthesizer_ranges_replace_the_presets_gamma_and_scale(tmp_path):
     wide = LowLightSynthesizer.lol_wide()
     assert (synth.read_noise, synth.red_gain, synth.blue_noise) == (wide.read_noise, wide.red_gain, wide.blue_noise)
     bad = tmp_path / "bad.toml"
-    for text, message in (("synthesizer_scale = [0.5, 1.5]", r"\[data\] synthesizer_scale must stay within \(0, 1\]"),
-                          ("synthesizer_gamma = [2.0, 1.0]", r"\[data\] synthesizer_gamma must be a range"),
+    for text, message in (("synthesizer_scale = [0.5, 1.5]", r"\[data\] synthesizer_scale: scale must stay within \(0, 1\]"),
+                          ("synthesizer_gamma = [2.0, 1.0]", r"\[data\] synthesizer_gamma: gamma must be a range"),
                           ("synthesizer_gamma = [1.0]", r"\[data\] synthesizer_gamma must be a list of 2 numbers")):
         bad.write_text(f"[data]\nsynthetic_source = 'photos'\n{text}\n")
         with pytest.raises(ValueError, match=message):
