@@ -11,7 +11,13 @@ from flowkit.models.llflow.data.dataset import CombinedDataset, PairedImageDatas
 from flowkit.models.llflow.data.io import IMAGE_SUFFIXES, ImageReadError, image_size, read_image, to_uint8, write_image
 from flowkit.models.llflow.data.pairs import DatasetError, ImagePair, check_pairs, find_pairs, pair_folders
 from flowkit.models.llflow.data.scenes import make_scene, write_scenes
-from flowkit.models.llflow.data.synthetic import LowLightParams, LowLightSynthesizer, darken, write_synthetic_pairs
+from flowkit.models.llflow.data.synthetic import (
+    LowLightMixture,
+    LowLightParams,
+    LowLightSynthesizer,
+    darken,
+    write_synthetic_pairs,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -19,6 +25,7 @@ __all__ = [
     "DatasetError",
     "ImagePair",
     "ImageReadError",
+    "LowLightMixture",
     "LowLightParams",
     "LowLightSynthesizer",
     "PairedImageDataset",

@@ -23,8 +23,10 @@ References:
 from __future__ import annotations
 
 import argparse
+import bisect
 import csv
 import hashlib
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -38,7 +40,7 @@ from flowkit.models.llflow.data.io import read_image, write_image
 from flowkit.models.llflow.data.pairs import DatasetError, ImagePair, image_files
 from flowkit.models.llflow.data.scenes import write_scenes
 
-__all__ = ["LowLightParams", "LowLightSynthesizer", "darken", "main", "write_synthetic_pairs"]
+__all__ = ["LowLightMixture", "LowLightParams", "LowLightSynthesizer", "darken", "main", "write_synthetic_pairs"]
 
 
 @dataclass(frozen=True)
@@ -252,16 +254,84 @@ class LowLightSynthesizer:
             seed: seeds a new generator (exclusive with ``generator``).
             generator: the generator to draw from; ``None`` with no seed uses a random seed.
         """
-        if seed is not None and generator is not None:
-            raise ValueError("pass a seed or a generator, not both")
-        if generator is None:
-            generator = torch.Generator()
-            if seed is not None:
-                generator.manual_seed(seed)
-            else:
-                generator.seed()
-        params = self.sample_params(generator)
-        return darken(image, params, generator=generator), params
+        return _darken_at_random(self, image, seed, generator)
+
+
+@dataclass(frozen=True)
+class LowLightMixture:
+    r"""Random low-light degradation from one of several :class:`LowLightSynthesizer`\ s, picked per image.
+
+    One uniform draw picks component :math:`i` with probability :math:`w_i / \sum_j w_j`; that
+    component then draws the parameters. A mixture says what uniform ranges cannot: "mostly
+    LOL-like darkness, sometimes mild dimming". Widening one synthesizer's gamma and scale ranges
+    to reach mild dimming also fills the space between, so a dark input becomes as likely to be a
+    dark scene dimmed a little as a bright one dimmed a lot, and a model trained on it brightens
+    dark inputs less; a mixture of two separate ranges leaves the dark inputs' share unchanged.
+
+    Args:
+        components: the synthesizers, at least one.
+        weights: their relative probabilities, one positive number per component.
+
+    Example:
+        >>> import torch
+        >>> from flowkit.models.llflow.data import LowLightMixture, LowLightSynthesizer
+        >>> mild = LowLightSynthesizer(gamma=(1.0, 1.5), scale=(0.5, 1.0))
+        >>> mixture = LowLightMixture((LowLightSynthesizer.lol_wide(), mild), weights=(3, 1))
+        >>> scales = [mixture.sample_params(torch.Generator().manual_seed(i)).scale for i in range(400)]
+        >>> 0.2 < sum(s > 0.45 for s in scales) / 400 < 0.3  # a quarter of the draws are mild
+        True
+    """
+
+    components: tuple[LowLightSynthesizer, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        components, weights = tuple(self.components), tuple(float(w) for w in self.weights)
+        if not components or not all(isinstance(c, LowLightSynthesizer) for c in components):
+            raise ValueError(f"components must be one or more LowLightSynthesizers, got {self.components!r}")
+        if len(weights) != len(components) or not all(math.isfinite(w) and w > 0 for w in weights):
+            raise ValueError(
+                f"weights must be {len(components)} positive numbers, one per component, got {self.weights!r}"
+            )
+        object.__setattr__(self, "components", components)
+        object.__setattr__(self, "weights", weights)
+
+    def sample_params(self, generator: torch.Generator) -> LowLightParams:
+        """Pick a component with one draw from the CPU ``generator``, then draw its parameters.
+
+        Example:
+            >>> import torch
+            >>> from flowkit.models.llflow.data import LowLightMixture, LowLightSynthesizer
+            >>> only = LowLightMixture((LowLightSynthesizer(),), weights=(1,))
+            >>> 0.15 <= only.sample_params(torch.Generator().manual_seed(0)).scale <= 0.5
+            True
+        """
+        bounds = list(itertools.accumulate(self.weights))
+        u = float(torch.rand((), generator=generator, dtype=torch.float64)) * bounds[-1]
+        index = min(bisect.bisect_right(bounds, u), len(bounds) - 1)  # min: in case rounding gives u == total
+        return self.components[index].sample_params(generator)
+
+    def __call__(
+        self, image: Tensor, *, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, LowLightParams]:
+        """Darken ``image`` with parameters from a component picked at random; as :meth:`LowLightSynthesizer.__call__`."""
+        return _darken_at_random(self, image, seed, generator)
+
+
+def _darken_at_random(
+    synthesizer: LowLightSynthesizer | LowLightMixture, image: Tensor, seed: int | None,
+    generator: torch.Generator | None,
+) -> tuple[Tensor, LowLightParams]:
+    if seed is not None and generator is not None:
+        raise ValueError("pass a seed or a generator, not both")
+    if generator is None:
+        generator = torch.Generator()
+        if seed is not None:
+            generator.manual_seed(seed)
+        else:
+            generator.seed()
+    params = synthesizer.sample_params(generator)
+    return darken(image, params, generator=generator), params
 
 
 # Fitted by flowkit.models.llflow.data.calibration.calibrate on the four real LOL pairs in ../shared/data/LOL
@@ -300,7 +370,7 @@ def write_synthetic_pairs(
     out_dir: str | Path,
     *,
     seed: int = 0,
-    synthesizer: LowLightSynthesizer | None = None,
+    synthesizer: LowLightSynthesizer | LowLightMixture | None = None,
     recursive: bool = False,
     multiple_of: int = 1,
     limit: int | None = None,
@@ -315,7 +385,8 @@ def write_synthetic_pairs(
         src_dir: folder of normal-light images (PNG, JPEG, ...).
         out_dir: where to write.
         seed: base seed.
-        synthesizer: the degradation (default :class:`LowLightSynthesizer` ``()``).
+        synthesizer: the degradation (default :class:`LowLightSynthesizer` ``()``), or a
+            :class:`LowLightMixture`.
         recursive: include sub-folders (``train/2092.jpg`` becomes ``train_2092``).
         multiple_of: centre-crop height and width to a multiple of this (8 for LLFlow).
         limit: use only the first ``limit`` images in sorted order.

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.models.llflow.config import LLFlowConfig
-from flowkit.models.llflow.data import LowLightSynthesizer
+from flowkit.models.llflow.data import LowLightMixture, LowLightSynthesizer
 from flowkit.models.llflow.model import DECODE_DISTANCES
 
 if sys.version_info >= (3, 11):
@@ -59,6 +59,14 @@ class DataSection:
             darkens every photograph to LOL's 1-12% of full scale, so a model trained on it alone
             brightens whatever it is given to the same level; ranges reaching milder darkening
             (gamma near 1, scale near 1) teach it to lift a dim input less than a dark one.
+        synthesizer_mild_fraction: the share of photographs, in ``[0, 1)``, darkened with a second,
+            milder pair of ranges instead (a :class:`~flowkit.models.llflow.data.LowLightMixture`):
+            widening one range to reach mild dimming makes a dark input as likely to be a dark scene
+            dimmed a little as a bright one dimmed a lot, and the model brightens it less; a separate
+            mild share leaves the dark inputs' share as it was.
+        synthesizer_mild_gamma, synthesizer_mild_scale: the second pair's ``[low, high]`` gamma and
+            scale ranges (the preset's other ranges are kept); both are needed when
+            ``synthesizer_mild_fraction`` is above 0, and neither is allowed when it is 0.
         synthetic_online: darken the photographs afresh for every item and epoch
             (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
         synthetic_val_source: a folder of photographs for the validation pairs (``None``: from
@@ -90,6 +98,9 @@ class DataSection:
     synthesizer: str = "default"
     synthesizer_gamma: tuple[float, float] | None = None
     synthesizer_scale: tuple[float, float] | None = None
+    synthesizer_mild_fraction: float = 0.0
+    synthesizer_mild_gamma: tuple[float, float] | None = None
+    synthesizer_mild_scale: tuple[float, float] | None = None
     synthetic_online: bool = False
     synthetic_val_source: str | None = None
     real_train: str | None = None
@@ -108,26 +119,51 @@ class DataSection:
             return value
         return str(Path(self.base) / value)
 
-    def low_light_synthesizer(self) -> LowLightSynthesizer:
-        """The :class:`~flowkit.models.llflow.data.LowLightSynthesizer` that darkens the training photographs.
+    def low_light_synthesizer(self) -> LowLightSynthesizer | LowLightMixture:
+        """The degradation that darkens the training photographs: a
+        :class:`~flowkit.models.llflow.data.LowLightSynthesizer`, or with a mild share a
+        :class:`~flowkit.models.llflow.data.LowLightMixture` of two.
 
         Example:
             >>> from flowkit.models.llflow.train import DataSection
             >>> DataSection(synthesizer="lol_wide", synthesizer_scale=(0.08, 0.7)).low_light_synthesizer().scale
             (0.08, 0.7)
+            >>> mixture = DataSection(synthesizer="lol_wide", synthesizer_mild_fraction=0.25,
+            ...                       synthesizer_mild_gamma=(1.0, 1.5), synthesizer_mild_scale=(0.5, 1.0)
+            ...                       ).low_light_synthesizer()
+            >>> mixture.weights, mixture.components[1].scale
+            ((0.75, 0.25), (0.5, 1.0))
         """
         if self.synthesizer not in SYNTHESIZER_PRESETS:
             raise ValueError(
                 f"[data] synthesizer must be one of {sorted(SYNTHESIZER_PRESETS)}, got {self.synthesizer!r}"
             )
-        synthesizer = SYNTHESIZER_PRESETS[self.synthesizer]()
+        preset = SYNTHESIZER_PRESETS[self.synthesizer]()
+        synthesizer = self._with_ranges(preset, "synthesizer_")
+        fraction = self.synthesizer_mild_fraction
+        mild_ranges = (self.synthesizer_mild_gamma, self.synthesizer_mild_scale)
+        if not 0 <= fraction < 1:
+            raise ValueError(f"[data] synthesizer_mild_fraction must be in [0, 1), got {fraction}")
+        if fraction == 0:
+            if mild_ranges != (None, None):
+                raise ValueError("[data] synthesizer_mild_gamma and synthesizer_mild_scale need "
+                                 "synthesizer_mild_fraction above 0, got 0")
+            return synthesizer
+        if None in mild_ranges:
+            raise ValueError(f"[data] synthesizer_mild_fraction = {fraction} needs both synthesizer_mild_gamma "
+                             f"and synthesizer_mild_scale, got {list(mild_ranges)}")
+        mild = self._with_ranges(preset, "synthesizer_mild_")
+        return LowLightMixture((synthesizer, mild), weights=(1 - fraction, fraction))
+
+    def _with_ranges(self, synthesizer: LowLightSynthesizer, prefix: str) -> LowLightSynthesizer:
+        # The gamma and scale ranges under these keys, each named in its own error.
         for name in ("gamma", "scale"):
-            value = getattr(self, f"synthesizer_{name}")
+            value = getattr(self, prefix + name)
             if value is not None:
                 try:
                     synthesizer = dataclasses.replace(synthesizer, **{name: value})
                 except ValueError as error:
-                    raise ValueError(f"[data] synthesizer_{name}: {error}") from error
+                    raise ValueError(f"[data] {prefix}{name}: {error}") from error
         return synthesizer
 
 

@@ -12,6 +12,7 @@ import torch
 from flowkit.models.llflow.data import (
     DatasetError,
     ImageReadError,
+    LowLightMixture,
     LowLightParams,
     LowLightSynthesizer,
     PairedImageDataset,
@@ -87,6 +88,27 @@ def test_parameters_stay_in_their_ranges_and_noise_is_log_uniform():
     geometric = math.sqrt(synth.shot_noise[0] * synth.shot_noise[1])
     below = sum(p.shot_noise < geometric for p in draws)
     assert 160 <= below <= 240
+
+
+def test_mixture_draws_each_component_in_proportion_from_its_own_ranges():
+    dark = LowLightSynthesizer(gamma=(2.0, 2.5), scale=(0.1, 0.2))
+    mild = LowLightSynthesizer(gamma=(1.0, 1.2), scale=(0.6, 0.9))
+    mixture = LowLightMixture((dark, mild), weights=(3, 1))
+    generator = torch.Generator().manual_seed(5)
+    draws = [mixture.sample_params(generator) for _ in range(800)]
+    from_dark = [p for p in draws if 2.0 <= p.gamma <= 2.5 and 0.1 <= p.scale <= 0.2]
+    from_mild = [p for p in draws if 1.0 <= p.gamma <= 1.2 and 0.6 <= p.scale <= 0.9]
+    assert len(from_dark) + len(from_mild) == 800  # every draw lies wholly in one component's ranges
+    assert 160 <= len(from_mild) <= 240  # a quarter: binomial(800, 1/4) has sd 12
+    scene = make_scene(32, 32, seed=1)
+    low, params = mixture(scene, seed=9)
+    assert torch.equal(low, mixture(scene, seed=9)[0]) and params == mixture(scene, seed=9)[1]
+    with pytest.raises(ValueError, match="weights must be 2 positive numbers"):
+        LowLightMixture((dark, mild), weights=(1, 0))
+    with pytest.raises(ValueError, match="weights must be 2 positive numbers"):
+        LowLightMixture((dark, mild), weights=(1,))
+    with pytest.raises(ValueError, match="components must be one or more LowLightSynthesizers"):
+        LowLightMixture((), weights=())
 
 
 def test_bad_settings_are_rejected():
