@@ -120,6 +120,17 @@ def figures(model: LLFlow, data: Path, out: Path) -> None:
     write_image(out / "lol778.png", grid(tiles, 4, 240))
 
 
+def mild_share(state: dict) -> str:
+    """The run's ``[data] synthesizer_mild_*`` share, in words for the card ("" without one)."""
+    data = state["config"]["data"]
+    fraction = data.get("synthesizer_mild_fraction", 0.0)
+    if not fraction:
+        return ""
+    gamma, scale = data["synthesizer_mild_gamma"], data["synthesizer_mild_scale"]
+    return (f", {fraction:.0%} of them instead mildly (gamma {gamma[0]:g}-{gamma[1]:g}, "
+            f"scale {scale[0]:g}-{scale[1]:g})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -163,8 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             "name": args.name,
             "summary": SUMMARY,
             "data": "synthetic pairs: 580 photographs (BSDS500, Sun-Hays 80, Urban100) darkened on the fly by "
-                    "LowLightSynthesizer.lol_wide() (LOL-fitted, exposures widened to 5-30x) + the 3 real LOL our485 "
-                    "pairs #697, #717, #776 (10x each); not trained on LOL's 485 training pairs",
+                    "LowLightSynthesizer.lol_wide() (LOL-fitted, exposures widened to 5-30x)" + mild_share(state)
+                    + " + the 3 real LOL our485 pairs #697, #717, #776 (10x each); not trained on LOL's 485 training pairs",
             "recipe": args.recipe,
             "steps": str(state["step"]),
             "wall_time": args.wall_time,
