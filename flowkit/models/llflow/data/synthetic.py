@@ -264,9 +264,8 @@ class LowLightMixture:
     One uniform draw picks component :math:`i` with probability :math:`w_i / \sum_j w_j`; that
     component then draws the parameters. A mixture says what uniform ranges cannot: "mostly
     LOL-like darkness, sometimes mild dimming". Widening one synthesizer's gamma and scale ranges
-    to reach mild dimming also fills the space between, so a dark input becomes as likely to be a
-    dark scene dimmed a little as a bright one dimmed a lot, and a model trained on it brightens
-    dark inputs less; a mixture of two separate ranges leaves the dark inputs' share unchanged.
+    to reach mild dimming spreads the draws evenly over everything in between, while a mixture
+    keeps a chosen share of them at LOL-like darkness and puts the rest where it is told.
 
     Args:
         components: the synthesizers, at least one.

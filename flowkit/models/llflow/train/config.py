@@ -60,10 +60,9 @@ class DataSection:
             brightens whatever it is given to the same level; ranges reaching milder darkening
             (gamma near 1, scale near 1) teach it to lift a dim input less than a dark one.
         synthesizer_mild_fraction: the share of photographs, in ``[0, 1)``, darkened with a second,
-            milder pair of ranges instead (a :class:`~flowkit.models.llflow.data.LowLightMixture`):
-            widening one range to reach mild dimming makes a dark input as likely to be a dark scene
-            dimmed a little as a bright one dimmed a lot, and the model brightens it less; a separate
-            mild share leaves the dark inputs' share as it was.
+            milder pair of ranges instead; the rest keep the preset's darkening (a
+            :class:`~flowkit.models.llflow.data.LowLightMixture`). Widened ranges spread the draws
+            evenly from LOL-like darkness to mild dimming; this keeps a chosen share at the former.
         synthesizer_mild_gamma, synthesizer_mild_scale: the second pair's ``[low, high]`` gamma and
             scale ranges (the preset's other ranges are kept); both are needed when
             ``synthesizer_mild_fraction`` is above 0, and neither is allowed when it is 0.
