@@ -102,7 +102,8 @@ def test_mixture_draws_each_component_in_proportion_from_its_own_ranges():
     assert 160 <= len(from_mild) <= 240  # a quarter: binomial(800, 1/4) has sd 12
     scene = make_scene(32, 32, seed=1)
     low, params = mixture(scene, seed=9)
-    assert torch.equal(low, mixture(scene, seed=9)[0]) and params == mixture(scene, seed=9)[1]
+    again, params_again = mixture(scene, seed=9)
+    assert torch.equal(low, again) and params == params_again
     with pytest.raises(ValueError, match="weights must be 2 positive numbers"):
         LowLightMixture((dark, mild), weights=(1, 0))
     with pytest.raises(ValueError, match="weights must be 2 positive numbers"):

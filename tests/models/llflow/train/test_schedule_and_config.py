@@ -136,13 +136,6 @@ def test_synthesizer_ranges_replace_the_presets_gamma_and_scale(tmp_path):
     # The other ranges stay the preset's: the noise and colour cast fitted to LOL.
     wide = LowLightSynthesizer.lol_wide()
     assert (synth.read_noise, synth.red_gain, synth.blue_noise) == (wide.read_noise, wide.red_gain, wide.blue_noise)
-    bad = tmp_path / "bad.toml"
-    for text, message in (("synthesizer_scale = [0.5, 1.5]", r"\[data\] synthesizer_scale: scale must stay within \(0, 1\]"),
-                          ("synthesizer_gamma = [2.0, 1.0]", r"\[data\] synthesizer_gamma: gamma must be a range"),
-                          ("synthesizer_gamma = [1.0]", r"\[data\] synthesizer_gamma must be a list of 2 numbers")):
-        bad.write_text(f"[data]\nsynthetic_source = 'photos'\n{text}\n")
-        with pytest.raises(ValueError, match=message):
-            load_config(bad)
 
 
 def test_a_mild_fraction_mixes_a_second_pair_of_ranges_into_the_preset(tmp_path):
@@ -154,18 +147,27 @@ def test_a_mild_fraction_mixes_a_second_pair_of_ranges_into_the_preset(tmp_path)
     wide, mild = synth.components
     assert wide == LowLightSynthesizer.lol_wide()
     assert (mild.gamma, mild.scale, mild.read_noise) == ((1.0, 1.6), (0.4, 1.0), wide.read_noise)
-    bad = tmp_path / "bad.toml"
-    for text, message in (
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("synthesizer_scale = [0.5, 1.5]", r"\[data\] synthesizer_scale: scale must stay within \(0, 1\]"),
+        ("synthesizer_gamma = [2.0, 1.0]", r"\[data\] synthesizer_gamma: gamma must be a range"),
+        ("synthesizer_gamma = [1.0]", r"\[data\] synthesizer_gamma must be a list of 2 numbers"),
         ("synthesizer_mild_fraction = 1.0", r"\[data\] synthesizer_mild_fraction must be in \[0, 1\), got 1.0"),
         ("synthesizer_mild_fraction = 0.2\nsynthesizer_mild_gamma = [1, 1.5]",
          r"synthesizer_mild_fraction = 0.2 needs both synthesizer_mild_gamma and synthesizer_mild_scale"),
         ("synthesizer_mild_scale = [0.5, 1]", r"synthesizer_mild_scale need synthesizer_mild_fraction above 0"),
         ("synthesizer_mild_fraction = 0.2\nsynthesizer_mild_gamma = [1, 1.5]\nsynthesizer_mild_scale = [0.5, 2]",
          r"\[data\] synthesizer_mild_scale: scale must stay within \(0, 1\]"),
-    ):
-        bad.write_text(f"[data]\nsynthetic_source = 'photos'\n{text}\n")
-        with pytest.raises(ValueError, match=message):
-            load_config(bad)
+    ],
+)
+def test_bad_synthesizer_settings_name_their_key(tmp_path, text, message):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f"[data]\nsynthetic_source = 'photos'\n{text}\n")
+    with pytest.raises(ValueError, match=message):
+        load_config(bad)
 
 
 def test_synthetic_v2_recipe_is_ten_times_v1_on_the_widened_darkening():
