@@ -51,7 +51,9 @@ from flowkit.models.llflow.train.trainer import validate
 
 PAIRS = 12  # the run's val_limit
 # The step each shipped model's training stopped at, where its point sits on the step axis.
-TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843, "llflow-synthetic-v3": 12000}
+# v4 is v3 fine-tuned 800 steps on other darkening (synthetic_v4), drawn after v3's.
+TRAINED_STEPS = {"llflow-small-synthetic": 1400, "llflow-synthetic-v2": 4843, "llflow-synthetic-v3": 12000,
+                 "llflow-synthetic-v4": 12800}
 V1 = "llflow-small-synthetic"  # the weights the forks start from
 DECODES = {"prior mean": PRIOR_MEAN, "mean of a pair": MEAN_OF_PAIR}
 
@@ -129,7 +131,7 @@ def draw(data: dict, path: Path) -> None:
     fork_colours = dict(zip(data["forks"], ("tab:red", "tab:brown", "tab:pink", "tab:gray", "tab:olive",
                                             "tab:purple")))
     shipped_colours = {"llflow-small-synthetic": "black", "llflow-synthetic-v2": "tab:orange",
-                       "llflow-synthetic-v3": "tab:cyan"}
+                       "llflow-synthetic-v3": "tab:cyan", "llflow-synthetic-v4": "darkgoldenrod"}
     # Forks recorded before fork_starts existed all started from v1, whose default decode is T = 1.
     starts = {label: data.get("fork_starts", {}).get(label, {"from": V1} | data["shipped"][V1])
               for label in data["forks"]}

@@ -42,11 +42,11 @@ def test_every_command_has_help(command, capsys):
 
 
 def test_enhance_help_states_the_default_models_own_temperature(capsys):
-    # v3 decodes at 0.8 (its registry entry); the help once said 1, the older models' value.
+    # v4, the default, decodes at 0.8 (its registry entry); the help once said 1, the older models' value.
     with pytest.raises(SystemExit):
         main(["enhance", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "0.8 for llflow-synthetic-v3" in help_text
+    assert "0.8 for llflow-synthetic-v4" in help_text
 
 
 def test_python_dash_m_flowkit_runs():

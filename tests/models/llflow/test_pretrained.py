@@ -66,6 +66,18 @@ def test_the_shipped_model_enhances_real_lol_778_as_its_card_reports(shared_dir,
     assert psnr(uint8, high).item() >= reported - 0.05
 
 
+def test_the_shipped_model_keeps_the_exposure_of_photographs_that_are_already_bright(shared_dir, shipped):
+    # v3 lifted every input to one brightness: the three brightest DICM photographs (means
+    # 0.70-0.76) came out at 0.89-0.91 with 54-60% of their pixels white. v4 learned from a mild
+    # share of its training data that a bright input is a bright scene (the model card).
+    photographs = sorted((shared_dir / "data" / "real_lowlight" / "DICM" / "test" / "low").glob("*.jpg"))
+    lows = sorted((read_image(path)[None] for path in photographs), key=lambda low: -float(low.mean()))[:3]
+    for low in lows:
+        saved = (shipped.enhance(low) * 255).round()
+        white = (saved >= 254).all(dim=1).double().mean()
+        assert abs(float(saved.mean() / 255 - low.mean())) < 0.06 and white < 0.25, (float(low.mean()), float(white))
+
+
 def test_unknown_names_and_damaged_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="no shipped LLFlow model is called 'nope'"):
         LLFlow.from_pretrained("nope")

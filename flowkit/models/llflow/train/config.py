@@ -384,13 +384,13 @@ def _toml_type(value: Any) -> str:
 def shipped_configs() -> list[str]:
     """Names of the configs shipped with flowkit.
 
-    ``lol*`` are the reference's recipes; ``default`` trains the shipped model, ``tiny`` trains in
-    minutes on CPU.
+    ``lol*`` are the reference's recipes; ``default``, ``synthetic_v2`` and ``synthetic_v4``
+    trained the shipped models (see the model card), ``tiny`` trains in minutes on CPU.
 
     Example:
         >>> from flowkit.models.llflow.train import shipped_configs
         >>> shipped_configs()
-        ['default', 'lol', 'lol_small', 'lol_v2', 'synthetic_v2', 'tiny']
+        ['default', 'lol', 'lol_small', 'lol_v2', 'synthetic_v2', 'synthetic_v4', 'tiny']
     """
     return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def test_warm_up_is_linear_then_halves_at_each_milestone():
 
 def test_shipped_configs_follow_the_reference_training_table():
     # SPEC section 6: niter, milestones, warm-up, batch, patch, optimiser per config.
-    assert shipped_configs() == ["default", "lol", "lol_small", "lol_v2", "synthetic_v2", "tiny"]
+    assert shipped_configs() == ["default", "lol", "lol_small", "lol_v2", "synthetic_v2", "synthetic_v4", "tiny"]
     lol, small, v2 = load_config("lol"), load_config("lol_small"), load_config("lol_v2")
     assert (lol.run.iterations, lol.optim.milestones, lol.optim.warmup) == (40000, (20000, 30000, 36000, 38000), 3000)
     assert (small.run.iterations, small.optim.milestones, small.optim.warmup) == (
@@ -183,3 +185,17 @@ def test_synthetic_v2_recipe_is_ten_times_v1_on_the_widened_darkening():
     # Kodak24 validates and is never trained on.
     assert data.synthetic_val_source == "photos/Kodak24" and "photos/Kodak24" not in data.synthetic_source
     assert v2.optim.milestones[-1] < v2.run.iterations
+
+
+def test_synthetic_v4_recipe_fine_tunes_v3_with_a_mild_share_of_v2s_data():
+    v2, v4 = load_config("synthetic_v2"), load_config("synthetic_v4")
+    assert v4.run.init == "llflow-synthetic-v3" and v4.llflow_config() == v2.llflow_config()
+    # The same photographs, validation pairs and real pairs; only the darkening's mixture differs.
+    changed = {name for name in dataclasses.asdict(v2.data) if getattr(v2.data, name) != getattr(v4.data, name)}
+    assert changed == {"synthesizer_mild_fraction", "synthesizer_mild_gamma", "synthesizer_mild_scale"}
+    mixture = v4.data.low_light_synthesizer()
+    assert mixture.weights == pytest.approx((0.93, 0.07))
+    preset, mild = mixture.components
+    assert preset == LowLightSynthesizer.lol_wide()
+    assert (mild.gamma, mild.scale) == ((1.0, 1.3), (0.6, 1.0)) and mild.red_gain == preset.red_gain
+    assert v4.optim.milestones[-1] < v4.run.iterations == 800
