@@ -4,7 +4,7 @@ Run from the repository root with the research data in ../shared/data::
 
     # export a training run's EMA weights into the package (prints the sha256 to record in
     # flowkit/models/llflow/pretrained.py), with the card entries measured here:
-    python docs/figures/model_card.py --export runs/default/last.pt --wall-time "2 h 05 min"
+    python docs/figures/model_card.py --export runs/default/last.pt --name llflow-synthetic-v5 --wall-time "2 h 05 min"
     # the same, stored in float16 (half the file; measured as the rounded weights it stores),
     # decoding by default as the mean of a pair at temperature 0.8:
     python docs/figures/model_card.py --export runs/default/last.pt --storage float16 --temperature 0.8 --name ...
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", choices=["ema", "raw"], default="ema",
                         help="export the run's moving average or its last weights")
     parser.add_argument("--no-figures", action="store_true")
-    parser.add_argument("--name", default="llflow-synthetic-v3", help="the exported model's name")
+    parser.add_argument("--name", help="the exported model's name (with --export; a new one, or its file is replaced)")
     parser.add_argument("--recipe", default="flowkit train --config synthetic_v2 --data-dir ../shared/data",
                         help="how the exported run was trained, for the card")
     parser.add_argument("--temperature", type=float, default=1.0,
@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--storage", choices=["float32", "float16"], default="float32",
                         help="the exported file's floating-point type (float16 halves it)")
     args = parser.parse_args(argv)
+    if args.export and not args.name:
+        parser.error("--export needs --name, the new model's name (its file goes to flowkit/models/llflow/weights)")
     torch.set_num_threads(2)
 
     if args.export:

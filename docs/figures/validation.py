@@ -2,7 +2,7 @@
 
 Run from the repository root with the research data in ../shared/data::
 
-    python docs/figures/validation.py [--checkpoint RUN/last.pt ...]
+    python docs/figures/validation.py [--pretrained NAME ...] [--checkpoint RUN/last.pt ...]
 
 Kodak24 (never trained on) is darkened twice, once by each synthesizer the shipped models were
 trained with: ``LowLightSynthesizer.lol()`` with seed 11 (v1's validation set) and
@@ -11,7 +11,8 @@ every ``--checkpoint`` (its EMA weights) is scored on all 24 pairs of both, as i
 default and as the reference decodes (the prior mean, ``temperature=0``, labelled ``[prior mean]``), with
 :func:`flowkit.models.llflow.metrics.score_enhancement`, and the output's mean brightness and HSV
 saturation are compared with the ground truth's. This is the set that decides whether new weights
-ship; LOL #778 never does. The scores go to ``validation_metrics.json`` in ``--out``.
+ship; LOL #778 never does. The scores go to ``validation_metrics.json`` in ``--out``; with
+``--pretrained``, only the shipped models named are scored, and the file's other entries are kept.
 """
 
 from __future__ import annotations
@@ -58,10 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--checkpoint", type=Path, action="append", default=[])
+    parser.add_argument("--pretrained", choices=pretrained_names(), action="append", default=None,
+                        help="score only this shipped model (repeatable; default: every one)")
     parser.add_argument("--out", type=Path, default=Path("docs/_static/figures"))
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    named = {name: LLFlow.from_pretrained(name) for name in pretrained_names()}
+    named = {name: LLFlow.from_pretrained(name) for name in args.pretrained or pretrained_names()}
     for path in args.checkpoint:
         # A run's last.pt knows its step; best.pt's is in the best.json beside it.
         step = torch.load(path, map_location="cpu", weights_only=True).get("step")
@@ -83,8 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"GT-mean PSNR {row['gtmean_psnr']:.2f}  brightness {row['brightness']:.3f} "
                       f"(GT {row['gt_brightness']:.3f})  saturation {row['saturation']:.3f} "
                       f"(GT {row['gt_saturation']:.3f})", flush=True)
+    record = args.out / "validation_metrics.json"
+    if args.pretrained and record.exists():
+        results = json.loads(record.read_text()) | results
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "validation_metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    temporary = record.with_name(f".{record.name}.tmp")  # whole or not at all
+    temporary.write_text(json.dumps(results, indent=2) + "\n")
+    temporary.replace(record)
     return 0
 
 
