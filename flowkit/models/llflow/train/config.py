@@ -25,6 +25,8 @@ __all__ = ["DataSection", "LossSection", "OptimSection", "RunSection", "TrainCon
 CONFIG_DIR = Path(__file__).parent / "configs"
 SYNTHESIZER_PRESETS = {"default": LowLightSynthesizer, "lol": LowLightSynthesizer.lol,
                        "lol_wide": LowLightSynthesizer.lol_wide}
+# The ranges a mild share may set (``[data] synthesizer_mild_<name>``); the preset's others are kept.
+_MILD_RANGES = ("gamma", "scale", "red_gain", "blue_gain")
 
 
 @dataclass
@@ -66,6 +68,10 @@ class DataSection:
         synthesizer_mild_gamma, synthesizer_mild_scale: the second pair's ``[low, high]`` gamma and
             scale ranges (the preset's other ranges are kept); both are needed when
             ``synthesizer_mild_fraction`` is above 0, and neither is allowed when it is 0.
+        synthesizer_mild_red_gain, synthesizer_mild_blue_gain: optional ``[low, high]`` ranges of
+            the mild share's colour gains relative to green (``None``: the preset's). LOL's
+            camera darkens red and blue unevenly, and a model that only ever sees that learns to
+            correct it even in a bright, neutral photograph; ``[1, 1]`` darkens without a cast.
         synthetic_online: darken the photographs afresh for every item and epoch
             (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
         synthetic_val_source: a folder of photographs for the validation pairs (``None``: from
@@ -100,6 +106,8 @@ class DataSection:
     synthesizer_mild_fraction: float = 0.0
     synthesizer_mild_gamma: tuple[float, float] | None = None
     synthesizer_mild_scale: tuple[float, float] | None = None
+    synthesizer_mild_red_gain: tuple[float, float] | None = None
+    synthesizer_mild_blue_gain: tuple[float, float] | None = None
     synthetic_online: bool = False
     synthetic_val_source: str | None = None
     real_train: str | None = None
@@ -144,19 +152,22 @@ class DataSection:
         if not 0 <= fraction < 1:
             raise ValueError(f"[data] synthesizer_mild_fraction must be in [0, 1), got {fraction}")
         if fraction == 0:
-            if mild_ranges != (None, None):
-                raise ValueError("[data] synthesizer_mild_gamma and synthesizer_mild_scale need "
-                                 "synthesizer_mild_fraction above 0, got 0")
+            mild_keys = [f"synthesizer_mild_{name}" for name in _MILD_RANGES
+                         if getattr(self, f"synthesizer_mild_{name}") is not None]
+            if mild_keys:
+                verb = "needs" if len(mild_keys) == 1 else "need"
+                raise ValueError(f"[data] {' and '.join(mild_keys)} {verb} synthesizer_mild_fraction above 0, got 0")
             return synthesizer
         if None in mild_ranges:
             raise ValueError(f"[data] synthesizer_mild_fraction = {fraction} needs both synthesizer_mild_gamma "
                              f"and synthesizer_mild_scale, got {list(mild_ranges)}")
-        mild = self._with_ranges(preset, "synthesizer_mild_")
+        mild = self._with_ranges(preset, "synthesizer_mild_", _MILD_RANGES)
         return LowLightMixture((synthesizer, mild), weights=(1 - fraction, fraction))
 
-    def _with_ranges(self, synthesizer: LowLightSynthesizer, prefix: str) -> LowLightSynthesizer:
-        # The gamma and scale ranges under these keys, each named in its own error.
-        for name in ("gamma", "scale"):
+    def _with_ranges(self, synthesizer: LowLightSynthesizer, prefix: str,
+                     names: tuple[str, ...] = ("gamma", "scale")) -> LowLightSynthesizer:
+        # The ranges under these keys, each named in its own error.
+        for name in names:
             value = getattr(self, prefix + name)
             if value is not None:
                 try:

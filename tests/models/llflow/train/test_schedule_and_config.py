@@ -149,6 +149,12 @@ def test_a_mild_fraction_mixes_a_second_pair_of_ranges_into_the_preset(tmp_path)
     wide, mild = synth.components
     assert wide == LowLightSynthesizer.lol_wide()
     assert (mild.gamma, mild.scale, mild.read_noise) == ((1.0, 1.6), (0.4, 1.0), wide.read_noise)
+    assert (mild.red_gain, mild.blue_gain) == (wide.red_gain, wide.blue_gain) != ((1.0, 1.0), (1.0, 1.0))
+    # A colour-neutral mild share: its gains replaced, the preset's share keeps LOL's casts.
+    good.write_text(good.read_text() + "synthesizer_mild_red_gain = [1, 1]\nsynthesizer_mild_blue_gain = [0.9, 1.1]\n")
+    wide, mild = load_config(good).data.low_light_synthesizer().components
+    assert (mild.red_gain, mild.blue_gain, mild.scale) == ((1.0, 1.0), (0.9, 1.1), (0.4, 1.0))
+    assert wide == LowLightSynthesizer.lol_wide()
 
 
 @pytest.mark.parametrize(
@@ -160,7 +166,10 @@ def test_a_mild_fraction_mixes_a_second_pair_of_ranges_into_the_preset(tmp_path)
         ("synthesizer_mild_fraction = 1.0", r"\[data\] synthesizer_mild_fraction must be in \[0, 1\), got 1.0"),
         ("synthesizer_mild_fraction = 0.2\nsynthesizer_mild_gamma = [1, 1.5]",
          r"synthesizer_mild_fraction = 0.2 needs both synthesizer_mild_gamma and synthesizer_mild_scale"),
-        ("synthesizer_mild_scale = [0.5, 1]", r"synthesizer_mild_scale need synthesizer_mild_fraction above 0"),
+        ("synthesizer_mild_scale = [0.5, 1]", r"synthesizer_mild_scale needs synthesizer_mild_fraction above 0"),
+        ("synthesizer_mild_red_gain = [1, 1]", r"synthesizer_mild_red_gain needs synthesizer_mild_fraction above 0"),
+        ("synthesizer_mild_fraction = 0.1\nsynthesizer_mild_gamma = [1, 1.3]\nsynthesizer_mild_scale = [0.6, 1]\n"
+         "synthesizer_mild_blue_gain = [0, 1]", r"\[data\] synthesizer_mild_blue_gain: blue_gain must be a range"),
         ("synthesizer_mild_fraction = 0.2\nsynthesizer_mild_gamma = [1, 1.5]\nsynthesizer_mild_scale = [0.5, 2]",
          r"\[data\] synthesizer_mild_scale: scale must stay within \(0, 1\]"),
     ],
