@@ -70,8 +70,9 @@ class DataSection:
             ``synthesizer_mild_fraction`` is above 0, and neither is allowed when it is 0.
         synthesizer_mild_red_gain, synthesizer_mild_blue_gain: optional ``[low, high]`` ranges of
             the mild share's colour gains relative to green (``None``: the preset's). LOL's
-            camera darkens red and blue unevenly, and a model that only ever sees that learns to
-            correct it even in a bright, neutral photograph; ``[1, 1]`` darkens without a cast.
+            camera darkens red and blue unevenly, and a model that only ever sees that may learn
+            to correct a cast that a bright, neutral photograph does not have; ``[1, 1]`` darkens
+            without a cast.
         synthetic_online: darken the photographs afresh for every item and epoch
             (:class:`~flowkit.models.llflow.data.SyntheticPairDataset`) instead of once.
         synthetic_val_source: a folder of photographs for the validation pairs (``None``: from
