@@ -9,7 +9,8 @@ It writes ``exposure_comparison.png``: one row per photograph, the input, then i
 ``llflow-synthetic-v3`` and by ``llflow-synthetic-v4``, each as it enhances by default. v3 was
 trained on LOL-like darkness only and lifts every input to one brightness; v4 learned from a mild
 share of its data that a brighter input is a brighter scene (the model card's *v4*). The last row
-is one of the brightest DICM photographs, where v4's whites take a pink tint.
+is one of the brightest DICM photographs, where v4's white sky comes out in faint patches of
+grey-green and cyan and v3's in plain white.
 """
 
 from __future__ import annotations

