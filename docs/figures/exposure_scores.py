@@ -116,7 +116,7 @@ def diverged(model: LLFlow, data: Path) -> dict[str, object]:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
             model.enhance(read_image(path)[None])
-        if any(issubclass(w.category, RuntimeWarning) for w in caught):
+        if any(issubclass(w.category, RuntimeWarning) and "diverged" in str(w.message) for w in caught):
             names.append(f"{path.parent.parent.parent.name}/{path.stem}")
     return {"count": len(names), "of": len(lows), "names": names}
 

@@ -197,7 +197,7 @@ def test_enhance_defaults_fill_in_the_options_a_call_leaves_out(toy_model):
 
 
 def test_shipped_model_enhances_with_the_mean_of_a_pair():
-    # v3 and v4 decode their pair at 0.8 (the model card: fewer real photographs diverge, same scores)
+    # v3 decodes its pair at 0.8 (the model card: fewer real photographs diverge, same scores), and so does v4
     for name in ("llflow-synthetic-v4", "llflow-synthetic-v3"):
         assert LLFlow.from_pretrained(name).enhance_defaults == {"temperature": 0.8, "average": 2, "seed": 0}
     for name in ("llflow-synthetic-v2", "llflow-small-synthetic"):
