@@ -39,6 +39,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from model_card import figure_photographs
 
 from flowkit.models import LLFlow
 from flowkit.models.llflow.data import LowLightSynthesizer, PairedImageDataset, read_image, write_synthetic_pairs
@@ -107,10 +108,8 @@ def dicm_lime(model: LLFlow, data: Path) -> dict[str, float]:
 
 
 def diverged(model: LLFlow, data: Path) -> dict[str, object]:
-    lows = sorted((data / "LOL" / "eval15_low_only" / "low").glob("*.png"), key=lambda p: int(p.stem))
-    dicm = sorted((data / "real_lowlight" / "DICM" / "test" / "low").glob("*.jpg"))
-    lows += sorted(dicm, key=lambda p: float(read_image(p).mean()))[:6]
-    lows += [data / "real_lowlight" / "LIME" / "test" / "low" / f"{n}.bmp" for n in ("1", "3", "9")]
+    eval15, real = figure_photographs(data)
+    lows = eval15 + real
     names = []
     for path in lows:
         with warnings.catch_warnings(record=True) as caught:

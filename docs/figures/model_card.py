@@ -93,19 +93,26 @@ def grid(images: list[torch.Tensor], columns: int, height: int) -> torch.Tensor:
     return torch.cat(padded[:-1], dim=1)
 
 
+def figure_photographs(data: Path) -> tuple[list[Path], list[Path]]:
+    """The real low-light photographs the figures show: LOL eval15's 15 inputs, and the darkest
+    DICM photographs with the chosen LIME ones."""
+    lows = sorted((data / "LOL" / "eval15_low_only" / "low").glob("*.png"), key=lambda p: int(p.stem))
+    dicm = sorted((data / "real_lowlight" / "DICM" / "test" / "low").glob("*.jpg"))
+    real = sorted(dicm, key=lambda p: float(read_image(p).mean()))[:DARKEST_DICM]
+    real += [data / "real_lowlight" / "LIME" / "test" / "low" / f"{n}.bmp" for n in LIME_SELECTION]
+    return lows, real
+
+
 def figures(model: LLFlow, data: Path, out: Path) -> None:
     from flowkit.models.llflow.data import write_image
 
-    lows = sorted((data / "LOL" / "eval15_low_only" / "low").glob("*.png"), key=lambda p: int(p.stem))
+    lows, real = figure_photographs(data)
     tiles = []
     for path in lows:
         low = read_image(path)
         tiles += [low, model.enhance(low[None])[0]]
     write_image(out / "eval15_grid.png", grid(tiles, 6, 160))
 
-    dicm = sorted((data / "real_lowlight" / "DICM" / "test" / "low").glob("*.jpg"))
-    real = sorted(dicm, key=lambda p: float(read_image(p).mean()))[:DARKEST_DICM]
-    real += [data / "real_lowlight" / "LIME" / "test" / "low" / f"{n}.bmp" for n in LIME_SELECTION]
     tiles = []
     for path in real:
         low = read_image(path)
@@ -126,9 +133,9 @@ def mild_share(state: dict) -> str:
     fraction = data.get("synthesizer_mild_fraction", 0.0)
     if not fraction:
         return ""
-    gamma, scale = data["synthesizer_mild_gamma"], data["synthesizer_mild_scale"]
-    return (f", {fraction:.0%} of them instead mildly (gamma {gamma[0]:g}-{gamma[1]:g}, "
-            f"scale {scale[0]:g}-{scale[1]:g})")
+    words = [f"{name.replace('_', ' ')} {value[0]:g}-{value[1]:g}" for name in ("gamma", "scale", "red_gain", "blue_gain")
+             if (value := data.get(f"synthesizer_mild_{name}")) is not None]
+    return f", {fraction:.0%} of them instead mildly ({', '.join(words)})"
 
 
 def main(argv: list[str] | None = None) -> int:
